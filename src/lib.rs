@@ -1,0 +1,18 @@
+//! kuryr: a Docker (libnetwork) network and IPAM plugin backed by OpenStack Neutron.
+//!
+//! - [`protocol`]: libnetwork's wire types and request validation
+//! - [`neutron`]: the Neutron/Keystone client
+//! - [`driver`]: the CNM-to-Neutron mapping (what each call does)
+//! - [`host`]: host plumbing (netlink, binding by vif_type)
+//! - [`server`]: the HTTP listener
+//! - [`config`]: the kuryr.conf file
+//! - [`commands`]: the CLI subcommands
+
+pub mod commands;
+pub mod config;
+pub mod driver;
+pub mod host;
+pub mod names;
+pub mod neutron;
+pub mod protocol;
+pub mod server;

@@ -1,1 +1,45 @@
-fn main(){}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Docker network and IPAM plugin backed by OpenStack Neutron.
+#[derive(Parser)]
+#[command(name = "kuryr", version, about)]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text", env = "KURYR_LOG_FORMAT")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the plugin protocol to Docker.
+    Serve {
+        /// kuryr.conf (the reference implementation's INI file).
+        #[arg(
+            long,
+            default_value = "/etc/kuryr/kuryr.conf",
+            env = "KURYR_CONFIG_FILE"
+        )]
+        config_file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config_file } => {
+            kuryr::commands::serve::run(&config_file, &cli.log_format)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kuryr: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! One module per subcommand; `main` only parses arguments and dispatches.
+
+pub mod serve;

@@ -1,0 +1,140 @@
+//! `kuryr serve`: load the config, reach Neutron, listen for Docker.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{parse_listen_uri, Config};
+use crate::driver::{Driver, DriverError};
+use crate::neutron::Neutron;
+use crate::server;
+
+/// How long start-up keeps trying to reach Neutron before giving up.
+const NEUTRON_WAIT: Duration = Duration::from_secs(120);
+
+pub fn init_logging(format: &str, debug: bool) {
+    let default = if debug { "kuryr=debug,info" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub fn run(config_file: &Path, log_format: &str) -> Result<()> {
+    let loaded = Config::load(config_file)?;
+    init_logging(log_format, loaded.config.debug);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let cfg = Arc::new(loaded.config);
+    if cfg.enable_ssl {
+        bail!("{}: enable_ssl is not supported yet; serve on the unix socket or plain TCP on loopback", config_file.display());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(cfg))
+}
+
+async fn connect(cfg: Arc<Config>) -> Result<Driver> {
+    let neutron = Neutron::new(&cfg.neutron)?;
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match Driver::new(cfg.clone(), neutron.clone()).await {
+            Ok(d) => return Ok(d),
+            // Unreachable or failing Neutron: wait for it (it may be starting too).
+            Err(DriverError::Neutron(e)) if started.elapsed() < NEUTRON_WAIT => {
+                tracing::warn!(error = %e, "Neutron not ready; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(8));
+            }
+            Err(e) => return Err(e).context("connecting to Neutron"),
+        }
+    }
+}
+
+async fn serve(cfg: Arc<Config>) -> Result<()> {
+    let driver = Arc::new(connect(cfg.clone()).await?);
+    tracing::info!(
+        host = %cfg.host,
+        extensions = driver.extensions().aliases().len(),
+        "connected to Neutron"
+    );
+    let app = server::router(driver);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut guards = Vec::new();
+
+    if let Some(path) = &cfg.unix_socket {
+        let l =
+            server::bind_unix(path).with_context(|| format!("listening on {}", path.display()))?;
+        guards.push(server::SocketGuard(path.clone()));
+        tracing::info!(socket = %path.display(), "listening");
+        let app = app.clone();
+        let mut rx = stop_rx.clone();
+        tasks.spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+        });
+    }
+    if cfg.tcp_configured {
+        let (host, port) = parse_listen_uri(&cfg.kuryr_uri)
+            .with_context(|| format!("kuryr_uri {}", cfg.kuryr_uri))?;
+        let ip: std::net::IpAddr = host
+            .parse()
+            .with_context(|| format!("kuryr_uri host {host} is not an IP address"))?;
+        if !ip.is_loopback() {
+            tracing::warn!(%ip, port, "listening on a non-loopback address: anyone who reaches it can create and delete Neutron ports with kuryr's credentials");
+        }
+        let l = tokio::net::TcpListener::bind((ip, port))
+            .await
+            .with_context(|| format!("listening on {ip}:{port}"))?;
+        tracing::info!(address = %format!("{ip}:{port}"), "listening on TCP");
+        let app = app.clone();
+        let mut rx = stop_rx.clone();
+        tasks.spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+        });
+    }
+    if tasks.is_empty() {
+        bail!("nothing to listen on: unix_socket is empty and kuryr_uri is not set");
+    }
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: finishing calls in flight"),
+        _ = int.recv() => tracing::info!("SIGINT: finishing calls in flight"),
+        r = tasks.join_next() => {
+            if let Some(Ok(Err(e))) = r { bail!("listener failed: {e}"); }
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(Err(e)) = r {
+            tracing::warn!(error = %e, "listener stopped with an error");
+        }
+    }
+    drop(guards);
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Facts learnt from Neutron that do not change while a Docker object lives: which Neutron
+//! network backs a Docker network, a pool's CIDR and subnet, the port behind an address or
+//! an endpoint. Lost on restart by design: every entry can be found again through tags.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+
+use crate::neutron::{Port, Subnet};
+
+#[derive(Debug, Clone)]
+pub struct NetInfo {
+    pub neutron_id: String,
+    pub mtu: Option<u32>,
+    pub existing: bool,
+    pub project_id: String,
+    pub subnets: Vec<Subnet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolInfo {
+    pub cidr: String,
+    pub subnet: Option<Subnet>,
+    /// The gateway Docker was given before any subnet existed.
+    pub gateway: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointInfo {
+    pub port: Port,
+    pub network_id: String,
+}
+
+/// A small map behind a std mutex: never held across an await.
+pub struct Map<K, V>(Mutex<HashMap<K, V>>);
+
+impl<K: Eq + Hash, V: Clone> Default for Map<K, V> {
+    fn default() -> Self {
+        Map(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: Eq + Hash, V: Clone> Map<K, V> {
+    pub fn get(&self, k: &K) -> Option<V> {
+        self.0.lock().ok()?.get(k).cloned()
+    }
+    pub fn put(&self, k: K, v: V) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(k, v);
+        }
+    }
+    pub fn remove(&self, k: &K) -> Option<V> {
+        self.0.lock().ok()?.remove(k)
+    }
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Drops every entry for which `f` is false.
+    pub fn retain(&self, f: impl FnMut(&K, &mut V) -> bool) {
+        if let Ok(mut m) = self.0.lock() {
+            m.retain(f);
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Cache {
+    /// Docker network id -> Neutron network facts.
+    pub networks: Map<String, NetInfo>,
+    /// Subnetpool id -> CIDR and (once made) its subnet.
+    pub pools: Map<String, PoolInfo>,
+    /// Subnetpool name -> id (kuryr pools, found or made by RequestPool).
+    pub pool_names: Map<String, String>,
+    /// (subnet id, IP) -> the port IPAM reserved or adopted for it.
+    pub addresses: Map<(String, String), Port>,
+    /// Docker endpoint id -> its port.
+    pub endpoints: Map<String, EndpointInfo>,
+}
+
+/// Per-key async locks: serialise find-or-create on one key (a pool CIDR, a Docker id)
+/// without serialising unrelated calls.
+#[derive(Default)]
+pub struct KeyedLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl KeyedLocks {
+    pub async fn lock(&self, key: &str) -> KeyGuard<'_> {
+        let m = {
+            let mut map = match self.0.lock() {
+                Ok(m) => m,
+                Err(p) => p.into_inner(),
+            };
+            map.entry(key.to_string()).or_default().clone()
+        };
+        let guard = m.clone().lock_owned().await;
+        KeyGuard {
+            locks: self,
+            key: key.to_string(),
+            _guard: guard,
+        }
+    }
+}
+
+pub struct KeyGuard<'a> {
+    locks: &'a KeyedLocks,
+    key: String,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        // Forget the lock when nobody else holds or waits for it, so the map stays small.
+        let mut map = match self.locks.0.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(m) = map.get(&self.key) {
+            // 2 = the map's reference + ours (the guard holds an Arc clone).
+            if Arc::strong_count(m) <= 2 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keyed_lock_serialises_one_key_only() {
+        let locks = Arc::new(KeyedLocks::default());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let max = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (locks, inside, max) = (locks.clone(), inside.clone(), max.clone());
+            tasks.push(tokio::spawn(async move {
+                let _g = locks.lock("k").await;
+                let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+            }));
+        }
+        // Another key is not blocked by "k".
+        let _other = locks.lock("other").await;
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(max.load(Ordering::SeqCst), 1);
+        drop(_other);
+        assert!(locks.0.lock().unwrap().is_empty());
+    }
+}

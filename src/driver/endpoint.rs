@@ -1,0 +1,583 @@
+//! NetworkDriver, endpoint half: a Docker endpoint is a Neutron port bound to this host
+//! plus a veth pair on it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::cache::{EndpointInfo, NetInfo};
+use super::{bad, kuryr_made, subnet_for_ip, Driver, DriverError, Result};
+use crate::host::binding::BindContext;
+use crate::host::PlugRequest;
+use crate::names;
+use crate::neutron::{Filters, Port, SecurityGroup, SecurityGroupRule, Subnet};
+use crate::protocol::{validate, *};
+
+/// What CreateEndpoint changed on a port, to give it back on failure.
+enum PortChange {
+    Created(String),
+    Updated { port: Box<Port> },
+}
+
+impl Driver {
+    async fn require_net(&self, docker_net_id: &str) -> Result<NetInfo> {
+        self.net_info(docker_net_id).await?.ok_or_else(|| {
+            DriverError::NotFound(format!(
+                "Neutron net associated with identifier {docker_net_id} doesn't exist."
+            ))
+        })
+    }
+
+    pub async fn create_endpoint(
+        &self,
+        req: CreateEndpointRequest,
+    ) -> Result<CreateEndpointResponse> {
+        validate::docker_id("NetworkID", &req.network_id)?;
+        validate::docker_id("EndpointID", &req.endpoint_id)?;
+        let iface = &req.interface;
+        let mut addrs: Vec<IpAddr> = Vec::new();
+        if !iface.address.is_empty() {
+            addrs.push(validate::ip_maybe_cidr("Interface.Address", &iface.address)?.0);
+        }
+        if !iface.address_ipv6.is_empty() {
+            addrs.push(validate::ip_maybe_cidr("Interface.AddressIPv6", &iface.address_ipv6)?.0);
+        }
+        if addrs.is_empty() {
+            return Err(bad("Interface address v4 or v6 not provided."));
+        }
+        let mac = if iface.mac_address.is_empty() {
+            None
+        } else {
+            Some(validate::mac("Interface.MacAddress", &iface.mac_address)?)
+        };
+        let ep = req.endpoint_id.as_str();
+        let _g = self.locks.lock(&format!("ep:{ep}")).await;
+        let net = self.require_net(&req.network_id).await?;
+        let mut subnets: Vec<Subnet> = Vec::new();
+        for ip in &addrs {
+            let s = subnet_for_ip(&net.subnets, *ip).ok_or_else(|| {
+                DriverError::NotFound(format!(
+                    "No subnet exist for the address {ip} on network {}",
+                    net.neutron_id
+                ))
+            })?;
+            subnets.push(s.clone());
+        }
+
+        // The ports IPAM reserved for these addresses.
+        let mut ports: Vec<Port> = Vec::new();
+        for (ip, s) in addrs.iter().zip(&subnets) {
+            let key = (s.id.clone(), ip.to_string());
+            let found = match self.cache.addresses.get(&key) {
+                Some(p) => vec![p],
+                None => {
+                    self.neutron
+                        .list::<Port>(
+                            &Filters::new()
+                                .add("fixed_ips", format!("subnet_id={}", s.id))
+                                .add("fixed_ips", format!("ip_address={ip}")),
+                        )
+                        .await?
+                }
+            };
+            for p in found {
+                if !ports.iter().any(|q| q.id == p.id) {
+                    ports.push(p);
+                }
+            }
+        }
+
+        let mut change = None;
+        let result = self
+            .bind_endpoint(
+                &req,
+                &net,
+                &subnets,
+                &addrs,
+                mac.as_deref(),
+                ports,
+                &mut change,
+            )
+            .await;
+        match result {
+            Ok(port) => {
+                let response_mac = if iface.mac_address.is_empty() {
+                    port.mac_address.clone()
+                } else {
+                    String::new()
+                };
+                for (ip, s) in addrs.iter().zip(&subnets) {
+                    self.cache
+                        .addresses
+                        .put((s.id.clone(), ip.to_string()), port.clone());
+                }
+                self.cache.endpoints.put(
+                    ep.to_string(),
+                    EndpointInfo {
+                        port,
+                        network_id: req.network_id.clone(),
+                    },
+                );
+                Ok(CreateEndpointResponse {
+                    interface: EndpointInterfaceResponse {
+                        mac_address: response_mac,
+                        ..Default::default()
+                    },
+                })
+            }
+            Err(e) => {
+                self.undo_port_change(change, ep).await;
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn bind_endpoint(
+        &self,
+        req: &CreateEndpointRequest,
+        net: &NetInfo,
+        subnets: &[Subnet],
+        addrs: &[IpAddr],
+        mac: Option<&str>,
+        ports: Vec<Port>,
+        change: &mut Option<PortChange>,
+    ) -> Result<Port> {
+        let ep = req.endpoint_id.as_str();
+        let mut binding = json!({
+            "binding:host_id": self.cfg.host,
+            "device_owner": names::DEVICE_OWNER,
+            "device_id": ep,
+            "admin_state_up": true,
+        });
+        // One port holding every address: bind it. Otherwise (dual stack from IPAM: one
+        // port per family) replace kuryr's ports by one port holding both addresses.
+        let single = ports.len() == 1
+            && addrs.iter().zip(subnets).all(|(ip, s)| {
+                ports[0].fixed_ips.iter().any(|f| {
+                    f.subnet_id == s.id && f.ip_address.parse::<IpAddr>().ok() == Some(*ip)
+                })
+            });
+        let port = if single {
+            let old = ports
+                .into_iter()
+                .next()
+                .ok_or_else(|| DriverError::Internal("no port".into()))?;
+            if let Some(m) = mac {
+                if !old.mac_address.eq_ignore_ascii_case(m) {
+                    binding["mac_address"] = json!(m);
+                }
+            }
+            let already = old.host_id == self.cfg.host
+                && old.device_id == ep
+                && names::has_id_tags(&old.tags, ep);
+            let port = if already && old.vif_type != "unbound" && !old.vif_type.is_empty() {
+                old
+            } else {
+                *change = Some(PortChange::Updated {
+                    port: Box::new(old.clone()),
+                });
+                let mut port: Port = self.neutron.update(&old.id, binding).await?;
+                let mut tags = old.tags.clone();
+                for t in names::id_tags(ep) {
+                    if !tags.contains(&t) {
+                        tags.push(t);
+                    }
+                }
+                if tags != port.tags {
+                    self.neutron.replace_tags::<Port>(&port.id, &tags).await?;
+                    port.tags = tags;
+                }
+                port
+            };
+            port
+        } else {
+            for p in &ports {
+                if kuryr_made(p) {
+                    self.neutron.delete_if_exists::<Port>(&p.id).await?;
+                } else {
+                    return Err(DriverError::Conflict(format!(
+                        "addresses of endpoint {ep} are held by different ports, one of them not kuryr's ({})",
+                        p.id
+                    )));
+                }
+            }
+            let fixed: Vec<Value> = addrs
+                .iter()
+                .zip(subnets)
+                .map(|(ip, s)| json!({"subnet_id": s.id, "ip_address": ip.to_string()}))
+                .collect();
+            binding["name"] = json!(names::UNBOUND_PORT_NAME);
+            binding["network_id"] = json!(net.neutron_id);
+            binding["fixed_ips"] = json!(fixed);
+            if let Some(m) = mac {
+                binding["mac_address"] = json!(m);
+            }
+            let mut port: Port = self.neutron.create(binding).await?;
+            *change = Some(PortChange::Created(port.id.clone()));
+            let mut tags = vec![names::TAG_KURYR_PORT.to_string()];
+            tags.extend(names::id_tags(ep));
+            self.neutron.replace_tags::<Port>(&port.id, &tags).await?;
+            port.tags = tags;
+            port
+        };
+
+        let bind = bind_context(&port, ep, &net.project_id);
+        self.plumber
+            .plug(&PlugRequest {
+                bind: bind.clone(),
+                mtu: net.mtu,
+            })
+            .await?;
+        if self.cfg.neutron.vif_plugging_is_fatal {
+            if let Err(e) = self.wait_active(&port.id).await {
+                let _ = self.plumber.unplug(&bind).await;
+                return Err(e);
+            }
+        }
+        Ok(port)
+    }
+
+    /// Polls the port until Neutron's agent reports it ACTIVE; only this call waits.
+    async fn wait_active(&self, port_id: &str) -> Result<()> {
+        let timeout = self.cfg.neutron.vif_plugging_timeout;
+        let deadline = (timeout > 0).then(|| Instant::now() + Duration::from_secs(timeout));
+        loop {
+            let p: Port = self.neutron.get(port_id).await?;
+            if p.status == "ACTIVE" {
+                return Ok(());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(DriverError::Internal(format!(
+                    "port {port_id} did not become ACTIVE within {timeout} s (status {})",
+                    p.status
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn undo_port_change(&self, change: Option<PortChange>, ep: &str) {
+        match change {
+            None => {}
+            Some(PortChange::Created(id)) => {
+                if let Err(e) = self.neutron.delete_if_exists::<Port>(&id).await {
+                    tracing::warn!(port = %id, error = %e, "rollback: could not delete port");
+                }
+            }
+            Some(PortChange::Updated { port }) => {
+                let body = json!({
+                    "binding:host_id": port.host_id,
+                    "device_owner": port.device_owner,
+                    "device_id": port.device_id,
+                });
+                if let Err(e) = self.neutron.update::<Port>(&port.id, body).await {
+                    tracing::warn!(port = %port.id, error = %e, "rollback: could not restore port");
+                }
+                if let Err(e) = self
+                    .neutron
+                    .replace_tags::<Port>(&port.id, &port.tags)
+                    .await
+                {
+                    tracing::warn!(port = %port.id, error = %e, "rollback: could not restore tags");
+                }
+            }
+        }
+        self.cache.endpoints.remove(&ep.to_string());
+    }
+
+    pub async fn delete_endpoint(&self, req: EndpointRequest) -> Result<Value> {
+        validate::docker_id("NetworkID", &req.network_id)?;
+        validate::docker_id("EndpointID", &req.endpoint_id)?;
+        let ep = req.endpoint_id.as_str();
+        let _g = self.locks.lock(&format!("ep:{ep}")).await;
+        let Some(info) = self.endpoint_info(&req.network_id, ep).await? else {
+            tracing::info!(endpoint = %ep, "DeleteEndpoint: no port is tagged for it; nothing to do");
+            return Ok(json!({}));
+        };
+        let port = &info.port;
+        let bind = bind_context(port, ep, &port.project_id);
+        self.plumber.unplug(&bind).await?;
+        // Ports kuryr made are deleted by ReleaseAddress next; an adopted port stops
+        // pointing at this endpoint now.
+        if !kuryr_made(port) {
+            let keep: Vec<String> = port
+                .tags
+                .iter()
+                .filter(|t| !names::id_tags(ep).contains(t))
+                .cloned()
+                .collect();
+            match self.neutron.replace_tags::<Port>(&port.id, &keep).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.cache.addresses.retain(|_, p| p.id != port.id);
+        }
+        self.cache.endpoints.remove(&ep.to_string());
+        Ok(json!({}))
+    }
+
+    pub async fn endpoint_oper_info(&self, req: EndpointRequest) -> Result<Value> {
+        validate::docker_id("NetworkID", &req.network_id)?;
+        validate::docker_id("EndpointID", &req.endpoint_id)?;
+        let Some(info) = self
+            .endpoint_info(&req.network_id, &req.endpoint_id)
+            .await?
+        else {
+            return Ok(json!({"Value": {}}));
+        };
+        // Status changes as the agent works: read it live.
+        match self.neutron.get::<Port>(&info.port.id).await {
+            Ok(p) => Ok(json!({"Value": {"status": p.status}})),
+            Err(e) if e.is_not_found() => Ok(json!({"Value": {}})),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn join(&self, req: JoinRequest) -> Result<JoinResponse> {
+        validate::docker_id("NetworkID", &req.network_id)?;
+        validate::docker_id("EndpointID", &req.endpoint_id)?;
+        if req.sandbox_key.is_empty()
+            || !req.sandbox_key.starts_with('/')
+            || req.sandbox_key.contains("..")
+        {
+            return Err(bad(format!(
+                "SandboxKey {:?} is not an absolute path",
+                req.sandbox_key
+            )));
+        }
+        let net = self.require_net(&req.network_id).await?;
+        let info = self
+            .endpoint_info(&req.network_id, &req.endpoint_id)
+            .await?
+            .ok_or_else(|| {
+                DriverError::NotFound(format!(
+                    "The port doesn't exist for the identifier {}",
+                    req.endpoint_id
+                ))
+            })?;
+        let port = &info.port;
+        let mut gateway = None;
+        let mut gateway_v6 = None;
+        let mut routes = Vec::new();
+        for f in &port.fixed_ips {
+            let Some(s) = net.subnets.iter().find(|s| s.id == f.subnet_id) else {
+                continue;
+            };
+            let gw = s.gateway_ip.clone().filter(|g| !g.is_empty());
+            if s.ip_version == 6 || s.cidr.contains(':') {
+                gateway_v6 = gateway_v6.or(gw);
+            } else {
+                gateway = gateway.or(gw);
+            }
+            for r in &s.host_routes {
+                routes.push(StaticRoute {
+                    destination: r.destination.clone(),
+                    route_type: 0,
+                    next_hop: r.nexthop.clone(),
+                });
+            }
+        }
+        Ok(JoinResponse {
+            interface_name: InterfaceName {
+                src_name: names::container_veth(&port.id),
+                dst_prefix: self.cfg.binding.veth_dst_prefix.clone(),
+            },
+            gateway,
+            gateway_ipv6: gateway_v6,
+            static_routes: routes,
+            disable_gateway_service: true,
+        })
+    }
+
+    pub async fn leave(&self, req: EndpointRequest) -> Result<Value> {
+        validate::docker_id("NetworkID", &req.network_id)?;
+        validate::docker_id("EndpointID", &req.endpoint_id)?;
+        Ok(json!({}))
+    }
+
+    pub async fn program_external_connectivity(&self, req: EndpointRequest) -> Result<Value> {
+        validate::docker_id("NetworkID", &req.network_id)?;
+        validate::docker_id("EndpointID", &req.endpoint_id)?;
+        if !self.cfg.process_external_connectivity {
+            return Ok(json!({}));
+        }
+        let exposed = exposed_ports(&req.options);
+        if exposed.is_empty() {
+            return Ok(json!({}));
+        }
+        let ranges = port_ranges(&exposed)?;
+        let _g = self.locks.lock(&format!("ep:{}", req.endpoint_id)).await;
+        let Some(info) = self
+            .endpoint_info(&req.network_id, &req.endpoint_id)
+            .await?
+        else {
+            return Ok(json!({}));
+        };
+        let port_id = info.port.id.clone();
+        let name = names::exposed_sg_name(&port_id);
+        let existing: Vec<SecurityGroup> = self
+            .neutron
+            .list(&Filters::new().add("name", &name))
+            .await?;
+        if !existing.is_empty() {
+            return Ok(json!({}));
+        }
+        let sg: SecurityGroup = self
+            .neutron
+            .create(json!({"name": name, "description": names::SG_DESCRIPTION}))
+            .await?;
+        let result = async {
+            for (proto, lo, hi) in &ranges {
+                for ethertype in ["IPv4", "IPv6"] {
+                    let mut rule = json!({
+                        "security_group_id": sg.id,
+                        "direction": "ingress",
+                        "protocol": proto,
+                        "ethertype": ethertype,
+                    });
+                    if *proto != "icmp" {
+                        rule["port_range_min"] = json!(lo);
+                        rule["port_range_max"] = json!(hi);
+                    }
+                    self.neutron.create::<SecurityGroupRule>(rule).await?;
+                }
+            }
+            let port: Port = self.neutron.get(&port_id).await?;
+            let mut groups = vec![sg.id.clone()];
+            groups.extend(port.security_groups.into_iter().filter(|g| *g != sg.id));
+            self.neutron
+                .update::<Port>(&port_id, json!({"security_groups": groups}))
+                .await?;
+            Ok::<(), DriverError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = self.neutron.delete_if_exists::<SecurityGroup>(&sg.id).await;
+            return Err(e);
+        }
+        Ok(json!({}))
+    }
+
+    pub async fn revoke_external_connectivity(&self, req: EndpointRequest) -> Result<Value> {
+        validate::docker_id("NetworkID", &req.network_id)?;
+        validate::docker_id("EndpointID", &req.endpoint_id)?;
+        if !self.cfg.process_external_connectivity {
+            return Ok(json!({}));
+        }
+        let _g = self.locks.lock(&format!("ep:{}", req.endpoint_id)).await;
+        let Some(info) = self
+            .endpoint_info(&req.network_id, &req.endpoint_id)
+            .await?
+        else {
+            return Ok(json!({}));
+        };
+        let port_id = info.port.id.clone();
+        let groups: Vec<SecurityGroup> = self
+            .neutron
+            .list(&Filters::new().add("name", names::exposed_sg_name(&port_id)))
+            .await?;
+        if groups.is_empty() {
+            return Ok(json!({}));
+        }
+        match self.neutron.get::<Port>(&port_id).await {
+            Ok(port) => {
+                let keep: Vec<String> = port
+                    .security_groups
+                    .into_iter()
+                    .filter(|g| !groups.iter().any(|s| &s.id == g))
+                    .collect();
+                self.neutron
+                    .update::<Port>(&port_id, json!({"security_groups": keep}))
+                    .await?;
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        for g in groups {
+            self.neutron
+                .delete_if_exists::<SecurityGroup>(&g.id)
+                .await?;
+        }
+        Ok(json!({}))
+    }
+}
+
+fn bind_context(port: &Port, ep: &str, project_id: &str) -> BindContext {
+    BindContext {
+        vif_type: port.vif_type.clone(),
+        vif_details: port.vif_details.clone(),
+        port_id: port.id.clone(),
+        endpoint_id: ep.to_string(),
+        mac: port.mac_address.to_ascii_lowercase(),
+        network_id: port.network_id.clone(),
+        project_id: if port.project_id.is_empty() {
+            project_id.to_string()
+        } else {
+            port.project_id.clone()
+        },
+        ifname: String::new(),
+    }
+}
+
+/// Exposed ports grouped by protocol into contiguous ranges: `(proto, min, max)`.
+pub(crate) fn port_ranges(exposed: &[ExposedPort]) -> Result<Vec<(&'static str, u16, u16)>> {
+    let mut by_proto: BTreeMap<&'static str, Vec<u16>> = BTreeMap::new();
+    for e in exposed {
+        let proto = match e.proto {
+            6 => "tcp",
+            17 => "udp",
+            1 => "icmp",
+            p => {
+                return Err(bad(format!(
+                    "exposed port protocol {p} is not supported (tcp, udp, icmp)"
+                )))
+            }
+        };
+        by_proto.entry(proto).or_default().push(e.port);
+    }
+    let mut out = Vec::new();
+    for (proto, mut ports) in by_proto {
+        ports.sort_unstable();
+        ports.dedup();
+        if proto == "icmp" {
+            out.push((proto, 0, 0));
+            continue;
+        }
+        let mut iter = ports.into_iter();
+        let Some(first) = iter.next() else { continue };
+        let (mut lo, mut hi) = (first, first);
+        for p in iter {
+            if hi.checked_add(1) == Some(p) {
+                hi = p;
+            } else {
+                out.push((proto, lo, hi));
+                lo = p;
+                hi = p;
+            }
+        }
+        out.push((proto, lo, hi));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_merge_contiguous_ports() {
+        let e = |proto, port| ExposedPort { proto, port };
+        let r =
+            port_ranges(&[e(6, 80), e(6, 81), e(6, 443), e(17, 53), e(6, 82), e(6, 80)]).unwrap();
+        assert_eq!(r, vec![("tcp", 80, 82), ("tcp", 443, 443), ("udp", 53, 53)]);
+        assert!(port_ranges(&[e(132, 1)]).is_err());
+        assert_eq!(
+            port_ranges(&[e(6, 65535)]).unwrap(),
+            vec![("tcp", 65535, 65535)]
+        );
+    }
+}

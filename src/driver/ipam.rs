@@ -1,0 +1,704 @@
+//! IpamDriver: Docker pools are Neutron subnetpools, Docker addresses are Neutron ports.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde_json::{json, Value};
+
+use super::cache::PoolInfo;
+use super::{bad, kuryr_made, prefix_len, Driver, DriverError, Result};
+use crate::names;
+use crate::neutron::{Filters, Network, Port, Subnet, SubnetPool};
+use crate::protocol::{validate, *};
+
+/// Name prefix of subnets made on demand when kuryr's IPAM serves another network driver.
+pub(crate) const IPAM_SUBNET_PREFIX: &str = "kuryr-ipam-subnet-";
+const IPAM_NET_PREFIX: &str = "kuryr-ipam-net-";
+
+impl Driver {
+    pub fn ipam_capabilities(&self) -> Value {
+        json!({"RequiresMACAddress": true})
+    }
+
+    pub fn default_address_spaces(&self) -> Value {
+        json!({
+            "LocalDefaultAddressSpace": self.cfg.local_default_address_space,
+            "GlobalDefaultAddressSpace": self.cfg.global_default_address_space,
+        })
+    }
+
+    fn option<'a>(opts: &'a BTreeMap<String, String>, v6: bool, key: &str) -> Option<&'a str> {
+        let full = if v6 {
+            format!(
+                "neutron.{}.v6.{}",
+                key.split('.').next().unwrap_or(key),
+                key.split('.').nth(1).unwrap_or("")
+            )
+        } else {
+            format!("neutron.{key}")
+        };
+        opts.get(&full)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    pub async fn request_pool(&self, req: RequestPoolRequest) -> Result<RequestPoolResponse> {
+        if req.pool.is_empty() && !req.sub_pool.is_empty() {
+            return Err(bad("SubPool given without Pool"));
+        }
+        let shared = match req.options.get("neutron.net.shared") {
+            None => false,
+            Some(v) => crate::config::parse_bool(v)
+                .ok_or_else(|| bad(format!("neutron.net.shared {v:?} is not a boolean")))?,
+        };
+        if req.pool.is_empty() {
+            return self.default_pool(req.v6).await;
+        }
+        let pool_net = validate::cidr("Pool", &req.pool)?.trunc();
+        let cidr_net = if req.sub_pool.is_empty() {
+            pool_net
+        } else {
+            let sub = validate::cidr("SubPool", &req.sub_pool)?.trunc();
+            if !pool_net.contains(&sub) {
+                return Err(bad(format!("SubPool {sub} is not inside Pool {pool_net}")));
+            }
+            sub
+        };
+        if cidr_net.addr().is_ipv6() != req.v6 {
+            return Err(bad(format!(
+                "Pool {cidr_net} is not an IPv{} network",
+                if req.v6 { 6 } else { 4 }
+            )));
+        }
+        let cidr = cidr_net.to_string();
+        let opts = &req.options;
+
+        // An existing subnet named by option: the kuryr pool is tagged with its id.
+        let subnet_id = match (
+            Self::option(opts, req.v6, "subnet.uuid"),
+            Self::option(opts, req.v6, "subnet.name"),
+        ) {
+            (Some(id), _) => {
+                validate::uuid("neutron.subnet.uuid", id)?;
+                Some(id.to_string())
+            }
+            (None, Some(name)) => Some(self.subnet_by_name(name).await?.id),
+            (None, None) => None,
+        };
+
+        // A named existing pool is used when its first prefix is the requested CIDR.
+        let named = match (
+            Self::option(opts, req.v6, "pool.uuid"),
+            Self::option(opts, req.v6, "pool.name"),
+        ) {
+            (Some(id), _) => {
+                validate::uuid("neutron.pool.uuid", id)?;
+                Some(self.pool_by(Filters::new().add("id", id), id).await?)
+            }
+            (None, Some(name)) => Some(self.pool_by(Filters::new().add("name", name), name).await?),
+            (None, None) => None,
+        };
+        if let Some(pool) = named {
+            if !pool.tags.iter().any(|t| t == names::TAG_POOL_EXISTING) {
+                self.neutron
+                    .add_tag::<SubnetPool>(&pool.id, names::TAG_POOL_EXISTING)
+                    .await?;
+            }
+            let first = pool.prefixes.first().cloned().unwrap_or_default();
+            if same_cidr(&first, &cidr) {
+                if pool.shared != shared {
+                    return Err(DriverError::Conflict(format!(
+                        "subnetpool {} has shared={} but neutron.net.shared={shared} was asked",
+                        pool.id, pool.shared
+                    )));
+                }
+                self.remember_pool(&pool.id, &cidr);
+                return Ok(pool_response(pool.id, cidr));
+            }
+            tracing::info!(pool = %pool.id, %first, %cidr, "named pool's prefix differs; using a kuryr pool");
+        }
+
+        let name = names::subnetpool_name(&self.cfg.subnetpool_name_prefix, &cidr);
+        let _g = self.locks.lock(&format!("pool:{name}")).await;
+        if subnet_id.is_none() {
+            if let Some(id) = self.cache.pool_names.get(&name) {
+                if self.cache.pools.get(&id).is_some() {
+                    return Ok(pool_response(id, cidr));
+                }
+            }
+        }
+        let mut filters = Filters::new().add("name", &name);
+        if let Some(s) = &subnet_id {
+            filters = filters.tags(&[s]);
+        }
+        let mut found: Vec<SubnetPool> = self.neutron.list(&filters).await?;
+        // Another host may have raced us to create it: converge on the oldest (smallest id
+        // is as good as any stable choice) instead of failing every later lookup.
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        let pool = match found.into_iter().next() {
+            Some(p) => p,
+            None => {
+                let p: SubnetPool = self
+                    .neutron
+                    .create(json!({
+                        "name": name,
+                        "prefixes": [cidr],
+                        "default_prefixlen": cidr_net.prefix_len(),
+                        "shared": shared,
+                    }))
+                    .await?;
+                if let Some(s) = &subnet_id {
+                    self.neutron.add_tag::<SubnetPool>(&p.id, s).await?;
+                }
+                p
+            }
+        };
+        self.cache.pool_names.put(name, pool.id.clone());
+        self.remember_pool(&pool.id, &cidr);
+        Ok(pool_response(pool.id, cidr))
+    }
+
+    /// No Pool in the request: the default subnetpool of the family, whole first prefix.
+    async fn default_pool(&self, v6: bool) -> Result<RequestPoolResponse> {
+        let name = if v6 {
+            &self.cfg.neutron.default_subnetpool_v6
+        } else {
+            &self.cfg.neutron.default_subnetpool_v4
+        };
+        let pools: Vec<SubnetPool> = self.neutron.list(&Filters::new().add("name", name)).await?;
+        let pool = match pools.len() {
+            0 => {
+                return Err(DriverError::NotFound(format!(
+                    "no subnetpool named {name:?} in Neutron: create it (openstack subnet pool create --pool-prefix <cidr> {name}) or pass --subnet"
+                )))
+            }
+            1 => pools.into_iter().next(),
+            n => return Err(DriverError::Conflict(format!("{n} subnetpools are named {name:?}"))),
+        };
+        let pool = pool.ok_or_else(|| DriverError::Internal("pool list changed".into()))?;
+        let cidr = pool.prefixes.first().cloned().ok_or_else(|| {
+            DriverError::Internal(format!("subnetpool {} has no prefix", pool.id))
+        })?;
+        self.remember_pool(&pool.id, &cidr);
+        Ok(pool_response(pool.id, cidr))
+    }
+
+    fn remember_pool(&self, id: &str, cidr: &str) {
+        if self.cache.pools.get(&id.to_string()).is_none() {
+            self.cache.pools.put(
+                id.to_string(),
+                PoolInfo {
+                    cidr: cidr.to_string(),
+                    subnet: None,
+                    gateway: None,
+                },
+            );
+        }
+    }
+
+    async fn subnet_by_name(&self, name: &str) -> Result<Subnet> {
+        let mut subnets: Vec<Subnet> = self.neutron.list(&Filters::new().add("name", name)).await?;
+        match subnets.len() {
+            0 => Err(DriverError::NotFound(format!(
+                "subnet {name:?} does not exist"
+            ))),
+            1 => Ok(subnets.remove(0)),
+            n => Err(DriverError::Conflict(format!(
+                "{n} subnets are named {name:?}"
+            ))),
+        }
+    }
+
+    async fn pool_by(&self, filters: Filters, what: &str) -> Result<SubnetPool> {
+        let mut pools: Vec<SubnetPool> = self.neutron.list(&filters).await?;
+        match pools.len() {
+            0 => Err(DriverError::NotFound(format!(
+                "Specified subnetpool {what} does not exist."
+            ))),
+            1 => Ok(pools.remove(0)),
+            n => Err(DriverError::Conflict(format!(
+                "{n} subnetpools match {what}"
+            ))),
+        }
+    }
+
+    /// The pool's CIDR: cache, else Neutron (first prefix).
+    async fn pool_cidr(&self, pool_id: &str) -> Result<Option<String>> {
+        if let Some(p) = self.cache.pools.get(&pool_id.to_string()) {
+            return Ok(Some(p.cidr));
+        }
+        match self.neutron.get::<SubnetPool>(pool_id).await {
+            Ok(p) => {
+                let cidr = p.prefixes.first().cloned();
+                if let Some(c) = &cidr {
+                    self.remember_pool(pool_id, c);
+                }
+                Ok(cidr)
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The Neutron subnet that holds a pool's addresses, if it exists yet.
+    pub(crate) async fn pool_subnet(&self, pool_id: &str) -> Result<Option<Subnet>> {
+        if let Some(PoolInfo {
+            subnet: Some(s), ..
+        }) = self.cache.pools.get(&pool_id.to_string())
+        {
+            return Ok(Some(s));
+        }
+        let subnets: Vec<Subnet> = self
+            .neutron
+            .list(&Filters::new().add("subnetpool_id", pool_id))
+            .await?;
+        let subnet = if subnets.len() <= 1 {
+            subnets.into_iter().next()
+        } else {
+            let cidr = self.pool_cidr(pool_id).await?;
+            subnets
+                .into_iter()
+                .find(|s| cidr.as_deref().is_some_and(|c| same_cidr(c, &s.cidr)))
+        };
+        let subnet = match subnet {
+            Some(s) => Some(s),
+            None => {
+                // A subnet adopted by CreateNetwork keeps its own pool: it carries our tag.
+                let tagged: Vec<Subnet> =
+                    self.neutron.list(&Filters::new().tags(&[pool_id])).await?;
+                tagged.into_iter().next()
+            }
+        };
+        if let Some(s) = &subnet {
+            self.cache_pool_subnet(pool_id, s);
+        }
+        Ok(subnet)
+    }
+
+    pub(crate) fn cache_pool_subnet(&self, pool_id: &str, s: &Subnet) {
+        let mut info = self
+            .cache
+            .pools
+            .get(&pool_id.to_string())
+            .unwrap_or(PoolInfo {
+                cidr: s.cidr.clone(),
+                subnet: None,
+                gateway: None,
+            });
+        info.subnet = Some(s.clone());
+        self.cache.pools.put(pool_id.to_string(), info);
+    }
+
+    pub async fn request_address(
+        &self,
+        req: RequestAddressRequest,
+    ) -> Result<RequestAddressResponse> {
+        validate::uuid("PoolID", &req.pool_id)?;
+        let requested = if req.address.is_empty() {
+            None
+        } else {
+            Some(validate::ip_maybe_cidr("Address", &req.address)?.0)
+        };
+        let mac = match req.options.get(MAC_ADDRESS_OPTION) {
+            Some(m) if !m.is_empty() => Some(validate::mac(MAC_ADDRESS_OPTION, m)?),
+            _ => None,
+        };
+        let gateway =
+            req.options.get(REQUEST_ADDRESS_TYPE).map(String::as_str) == Some(GATEWAY_ADDRESS_TYPE);
+        let subnet = self.pool_subnet(&req.pool_id).await?;
+
+        if gateway {
+            return self.gateway_address(&req.pool_id, subnet, requested).await;
+        }
+        let subnet = match subnet {
+            Some(s) => s,
+            None => self.ipam_subnet(&req.pool_id).await?,
+        };
+        let net: IpNet = subnet.cidr.parse().map_err(|_| {
+            DriverError::Internal(format!("subnet {} has cidr {:?}", subnet.id, subnet.cidr))
+        })?;
+        if let Some(ip) = requested {
+            if !net.contains(&ip) {
+                return Err(bad(format!("Address {ip} is not in pool {}", subnet.cidr)));
+            }
+        }
+        let port = self.reserve(&subnet, requested, mac.as_deref()).await?;
+        let ip = port
+            .fixed_ips
+            .iter()
+            .find(|f| f.subnet_id == subnet.id)
+            .map(|f| f.ip_address.clone())
+            .ok_or_else(|| {
+                DriverError::Internal(format!(
+                    "port {} has no IP on subnet {}",
+                    port.id, subnet.id
+                ))
+            })?;
+        self.cache
+            .addresses
+            .put((subnet.id.clone(), ip.clone()), port);
+        Ok(RequestAddressResponse {
+            address: format!("{ip}/{}", net.prefix_len()),
+            data: BTreeMap::new(),
+        })
+    }
+
+    /// Gateway requests reserve nothing: the gateway belongs to the subnet.
+    async fn gateway_address(
+        &self,
+        pool_id: &str,
+        subnet: Option<Subnet>,
+        requested: Option<IpAddr>,
+    ) -> Result<RequestAddressResponse> {
+        let address = match subnet {
+            Some(s) => {
+                let len = prefix_len(&s.cidr);
+                match (requested, s.gateway_ip.as_deref().filter(|g| !g.is_empty())) {
+                    (Some(ip), Some(gw)) if gw.parse::<IpAddr>().ok() == Some(ip) => format!("{ip}/{len}"),
+                    (Some(ip), Some(gw)) => {
+                        return Err(DriverError::Conflict(format!(
+                            "Requested gateway {ip} does not match with gateway {gw} in existed network."
+                        )))
+                    }
+                    (Some(ip), None) => format!("{ip}/{len}"),
+                    (None, Some(gw)) => format!("{gw}/{len}"),
+                    (None, None) => {
+                        if s.ip_version == 6 { "::/0".into() } else { "0.0.0.0/0".into() }
+                    }
+                }
+            }
+            None => {
+                let cidr = self.pool_cidr(pool_id).await?.ok_or_else(|| {
+                    DriverError::NotFound(format!("subnetpool {pool_id} does not exist"))
+                })?;
+                let net: IpNet = cidr.parse().map_err(|_| {
+                    DriverError::Internal(format!("pool {pool_id} has prefix {cidr:?}"))
+                })?;
+                let ip = match requested {
+                    Some(ip) if net.contains(&ip) => ip,
+                    Some(ip) => return Err(bad(format!("gateway {ip} is not in pool {cidr}"))),
+                    // Neutron's own default: the first host address.
+                    None => first_host(&net)
+                        .ok_or_else(|| bad(format!("pool {cidr} has no host address")))?,
+                };
+                if let Some(mut p) = self.cache.pools.get(&pool_id.to_string()) {
+                    p.gateway = Some(ip.to_string());
+                    self.cache.pools.put(pool_id.to_string(), p);
+                }
+                format!("{ip}/{}", net.prefix_len())
+            }
+        };
+        Ok(RequestAddressResponse {
+            address,
+            data: BTreeMap::new(),
+        })
+    }
+
+    /// kuryr IPAM under another network driver (e.g. Docker's bridge): the pool has no
+    /// subnet because kuryr's CreateNetwork never ran. Make a network and subnet that only
+    /// hold the reservations; they go away with the pool.
+    async fn ipam_subnet(&self, pool_id: &str) -> Result<Subnet> {
+        let _g = self.locks.lock(&format!("ipam-subnet:{pool_id}")).await;
+        if let Some(PoolInfo {
+            subnet: Some(s), ..
+        }) = self.cache.pools.get(&pool_id.to_string())
+        {
+            return Ok(s);
+        }
+        let cidr = self.pool_cidr(pool_id).await?.ok_or_else(|| {
+            DriverError::NotFound(format!("Subnet with pool {pool_id} does not exist."))
+        })?;
+        let net_cidr: IpNet = cidr
+            .parse()
+            .map_err(|_| DriverError::Internal(format!("pool {pool_id} has prefix {cidr:?}")))?;
+        let gateway = self
+            .cache
+            .pools
+            .get(&pool_id.to_string())
+            .and_then(|p| p.gateway)
+            .or_else(|| first_host(&net_cidr).map(|i| i.to_string()));
+        let net: Network = self
+            .neutron
+            .create(json!({"name": format!("{IPAM_NET_PREFIX}{cidr}"), "admin_state_up": true}))
+            .await?;
+        let subnet = self
+            .neutron
+            .create::<Subnet>(json!({
+                "name": format!("{IPAM_SUBNET_PREFIX}{cidr}"),
+                "network_id": net.id,
+                "ip_version": if net_cidr.addr().is_ipv6() { 6 } else { 4 },
+                "cidr": cidr,
+                "subnetpool_id": pool_id,
+                "gateway_ip": gateway,
+                "enable_dhcp": false,
+            }))
+            .await;
+        let subnet = match subnet {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.neutron.delete_if_exists::<Network>(&net.id).await;
+                return Err(e.into());
+            }
+        };
+        self.cache_pool_subnet(pool_id, &subnet);
+        Ok(subnet)
+    }
+
+    /// Finds a free port holding the address (adopting it) or creates one.
+    async fn reserve(
+        &self,
+        subnet: &Subnet,
+        ip: Option<IpAddr>,
+        mac: Option<&str>,
+    ) -> Result<Port> {
+        if let Some(ip) = ip {
+            let ports: Vec<Port> = self
+                .neutron
+                .list(
+                    &Filters::new()
+                        .add("fixed_ips", format!("subnet_id={}", subnet.id))
+                        .add("fixed_ips", format!("ip_address={ip}")),
+                )
+                .await?;
+            if let Some(p) = ports.into_iter().next() {
+                return self.adopt(p).await;
+            }
+        }
+        let mut fixed = json!({"subnet_id": subnet.id});
+        if let Some(ip) = ip {
+            fixed["ip_address"] = json!(ip.to_string());
+        }
+        let mut body = json!({
+            "name": names::UNBOUND_PORT_NAME,
+            "admin_state_up": true,
+            "network_id": subnet.network_id,
+            "fixed_ips": [fixed],
+        });
+        if let Some(m) = mac {
+            body["mac_address"] = json!(m);
+        }
+        match self.neutron.create::<Port>(body).await {
+            Ok(p) => Ok(p),
+            // A pre-created port carries this MAC (`docker run --mac-address`): adopt it.
+            Err(e) if e.is_conflict() && mac.is_some() => {
+                let ports: Vec<Port> = self
+                    .neutron
+                    .list(
+                        &Filters::new()
+                            .add("network_id", &subnet.network_id)
+                            .add("mac_address", mac.unwrap_or_default()),
+                    )
+                    .await?;
+                match ports.into_iter().next() {
+                    Some(p) => self.adopt(p).await,
+                    None => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes over a user's pre-created port, refusing one that serves something else.
+    async fn adopt(&self, mut p: Port) -> Result<Port> {
+        let ours = kuryr_made(&p) || p.device_owner == names::DEVICE_OWNER;
+        if !ours && (!p.device_id.is_empty() || !p.device_owner.is_empty()) {
+            return Err(DriverError::Conflict(format!(
+                "address is held by port {} (device_owner {:?}, device_id {:?}), which kuryr will not take over",
+                p.id, p.device_owner, p.device_id
+            )));
+        }
+        if !ours && !p.tags.iter().any(|t| t == names::TAG_PORT_EXISTING) {
+            self.neutron
+                .add_tag::<Port>(&p.id, names::TAG_PORT_EXISTING)
+                .await?;
+            p.tags.push(names::TAG_PORT_EXISTING.to_string());
+        }
+        Ok(p)
+    }
+
+    pub async fn release_address(&self, req: ReleaseAddressRequest) -> Result<Value> {
+        validate::uuid("PoolID", &req.pool_id)?;
+        let ip = validate::ip_maybe_cidr("Address", &req.address)?
+            .0
+            .to_string();
+        let subnet = match self.pool_subnet(&req.pool_id).await? {
+            Some(s) => s,
+            None => return Ok(json!({})),
+        };
+        let key = (subnet.id.clone(), ip.clone());
+        let ports = match self.cache.addresses.remove(&key) {
+            Some(p) => vec![p],
+            None => {
+                self.neutron
+                    .list::<Port>(
+                        &Filters::new()
+                            .add("fixed_ips", format!("subnet_id={}", subnet.id))
+                            .add("fixed_ips", format!("ip_address={ip}")),
+                    )
+                    .await?
+            }
+        };
+        for p in ports {
+            self.release_port(&p).await?;
+        }
+        Ok(json!({}))
+    }
+
+    /// Deletes a port kuryr made; gives an adopted one back as it was found.
+    pub(crate) async fn release_port(&self, p: &Port) -> Result<()> {
+        if p.tags.iter().any(|t| t == names::TAG_PORT_EXISTING) {
+            let mut body = json!({"device_owner": "", "binding:host_id": ""});
+            if p.device_id.is_empty()
+                || p.name.starts_with(&p.device_id)
+                || p.device_owner == names::DEVICE_OWNER
+            {
+                body["device_id"] = json!("");
+            }
+            match self.neutron.update::<Port>(&p.id, body).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+            let keep: Vec<String> = p
+                .tags
+                .iter()
+                .filter(|t| {
+                    *t != names::TAG_PORT_EXISTING
+                        && !t.starts_with(names::TAG_LOW)
+                        && !t.starts_with(names::TAG_HIGH)
+                })
+                .cloned()
+                .collect();
+            self.neutron.replace_tags::<Port>(&p.id, &keep).await?;
+        } else if kuryr_made(p) {
+            self.neutron.delete_if_exists::<Port>(&p.id).await?;
+        } else {
+            tracing::debug!(port = %p.id, "address held by a port kuryr does not own; left alone");
+        }
+        Ok(())
+    }
+
+    pub async fn release_pool(&self, req: ReleasePoolRequest) -> Result<Value> {
+        validate::uuid("PoolID", &req.pool_id)?;
+        let pool_id = req.pool_id;
+        let pool = match self.neutron.get::<SubnetPool>(&pool_id).await {
+            Ok(p) => p,
+            Err(e) if e.is_not_found() => {
+                self.cache.pools.remove(&pool_id);
+                return Ok(json!({}));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let subnets: Vec<Subnet> = self
+            .neutron
+            .list(&Filters::new().add("subnetpool_id", &pool_id))
+            .await?;
+        self.cache.pools.remove(&pool_id);
+        self.cache.pool_names.retain(|_, id| *id != pool_id);
+        self.cache
+            .addresses
+            .retain(|(sid, _), _| !subnets.iter().any(|s| &s.id == sid));
+
+        if pool.tags.iter().any(|t| t == names::TAG_POOL_EXISTING) {
+            self.neutron
+                .remove_tag::<SubnetPool>(&pool_id, names::TAG_POOL_EXISTING)
+                .await?;
+            for s in subnets.iter().filter(|s| s.tags.contains(&pool_id)) {
+                self.neutron
+                    .remove_tag::<crate::neutron::Subnet>(&s.id, &pool_id)
+                    .await?;
+            }
+            return Ok(json!({}));
+        }
+        let is_default = pool.name == self.cfg.neutron.default_subnetpool_v4
+            || pool.name == self.cfg.neutron.default_subnetpool_v6;
+        let is_kuryr = pool
+            .name
+            .starts_with(&format!("{}-", self.cfg.subnetpool_name_prefix));
+        for s in &subnets {
+            if s.name.starts_with(IPAM_SUBNET_PREFIX) {
+                // Made on demand for another network driver: its network goes with it.
+                if let Err(e) = self
+                    .neutron
+                    .delete_if_exists::<Network>(&s.network_id)
+                    .await
+                {
+                    tracing::warn!(subnet = %s.id, error = %e, "could not delete IPAM network");
+                }
+            } else if is_kuryr && s.name.starts_with(names::SUBNET_NAME_PREFIX) {
+                if let Err(e) = self.neutron.delete_if_exists::<Subnet>(&s.id).await {
+                    tracing::warn!(subnet = %s.id, error = %e, "could not delete subnet (in use?)");
+                }
+            } else if s.tags.contains(&pool_id) {
+                self.neutron.remove_tag::<Subnet>(&s.id, &pool_id).await?;
+            }
+        }
+        if is_kuryr && !is_default {
+            match self.neutron.delete_if_exists::<SubnetPool>(&pool_id).await {
+                Ok(()) => {}
+                Err(e) if e.is_conflict() => {
+                    tracing::info!(pool = %pool_id, "subnetpool still in use; kept")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(json!({}))
+    }
+}
+
+fn pool_response(pool_id: String, cidr: String) -> RequestPoolResponse {
+    RequestPoolResponse {
+        pool_id,
+        pool: cidr,
+        data: BTreeMap::new(),
+    }
+}
+
+/// Same network, however written (`10.0.0.0/24` vs `10.0.0.1/24`).
+pub(crate) fn same_cidr(a: &str, b: &str) -> bool {
+    match (a.parse::<IpNet>(), b.parse::<IpNet>()) {
+        (Ok(x), Ok(y)) => x.trunc() == y.trunc(),
+        _ => a == b,
+    }
+}
+
+/// The first host address of a network (what Neutron picks as gateway by default).
+pub(crate) fn first_host(net: &IpNet) -> Option<IpAddr> {
+    match net {
+        IpNet::V4(n) if n.prefix_len() >= 31 => Some(IpAddr::V4(n.network())),
+        IpNet::V4(n) => Some(IpAddr::V4((u32::from(n.network()) + 1).into())),
+        IpNet::V6(n) if n.prefix_len() >= 127 => Some(IpAddr::V6(n.network())),
+        IpNet::V6(n) => Some(IpAddr::V6((u128::from(n.network()) + 1).into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_host_and_same_cidr() {
+        assert_eq!(
+            first_host(&"10.0.0.0/24".parse().unwrap()),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            first_host(&"fd00::/64".parse().unwrap()),
+            Some("fd00::1".parse().unwrap())
+        );
+        assert!(same_cidr("10.0.0.0/24", "10.0.0.7/24"));
+        assert!(!same_cidr("10.0.0.0/24", "10.0.0.0/25"));
+    }
+
+    #[test]
+    fn option_names() {
+        let mut o = BTreeMap::new();
+        o.insert("neutron.pool.v6.uuid".to_string(), "x".to_string());
+        o.insert("neutron.subnet.name".to_string(), "s".to_string());
+        assert_eq!(Driver::option(&o, true, "pool.uuid"), Some("x"));
+        assert_eq!(Driver::option(&o, false, "pool.uuid"), None);
+        assert_eq!(Driver::option(&o, false, "subnet.name"), Some("s"));
+        assert_eq!(Driver::option(&o, true, "subnet.name"), None);
+    }
+}

@@ -1,0 +1,272 @@
+//! The CNM-to-Neutron mapping: what each libnetwork call means in Neutron and on the host.
+//! Handlers take typed requests and return typed answers; HTTP lives in `server`.
+
+pub mod cache;
+mod endpoint;
+mod ipam;
+mod network;
+
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::host::{HostError, Plumber};
+use crate::names;
+use crate::neutron::{Extensions, Filters, Network, Neutron, NeutronError, Port, Subnet};
+use cache::{Cache, EndpointInfo, KeyedLocks, NetInfo};
+
+#[derive(Debug, Error)]
+pub enum DriverError {
+    /// The request itself is wrong: nothing was changed.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Neutron(#[from] NeutronError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl DriverError {
+    /// HTTP status for Docker: 400 for bad input, Neutron's own for Neutron errors.
+    pub fn status(&self) -> u16 {
+        match self {
+            DriverError::BadRequest(_) => 400,
+            DriverError::NotFound(_) => 404,
+            DriverError::Conflict(_) => 409,
+            DriverError::Neutron(e) => e.http_status(),
+            DriverError::Host(_) | DriverError::Internal(_) => 500,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, DriverError>;
+
+/// Validation messages from `protocol::validate` are bad requests.
+impl From<String> for DriverError {
+    fn from(msg: String) -> Self {
+        DriverError::BadRequest(msg)
+    }
+}
+
+pub(crate) fn bad(msg: impl Into<String>) -> DriverError {
+    DriverError::BadRequest(msg.into())
+}
+
+pub struct Driver {
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) neutron: Neutron,
+    pub(crate) ext: Extensions,
+    pub(crate) plumber: Plumber,
+    pub(crate) cache: Cache,
+    pub(crate) locks: KeyedLocks,
+}
+
+impl Driver {
+    /// Connects to Neutron (extension detection) and opens the netlink socket.
+    pub async fn new(cfg: Arc<Config>, neutron: Neutron) -> Result<Self> {
+        let ext = neutron.extensions().await?;
+        if !ext.has("subnet_allocation") {
+            return Err(DriverError::Internal(
+                "Neutron lacks the mandatory extension subnet_allocation (subnetpools)".into(),
+            ));
+        }
+        if !ext.tags() {
+            return Err(DriverError::Internal(
+                "Neutron lacks tag support (standard-attr-tag): kuryr needs tags on networks, subnets, pools and ports".into(),
+            ));
+        }
+        let plumber = Plumber::new(cfg.bindir.clone(), cfg.host.clone())?;
+        Ok(Driver {
+            cfg,
+            neutron,
+            ext,
+            plumber,
+            cache: Cache::default(),
+            locks: KeyedLocks::default(),
+        })
+    }
+
+    pub fn neutron(&self) -> &Neutron {
+        &self.neutron
+    }
+
+    pub fn extensions(&self) -> &Extensions {
+        &self.ext
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The Neutron network behind a Docker network: cache, else by its two id tags.
+    pub(crate) async fn net_info(&self, docker_net_id: &str) -> Result<Option<NetInfo>> {
+        if let Some(n) = self.cache.networks.get(&docker_net_id.to_string()) {
+            return Ok(Some(n));
+        }
+        let nets: Vec<Network> = self
+            .neutron
+            .list(&Filters::new().tags(&names::id_tags(docker_net_id)))
+            .await?;
+        let net = match nets.len() {
+            0 => return Ok(None),
+            1 => nets.into_iter().next(),
+            n => {
+                return Err(DriverError::Conflict(format!(
+                    "{n} Neutron networks are tagged for Docker network {docker_net_id}"
+                )))
+            }
+        };
+        let Some(net) = net else { return Ok(None) };
+        let subnets: Vec<Subnet> = self
+            .neutron
+            .list(&Filters::new().add("network_id", &net.id))
+            .await?;
+        let info = NetInfo {
+            existing: net.tags.contains(&names::existing_net_tag(docker_net_id)),
+            neutron_id: net.id,
+            mtu: net.mtu,
+            project_id: net.project_id,
+            subnets,
+        };
+        self.cache
+            .networks
+            .put(docker_net_id.to_string(), info.clone());
+        Ok(Some(info))
+    }
+
+    /// The port of an endpoint: cache, else by the endpoint's id tags.
+    pub(crate) async fn endpoint_info(
+        &self,
+        docker_net_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<EndpointInfo>> {
+        if let Some(e) = self.cache.endpoints.get(&endpoint_id.to_string()) {
+            return Ok(Some(e));
+        }
+        let ports: Vec<Port> = self
+            .neutron
+            .list(&Filters::new().tags(&names::id_tags(endpoint_id)))
+            .await?;
+        match ports.len() {
+            0 => Ok(None),
+            1 => {
+                let port = ports.into_iter().next().ok_or_else(|| {
+                    DriverError::Internal("port list changed while reading".into())
+                })?;
+                let info = EndpointInfo {
+                    port,
+                    network_id: docker_net_id.to_string(),
+                };
+                self.cache
+                    .endpoints
+                    .put(endpoint_id.to_string(), info.clone());
+                Ok(Some(info))
+            }
+            n => Err(DriverError::Conflict(format!(
+                "{n} Neutron ports are tagged for endpoint {endpoint_id}"
+            ))),
+        }
+    }
+
+    /// Drops cached facts about a Docker network.
+    pub(crate) fn forget_network(&self, docker_net_id: &str) {
+        self.cache.networks.remove(&docker_net_id.to_string());
+    }
+}
+
+/// The subnet of `subnets` that contains `ip`.
+pub(crate) fn subnet_for_ip(subnets: &[Subnet], ip: std::net::IpAddr) -> Option<&Subnet> {
+    subnets.iter().find(|s| {
+        s.cidr
+            .parse::<IpNet>()
+            .map(|n| n.contains(&ip))
+            .unwrap_or(false)
+    })
+}
+
+/// Prefix length of a CIDR string (0 if unparsable, never for Neutron's own values).
+pub(crate) fn prefix_len(cidr: &str) -> u8 {
+    cidr.parse::<IpNet>().map(|n| n.prefix_len()).unwrap_or(0)
+}
+
+/// Whether a port was made by kuryr (ours to delete) rather than adopted.
+pub(crate) fn kuryr_made(port: &Port) -> bool {
+    if port.tags.iter().any(|t| t == names::TAG_PORT_EXISTING) {
+        return false;
+    }
+    port.tags.iter().any(|t| t == names::TAG_KURYR_PORT)
+        || port.name == names::UNBOUND_PORT_NAME
+        || (!port.device_id.is_empty() && port.name == names::endpoint_port_name(&port.device_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(name: &str, tags: &[&str], device_id: &str) -> Port {
+        Port {
+            id: "p".into(),
+            name: name.into(),
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            device_id: device_id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ownership_of_ports() {
+        assert!(kuryr_made(&port("kuryr-unbound-port", &[], "")));
+        assert!(kuryr_made(&port("x", &["compute:kuryr"], "")));
+        assert!(kuryr_made(&port("ep-port", &[], "ep")));
+        assert!(!kuryr_made(&port("web-1", &[], "vm-uuid")));
+        assert!(!kuryr_made(&port(
+            "kuryr-unbound-port",
+            &["compute:kuryr", "kuryr.port.existing"],
+            ""
+        )));
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(bad("x").status(), 400);
+        assert_eq!(
+            DriverError::from(NeutronError::Conflict("c".into())).status(),
+            409
+        );
+        assert_eq!(DriverError::Internal("x".into()).status(), 500);
+    }
+
+    #[test]
+    fn subnet_lookup_by_ip() {
+        let s = vec![
+            Subnet {
+                id: "a".into(),
+                cidr: "10.0.0.0/24".into(),
+                ..Default::default()
+            },
+            Subnet {
+                id: "b".into(),
+                cidr: "fd00::/64".into(),
+                ..Default::default()
+            },
+        ];
+        assert_eq!(
+            subnet_for_ip(&s, "fd00::5".parse().unwrap()).unwrap().id,
+            "b"
+        );
+        assert_eq!(
+            subnet_for_ip(&s, "10.0.0.9".parse().unwrap()).unwrap().id,
+            "a"
+        );
+        assert!(subnet_for_ip(&s, "10.0.1.9".parse().unwrap()).is_none());
+        assert_eq!(prefix_len("10.0.0.0/24"), 24);
+    }
+}

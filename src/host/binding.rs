@@ -1,0 +1,327 @@
+//! Binding a host interface into Neutron's L2, chosen by the port's `binding:vif_type`:
+//! native `bridge`, `tap` and `unbound`; `ovs` through `ovs-vsctl`; anything else through
+//! `<bindir>/<vif_type>` with the reference's arguments. No shell ever runs: arguments
+//! are passed as a vector, and the type name is checked before it becomes a path.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+use tokio::process::Command;
+
+use super::netlink::Netlink;
+use super::HostError;
+use crate::names;
+
+/// Everything a binder may need about the port.
+#[derive(Debug, Clone)]
+pub struct BindContext {
+    pub vif_type: String,
+    pub vif_details: Map<String, Value>,
+    pub port_id: String,
+    pub endpoint_id: String,
+    pub mac: String,
+    pub network_id: String,
+    pub project_id: String,
+    /// The host-side interface to bind.
+    pub ifname: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binder {
+    /// Linux bridge `brq<net id[0:11]>` (neutron-linuxbridge-agent).
+    Bridge,
+    /// Nothing to plug (e.g. Calico routes the tap itself).
+    Tap,
+    /// Open vSwitch integration bridge, plain or hybrid plug.
+    Ovs,
+    /// An executable under bindir.
+    Script(PathBuf),
+}
+
+/// Neutron did not bind the port: no agent on this host, or a host name mismatch.
+pub fn unbound_error(vif_type: &str, host: &str) -> HostError {
+    HostError::Binding(format!(
+        "Neutron did not bind the port (binding:vif_type {vif_type}): is an L2 agent running with host = {host}?"
+    ))
+}
+
+/// A vif_type becomes a file name at most: letters, digits and `_` only.
+pub fn valid_vif_type(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 32
+        && t.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Picks the binder for a vif_type.
+pub fn select(vif_type: &str, bindir: &Path, host: &str) -> Result<Binder, HostError> {
+    match vif_type {
+        "bridge" => return Ok(Binder::Bridge),
+        "tap" => return Ok(Binder::Tap),
+        "ovs" => return Ok(Binder::Ovs),
+        "" | "unbound" | "binding_failed" => return Err(unbound_error(vif_type, host)),
+        _ => {}
+    }
+    if !valid_vif_type(vif_type) {
+        return Err(HostError::Binding(format!(
+            "binding:vif_type {:?} is not a valid type name",
+            vif_type.chars().take(40).collect::<String>()
+        )));
+    }
+    let path = bindir.join(vif_type);
+    // The name is checked above; this keeps the promise even if bindir holds a symlink.
+    if path.parent() != Some(bindir) {
+        return Err(HostError::Binding(format!(
+            "vif_type {vif_type} escapes bindir"
+        )));
+    }
+    if !path.is_file() {
+        return Err(HostError::Binding(format!(
+            "vif_type({vif_type}) is not supported: no binding program {}",
+            path.display()
+        )));
+    }
+    Ok(Binder::Script(path))
+}
+
+/// `binding:vif_details` as the reference's scripts expect it: a Python dict literal.
+pub fn python_dict(details: &Map<String, Value>) -> String {
+    if details.is_empty() {
+        return "None".into();
+    }
+    fn lit(v: &Value) -> String {
+        match v {
+            Value::Null => "None".into(),
+            Value::Bool(true) => "True".into(),
+            Value::Bool(false) => "False".into(),
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
+            Value::Array(a) => format!("[{}]", a.iter().map(lit).collect::<Vec<_>>().join(", ")),
+            Value::Object(o) => format!(
+                "{{{}}}",
+                o.iter()
+                    .map(|(k, v)| format!("{}: {}", lit(&Value::String(k.clone())), lit(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+    lit(&Value::Object(details.clone()))
+}
+
+fn hybrid_plug(details: &Map<String, Value>) -> bool {
+    details.get("ovs_hybrid_plug") == Some(&Value::Bool(true))
+}
+
+fn ovs_bridge(details: &Map<String, Value>) -> String {
+    details
+        .get("bridge_name")
+        .and_then(|v| v.as_str())
+        .filter(|s| valid_ifname(s))
+        .unwrap_or("br-int")
+        .to_string()
+}
+
+fn valid_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+async fn run(program: &Path, args: &[String]) -> Result<String, HostError> {
+    let out = Command::new(program)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| HostError::Binding(format!("cannot run {}: {e}", program.display())))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    tracing::debug!(program = %program.display(), status = ?out.status.code(), %stdout, "binding program ran");
+    if !out.status.success() {
+        return Err(HostError::Binding(format!(
+            "{} {} failed ({}): {}",
+            program.display(),
+            args.first().map(String::as_str).unwrap_or(""),
+            out.status,
+            stderr.trim().chars().take(500).collect::<String>()
+        )));
+    }
+    Ok(stdout)
+}
+
+impl Binder {
+    pub async fn bind(&self, nl: &Netlink, ctx: &BindContext) -> Result<(), HostError> {
+        match self {
+            Binder::Bridge => {
+                let br = names::linuxbridge_name(&ctx.network_id);
+                let bridge = nl.ensure_bridge(&br).await?;
+                nl.set_controller(&ctx.ifname, bridge.index).await
+            }
+            Binder::Tap => Ok(()),
+            Binder::Ovs => {
+                let ovs = PathBuf::from("ovs-vsctl");
+                let br = ovs_bridge(&ctx.vif_details);
+                if hybrid_plug(&ctx.vif_details) {
+                    let qbr = format!("qbr{}", &ctx.port_id.get(..11).unwrap_or(&ctx.port_id));
+                    let qvb = format!("qvb{}", &ctx.port_id.get(..11).unwrap_or(&ctx.port_id));
+                    let qvo = format!("qvo{}", &ctx.port_id.get(..11).unwrap_or(&ctx.port_id));
+                    let bridge = nl.ensure_bridge(&qbr).await?;
+                    nl.set_controller(&ctx.ifname, bridge.index).await?;
+                    if nl.link(&qvb).await?.is_none() {
+                        nl.create_veth(&qvb, &qvo).await?;
+                    }
+                    nl.set_controller(&qvb, bridge.index).await?;
+                    nl.configure(&qvo, None, None, true).await?;
+                    run(&ovs, &ovs_add_port_args(&br, &qvo, ctx, "vm-id")).await?;
+                } else {
+                    run(&ovs, &ovs_add_port_args(&br, &ctx.ifname, ctx, "vm-uuid")).await?;
+                }
+                Ok(())
+            }
+            Binder::Script(path) => {
+                let args = vec![
+                    "bind".to_string(),
+                    ctx.port_id.clone(),
+                    ctx.ifname.clone(),
+                    ctx.endpoint_id.clone(),
+                    ctx.mac.clone(),
+                    ctx.network_id.clone(),
+                    ctx.project_id.clone(),
+                    python_dict(&ctx.vif_details),
+                ];
+                run(path, &args).await.map(|_| ())
+            }
+        }
+    }
+
+    /// Undoes `bind`; the caller deletes the veth afterwards (which also detaches it).
+    pub async fn unbind(&self, nl: &Netlink, ctx: &BindContext) -> Result<(), HostError> {
+        match self {
+            Binder::Bridge | Binder::Tap => Ok(()),
+            Binder::Ovs => {
+                let ovs = PathBuf::from("ovs-vsctl");
+                let br = ovs_bridge(&ctx.vif_details);
+                if hybrid_plug(&ctx.vif_details) {
+                    let short = ctx.port_id.get(..11).unwrap_or(&ctx.port_id);
+                    let qvo = format!("qvo{short}");
+                    run(&ovs, &["--if-exists".into(), "del-port".into(), br, qvo]).await?;
+                    nl.delete(&format!("qvb{short}")).await?;
+                    nl.delete(&format!("qbr{short}")).await?;
+                } else {
+                    run(
+                        &ovs,
+                        &[
+                            "--if-exists".into(),
+                            "del-port".into(),
+                            br,
+                            ctx.ifname.clone(),
+                        ],
+                    )
+                    .await?;
+                }
+                Ok(())
+            }
+            Binder::Script(path) => {
+                let args = vec![
+                    "unbind".to_string(),
+                    ctx.port_id.clone(),
+                    ctx.ifname.clone(),
+                    ctx.endpoint_id.clone(),
+                    ctx.mac.clone(),
+                    python_dict(&ctx.vif_details),
+                    ctx.network_id.clone(),
+                ];
+                run(path, &args).await.map(|_| ())
+            }
+        }
+    }
+}
+
+fn ovs_add_port_args(br: &str, iface: &str, ctx: &BindContext, vm_key: &str) -> Vec<String> {
+    vec![
+        "--may-exist".into(),
+        "add-port".into(),
+        br.into(),
+        iface.into(),
+        "--".into(),
+        "set".into(),
+        "Interface".into(),
+        iface.into(),
+        format!("external_ids:attached-mac={}", ctx.mac),
+        format!("external_ids:iface-id={}", ctx.port_id),
+        format!("external_ids:{vm_key}={}", ctx.endpoint_id),
+        "external_ids:iface-status=active".into(),
+        "external_ids:owner=kuryr".into(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn vif_type_cannot_escape_bindir() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in [
+            "../../bin/sh",
+            "/bin/sh",
+            "a/b",
+            "Bridge",
+            "x y",
+            &"a".repeat(40),
+        ] {
+            let e = select(bad, dir.path(), "h").unwrap_err().to_string();
+            assert!(e.contains("not a valid type name"), "{bad}: {e}");
+        }
+        assert!(select("midonet", dir.path(), "h")
+            .unwrap_err()
+            .to_string()
+            .contains("not supported"));
+        std::fs::write(dir.path().join("midonet"), "#!/bin/sh\n").unwrap();
+        assert_eq!(
+            select("midonet", dir.path(), "h").unwrap(),
+            Binder::Script(dir.path().join("midonet"))
+        );
+    }
+
+    #[test]
+    fn natives_and_unbound() {
+        let d = Path::new("/nonexistent");
+        assert_eq!(select("bridge", d, "h").unwrap(), Binder::Bridge);
+        assert_eq!(select("ovs", d, "h").unwrap(), Binder::Ovs);
+        assert_eq!(select("tap", d, "h").unwrap(), Binder::Tap);
+        let e = select("unbound", d, "myhost").unwrap_err().to_string();
+        assert!(e.contains("host = myhost"), "{e}");
+        assert!(select("binding_failed", d, "h").is_err());
+    }
+
+    #[test]
+    fn vif_details_render_like_python() {
+        let m = json!({"port_filter": true, "ovs_hybrid_plug": true, "n": 1, "s": "it's"});
+        let s = python_dict(m.as_object().unwrap());
+        assert!(s.contains("'ovs_hybrid_plug': True"), "{s}");
+        assert!(s.contains("'s': 'it\\'s'"), "{s}");
+        assert_eq!(python_dict(&Map::new()), "None");
+    }
+
+    #[test]
+    fn ovs_args_carry_external_ids() {
+        let ctx = BindContext {
+            vif_type: "ovs".into(),
+            vif_details: Map::new(),
+            port_id: "p".into(),
+            endpoint_id: "e".into(),
+            mac: "fa:16:3e:00:00:01".into(),
+            network_id: "n".into(),
+            project_id: "t".into(),
+            ifname: "tapp".into(),
+        };
+        let a = ovs_add_port_args("br-int", "tapp", &ctx, "vm-uuid");
+        assert!(a.contains(&"external_ids:iface-id=p".to_string()));
+        assert!(a.contains(&"external_ids:vm-uuid=e".to_string()));
+        assert!(a.contains(&"external_ids:owner=kuryr".to_string()));
+    }
+}

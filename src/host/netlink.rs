@@ -1,0 +1,239 @@
+//! The only module that speaks netlink. Callers ask for "a veth pair", "this MTU", "this
+//! bridge"; they never build messages.
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{
+    BridgeStpState, InfoBridge, LinkAttribute, LinkFlags, LinkMessage, MacVlanMode,
+};
+use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkUnspec, LinkVeth};
+
+use super::HostError;
+
+pub type Result<T> = std::result::Result<T, HostError>;
+
+/// What we need to know about a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub controller: Option<u32>,
+    pub mac: Option<String>,
+    pub mtu: Option<u32>,
+    pub up: bool,
+}
+
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().raw_os_error(),
+        _ => None,
+    }
+}
+
+fn wrap(op: &str, name: &str, e: rtnetlink::Error) -> HostError {
+    HostError::Netlink {
+        op: op.to_string(),
+        name: name.to_string(),
+        message: e.to_string(),
+        errno: errno(&e),
+    }
+}
+
+fn parse_mac(mac: &str) -> Option<Vec<u8>> {
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .filter_map(|p| u8::from_str_radix(p, 16).ok())
+        .collect();
+    (bytes.len() == 6).then_some(bytes)
+}
+
+fn format_mac(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn to_link(msg: &LinkMessage) -> Link {
+    let mut l = Link {
+        index: msg.header.index,
+        name: String::new(),
+        controller: None,
+        mac: None,
+        mtu: None,
+        up: msg.header.flags.contains(LinkFlags::Up),
+    };
+    for a in &msg.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name = n.clone(),
+            LinkAttribute::Controller(c) => l.controller = Some(*c),
+            LinkAttribute::Address(m) => l.mac = Some(format_mac(m)),
+            LinkAttribute::Mtu(m) => l.mtu = Some(*m),
+            _ => {}
+        }
+    }
+    l
+}
+
+impl Netlink {
+    /// Opens a route netlink socket in the current (host) namespace.
+    pub fn connect() -> Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| HostError::Netlink {
+            op: "open socket".into(),
+            name: String::new(),
+            message: e.to_string(),
+            errno: e.raw_os_error(),
+        })?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    pub async fn link(&self, name: &str) -> Result<Option<Link>> {
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match s.try_next().await {
+            Ok(Some(msg)) => Ok(Some(to_link(&msg))),
+            Ok(None) => Ok(None),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(wrap("get link", name, e)),
+        }
+    }
+
+    /// All links whose name starts with `prefix`.
+    pub async fn links_with_prefix(&self, prefix: &str) -> Result<Vec<Link>> {
+        let mut s = self.handle.link().get().execute();
+        let mut out = Vec::new();
+        while let Some(msg) = s
+            .try_next()
+            .await
+            .map_err(|e| wrap("list links", prefix, e))?
+        {
+            let l = to_link(&msg);
+            if l.name.starts_with(prefix) {
+                out.push(l);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn create_veth(&self, name: &str, peer: &str) -> Result<()> {
+        self.handle
+            .link()
+            .add(LinkVeth::new(name, peer).build())
+            .execute()
+            .await
+            .map_err(|e| wrap("create veth", name, e))
+    }
+
+    pub async fn create_macvlan(&self, name: &str, parent: &str) -> Result<()> {
+        let parent_link = self
+            .link(parent)
+            .await?
+            .ok_or_else(|| HostError::NotFound(format!("link interface {parent}")))?;
+        self.handle
+            .link()
+            .add(LinkMacVlan::new(name, parent_link.index, MacVlanMode::Bridge).build())
+            .execute()
+            .await
+            .map_err(|e| wrap("create macvlan", name, e))
+    }
+
+    /// Sets MAC, MTU and state of a link; `None` leaves a property alone.
+    pub async fn configure(
+        &self,
+        name: &str,
+        mac: Option<&str>,
+        mtu: Option<u32>,
+        up: bool,
+    ) -> Result<()> {
+        let mut b = LinkUnspec::new_with_name(name);
+        if let Some(mac) = mac {
+            let bytes =
+                parse_mac(mac).ok_or_else(|| HostError::Invalid(format!("MAC address {mac:?}")))?;
+            b = b.address(bytes);
+        }
+        if let Some(mtu) = mtu {
+            b = b.mtu(mtu);
+        }
+        b = if up { b.up() } else { b.down() };
+        self.handle
+            .link()
+            .set(b.build())
+            .execute()
+            .await
+            .map_err(|e| wrap("configure link", name, e))
+    }
+
+    /// Deletes a link; one that is already gone is fine.
+    pub async fn delete(&self, name: &str) -> Result<bool> {
+        let Some(l) = self.link(name).await? else {
+            return Ok(false);
+        };
+        match self.handle.link().del(l.index).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(false),
+            Err(e) => Err(wrap("delete link", name, e)),
+        }
+    }
+
+    /// A Linux bridge as the linuxbridge agent makes it: forward delay 0, STP off, up.
+    pub async fn ensure_bridge(&self, name: &str) -> Result<Link> {
+        if let Some(l) = self.link(name).await? {
+            if !l.up {
+                self.configure(name, None, None, true).await?;
+            }
+            return Ok(l);
+        }
+        let msg = LinkBridge::new(name)
+            .append_info_data(InfoBridge::ForwardDelay(0))
+            .append_info_data(InfoBridge::StpState(BridgeStpState::Disabled))
+            .up()
+            .build();
+        match self.handle.link().add(msg).execute().await {
+            Ok(()) => {}
+            // The agent may have made it at the same moment.
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+            Err(e) => return Err(wrap("create bridge", name, e)),
+        }
+        self.link(name)
+            .await?
+            .ok_or_else(|| HostError::NotFound(format!("bridge {name} after creating it")))
+    }
+
+    /// Makes `name` a port of the bridge with index `bridge`.
+    pub async fn set_controller(&self, name: &str, bridge: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_name(name)
+                    .controller(bridge)
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| wrap("enslave link", name, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_round_trip() {
+        let b = parse_mac("fa:16:3e:00:0A:ff").unwrap();
+        assert_eq!(b, vec![0xfa, 0x16, 0x3e, 0, 0x0a, 0xff]);
+        assert_eq!(format_mac(&b), "fa:16:3e:00:0a:ff");
+        assert!(parse_mac("fa:16:3e").is_none());
+        assert!(parse_mac("zz:16:3e:00:0a:ff").is_none());
+    }
+}

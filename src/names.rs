@@ -1,0 +1,127 @@
+//! The naming and tagging contract shared with the Python kuryr-libnetwork. Every string
+//! here is part of what existing deployments depend on: keep them byte for byte.
+
+pub const TAG_LOW: &str = "kuryr.net.uuid.lh:";
+pub const TAG_HIGH: &str = "kuryr.net.uuid.uh:";
+pub const TAG_NET_EXISTING: &str = "kuryr.net.existing:";
+pub const TAG_POOL_EXISTING: &str = "kuryr.subnetpool.existing";
+pub const TAG_PORT_EXISTING: &str = "kuryr.port.existing";
+pub const DEVICE_OWNER: &str = "compute:kuryr";
+/// Tag on ports made by IPAM (same string as the device owner, as upstream).
+pub const TAG_KURYR_PORT: &str = "compute:kuryr";
+pub const UNBOUND_PORT_NAME: &str = "kuryr-unbound-port";
+pub const NET_NAME_PREFIX: &str = "kuryr-net-";
+pub const SUBNET_NAME_PREFIX: &str = "kuryr-subnet-";
+pub const SG_DESCRIPTION: &str = "Docker exposed ports created by Kuryr.";
+pub const HOST_VETH_PREFIX: &str = "tap";
+pub const CONTAINER_VETH_PREFIX: &str = "t_c";
+/// Linux interface names hold 15 bytes; the agents look for `tap` + 11 chars.
+pub const IFNAME_LEN: usize = 14;
+
+/// The two tags that carry a 64-char Docker id (network or endpoint).
+pub fn id_tags(docker_id: &str) -> Vec<String> {
+    let (low, high) = docker_id.split_at(docker_id.len().min(32));
+    let mut tags = vec![format!("{TAG_LOW}{low}")];
+    if !high.is_empty() {
+        tags.push(format!("{TAG_HIGH}{high}"));
+    }
+    tags
+}
+
+pub fn existing_net_tag(docker_net_id: &str) -> String {
+    format!("{TAG_NET_EXISTING}{}", prefix(docker_net_id, 12))
+}
+
+pub fn network_name(docker_net_id: &str) -> String {
+    format!("{NET_NAME_PREFIX}{}", prefix(docker_net_id, 8))
+}
+
+pub fn subnet_name(pool_cidr: &str) -> String {
+    format!("{SUBNET_NAME_PREFIX}{pool_cidr}")
+}
+
+pub fn subnetpool_name(prefix_option: &str, cidr: &str) -> String {
+    format!("{prefix_option}-{cidr}")
+}
+
+pub fn endpoint_port_name(endpoint_id: &str) -> String {
+    format!("{endpoint_id}-port")
+}
+
+pub fn exposed_sg_name(port_id: &str) -> String {
+    format!("{port_id}-exposed_ports")
+}
+
+pub fn host_veth(port_id: &str) -> String {
+    ifname(HOST_VETH_PREFIX, port_id)
+}
+
+pub fn container_veth(port_id: &str) -> String {
+    ifname(CONTAINER_VETH_PREFIX, port_id)
+}
+
+/// `brq` + network id[0:11]: the linuxbridge agent's bridge for a network.
+pub fn linuxbridge_name(neutron_net_id: &str) -> String {
+    format!("brq{}", prefix(neutron_net_id, 11))
+}
+
+fn ifname(p: &str, port_id: &str) -> String {
+    let mut s = format!("{p}{port_id}");
+    s.truncate(IFNAME_LEN);
+    s
+}
+
+fn prefix(s: &str, n: usize) -> &str {
+    // Ids are ASCII; `get` avoids a panic on anything else.
+    s.get(..n.min(s.len())).unwrap_or(s)
+}
+
+/// True when `tags` hold both id tags of `docker_id`.
+pub fn has_id_tags(tags: &[String], docker_id: &str) -> bool {
+    id_tags(docker_id).iter().all(|t| tags.contains(t))
+}
+
+/// Reassembles a Docker id from its two tags, if present.
+pub fn id_from_tags(tags: &[String]) -> Option<String> {
+    let low = tags.iter().find_map(|t| t.strip_prefix(TAG_LOW))?;
+    let high = tags
+        .iter()
+        .find_map(|t| t.strip_prefix(TAG_HIGH))
+        .unwrap_or("");
+    Some(format!("{low}{high}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NET: &str = "3b6c0e6a8f3c4c1f9d2e7a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d";
+
+    #[test]
+    fn tags_split_the_id_in_two() {
+        let t = id_tags(NET);
+        assert_eq!(t[0], format!("kuryr.net.uuid.lh:{}", &NET[..32]));
+        assert_eq!(t[1], format!("kuryr.net.uuid.uh:{}", &NET[32..]));
+        assert!(t.iter().all(|t| t.len() <= 60));
+        assert_eq!(id_from_tags(&t).as_deref(), Some(NET));
+        assert!(has_id_tags(&t, NET));
+        assert_eq!(id_tags("abc"), vec!["kuryr.net.uuid.lh:abc".to_string()]);
+    }
+
+    #[test]
+    fn names_match_reference() {
+        assert_eq!(network_name(NET), "kuryr-net-3b6c0e6a");
+        assert_eq!(existing_net_tag(NET), "kuryr.net.existing:3b6c0e6a8f3c");
+        assert_eq!(subnet_name("10.0.0.0/24"), "kuryr-subnet-10.0.0.0/24");
+        assert_eq!(
+            subnetpool_name("kuryrPool", "10.0.0.0/24"),
+            "kuryrPool-10.0.0.0/24"
+        );
+        let port = "a1b2c3d4-e5f6-4711-8899-aabbccddeeff";
+        assert_eq!(host_veth(port), "tapa1b2c3d4-e5");
+        assert_eq!(container_veth(port), "t_ca1b2c3d4-e5");
+        assert_eq!(linuxbridge_name(port), "brqa1b2c3d4-e5");
+        assert_eq!(exposed_sg_name(port), format!("{port}-exposed_ports"));
+        assert_eq!(endpoint_port_name("ep"), "ep-port");
+    }
+}

@@ -1,0 +1,340 @@
+//! Keystone v3 authentication: password, application credential and token, with the
+//! Neutron endpoint taken from the token's catalog. The token is cached and renewed
+//! shortly before it expires (and once after a 401).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use super::error::{message_from_body, NeutronError};
+use crate::config::{AuthType, NeutronConfig, Secret};
+
+/// Renew a token this long before Keystone says it expires.
+const RENEW_MARGIN: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub token: Secret,
+    pub endpoint: String,
+    /// Unix seconds; None = never expires (no Keystone).
+    pub expires_at: Option<u64>,
+}
+
+pub struct Authenticator {
+    cfg: NeutronConfig,
+    cached: Mutex<Option<Session>>,
+}
+
+impl Authenticator {
+    pub fn new(cfg: NeutronConfig) -> Self {
+        Authenticator {
+            cfg,
+            cached: Mutex::new(None),
+        }
+    }
+
+    pub fn uses_keystone(&self) -> bool {
+        self.cfg.auth_type != AuthType::None
+    }
+
+    /// A valid session: the cached one, or a new token from Keystone.
+    pub async fn session(&self, http: &reqwest::Client) -> Result<Session, NeutronError> {
+        if !self.uses_keystone() {
+            let endpoint = self.cfg.endpoint.clone().unwrap_or_default();
+            return Ok(Session {
+                token: Secret::default(),
+                endpoint,
+                expires_at: None,
+            });
+        }
+        let mut cached = self.cached.lock().await;
+        if let Some(s) = cached.as_ref() {
+            if !needs_renewal(s.expires_at, now()) {
+                return Ok(s.clone());
+            }
+        }
+        let s = self.issue(http).await?;
+        *cached = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Forget the cached token (after Neutron answered 401).
+    pub async fn invalidate(&self) {
+        *self.cached.lock().await = None;
+    }
+
+    async fn issue(&self, http: &reqwest::Client) -> Result<Session, NeutronError> {
+        let url = format!(
+            "{}/auth/tokens",
+            self.cfg
+                .auth_url
+                .as_deref()
+                .unwrap_or_default()
+                .trim_end_matches('/')
+        );
+        let body = token_request_body(&self.cfg)?;
+        let started = std::time::Instant::now();
+        let resp = http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| NeutronError::Auth(format!("cannot reach {url}: {e}")))?;
+        let status = resp.status().as_u16();
+        tracing::debug!(url = %url, status, elapsed_ms = started.elapsed().as_millis() as u64, "keystone token request");
+        let token = resp
+            .headers()
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.to_string());
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| NeutronError::Auth(e.to_string()))?;
+        if !(200..300).contains(&status) {
+            return Err(NeutronError::Auth(format!(
+                "token request failed ({status}): {}",
+                message_from_body(&text)
+            )));
+        }
+        let token =
+            token.ok_or_else(|| NeutronError::Auth("no X-Subject-Token in the answer".into()))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| NeutronError::Auth(format!("bad token body: {e}")))?;
+        let expires_at = v["token"]["expires_at"].as_str().and_then(parse_iso8601);
+        let endpoint = catalog_endpoint(
+            &v["token"]["catalog"],
+            &self.cfg.endpoint_type,
+            self.cfg.region_name.as_deref(),
+        )
+        .or_else(|| self.cfg.endpoint.clone())
+        .ok_or_else(|| {
+            NeutronError::Auth(format!(
+                "no `network` endpoint (interface {}{}) in the Keystone catalog",
+                self.cfg.endpoint_type,
+                self.cfg
+                    .region_name
+                    .as_deref()
+                    .map(|r| format!(", region {r}"))
+                    .unwrap_or_default()
+            ))
+        })?;
+        Ok(Session {
+            token: Secret::new(token),
+            endpoint,
+            expires_at,
+        })
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn needs_renewal(expires_at: Option<u64>, now: u64) -> bool {
+    match expires_at {
+        None => false,
+        Some(t) => now + RENEW_MARGIN.as_secs() >= t,
+    }
+}
+
+fn scope(cfg: &NeutronConfig) -> Option<Value> {
+    if let Some(id) = &cfg.project_id {
+        return Some(json!({"project": {"id": id}}));
+    }
+    let name = cfg.project_name.as_ref()?;
+    let domain = match (&cfg.project_domain_id, &cfg.project_domain_name) {
+        (Some(id), _) => json!({"id": id}),
+        (None, Some(n)) => json!({"name": n}),
+        (None, None) => json!({"id": "default"}),
+    };
+    Some(json!({"project": {"name": name, "domain": domain}}))
+}
+
+fn user_domain(cfg: &NeutronConfig) -> Value {
+    match (&cfg.user_domain_id, &cfg.user_domain_name) {
+        (Some(id), _) => json!({"id": id}),
+        (None, Some(n)) => json!({"name": n}),
+        (None, None) => json!({"id": "default"}),
+    }
+}
+
+/// The body of `POST /v3/auth/tokens` for the configured method.
+pub fn token_request_body(cfg: &NeutronConfig) -> Result<Value, NeutronError> {
+    let identity = match cfg.auth_type {
+        AuthType::Password => {
+            let user = match (&cfg.user_id, &cfg.username) {
+                (Some(id), _) => json!({"id": id, "password": cfg.password.expose()}),
+                (None, Some(name)) => {
+                    json!({"name": name, "domain": user_domain(cfg), "password": cfg.password.expose()})
+                }
+                (None, None) => {
+                    return Err(NeutronError::Auth(
+                        "password auth needs username or user_id".into(),
+                    ))
+                }
+            };
+            json!({"methods": ["password"], "password": {"user": user}})
+        }
+        AuthType::Token => {
+            json!({"methods": ["token"], "token": {"id": cfg.token.expose()}})
+        }
+        AuthType::ApplicationCredential => {
+            let cred = match (
+                &cfg.application_credential_id,
+                &cfg.application_credential_name,
+            ) {
+                (Some(id), _) => {
+                    json!({"id": id, "secret": cfg.application_credential_secret.expose()})
+                }
+                (None, Some(name)) => {
+                    let user = match (&cfg.user_id, &cfg.username) {
+                        (Some(id), _) => json!({"id": id}),
+                        (None, Some(n)) => json!({"name": n, "domain": user_domain(cfg)}),
+                        _ => {
+                            return Err(NeutronError::Auth(
+                                "application_credential_name needs username or user_id".into(),
+                            ))
+                        }
+                    };
+                    json!({"name": name, "user": user, "secret": cfg.application_credential_secret.expose()})
+                }
+                _ => {
+                    return Err(NeutronError::Auth(
+                        "application credential auth needs application_credential_id or _name"
+                            .into(),
+                    ))
+                }
+            };
+            json!({"methods": ["application_credential"], "application_credential": cred})
+        }
+        AuthType::None => return Err(NeutronError::Auth("no Keystone configured".into())),
+    };
+    let mut auth = json!({"identity": identity});
+    // Application credentials carry their own scope.
+    if cfg.auth_type != AuthType::ApplicationCredential {
+        if let Some(s) = scope(cfg) {
+            auth["scope"] = s;
+        }
+    }
+    Ok(json!({"auth": auth}))
+}
+
+/// Finds the `network` service URL for an interface (and region) in a v3 catalog.
+pub fn catalog_endpoint(catalog: &Value, interface: &str, region: Option<&str>) -> Option<String> {
+    catalog.as_array()?.iter().find_map(|svc| {
+        if svc["type"].as_str()? != "network" {
+            return None;
+        }
+        svc["endpoints"].as_array()?.iter().find_map(|ep| {
+            if ep["interface"].as_str()? != interface {
+                return None;
+            }
+            if let Some(r) = region {
+                let er = ep["region_id"].as_str().or_else(|| ep["region"].as_str());
+                if er != Some(r) {
+                    return None;
+                }
+            }
+            ep["url"]
+                .as_str()
+                .map(|u| u.trim_end_matches('/').to_string())
+        })
+    })
+}
+
+/// `2026-11-29T01:02:03.000000Z` -> Unix seconds (UTC only, as Keystone writes it).
+pub fn parse_iso8601(s: &str) -> Option<u64> {
+    let s = s.trim().trim_end_matches('Z');
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-');
+    let y: i64 = d.next()?.parse().ok()?;
+    let m: i64 = d.next()?.parse().ok()?;
+    let day: i64 = d.next()?.parse().ok()?;
+    let time = time.split(['+', '.']).next()?;
+    let mut t = time.split(':');
+    let hh: i64 = t.next()?.parse().ok()?;
+    let mm: i64 = t.next()?.parse().ok()?;
+    let ss: i64 = t.next().unwrap_or("0").parse().ok()?;
+    // Days from civil date (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn iso8601() {
+        assert_eq!(parse_iso8601("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_iso8601("2026-11-29T01:02:03.000000Z"),
+            Some(1_795_914_123)
+        );
+        assert_eq!(parse_iso8601("garbage"), None);
+    }
+
+    #[test]
+    fn renewal_margin() {
+        assert!(!needs_renewal(None, 10));
+        assert!(needs_renewal(Some(100), 0));
+        assert!(!needs_renewal(Some(1000), 0));
+    }
+
+    #[test]
+    fn catalog_lookup() {
+        let cat = json!([
+            {"type": "identity", "endpoints": [{"interface": "public", "url": "http://k"}]},
+            {"type": "network", "endpoints": [
+                {"interface": "internal", "region_id": "R1", "url": "http://n-int:9696/"},
+                {"interface": "public", "region_id": "R2", "url": "http://n-pub2:9696"},
+                {"interface": "public", "region_id": "R1", "url": "http://n-pub1:9696"}
+            ]}
+        ]);
+        assert_eq!(
+            catalog_endpoint(&cat, "internal", None).as_deref(),
+            Some("http://n-int:9696")
+        );
+        assert_eq!(
+            catalog_endpoint(&cat, "public", Some("R1")).as_deref(),
+            Some("http://n-pub1:9696")
+        );
+        assert_eq!(catalog_endpoint(&cat, "admin", None), None);
+    }
+
+    #[test]
+    fn password_body_is_scoped() {
+        let mut c = Config::default().neutron;
+        c.auth_type = AuthType::Password;
+        c.username = Some("admin".into());
+        c.password = Secret::new("pw");
+        c.project_name = Some("admin".into());
+        c.user_domain_name = Some("Default".into());
+        c.project_domain_name = Some("Default".into());
+        let b = token_request_body(&c).unwrap();
+        assert_eq!(b["auth"]["identity"]["password"]["user"]["name"], "admin");
+        assert_eq!(
+            b["auth"]["identity"]["password"]["user"]["domain"]["name"],
+            "Default"
+        );
+        assert_eq!(b["auth"]["scope"]["project"]["name"], "admin");
+        c.auth_type = AuthType::ApplicationCredential;
+        c.application_credential_id = Some("ac".into());
+        c.application_credential_secret = Secret::new("s");
+        let b = token_request_body(&c).unwrap();
+        assert_eq!(b["auth"]["identity"]["application_credential"]["id"], "ac");
+        assert!(b["auth"].get("scope").is_none());
+    }
+}

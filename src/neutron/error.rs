@@ -1,0 +1,113 @@
+use thiserror::Error;
+
+/// What went wrong talking to Neutron or Keystone. Neutron's own message is kept so it
+/// can be handed to Docker verbatim.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum NeutronError {
+    #[error("Neutron: not found: {0}")]
+    NotFound(String),
+    #[error("Neutron: conflict: {0}")]
+    Conflict(String),
+    #[error("Neutron: bad request: {0}")]
+    BadRequest(String),
+    #[error("Neutron: unauthorized: {0}")]
+    Unauthorized(String),
+    #[error("Neutron: forbidden: {0}")]
+    Forbidden(String),
+    #[error("Neutron: server error {status}: {message}")]
+    Server { status: u16, message: String },
+    #[error("Neutron unreachable: {0}")]
+    Transport(String),
+    #[error("Neutron: unexpected answer: {0}")]
+    Decode(String),
+    #[error("Keystone: {0}")]
+    Auth(String),
+}
+
+impl NeutronError {
+    /// Maps an HTTP status and Neutron's message to a typed error.
+    pub fn from_status(status: u16, message: String) -> Self {
+        match status {
+            400 => NeutronError::BadRequest(message),
+            401 => NeutronError::Unauthorized(message),
+            403 => NeutronError::Forbidden(message),
+            404 => NeutronError::NotFound(message),
+            409 => NeutronError::Conflict(message),
+            _ => NeutronError::Server { status, message },
+        }
+    }
+
+    /// The status to give Docker for this error (Neutron's own when there is one).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            NeutronError::NotFound(_) => 404,
+            NeutronError::Conflict(_) => 409,
+            NeutronError::BadRequest(_) => 400,
+            NeutronError::Unauthorized(_) => 401,
+            NeutronError::Forbidden(_) => 403,
+            NeutronError::Server { status, .. } => *status,
+            NeutronError::Transport(_) => 503,
+            NeutronError::Decode(_) | NeutronError::Auth(_) => 500,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, NeutronError::NotFound(_))
+    }
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, NeutronError::Conflict(_))
+    }
+}
+
+/// Neutron's error body: `{"NeutronError": {"type", "message", "detail"}}`; anything else
+/// is passed on as text (cut, so a proxy's HTML page does not flood a Docker error).
+pub fn message_from_body(body: &str) -> String {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
+        if let Some(m) = v
+            .get("NeutronError")
+            .and_then(|e| e.get("message"))
+            .and_then(|m| m.as_str())
+        {
+            return m.to_string();
+        }
+        if let Some(m) = v
+            .get("error")
+            .and_then(|e| e.get("message"))
+            .and_then(|m| m.as_str())
+        {
+            return m.to_string();
+        }
+    }
+    body.trim().chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_status_and_message() {
+        let m = message_from_body(
+            r#"{"NeutronError": {"type": "NetworkInUse", "message": "Unable to complete operation on network x.", "detail": ""}}"#,
+        );
+        assert_eq!(m, "Unable to complete operation on network x.");
+        let e = NeutronError::from_status(409, m);
+        assert!(e.is_conflict());
+        assert_eq!(e.http_status(), 409);
+        assert_eq!(
+            NeutronError::from_status(404, "x".into()).http_status(),
+            404
+        );
+        assert_eq!(
+            NeutronError::from_status(502, "x".into()),
+            NeutronError::Server {
+                status: 502,
+                message: "x".into()
+            }
+        );
+        assert_eq!(
+            message_from_body("<html>oops</html>\n"),
+            "<html>oops</html>"
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! Neutron v2.0 resources, with only the fields kuryr reads. Unknown fields are ignored;
+//! absent or null ones take their default so an older or newer Neutron still parses.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A Neutron collection: URL path segment and JSON keys.
+pub trait Resource: DeserializeOwned + Send {
+    /// URL segment under `/v2.0/`.
+    const PATH: &'static str;
+    /// JSON key of one object.
+    const SINGULAR: &'static str;
+    /// JSON key of a list.
+    const PLURAL: &'static str;
+}
+
+macro_rules! resource {
+    ($t:ty, $path:literal, $one:literal, $many:literal) => {
+        impl Resource for $t {
+            const PATH: &'static str = $path;
+            const SINGULAR: &'static str = $one;
+            const PLURAL: &'static str = $many;
+        }
+    };
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+pub struct Network {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub name: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub shared: bool,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub subnets: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub tags: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub status: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub project_id: String,
+}
+resource!(Network, "networks", "network", "networks");
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+pub struct HostRoute {
+    pub destination: String,
+    pub nexthop: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+pub struct Subnet {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub name: String,
+    pub network_id: String,
+    pub cidr: String,
+    #[serde(default)]
+    pub ip_version: u8,
+    #[serde(default)]
+    pub gateway_ip: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub host_routes: Vec<HostRoute>,
+    #[serde(default)]
+    pub subnetpool_id: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub enable_dhcp: bool,
+    #[serde(default, deserialize_with = "null_default")]
+    pub tags: Vec<String>,
+}
+resource!(Subnet, "subnets", "subnet", "subnets");
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+pub struct SubnetPool {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub name: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub prefixes: Vec<String>,
+    #[serde(default)]
+    pub default_prefixlen: Option<Value>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub shared: bool,
+    #[serde(default)]
+    pub ip_version: u8,
+    #[serde(default, deserialize_with = "null_default")]
+    pub tags: Vec<String>,
+}
+resource!(SubnetPool, "subnetpools", "subnetpool", "subnetpools");
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
+pub struct FixedIp {
+    pub subnet_id: String,
+    pub ip_address: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+pub struct AddressPair {
+    pub ip_address: String,
+    #[serde(default)]
+    pub mac_address: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+pub struct Port {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub name: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub network_id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub mac_address: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub fixed_ips: Vec<FixedIp>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub device_id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub device_owner: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub status: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub admin_state_up: bool,
+    #[serde(default, deserialize_with = "null_default")]
+    pub tags: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub security_groups: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub allowed_address_pairs: Vec<AddressPair>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub project_id: String,
+    #[serde(rename = "binding:host_id", default, deserialize_with = "null_default")]
+    pub host_id: String,
+    #[serde(
+        rename = "binding:vif_type",
+        default,
+        deserialize_with = "null_default"
+    )]
+    pub vif_type: String,
+    #[serde(
+        rename = "binding:vnic_type",
+        default,
+        deserialize_with = "null_default"
+    )]
+    pub vnic_type: String,
+    #[serde(
+        rename = "binding:vif_details",
+        default,
+        deserialize_with = "null_default"
+    )]
+    pub vif_details: Map<String, Value>,
+    #[serde(default)]
+    pub trunk_details: Option<TrunkDetails>,
+}
+resource!(Port, "ports", "port", "ports");
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+pub struct TrunkDetails {
+    pub trunk_id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub sub_ports: Vec<SubPort>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+pub struct SubPort {
+    pub port_id: String,
+    #[serde(default)]
+    pub segmentation_id: Option<u32>,
+    #[serde(default)]
+    pub segmentation_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+pub struct Trunk {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub name: String,
+    pub port_id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub sub_ports: Vec<SubPort>,
+}
+resource!(Trunk, "trunks", "trunk", "trunks");
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+pub struct SecurityGroup {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub name: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub description: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub security_group_rules: Vec<SecurityGroupRule>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub tags: Vec<String>,
+}
+resource!(
+    SecurityGroup,
+    "security-groups",
+    "security_group",
+    "security_groups"
+);
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+pub struct SecurityGroupRule {
+    pub id: String,
+    pub security_group_id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub direction: String,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub ethertype: Option<String>,
+    #[serde(default)]
+    pub port_range_min: Option<u16>,
+    #[serde(default)]
+    pub port_range_max: Option<u16>,
+}
+resource!(
+    SecurityGroupRule,
+    "security-group-rules",
+    "security_group_rule",
+    "security_group_rules"
+);
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+pub struct Extension {
+    pub alias: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub name: String,
+}
+resource!(Extension, "extensions", "extension", "extensions");
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+pub struct Agent {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub agent_type: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub host: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub alive: bool,
+}
+resource!(Agent, "agents", "agent", "agents");

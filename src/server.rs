@@ -1,0 +1,230 @@
+//! The plugin's HTTP side: `POST /<Interface>.<Method>` on a unix socket (and TCP when
+//! configured), JSON bodies parsed whatever the Content-Type (Docker sends none), every
+//! error as `{"Err": ...}` with a non-200 status.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::driver::{Driver, DriverError};
+use crate::neutron::REQUEST_ID;
+use crate::protocol::CONTENT_TYPE;
+
+/// Largest request body accepted; libnetwork's bodies are a few KiB.
+pub const MAX_BODY: usize = 1 << 20;
+
+pub type App = Arc<Driver>;
+
+pub fn router(driver: App) -> Router {
+    Router::new().fallback(handle).with_state(driver)
+}
+
+fn reply(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn error_reply(status: u16, msg: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // `Error` too: Docker's IPAM client reads that field when it sees a 200.
+    reply(status, &json!({"Err": msg, "Error": msg}))
+}
+
+async fn handle(State(driver): State<App>, method: Method, uri: Uri, body: Body) -> Response {
+    let path = uri.path().trim_start_matches('/').to_string();
+    if method == Method::GET && path == "kuryr/stats" {
+        let n = driver.neutron().stats();
+        return reply(
+            StatusCode::OK,
+            &json!({"neutron_requests": n.total(), "by_kind": n.snapshot()}),
+        );
+    }
+    if !is_known(&path) {
+        return error_reply(
+            404,
+            &format!("404 Not Found: unknown method {:?}", truncate(&path)),
+        );
+    }
+    if method != Method::POST {
+        return error_reply(405, &format!("405 Method Not Allowed: use POST for {path}"));
+    }
+    let bytes = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                error_reply(413, &format!("request body over {MAX_BODY} bytes"))
+            } else {
+                error_reply(400, &format!("cannot read request body: {e}"))
+            };
+        }
+    };
+    let rid = format!("req-{}", uuid::Uuid::new_v4());
+    let started = Instant::now();
+    let result = REQUEST_ID
+        .scope(rid.clone(), dispatch(&driver, &path, &bytes))
+        .await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(v) => {
+            tracing::info!(request_id = %rid, method = %path, status = 200, ms = format!("{ms:.1}"), "libnetwork call");
+            reply(StatusCode::OK, &v)
+        }
+        Err(e) => {
+            let status = e.status();
+            let msg = e.to_string();
+            tracing::warn!(request_id = %rid, method = %path, status, ms = format!("{ms:.1}"), error = %msg, "libnetwork call failed");
+            error_reply(status, &msg)
+        }
+    }
+}
+
+const METHODS: &[&str] = &[
+    "Plugin.Activate",
+    "NetworkDriver.GetCapabilities",
+    "NetworkDriver.CreateNetwork",
+    "NetworkDriver.DeleteNetwork",
+    "NetworkDriver.CreateEndpoint",
+    "NetworkDriver.EndpointOperInfo",
+    "NetworkDriver.DeleteEndpoint",
+    "NetworkDriver.Join",
+    "NetworkDriver.Leave",
+    "NetworkDriver.DiscoverNew",
+    "NetworkDriver.DiscoverDelete",
+    "NetworkDriver.ProgramExternalConnectivity",
+    "NetworkDriver.RevokeExternalConnectivity",
+    "NetworkDriver.AllocateNetwork",
+    "NetworkDriver.FreeNetwork",
+    "IpamDriver.GetCapabilities",
+    "IpamDriver.GetDefaultAddressSpaces",
+    "IpamDriver.RequestPool",
+    "IpamDriver.ReleasePool",
+    "IpamDriver.RequestAddress",
+    "IpamDriver.ReleaseAddress",
+];
+
+fn is_known(path: &str) -> bool {
+    METHODS.contains(&path)
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, DriverError> {
+    let body = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| DriverError::BadRequest(format!("invalid request body: {e}")))
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<Value, DriverError> {
+    serde_json::to_value(v).map_err(|e| DriverError::Internal(e.to_string()))
+}
+
+/// Routes one libnetwork call to its handler.
+pub async fn dispatch(d: &Driver, method: &str, body: &[u8]) -> Result<Value, DriverError> {
+    match method {
+        "Plugin.Activate" => Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]})),
+        "NetworkDriver.GetCapabilities" => Ok(d.network_capabilities()),
+        "NetworkDriver.CreateNetwork" => d.create_network(parse(body)?).await,
+        "NetworkDriver.DeleteNetwork" => d.delete_network(parse(body)?).await,
+        "NetworkDriver.CreateEndpoint" => to_value(d.create_endpoint(parse(body)?).await?),
+        "NetworkDriver.EndpointOperInfo" => d.endpoint_oper_info(parse(body)?).await,
+        "NetworkDriver.DeleteEndpoint" => d.delete_endpoint(parse(body)?).await,
+        "NetworkDriver.Join" => to_value(d.join(parse(body)?).await?),
+        "NetworkDriver.Leave" => d.leave(parse(body)?).await,
+        "NetworkDriver.DiscoverNew" | "NetworkDriver.DiscoverDelete" => {
+            parse::<Value>(body)?;
+            Ok(json!({}))
+        }
+        "NetworkDriver.ProgramExternalConnectivity" => {
+            d.program_external_connectivity(parse(body)?).await
+        }
+        "NetworkDriver.RevokeExternalConnectivity" => {
+            d.revoke_external_connectivity(parse(body)?).await
+        }
+        "NetworkDriver.AllocateNetwork" => Ok(d.allocate_network(&parse::<Value>(body)?)),
+        "NetworkDriver.FreeNetwork" => {
+            parse::<Value>(body)?;
+            Ok(json!({}))
+        }
+        "IpamDriver.GetCapabilities" => Ok(d.ipam_capabilities()),
+        "IpamDriver.GetDefaultAddressSpaces" => Ok(d.default_address_spaces()),
+        "IpamDriver.RequestPool" => to_value(d.request_pool(parse(body)?).await?),
+        "IpamDriver.ReleasePool" => d.release_pool(parse(body)?).await,
+        "IpamDriver.RequestAddress" => to_value(d.request_address(parse(body)?).await?),
+        "IpamDriver.ReleaseAddress" => d.release_address(parse(body)?).await,
+        other => Err(DriverError::NotFound(format!("unknown method {other}"))),
+    }
+}
+
+/// Binds the unix socket: parent created, a stale socket file replaced, mode 0660.
+pub fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        // Refuse to steal the socket of a running instance.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is served by another process", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let l = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(l)
+}
+
+/// Removes the socket file when the server stops.
+pub struct SocketGuard(pub PathBuf);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_accepts_empty_and_rejects_garbage() {
+        let v: Value = parse(b"").unwrap();
+        assert_eq!(v, json!({}));
+        let e = parse::<crate::protocol::NetworkRequest>(b"{\"nope\":1}").unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e.to_string().contains("NetworkID"), "{e}");
+        assert_eq!(parse::<Value>(b"{not json").unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn every_method_known() {
+        assert!(is_known("IpamDriver.RequestPool"));
+        assert!(!is_known("IpamDriver.Nope"));
+        assert!(!is_known("../etc/passwd"));
+    }
+}
