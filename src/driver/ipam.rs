@@ -473,7 +473,7 @@ impl Driver {
             "name": names::UNBOUND_PORT_NAME,
             "admin_state_up": true,
             "network_id": subnet.network_id,
-            "fixed_ips": [fixed],
+            "fixed_ips": [fixed.clone()],
         });
         if let Some(m) = mac {
             body["mac_address"] = json!(m);
@@ -491,6 +491,24 @@ impl Driver {
                     )
                     .await?;
                 match ports.into_iter().next() {
+                    // Dual stack: Docker asks for the second family with the same MAC.
+                    // kuryr's port for the first family takes this address too, so the
+                    // endpoint ends up with one port, as Neutron models it.
+                    Some(p)
+                        if kuryr_made(&p)
+                            && !p.fixed_ips.iter().any(|f| f.subnet_id == subnet.id) =>
+                    {
+                        let mut fixed_ips: Vec<Value> = p
+                            .fixed_ips
+                            .iter()
+                            .map(|f| json!({"subnet_id": f.subnet_id, "ip_address": f.ip_address}))
+                            .collect();
+                        fixed_ips.push(fixed);
+                        Ok(self
+                            .neutron
+                            .update::<Port>(&p.id, json!({"fixed_ips": fixed_ips}))
+                            .await?)
+                    }
                     Some(p) => self.adopt(p).await,
                     None => Err(e.into()),
                 }
@@ -590,10 +608,17 @@ impl Driver {
             }
             Err(e) => return Err(e.into()),
         };
-        let subnets: Vec<Subnet> = self
+        let mut subnets: Vec<Subnet> = self
             .neutron
             .list(&Filters::new().add("subnetpool_id", &pool_id))
             .await?;
+        // Adopted subnets keep their own pool (or none) and only carry our tag.
+        let tagged: Vec<Subnet> = self.neutron.list(&Filters::new().tags(&[&pool_id])).await?;
+        for s in tagged {
+            if !subnets.iter().any(|x| x.id == s.id) {
+                subnets.push(s);
+            }
+        }
         self.cache.pools.remove(&pool_id);
         self.cache.pool_names.retain(|_, id| *id != pool_id);
         self.cache

@@ -1,0 +1,272 @@
+//! Shared helpers for the integration tests: the real kuryr binary, the real Neutron and
+//! the real dockerd. Nothing here skips: a missing service fails the test with the reason.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kuryr::config::Config;
+use kuryr::neutron::Neutron;
+use serde_json::Value;
+
+pub fn neutron_url() -> String {
+    std::env::var("KURYR_TEST_NEUTRON_URL").unwrap_or_else(|_| "http://127.0.0.1:9696".into())
+}
+
+pub fn docker_bin() -> String {
+    std::env::var("KURYR_TEST_DOCKER").unwrap_or_else(|_| "/usr/bin/docker".into())
+}
+
+pub fn image() -> String {
+    std::env::var("KURYR_TEST_IMAGE").unwrap_or_else(|_| "busybox:latest".into())
+}
+
+/// A Neutron client for checks, failing loudly when Neutron does not answer.
+pub async fn neutron() -> Neutron {
+    let text = format!(
+        "[neutron]\nauth_type = none\nendpoint = {}\n",
+        neutron_url()
+    );
+    let cfg = Config::parse("test", &text).expect("test config").config;
+    let n = Neutron::new(&cfg.neutron).expect("client");
+    if let Err(e) = n.extensions().await {
+        panic!(
+            "Neutron does not answer at {} ({e}); start it with `scripts/devenv up` (make test does)",
+            neutron_url()
+        );
+    }
+    n
+}
+
+/// A unique-enough suffix for names in one test run.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// A running `kuryr serve` with its own config and socket; killed on drop.
+pub struct Kuryr {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl Kuryr {
+    /// Starts kuryr serving plugin `name` (socket `/run/docker/plugins/<name>.sock`).
+    pub fn start(name: &str, extra_conf: &str) -> Kuryr {
+        Self::start_at(
+            PathBuf::from(format!("/run/docker/plugins/{name}.sock")),
+            extra_conf,
+        )
+    }
+
+    pub fn start_at(socket: PathBuf, extra_conf: &str) -> Kuryr {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("kuryr.conf");
+        let (default_extra, neutron_extra) = split_extra(extra_conf);
+        std::fs::write(
+            &conf,
+            format!(
+                "[DEFAULT]\nunix_socket = {}\ndebug = true\n{default_extra}\n[neutron]\nauth_type = none\nendpoint = {}\n{neutron_extra}\n",
+                socket.display(),
+                neutron_url()
+            ),
+        )
+        .expect("write conf");
+        let log = dir.path().join("kuryr.log");
+        let logf = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_kuryr"))
+            .args(["serve", "--config-file"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn kuryr");
+        let k = Kuryr {
+            child,
+            socket,
+            dir,
+            log,
+        };
+        k.wait_ready();
+        k
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("kuryr did not start; log:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// One libnetwork call, sent the way Docker sends it (no Content-Type).
+    pub fn call(&self, method: &str, body: &Value) -> (u16, Value) {
+        raw_call(
+            &self.socket,
+            "POST",
+            &format!("/{method}"),
+            &body.to_string(),
+        )
+    }
+
+    /// Neutron requests kuryr has made so far.
+    pub fn neutron_requests(&self) -> u64 {
+        let (_, v) = raw_call(&self.socket, "GET", "/kuryr/stats", "");
+        v["neutron_requests"].as_u64().expect("stats")
+    }
+
+    pub fn stop(&mut self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Kuryr {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("---- kuryr log ----\n{}", self.log_text());
+        }
+    }
+}
+
+fn split_extra(extra: &str) -> (String, String) {
+    match extra.split_once("[neutron]") {
+        Some((a, b)) => (a.to_string(), b.to_string()),
+        None => (extra.to_string(), String::new()),
+    }
+}
+
+/// Raw HTTP/1.1 over the unix socket: status and JSON body.
+pub fn raw_call(socket: &Path, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let (status, text) = raw_http(socket, method, path, body);
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, v)
+}
+
+pub fn raw_http(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = UnixStream::connect(socket).expect("connect to kuryr socket");
+    s.set_read_timeout(Some(Duration::from_secs(120))).ok();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: plugin\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // A server that refuses a huge body may close before reading all of it.
+    let _ = s.write_all(req.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Runs the Docker CLI; panics with its output when it fails.
+pub fn docker(args: &[&str]) -> String {
+    let out = docker_try(args);
+    if !out.status.success() {
+        panic!(
+            "docker {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn docker_try(args: &[&str]) -> Output {
+    Command::new(docker_bin())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", docker_bin()))
+}
+
+/// Fails loudly when dockerd is not there.
+pub fn require_docker() {
+    let out = docker_try(&["version", "--format", "{{.Server.Version}}"]);
+    assert!(
+        out.status.success(),
+        "dockerd does not answer ({}); start it with `scripts/devenv up` (make test does)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Host interfaces whose name starts with `prefix`.
+pub fn host_links(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("ip link");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// Polls `f` until it returns Some, for up to `secs`.
+pub fn wait_until<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,79 @@
+//! The binary's start-up: bad configuration fails fast with a message a user can act on.
+
+use std::process::Command;
+
+fn serve_with(conf: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kuryr.conf");
+    std::fs::write(&path, conf).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kuryr"))
+        .args(["serve", "--config-file"])
+        .arg(&path)
+        .env("KURYR_LOG_FORMAT", "text")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_prints() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kuryr"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn missing_file_is_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kuryr"))
+        .args(["serve", "--config-file", "/nonexistent/kuryr.conf"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/kuryr.conf"), "{err}");
+}
+
+#[test]
+fn malformed_ini_fails() {
+    let (ok, err) = serve_with("[neutron\nendpoint = http://127.0.0.1:9696\n");
+    assert!(!ok);
+    assert!(err.contains("not a valid INI file"), "{err}");
+}
+
+#[test]
+fn bad_value_names_section_and_option() {
+    let (ok, err) = serve_with(
+        "[DEFAULT]\ncapability_scope = planet\n[neutron]\nendpoint = http://127.0.0.1:9696\n",
+    );
+    assert!(!ok);
+    assert!(err.contains("[DEFAULT] capability_scope"), "{err}");
+    assert!(err.contains("local, global"), "{err}");
+
+    let (ok, err) =
+        serve_with("[neutron]\nendpoint = http://127.0.0.1:9696\nenable_dhcp = sometimes\n");
+    assert!(!ok);
+    assert!(err.contains("[neutron] enable_dhcp"), "{err}");
+}
+
+#[test]
+fn secret_never_echoed() {
+    let (ok, err) = serve_with(
+        "[neutron]\nauth_type = password\nauth_url = not-a-url\nusername = u\npassword = topsecret42\n",
+    );
+    assert!(!ok);
+    assert!(!err.contains("topsecret42"), "{err}");
+    assert!(err.contains("auth_url"), "{err}");
+}
+
+#[test]
+fn non_http_endpoint_rejected_at_once() {
+    let (ok, err) = serve_with("[neutron]\nendpoint = ftp://127.0.0.1:9\n");
+    assert!(!ok);
+    assert!(err.contains("endpoint"), "{err}");
+}

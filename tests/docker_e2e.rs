@@ -1,0 +1,493 @@
+//! End to end: the real dockerd drives the real kuryr binary, which drives the real
+//! Neutron and linuxbridge agent. Each test serves its own plugin name, so tests run in
+//! parallel without sharing state.
+
+mod common;
+
+use common::{docker, docker_try, Kuryr};
+use kuryr::neutron::{Filters, Network, Neutron, Port, SecurityGroup, Subnet, SubnetPool};
+use serde_json::json;
+
+/// Removes what a test made in Docker, even when the test fails half-way.
+struct Cleanup {
+    containers: Vec<String>,
+    networks: Vec<String>,
+}
+
+impl Cleanup {
+    fn new() -> Self {
+        Cleanup {
+            containers: vec![],
+            networks: vec![],
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = docker_try(&["rm", "-f", c]);
+        }
+        for n in &self.networks {
+            let _ = docker_try(&["network", "rm", n]);
+        }
+    }
+}
+
+fn run(name: &str, net: &str, extra: &[&str]) -> String {
+    let image = common::image();
+    let mut args = vec!["run", "-d", "--name", name, "--network", net];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[image.as_str(), "sleep", "600"]);
+    docker(&args)
+}
+
+fn ip_of(container: &str, net: &str) -> String {
+    docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+        container,
+    ])
+}
+
+fn ping(from: &str, ip: &str) -> bool {
+    // The agent needs a moment to wire a new tap into the bridge: retry briefly.
+    common::wait_until(20, || {
+        let out = docker_try(&["exec", from, "ping", "-c", "1", "-W", "1", ip]);
+        out.status.success().then_some(())
+    })
+    .is_some()
+}
+
+async fn port_with_ip(n: &Neutron, ip: &str) -> Vec<Port> {
+    n.list(&Filters::new().add("fixed_ips", format!("ip_address={ip}")))
+        .await
+        .unwrap()
+}
+
+async fn wait_port_active(n: &Neutron, id: &str) -> Port {
+    for _ in 0..100 {
+        let p: Port = n.get(id).await.unwrap();
+        if p.status == "ACTIVE" {
+            return p;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("port {id} never became ACTIVE");
+}
+
+fn plugin() -> (String, Kuryr) {
+    common::require_docker();
+    let name = common::unique("kt");
+    let k = Kuryr::start(&name, "");
+    (name, k)
+}
+
+/// Tags kuryr put on Neutron for this Docker network are all gone.
+async fn assert_neutron_clean(n: &Neutron, cidrs: &[&str]) {
+    for cidr in cidrs {
+        let subnets: Vec<Subnet> = n.list(&Filters::new().add("cidr", *cidr)).await.unwrap();
+        assert!(subnets.is_empty(), "subnet {cidr} left: {subnets:?}");
+        let pools: Vec<SubnetPool> = n
+            .list(&Filters::new().add("name", format!("kuryrPool-{cidr}")))
+            .await
+            .unwrap();
+        assert!(pools.is_empty(), "pool for {cidr} left");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kuryr_network_two_containers_ping_and_clean_up() {
+    let n = common::neutron().await;
+    let (p, k) = plugin();
+    let mut c = Cleanup::new();
+    let net = common::unique("kn-");
+    let cidr = "10.21.1.0/24";
+    c.networks.push(net.clone());
+    docker(&[
+        "network",
+        "create",
+        "-d",
+        &p,
+        "--ipam-driver",
+        &p,
+        "--subnet",
+        cidr,
+        "--gateway",
+        "10.21.1.1",
+        &net,
+    ]);
+    let docker_net_id = docker(&["network", "inspect", "-f", "{{.Id}}", &net]);
+    let nets: Vec<Network> = n
+        .list(&Filters::new().tags(&kuryr::names::id_tags(&docker_net_id)))
+        .await
+        .unwrap();
+    assert_eq!(
+        nets.len(),
+        1,
+        "one Neutron network tagged with the Docker id"
+    );
+    assert_eq!(nets[0].name, format!("kuryr-net-{}", &docker_net_id[..8]));
+
+    let (a, b) = (common::unique("ka-"), common::unique("kb-"));
+    c.containers.extend([a.clone(), b.clone()]);
+    run(&a, &net, &[]);
+    run(&b, &net, &[]);
+    let (ip_a, ip_b) = (ip_of(&a, &net), ip_of(&b, &net));
+    assert!(ip_a.starts_with("10.21.1.") && ip_b.starts_with("10.21.1."));
+
+    let mut port_ids = Vec::new();
+    for (ct, ip) in [(&a, &ip_a), (&b, &ip_b)] {
+        let ports = port_with_ip(&n, ip).await;
+        assert_eq!(ports.len(), 1, "one port holds {ip}");
+        let port = wait_port_active(&n, &ports[0].id).await;
+        assert_eq!(port.host_id, kuryr::config::hostname());
+        assert_eq!(port.device_owner, "compute:kuryr");
+        assert_eq!(port.vif_type, "bridge");
+        let ep = docker(&[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{net}\").EndpointID}}}}"),
+            ct,
+        ]);
+        assert_eq!(port.device_id, ep);
+        assert!(
+            kuryr::names::has_id_tags(&port.tags, &ep),
+            "{:?}",
+            port.tags
+        );
+        // The container sees the Neutron port's MAC.
+        let mac = docker(&["exec", ct, "cat", "/sys/class/net/eth0/address"]);
+        assert_eq!(mac, port.mac_address);
+        port_ids.push(port.id);
+    }
+    assert!(ping(&a, &ip_b), "{a} cannot ping {ip_b}");
+    assert!(ping(&b, &ip_a), "{b} cannot ping {ip_a}");
+
+    // connect / disconnect on a running container.
+    let third = common::unique("kc-");
+    c.containers.push(third.clone());
+    let image = common::image();
+    docker(&["run", "-d", "--name", &third, &image, "sleep", "600"]);
+    docker(&["network", "connect", &net, &third]);
+    let ip_c = ip_of(&third, &net);
+    assert_eq!(port_with_ip(&n, &ip_c).await.len(), 1);
+    assert!(ping(&third, &ip_a), "connected container cannot ping");
+    docker(&["network", "disconnect", &net, &third]);
+    assert!(
+        port_with_ip(&n, &ip_c).await.is_empty(),
+        "disconnect releases the port"
+    );
+
+    docker(&["rm", "-f", &a, &b, &third]);
+    for ip in [&ip_a, &ip_b] {
+        assert!(port_with_ip(&n, ip).await.is_empty(), "port of {ip} left");
+    }
+    for id in &port_ids {
+        let leftovers = common::host_links(&format!("tap{}", &id[..11]));
+        assert!(leftovers.is_empty(), "host veth left: {leftovers:?}");
+        assert!(common::host_links(&format!("t_c{}", &id[..11])).is_empty());
+    }
+    docker(&["network", "rm", &net]);
+    c.networks.clear();
+    assert!(n
+        .get::<Network>(&nets[0].id)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert_neutron_clean(&n, &[cidr]).await;
+    drop(k);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipam_serves_docker_bridge_driver() {
+    let n = common::neutron().await;
+    let (p, _k) = plugin();
+    let mut c = Cleanup::new();
+    let net = common::unique("kbr-");
+    let cidr = "10.20.7.0/24";
+    c.networks.push(net.clone());
+    docker(&[
+        "network",
+        "create",
+        "-d",
+        "bridge",
+        "--ipam-driver",
+        &p,
+        "--subnet",
+        cidr,
+        "--gateway",
+        "10.20.7.1",
+        &net,
+    ]);
+    let ct = common::unique("kbrc-");
+    c.containers.push(ct.clone());
+    run(&ct, &net, &[]);
+    let ip = ip_of(&ct, &net);
+    assert!(ip.starts_with("10.20.7."), "{ip}");
+    assert_ne!(ip, "10.20.7.1");
+    assert_eq!(
+        port_with_ip(&n, &ip).await.len(),
+        1,
+        "a Neutron port holds {ip}"
+    );
+    docker(&["rm", "-f", &ct]);
+    c.containers.clear();
+    assert!(
+        port_with_ip(&n, &ip).await.is_empty(),
+        "removing the container deletes the port"
+    );
+    docker(&["network", "rm", &net]);
+    c.networks.clear();
+    assert_neutron_clean(&n, &[cidr]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_network() {
+    let n = common::neutron().await;
+    let (p, _k) = plugin();
+    let mut c = Cleanup::new();
+    let net = common::unique("kd-");
+    c.networks.push(net.clone());
+    docker(&[
+        "network",
+        "create",
+        "-d",
+        &p,
+        "--ipam-driver",
+        &p,
+        "--ipv6",
+        "--subnet",
+        "10.22.3.0/24",
+        "--gateway",
+        "10.22.3.1",
+        "--subnet",
+        "fd00:22:3::/64",
+        "--gateway",
+        "fd00:22:3::1",
+        &net,
+    ]);
+    let ct = common::unique("kdc-");
+    c.containers.push(ct.clone());
+    run(&ct, &net, &[]);
+    let v6 = docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").GlobalIPv6Address}}}}"),
+        &ct,
+    ]);
+    assert!(v6.starts_with("fd00:22:3::"), "{v6}");
+    let addrs = docker(&["exec", &ct, "ip", "-6", "addr", "show", "dev", "eth0"]);
+    assert!(addrs.contains(&v6), "{addrs}");
+    let routes = docker(&["exec", &ct, "ip", "-6", "route"]);
+    assert!(routes.contains("default via fd00:22:3::1"), "{routes}");
+    let v4 = ip_of(&ct, &net);
+    // One Neutron port holds both addresses.
+    let ports = port_with_ip(&n, &v4).await;
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].fixed_ips.len(), 2, "{:?}", ports[0].fixed_ips);
+    docker(&["rm", "-f", &ct]);
+    c.containers.clear();
+    assert!(port_with_ip(&n, &v4).await.is_empty());
+    assert!(port_with_ip(&n, &v6).await.is_empty());
+    docker(&["network", "rm", &net]);
+    c.networks.clear();
+    assert_neutron_clean(&n, &["10.22.3.0/24", "fd00:22:3::/64"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_neutron_network_is_adopted_and_kept() {
+    let n = common::neutron().await;
+    let (p, _k) = plugin();
+    let mut c = Cleanup::new();
+    let pre: Network = n
+        .create(json!({"name": common::unique("users-net-")}))
+        .await
+        .unwrap();
+    let pre_subnet: Subnet = n
+        .create(json!({"network_id": pre.id, "ip_version": 4, "cidr": "10.23.4.0/24", "name": "users-subnet"}))
+        .await
+        .unwrap();
+    let net = common::unique("kx-");
+    c.networks.push(net.clone());
+    docker(&[
+        "network",
+        "create",
+        "-d",
+        &p,
+        "--ipam-driver",
+        &p,
+        "--subnet",
+        "10.23.4.0/24",
+        "--gateway",
+        "10.23.4.1",
+        "-o",
+        &format!("neutron.net.uuid={}", pre.id),
+        &net,
+    ]);
+    let docker_net_id = docker(&["network", "inspect", "-f", "{{.Id}}", &net]);
+    let tagged: Network = n.get(&pre.id).await.unwrap();
+    assert!(kuryr::names::has_id_tags(&tagged.tags, &docker_net_id));
+    assert!(tagged
+        .tags
+        .contains(&kuryr::names::existing_net_tag(&docker_net_id)));
+
+    let ct = common::unique("kxc-");
+    c.containers.push(ct.clone());
+    run(&ct, &net, &[]);
+    let ip = ip_of(&ct, &net);
+    let ports = port_with_ip(&n, &ip).await;
+    assert_eq!(ports[0].network_id, pre.id, "port on the adopted network");
+    assert_eq!(
+        ports[0].fixed_ips[0].subnet_id, pre_subnet.id,
+        "the user's subnet is reused"
+    );
+    docker(&["rm", "-f", &ct]);
+    c.containers.clear();
+    docker(&["network", "rm", &net]);
+    c.networks.clear();
+    let after: Network = n.get(&pre.id).await.unwrap();
+    assert!(after.tags.is_empty(), "only the tags go: {:?}", after.tags);
+    let s: Subnet = n.get(&pre_subnet.id).await.unwrap();
+    assert!(
+        s.tags.is_empty(),
+        "pool tag removed from the user's subnet: {:?}",
+        s.tags
+    );
+    n.delete::<Network>(&pre.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exposed_ports_become_a_security_group() {
+    let n = common::neutron().await;
+    let (p, _k) = plugin();
+    let mut c = Cleanup::new();
+    let net = common::unique("ke-");
+    c.networks.push(net.clone());
+    docker(&[
+        "network",
+        "create",
+        "-d",
+        &p,
+        "--ipam-driver",
+        &p,
+        "--subnet",
+        "10.24.5.0/24",
+        "--gateway",
+        "10.24.5.1",
+        &net,
+    ]);
+    let ct = common::unique("kec-");
+    c.containers.push(ct.clone());
+    run(&ct, &net, &["--expose", "80-81", "--expose", "53/udp"]);
+    let ip = ip_of(&ct, &net);
+    let port = port_with_ip(&n, &ip).await.remove(0);
+    let groups: Vec<SecurityGroup> = n
+        .list(&Filters::new().add("name", kuryr::names::exposed_sg_name(&port.id)))
+        .await
+        .unwrap();
+    assert_eq!(groups.len(), 1, "exposed-ports group made");
+    let sg = &groups[0];
+    assert_eq!(sg.description, "Docker exposed ports created by Kuryr.");
+    let ingress: Vec<_> = sg
+        .security_group_rules
+        .iter()
+        .filter(|r| r.direction == "ingress" && r.ethertype.as_deref() == Some("IPv4"))
+        .map(|r| {
+            (
+                r.protocol.clone().unwrap_or_default(),
+                r.port_range_min,
+                r.port_range_max,
+            )
+        })
+        .collect();
+    assert!(
+        ingress.contains(&("tcp".into(), Some(80), Some(81))),
+        "{ingress:?}"
+    );
+    assert!(
+        ingress.contains(&("udp".into(), Some(53), Some(53))),
+        "{ingress:?}"
+    );
+    assert!(
+        port.security_groups.contains(&sg.id)
+            || n.get::<Port>(&port.id)
+                .await
+                .unwrap()
+                .security_groups
+                .contains(&sg.id)
+    );
+    docker(&["rm", "-f", &ct]);
+    c.containers.clear();
+    assert!(
+        n.get::<SecurityGroup>(&sg.id)
+            .await
+            .unwrap_err()
+            .is_not_found(),
+        "group removed with the container"
+    );
+    docker(&["network", "rm", &net]);
+    c.networks.clear();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_pool_and_named_existing_pool() {
+    let n = common::neutron().await;
+    let (p, _k) = plugin();
+    let mut c = Cleanup::new();
+    // The default pool `kuryr`, made by the operator.
+    let default: SubnetPool = n
+        .create(json!({"name": "kuryr", "prefixes": ["10.25.0.0/24"], "default_prefixlen": 24}))
+        .await
+        .unwrap();
+    let net = common::unique("kdp-");
+    c.networks.push(net.clone());
+    docker(&["network", "create", "-d", &p, "--ipam-driver", &p, &net]);
+    let ct = common::unique("kdpc-");
+    c.containers.push(ct.clone());
+    run(&ct, &net, &[]);
+    let ip = ip_of(&ct, &net);
+    assert!(ip.starts_with("10.25.0."), "{ip}");
+    docker(&["rm", "-f", &ct]);
+    docker(&["network", "rm", &net]);
+    c.containers.clear();
+    c.networks.clear();
+    let still: SubnetPool = n.get(&default.id).await.unwrap();
+    assert_eq!(still.name, "kuryr", "the default pool is never deleted");
+    n.delete::<SubnetPool>(&default.id).await.unwrap();
+
+    // A pool named by option, used by both drivers.
+    let pname = common::unique("users-pool-");
+    let mine: SubnetPool = n
+        .create(json!({"name": pname, "prefixes": ["10.26.0.0/24"], "default_prefixlen": 24}))
+        .await
+        .unwrap();
+    let net2 = common::unique("knp-");
+    c.networks.push(net2.clone());
+    docker(&[
+        "network",
+        "create",
+        "-d",
+        &p,
+        "--ipam-driver",
+        &p,
+        "--subnet",
+        "10.26.0.0/24",
+        "--ipam-opt",
+        &format!("neutron.pool.name={pname}"),
+        "-o",
+        &format!("neutron.pool.name={pname}"),
+        &net2,
+    ]);
+    let subnets: Vec<Subnet> = n
+        .list(&Filters::new().add("subnetpool_id", &mine.id))
+        .await
+        .unwrap();
+    assert_eq!(subnets.len(), 1, "the subnet is carved from the named pool");
+    docker(&["network", "rm", &net2]);
+    c.networks.clear();
+    let kept: SubnetPool = n.get(&mine.id).await.unwrap();
+    assert!(!kept.tags.contains(&"kuryr.subnetpool.existing".to_string()));
+    n.delete::<SubnetPool>(&mine.id).await.unwrap();
+}
