@@ -36,7 +36,16 @@ impl Drop for Cleanup {
 
 fn run(name: &str, net: &str, extra: &[&str]) -> String {
     let image = common::image();
-    let mut args = vec!["run", "-d", "--name", name, "--network", net];
+    let mut args = vec![
+        "run",
+        "-d",
+        "--label",
+        "kuryr-test",
+        "--name",
+        name,
+        "--network",
+        net,
+    ];
     args.extend_from_slice(extra);
     args.extend_from_slice(&[image.as_str(), "sleep", "600"]);
     docker(&args)
@@ -108,6 +117,8 @@ async fn kuryr_network_two_containers_ping_and_clean_up() {
     docker(&[
         "network",
         "create",
+        "--label",
+        "kuryr-test",
         "-d",
         &p,
         "--ipam-driver",
@@ -169,7 +180,17 @@ async fn kuryr_network_two_containers_ping_and_clean_up() {
     let third = common::unique("kc-");
     c.containers.push(third.clone());
     let image = common::image();
-    docker(&["run", "-d", "--name", &third, &image, "sleep", "600"]);
+    docker(&[
+        "run",
+        "-d",
+        "--label",
+        "kuryr-test",
+        "--name",
+        &third,
+        &image,
+        "sleep",
+        "600",
+    ]);
     docker(&["network", "connect", &net, &third]);
     let ip_c = ip_of(&third, &net);
     assert_eq!(port_with_ip(&n, &ip_c).await.len(), 1);
@@ -211,6 +232,8 @@ async fn ipam_serves_docker_bridge_driver() {
     docker(&[
         "network",
         "create",
+        "--label",
+        "kuryr-test",
         "-d",
         "bridge",
         "--ipam-driver",
@@ -253,6 +276,8 @@ async fn dual_stack_network() {
     docker(&[
         "network",
         "create",
+        "--label",
+        "kuryr-test",
         "-d",
         &p,
         "--ipam-driver",
@@ -314,6 +339,8 @@ async fn existing_neutron_network_is_adopted_and_kept() {
     docker(&[
         "network",
         "create",
+        "--label",
+        "kuryr-test",
         "-d",
         &p,
         "--ipam-driver",
@@ -368,6 +395,8 @@ async fn exposed_ports_become_a_security_group() {
     docker(&[
         "network",
         "create",
+        "--label",
+        "kuryr-test",
         "-d",
         &p,
         "--ipam-driver",
@@ -443,7 +472,17 @@ async fn default_pool_and_named_existing_pool() {
         .unwrap();
     let net = common::unique("kdp-");
     c.networks.push(net.clone());
-    docker(&["network", "create", "-d", &p, "--ipam-driver", &p, &net]);
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        "kuryr-test",
+        "-d",
+        &p,
+        "--ipam-driver",
+        &p,
+        &net,
+    ]);
     let ct = common::unique("kdpc-");
     c.containers.push(ct.clone());
     run(&ct, &net, &[]);
@@ -468,6 +507,8 @@ async fn default_pool_and_named_existing_pool() {
     docker(&[
         "network",
         "create",
+        "--label",
+        "kuryr-test",
         "-d",
         &p,
         "--ipam-driver",

@@ -342,7 +342,7 @@ async fn existing_port_adopted_and_given_back() {
     // First container address creates the subnet; then a user's port is made on it.
     let (_, a) = k.call(
         "IpamDriver.RequestAddress",
-        &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
+        &json!({"PoolID": pool_id, "Address": "10.253.8.10", "Options": {}}),
     );
     let sub: Vec<Subnet> = n
         .list(&Filters::new().add("subnetpool_id", &pool_id))
