@@ -29,6 +29,11 @@ pub struct PoolInfo {
 pub struct EndpointInfo {
     pub port: Port,
     pub network_id: String,
+    /// True when this process knows the endpoint has no exposed-ports security group
+    /// (it made the endpoint and never programmed one): Revoke then costs nothing.
+    pub no_exposed_group: bool,
+    /// When the port's status was last read from Neutron (EndpointOperInfo).
+    pub status_read_at: Option<std::time::Instant>,
 }
 
 /// A small map behind a std mutex: never held across an await.

@@ -15,6 +15,9 @@ use crate::names;
 use crate::neutron::{Filters, Port, SecurityGroup, SecurityGroupRule, Subnet};
 use crate::protocol::{validate, *};
 
+/// How long a port status read by EndpointOperInfo is answered again without asking.
+const STATUS_TTL: Duration = Duration::from_secs(1);
+
 /// What CreateEndpoint changed on a port, to give it back on failure.
 enum PortChange {
     Created(String),
@@ -118,6 +121,8 @@ impl Driver {
                     EndpointInfo {
                         port,
                         network_id: req.network_id.clone(),
+                        no_exposed_group: true,
+                        status_read_at: None,
                     },
                 );
                 Ok(CreateEndpointResponse {
@@ -329,9 +334,23 @@ impl Driver {
         else {
             return Ok(json!({"Value": {}}));
         };
-        // Status changes as the agent works: read it live.
+        // Status changes as the agent works: read it live until it is ACTIVE, which is
+        // where it stays. Docker asks several times per start: a read less than a
+        // second old is answered again.
+        let fresh = info
+            .status_read_at
+            .is_some_and(|t| t.elapsed() < STATUS_TTL);
+        if info.port.status == "ACTIVE" || fresh {
+            return Ok(json!({"Value": {"status": info.port.status}}));
+        }
         match self.neutron.get::<Port>(&info.port.id).await {
-            Ok(p) => Ok(json!({"Value": {"status": p.status}})),
+            Ok(p) => {
+                let mut updated = info.clone();
+                updated.port.status = p.status.clone();
+                updated.status_read_at = Some(Instant::now());
+                self.cache.endpoints.put(req.endpoint_id.clone(), updated);
+                Ok(json!({"Value": {"status": p.status}}))
+            }
             Err(e) if e.is_not_found() => Ok(json!({"Value": {}})),
             Err(e) => Err(e.into()),
         }
@@ -411,13 +430,15 @@ impl Driver {
         }
         let ranges = port_ranges(&exposed)?;
         let _g = self.locks.lock(&format!("ep:{}", req.endpoint_id)).await;
-        let Some(info) = self
+        let Some(mut info) = self
             .endpoint_info(&req.network_id, &req.endpoint_id)
             .await?
         else {
             return Ok(json!({}));
         };
         let port_id = info.port.id.clone();
+        info.no_exposed_group = false;
+        self.cache.endpoints.put(req.endpoint_id.clone(), info);
         let name = names::exposed_sg_name(&port_id);
         let existing: Vec<SecurityGroup> = self
             .neutron
@@ -475,6 +496,9 @@ impl Driver {
         else {
             return Ok(json!({}));
         };
+        if info.no_exposed_group {
+            return Ok(json!({}));
+        }
         let port_id = info.port.id.clone();
         let groups: Vec<SecurityGroup> = self
             .neutron

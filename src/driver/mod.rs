@@ -164,6 +164,8 @@ impl Driver {
                 let info = EndpointInfo {
                     port,
                     network_id: docker_net_id.to_string(),
+                    no_exposed_group: false,
+                    status_read_at: None,
                 };
                 self.cache
                     .endpoints
