@@ -17,11 +17,8 @@ pub const DEFAULT_KURYR_URI: &str = "http://127.0.0.1:23750";
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    #[error("{file}: cannot read: {error}")]
+    Read { file: String, error: std::io::Error },
     #[error("{file}: not a valid INI file: {message}")]
     Syntax { file: String, message: String },
     #[error("{file}: [{section}] {option} = {value:?}: expected {expected}")]
@@ -143,6 +140,8 @@ pub struct Config {
     pub enable_ssl: bool,
     pub ssl_cert_file: PathBuf,
     pub ssl_key_file: PathBuf,
+    /// CA that signed `ssl_cert_file`, named in the `.json` discovery file for Docker.
+    pub ssl_ca_file: Option<PathBuf>,
     /// Name used as `binding:host_id`; must match the L2 agent's `host`.
     pub host: String,
     pub debug: bool,
@@ -167,6 +166,7 @@ impl Default for Config {
             enable_ssl: false,
             ssl_cert_file: PathBuf::from("/var/lib/kuryr/certs/cert.pem"),
             ssl_key_file: PathBuf::from("/var/lib/kuryr/certs/key.pem"),
+            ssl_ca_file: None,
             host: hostname(),
             debug: false,
             neutron: NeutronConfig {
@@ -237,6 +237,7 @@ const KNOWN_DEFAULT: &[&str] = &[
     "enable_ssl",
     "ssl_cert_file",
     "ssl_key_file",
+    "ssl_ca_file",
     "pybasedir",
     "host",
     "unix_socket",
@@ -419,9 +420,9 @@ impl Config {
     /// Reads and validates a kuryr.conf.
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             file: file.clone(),
-            source,
+            error,
         })?;
         Self::parse(&file, &text)
     }
@@ -561,6 +562,9 @@ impl Config {
         }
         if let Some(v) = r.get(D, "ssl_key_file") {
             c.ssl_key_file = PathBuf::from(v);
+        }
+        if let Some(v) = r.get(D, "ssl_ca_file") {
+            c.ssl_ca_file = (!v.is_empty()).then(|| PathBuf::from(v));
         }
         if let Some(v) = r.get(D, "host") {
             if v.is_empty() || v.len() > 255 || v.chars().any(|ch| ch.is_whitespace()) {

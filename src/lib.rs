@@ -16,3 +16,4 @@ pub mod names;
 pub mod neutron;
 pub mod protocol;
 pub mod server;
+pub mod tls;

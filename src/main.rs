@@ -25,15 +25,20 @@ enum Command {
             env = "KURYR_CONFIG_FILE"
         )]
         config_file: PathBuf,
+        /// Write the Docker discovery file for the TCP listener here (`kuryr.spec`, or
+        /// `kuryr.json` with TLS), e.g. /etc/docker/plugins; removed at exit.
+        #[arg(long)]
+        discovery_dir: Option<PathBuf>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config_file } => {
-            kuryr::commands::serve::run(&config_file, &cli.log_format)
-        }
+        Command::Serve {
+            config_file,
+            discovery_dir,
+        } => kuryr::commands::serve::run(&config_file, discovery_dir.as_deref(), &cli.log_format),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! `kuryr serve`: load the config, reach Neutron, listen for Docker.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +12,8 @@ use crate::config::{parse_listen_uri, Config};
 use crate::driver::{Driver, DriverError};
 use crate::neutron::Neutron;
 use crate::server;
+use crate::tls;
+use std::path::PathBuf;
 
 /// How long start-up keeps trying to reach Neutron before giving up.
 const NEUTRON_WAIT: Duration = Duration::from_secs(120);
@@ -21,6 +24,7 @@ pub fn init_logging(format: &str, debug: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder.json().try_init()
@@ -29,22 +33,34 @@ pub fn init_logging(format: &str, debug: bool) {
     };
 }
 
-pub fn run(config_file: &Path, log_format: &str) -> Result<()> {
+pub fn run(config_file: &Path, discovery_dir: Option<&Path>, log_format: &str) -> Result<()> {
     let loaded = Config::load(config_file)?;
     init_logging(log_format, loaded.config.debug);
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
     let cfg = Arc::new(loaded.config);
-    if cfg.enable_ssl {
-        bail!("{}: enable_ssl is not supported yet; serve on the unix socket or plain TCP on loopback", config_file.display());
-    }
+    // Certificate problems are configuration errors: fail before touching Neutron.
+    let tls = if cfg.enable_ssl {
+        if !cfg.tcp_configured {
+            bail!(
+                "{}: enable_ssl needs kuryr_uri (TLS is for the TCP listener)",
+                config_file.display()
+            );
+        }
+        Some(
+            tls::server_config(&cfg.ssl_cert_file, &cfg.ssl_key_file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config_file.display()))?,
+        )
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(cfg))
+    rt.block_on(serve(cfg, tls, discovery_dir.map(Path::to_path_buf)))
 }
 
 async fn connect(cfg: Arc<Config>) -> Result<Driver> {
@@ -65,7 +81,11 @@ async fn connect(cfg: Arc<Config>) -> Result<Driver> {
     }
 }
 
-async fn serve(cfg: Arc<Config>) -> Result<()> {
+async fn serve(
+    cfg: Arc<Config>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    discovery_dir: Option<PathBuf>,
+) -> Result<()> {
     let driver = Arc::new(connect(cfg.clone()).await?);
     tracing::info!(
         host = %cfg.host,
@@ -104,16 +124,39 @@ async fn serve(cfg: Arc<Config>) -> Result<()> {
         let l = tokio::net::TcpListener::bind((ip, port))
             .await
             .with_context(|| format!("listening on {ip}:{port}"))?;
-        tracing::info!(address = %format!("{ip}:{port}"), "listening on TCP");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let addr = format!(
+            "{scheme}://{}",
+            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+        tracing::info!(address = %addr, "listening on TCP");
+        if let Some(dir) = &discovery_dir {
+            let path = write_discovery_file(dir, &addr, tls.is_some(), &cfg)?;
+            tracing::info!(file = %path.display(), "wrote Docker discovery file");
+            guards.push(server::SocketGuard(path));
+        }
         let app = app.clone();
         let mut rx = stop_rx.clone();
-        tasks.spawn(async move {
-            axum::serve(l, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        match tls.clone() {
+            Some(t) => {
+                let l = tls::TlsListener::new(l, t);
+                tasks.spawn(
+                    async move { axum::serve(l, app).with_graceful_shutdown(shutdown).await },
+                );
+            }
+            None => {
+                tasks.spawn(
+                    async move { axum::serve(l, app).with_graceful_shutdown(shutdown).await },
+                );
+            }
+        }
+    } else if discovery_dir.is_some() {
+        tracing::info!(
+            "no TCP listener: Docker finds the unix socket by itself, no discovery file written"
+        );
     }
     if tasks.is_empty() {
         bail!("nothing to listen on: unix_socket is empty and kuryr_uri is not set");
@@ -137,4 +180,24 @@ async fn serve(cfg: Arc<Config>) -> Result<()> {
     drop(guards);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `kuryr.spec` (plain TCP) or `kuryr.json` (TLS) for Docker's plugin discovery.
+fn write_discovery_file(dir: &Path, addr: &str, tls: bool, cfg: &Config) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (path, text) = if tls {
+        let tls_config = match &cfg.ssl_ca_file {
+            Some(ca) => serde_json::json!({"InsecureSkipVerify": false, "CAFile": ca}),
+            None => {
+                tracing::warn!("no ssl_ca_file: Docker will not verify kuryr's certificate");
+                serde_json::json!({"InsecureSkipVerify": true})
+            }
+        };
+        let v = serde_json::json!({"Name": "kuryr", "Addr": addr, "TLSConfig": tls_config});
+        (dir.join("kuryr.json"), format!("{v}\n"))
+    } else {
+        (dir.join("kuryr.spec"), format!("{addr}\n"))
+    };
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }

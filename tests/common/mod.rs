@@ -67,6 +67,11 @@ impl Kuryr {
     }
 
     pub fn start_at(socket: PathBuf, extra_conf: &str) -> Kuryr {
+        Self::start_with(socket, extra_conf, &[])
+    }
+
+    /// Starts kuryr with extra `kuryr serve` arguments.
+    pub fn start_with(socket: PathBuf, extra_conf: &str, args: &[&str]) -> Kuryr {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("kuryr.conf");
         let (default_extra, neutron_extra) = split_extra(extra_conf);
@@ -84,6 +89,7 @@ impl Kuryr {
         let child = Command::new(env!("CARGO_BIN_EXE_kuryr"))
             .args(["serve", "--config-file"])
             .arg(&conf)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
