@@ -576,3 +576,124 @@ async fn container_lifecycle_costs_few_neutron_requests() {
     c.networks.clear();
     assert_neutron_clean(&n, &["10.27.0.0/24"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbound_port_fails_cleanly_and_rolls_back() {
+    let n = common::neutron().await;
+    common::require_docker();
+    let p = common::unique("kt");
+    // No L2 agent reports this host name, so Neutron cannot bind the port.
+    let _k = Kuryr::start(&p, "host = no-such-agent-host\n");
+    let mut c = Cleanup::new();
+    let net = common::unique("ku-");
+    c.networks.push(net.clone());
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        "kuryr-test",
+        "-d",
+        &p,
+        "--ipam-driver",
+        &p,
+        "--subnet",
+        "10.29.0.0/24",
+        "--gateway",
+        "10.29.0.1",
+        &net,
+    ]);
+    let ct = common::unique("kuc-");
+    c.containers.push(ct.clone());
+    let image = common::image();
+    let out = docker_try(&[
+        "run",
+        "-d",
+        "--label",
+        "kuryr-test",
+        "--name",
+        &ct,
+        "--network",
+        &net,
+        &image,
+        "sleep",
+        "60",
+    ]);
+    assert!(
+        !out.status.success(),
+        "a container on an unbindable port must not start"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("host = no-such-agent-host"),
+        "error names the cause: {err}"
+    );
+    // Nothing is left: Docker's rollback released the address, kuryr removed its veth.
+    let ports: Vec<Port> = n
+        .list(&Filters::new().add("device_owner", "compute:kuryr"))
+        .await
+        .unwrap();
+    assert!(
+        ports.iter().all(|p| !p
+            .fixed_ips
+            .iter()
+            .any(|f| f.ip_address.starts_with("10.29.0."))),
+        "{ports:?}"
+    );
+    let unbound: Vec<Port> = n
+        .list(&Filters::new().add("name", "kuryr-unbound-port"))
+        .await
+        .unwrap();
+    let leftovers: Vec<Port> = unbound
+        .into_iter()
+        .filter(|p| {
+            p.fixed_ips
+                .iter()
+                .any(|f| f.ip_address.starts_with("10.29.0."))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    docker(&["rm", "-f", &ct]);
+    docker(&["network", "rm", &net]);
+    c.containers.clear();
+    c.networks.clear();
+    assert_neutron_clean(&n, &["10.29.0.0/24"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vif_plugging_wait_returns_an_active_port() {
+    let n = common::neutron().await;
+    common::require_docker();
+    let p = common::unique("kt");
+    let _k = Kuryr::start(
+        &p,
+        "[neutron]\nvif_plugging_is_fatal = true\nvif_plugging_timeout = 30\n",
+    );
+    let mut c = Cleanup::new();
+    let net = common::unique("kv-");
+    c.networks.push(net.clone());
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        "kuryr-test",
+        "-d",
+        &p,
+        "--ipam-driver",
+        &p,
+        "--subnet",
+        "10.31.0.0/24",
+        "--gateway",
+        "10.31.0.1",
+        &net,
+    ]);
+    let ct = common::unique("kvc-");
+    c.containers.push(ct.clone());
+    run(&ct, &net, &[]);
+    // No polling here: with the wait on, the port is ACTIVE when `docker run` returns.
+    let port = port_with_ip(&n, &ip_of(&ct, &net)).await.remove(0);
+    assert_eq!(port.status, "ACTIVE");
+    docker(&["rm", "-f", &ct]);
+    docker(&["network", "rm", &net]);
+    c.containers.clear();
+    c.networks.clear();
+}

@@ -72,18 +72,20 @@ impl Kuryr {
 
     /// Starts kuryr with extra `kuryr serve` arguments.
     pub fn start_with(socket: PathBuf, extra_conf: &str, args: &[&str]) -> Kuryr {
+        let (default_extra, neutron_extra) = split_extra(extra_conf);
+        let text = format!(
+            "[DEFAULT]\nunix_socket = {}\ndebug = true\n{default_extra}\n[neutron]\nauth_type = none\nendpoint = {}\n{neutron_extra}\n",
+            socket.display(),
+            neutron_url()
+        );
+        Self::start_conf(socket, &text, args)
+    }
+
+    /// Starts kuryr with this exact kuryr.conf text; `socket` is where it will listen.
+    pub fn start_conf(socket: PathBuf, conf_text: &str, args: &[&str]) -> Kuryr {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("kuryr.conf");
-        let (default_extra, neutron_extra) = split_extra(extra_conf);
-        std::fs::write(
-            &conf,
-            format!(
-                "[DEFAULT]\nunix_socket = {}\ndebug = true\n{default_extra}\n[neutron]\nauth_type = none\nendpoint = {}\n{neutron_extra}\n",
-                socket.display(),
-                neutron_url()
-            ),
-        )
-        .expect("write conf");
+        std::fs::write(&conf, conf_text).expect("write conf");
         let log = dir.path().join("kuryr.log");
         let logf = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_kuryr"))

@@ -1,0 +1,217 @@
+//! Drop-in swap: a network and a container made by the Python kuryr-libnetwork 18.0.0
+//! (installed by `scripts/devenv reference`) keep working when our kuryr takes over with
+//! the same kuryr.conf, the same plugin name and the same Neutron.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use common::{docker, docker_try, Kuryr};
+use kuryr::neutron::{Filters, Network, Port, SubnetPool};
+
+struct Reference(Child);
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Undo {
+    spec: PathBuf,
+    containers: Vec<String>,
+    network: String,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = docker_try(&["rm", "-f", c]);
+        }
+        let _ = docker_try(&["network", "rm", &self.network]);
+        let _ = std::fs::remove_file(&self.spec);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_reference_network_survives_the_swap() {
+    common::require_docker();
+    let n = common::neutron().await;
+    let venv = PathBuf::from(
+        std::env::var("KURYR_TEST_REFERENCE")
+            .unwrap_or_else(|_| "/var/tmp/kuryr-devenv/reference/venv".into()),
+    );
+    let server = venv.join("bin/kuryr-server");
+    assert!(
+        server.exists(),
+        "{} missing: install the reference with `scripts/devenv reference` (scripts/test does)",
+        server.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let name = common::unique("kswap");
+    let spec = PathBuf::from(format!("/etc/docker/plugins/{name}.spec"));
+    std::fs::create_dir_all("/etc/docker/plugins").unwrap();
+    std::fs::write(&spec, format!("http://127.0.0.1:{port}\n")).unwrap();
+    let net = common::unique("swapnet-");
+    let (a, b) = (common::unique("swa-"), common::unique("swb-"));
+    let _undo = Undo {
+        spec: spec.clone(),
+        containers: vec![a.clone(), b.clone()],
+        network: net.clone(),
+    };
+
+    // The reference's usual kuryr.conf.
+    let dir = tempfile::tempdir().unwrap();
+    let conf_text = format!(
+        "[DEFAULT]\nbindir = {}\nkuryr_uri = http://127.0.0.1:{port}\ncapability_scope = local\n\n[neutron]\nauth_type = none\nendpoint = {}\n",
+        venv.join("libexec/kuryr").display(),
+        common::neutron_url()
+    );
+    let conf = dir.path().join("kuryr.conf");
+    std::fs::write(&conf, &conf_text).unwrap();
+    let log = std::fs::File::create(dir.path().join("reference.log")).unwrap();
+    let py = Reference(
+        Command::new(&server)
+            .arg("--config-file")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        common::wait_until(60, || TcpStream::connect(("127.0.0.1", port)).ok()).is_some(),
+        "the Python reference did not start: {}",
+        std::fs::read_to_string(dir.path().join("reference.log")).unwrap_or_default()
+    );
+
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        "kuryr-test",
+        "-d",
+        &name,
+        "--ipam-driver",
+        &name,
+        "--subnet",
+        "10.28.0.0/24",
+        "--gateway",
+        "10.28.0.1",
+        &net,
+    ]);
+    let image = common::image();
+    docker(&[
+        "run",
+        "-d",
+        "--label",
+        "kuryr-test",
+        "--name",
+        &a,
+        "--network",
+        &net,
+        &image,
+        "sleep",
+        "600",
+    ]);
+    let ip_a = docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+        &a,
+    ]);
+    let made_by_python: Vec<Port> = n
+        .list(&Filters::new().add("fixed_ips", format!("ip_address={ip_a}")))
+        .await
+        .unwrap();
+    assert_eq!(made_by_python.len(), 1);
+
+    // Swap: the reference stops, ours starts with the same file (plus a private socket
+    // path, so this test does not collide with a running demo).
+    drop(py);
+    let ours = Kuryr::start_conf(
+        dir.path().join("ours.sock"),
+        &format!(
+            "{conf_text}\n[DEFAULT]\nunix_socket = {}\n",
+            dir.path().join("ours.sock").display()
+        ),
+        &[],
+    );
+    assert!(common::wait_until(10, || TcpStream::connect(("127.0.0.1", port)).ok()).is_some());
+
+    // A new container joins the reference's network; both talk.
+    docker(&[
+        "run",
+        "-d",
+        "--label",
+        "kuryr-test",
+        "--name",
+        &b,
+        "--network",
+        &net,
+        &image,
+        "sleep",
+        "600",
+    ]);
+    let ip_b = docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+        &b,
+    ]);
+    let pinged = common::wait_until(20, || {
+        docker_try(&["exec", &a, "ping", "-c", "1", "-W", "1", &ip_b])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert!(
+        pinged.is_some(),
+        "reference-made container cannot reach ours"
+    );
+
+    // Everything the reference made is removed cleanly by ours.
+    let nets: Vec<Network> = n
+        .list(&Filters::new().add(
+            "name",
+            format!(
+                "kuryr-net-{}",
+                &docker(&["network", "inspect", "-f", "{{.Id}}", &net])[..8]
+            ),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(nets.len(), 1);
+    docker(&["rm", "-f", &a, &b]);
+    for ip in [&ip_a, &ip_b] {
+        let left: Vec<Port> = n
+            .list(&Filters::new().add("fixed_ips", format!("ip_address={ip}")))
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "port of {ip} left");
+    }
+    let id = &made_by_python[0].id;
+    assert!(
+        common::host_links(&format!("tap{}", &id[..11])).is_empty(),
+        "reference's veth left"
+    );
+    docker(&["network", "rm", &net]);
+    assert!(n
+        .get::<Network>(&nets[0].id)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    let pools: Vec<SubnetPool> = n
+        .list(&Filters::new().add("name", "kuryrPool-10.28.0.0/24"))
+        .await
+        .unwrap();
+    assert!(pools.is_empty(), "reference's pool left");
+    drop(ours);
+}
