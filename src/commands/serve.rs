@@ -34,7 +34,7 @@ pub fn init_logging(format: &str, debug: bool) {
 }
 
 pub fn run(config_file: &Path, discovery_dir: Option<&Path>, log_format: &str) -> Result<()> {
-    let loaded = Config::load(config_file)?;
+    let loaded = Config::load_with_env(config_file)?;
     init_logging(log_format, loaded.config.debug);
     for w in &loaded.warnings {
         tracing::warn!("{w}");

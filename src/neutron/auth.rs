@@ -19,11 +19,14 @@ pub struct Session {
     pub endpoint: String,
     /// Unix seconds; None = never expires (no Keystone).
     pub expires_at: Option<u64>,
+    /// When to get a new token: a margin before expiry, scaled for short lifetimes.
+    pub renew_at: Option<u64>,
 }
 
 pub struct Authenticator {
     cfg: NeutronConfig,
     cached: Mutex<Option<Session>>,
+    issued: std::sync::atomic::AtomicU64,
 }
 
 impl Authenticator {
@@ -31,7 +34,13 @@ impl Authenticator {
         Authenticator {
             cfg,
             cached: Mutex::new(None),
+            issued: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Tokens obtained from Keystone so far.
+    pub fn tokens_issued(&self) -> u64 {
+        self.issued.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn uses_keystone(&self) -> bool {
@@ -46,11 +55,12 @@ impl Authenticator {
                 token: Secret::default(),
                 endpoint,
                 expires_at: None,
+                renew_at: None,
             });
         }
         let mut cached = self.cached.lock().await;
         if let Some(s) = cached.as_ref() {
-            if !needs_renewal(s.expires_at, now()) {
+            if !needs_renewal(s.renew_at, now()) {
                 return Ok(s.clone());
             }
         }
@@ -75,6 +85,8 @@ impl Authenticator {
         );
         let body = token_request_body(&self.cfg)?;
         let started = std::time::Instant::now();
+        self.issued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let resp = http
             .post(&url)
             .json(&body)
@@ -103,6 +115,8 @@ impl Authenticator {
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| NeutronError::Auth(format!("bad token body: {e}")))?;
         let expires_at = v["token"]["expires_at"].as_str().and_then(parse_iso8601);
+        let issued_at = v["token"]["issued_at"].as_str().and_then(parse_iso8601);
+        let renew_at = expires_at.map(|e| e - renew_margin(issued_at, e));
         let endpoint = catalog_endpoint(
             &v["token"]["catalog"],
             &self.cfg.endpoint_type,
@@ -124,6 +138,7 @@ impl Authenticator {
             token: Secret::new(token),
             endpoint,
             expires_at,
+            renew_at,
         })
     }
 }
@@ -135,11 +150,16 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn needs_renewal(expires_at: Option<u64>, now: u64) -> bool {
-    match expires_at {
-        None => false,
-        Some(t) => now + RENEW_MARGIN.as_secs() >= t,
-    }
+fn needs_renewal(renew_at: Option<u64>, now: u64) -> bool {
+    renew_at.is_some_and(|t| now >= t)
+}
+
+/// Seconds before expiry to renew: two minutes, or a quarter of a short token's life.
+fn renew_margin(issued_at: Option<u64>, expires_at: u64) -> u64 {
+    let life = issued_at
+        .map(|i| expires_at.saturating_sub(i))
+        .unwrap_or(u64::MAX);
+    RENEW_MARGIN.as_secs().min(life / 4)
 }
 
 fn scope(cfg: &NeutronConfig) -> Option<Value> {
@@ -289,8 +309,12 @@ mod tests {
     #[test]
     fn renewal_margin() {
         assert!(!needs_renewal(None, 10));
-        assert!(needs_renewal(Some(100), 0));
+        assert!(needs_renewal(Some(100), 100));
         assert!(!needs_renewal(Some(1000), 0));
+        // An hour's token renews two minutes early; a 20 s token five seconds early.
+        assert_eq!(renew_margin(Some(0), 3600), 120);
+        assert_eq!(renew_margin(Some(100), 120), 5);
+        assert_eq!(renew_margin(None, 5000), 120);
     }
 
     #[test]

@@ -165,6 +165,11 @@ impl Neutron {
         &self.stats
     }
 
+    /// Tokens obtained from Keystone so far (0 without Keystone).
+    pub fn tokens_issued(&self) -> u64 {
+        self.auth.tokens_issued()
+    }
+
     /// One HTTP exchange with retries and a single token renewal on 401.
     async fn send(
         &self,

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+pub mod clouds;
+
 /// Default location of the plugin socket: Docker discovers `kuryr` here.
 pub const DEFAULT_UNIX_SOCKET: &str = "/run/docker/plugins/kuryr.sock";
 pub const DEFAULT_KURYR_URI: &str = "http://127.0.0.1:23750";
@@ -427,8 +429,29 @@ impl Config {
         Self::parse(&file, &text)
     }
 
+    /// Reads and validates a kuryr.conf; `[neutron]` credentials may come from `OS_*`
+    /// variables or clouds.yaml when the file has none.
+    pub fn load_with_env(path: &Path) -> Result<Loaded, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            file: file.clone(),
+            error,
+        })?;
+        Self::parse_with_env(&file, &text, &|k| std::env::var(k).ok())
+    }
+
     /// Parses kuryr.conf text; `file` names it in messages.
     pub fn parse(file: &str, text: &str) -> Result<Loaded, ConfigError> {
+        Self::parse_with_env(file, text, &|_| None)
+    }
+
+    /// Parses kuryr.conf text, filling `[neutron]` from `env` when the file names no
+    /// endpoint and no Keystone.
+    pub fn parse_with_env(
+        file: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Loaded, ConfigError> {
         let ini = ini::Ini::load_from_str_opt(
             text,
             ini::ParseOption {
@@ -463,6 +486,25 @@ impl Config {
                     warnings.push(format!("{file}: unknown option [{sec}] {key} ignored"));
                 }
                 entry.insert(key, v.trim().to_string());
+            }
+        }
+        let neutron = sections.entry("neutron".to_string()).or_default();
+        let has_own = ["auth_type", "auth_plugin", "endpoint", "auth_url"]
+            .iter()
+            .any(|k| neutron.contains_key(*k));
+        if !has_own {
+            let (opts, source) =
+                clouds::neutron_options(env).map_err(|message| ConfigError::Invalid {
+                    file: file.into(),
+                    message,
+                })?;
+            if !opts.is_empty() {
+                warnings.push(format!(
+                    "{file}: [neutron] has no credentials; using {source}"
+                ));
+                for (k, v) in opts {
+                    neutron.entry(k).or_insert(v);
+                }
             }
         }
         let r = Reader {
