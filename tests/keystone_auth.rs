@@ -255,3 +255,62 @@ fn no_secret_in_kuryr_logs() {
     assert!(!log.contains("gAAAAA"), "token in the log");
     let _ = ks;
 }
+
+#[tokio::test]
+async fn token_auth_and_os_environment() {
+    // auth_type = token: a token obtained elsewhere, scoped by Keystone.
+    let (tok, _) = admin_token().await;
+    let n = client(&format!(
+        "[neutron]\nauth_type = token\nauth_url = {}\ntoken = {tok}\nproject_name = admin\nproject_domain_name = Default\n",
+        keystone_url()
+    ));
+    n.extensions().await.expect("token auth");
+
+    // No credentials in kuryr.conf: the OS_* variables of an openrc are used.
+    let pw = admin_password();
+    let ks = keystone_url();
+    let env = move |k: &str| -> Option<String> {
+        match k {
+            "OS_AUTH_URL" => Some(ks.clone()),
+            "OS_USERNAME" => Some("admin".into()),
+            "OS_PASSWORD" => Some(pw.clone()),
+            "OS_PROJECT_NAME" => Some("admin".into()),
+            "OS_USER_DOMAIN_NAME" => Some("Default".into()),
+            "OS_PROJECT_DOMAIN_NAME" => Some("Default".into()),
+            "OS_REGION_NAME" => Some("RegionOne".into()),
+            _ => None,
+        }
+    };
+    let loaded = Config::parse_with_env("kuryr.conf", "[DEFAULT]\n", &env).unwrap();
+    assert!(
+        loaded.warnings.iter().any(|w| w.contains("OS_*")),
+        "{:?}",
+        loaded.warnings
+    );
+    let n = Neutron::new(&loaded.config.neutron).unwrap();
+    n.extensions().await.expect("OS_* credentials");
+
+    // clouds.yaml with OS_CLOUD.
+    let dir = tempfile::tempdir().unwrap();
+    let clouds = dir.path().join("clouds.yaml");
+    std::fs::write(
+        &clouds,
+        format!(
+            "clouds:\n  dev:\n    auth:\n      auth_url: {}\n      username: admin\n      password: \"{}\"\n      project_name: admin\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: RegionOne\n    interface: public\n",
+            keystone_url(),
+            admin_password()
+        ),
+    )
+    .unwrap();
+    let path = clouds.display().to_string();
+    let env = move |k: &str| -> Option<String> {
+        match k {
+            "OS_CLOUD" => Some("dev".into()),
+            "OS_CLIENT_CONFIG_FILE" => Some(path.clone()),
+            _ => None,
+        }
+    };
+    let loaded = Config::parse_with_env("kuryr.conf", "", &env).unwrap();
+    let n = Neutron::new(&loaded.config.neutron).unwrap();
+    n.extensions().await.expect("clouds.yaml credentials");
+}

@@ -224,3 +224,55 @@ async fn unreachable_neutron_is_a_transport_error() {
     // Connection refused is retried (bounded): three attempts were made.
     assert_eq!(n.stats().total(), 3);
 }
+
+#[tokio::test]
+async fn trunks_and_subports() {
+    let n = common::neutron().await;
+    let ext = n.extensions().await.unwrap();
+    assert!(
+        ext.has("trunk"),
+        "the trunk service plugin is enabled by scripts/devenv"
+    );
+    let net: Network = n
+        .create(json!({"name": common::unique("kt-trunk-")}))
+        .await
+        .unwrap();
+    let _s: Subnet = n
+        .create(json!({"network_id": net.id, "ip_version": 4, "cidr": "10.250.0.0/24", "enable_dhcp": false}))
+        .await
+        .unwrap();
+    let parent: Port = n
+        .create(json!({"network_id": net.id, "name": "vm-port"}))
+        .await
+        .unwrap();
+    let child: Port = n
+        .create(json!({"network_id": net.id, "name": "container-port"}))
+        .await
+        .unwrap();
+    let trunk: Trunk = n
+        .create(json!({"port_id": parent.id, "name": "kt-trunk"}))
+        .await
+        .unwrap();
+    let t = n
+        .trunk_subports(
+            &trunk.id,
+            true,
+            json!([{"port_id": child.id, "segmentation_type": "vlan", "segmentation_id": 101}]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.sub_ports.len(), 1);
+    let p: Port = n.get(&parent.id).await.unwrap();
+    let details = p.trunk_details.expect("trunk_details on the parent port");
+    assert_eq!(details.trunk_id, trunk.id);
+    assert_eq!(details.sub_ports[0].segmentation_id, Some(101));
+    let t = n
+        .trunk_subports(&trunk.id, false, json!([{"port_id": child.id}]))
+        .await
+        .unwrap();
+    assert!(t.sub_ports.is_empty());
+    n.delete::<Trunk>(&trunk.id).await.unwrap();
+    n.delete::<Port>(&child.id).await.unwrap();
+    n.delete::<Port>(&parent.id).await.unwrap();
+    n.delete::<Network>(&net.id).await.unwrap();
+}

@@ -413,3 +413,53 @@ async fn existing_port_adopted_and_given_back() {
         .unwrap_err()
         .is_not_found());
 }
+
+#[tokio::test]
+async fn existing_subnet_named_by_option() {
+    let n = common::neutron().await;
+    let k = kuryr();
+    let net: kuryr::neutron::Network = n
+        .create(json!({"name": common::unique("users-net-")}))
+        .await
+        .unwrap();
+    let sname = common::unique("users-subnet-");
+    let subnet: Subnet = n
+        .create(json!({"network_id": net.id, "name": sname, "ip_version": 4, "cidr": "10.253.30.0/24", "enable_dhcp": false}))
+        .await
+        .unwrap();
+    let (s, pool) = k.call(
+        "IpamDriver.RequestPool",
+        &json!({"Pool": "10.253.30.0/24", "Options": {"neutron.subnet.name": sname}}),
+    );
+    assert_eq!(s, 200, "{pool}");
+    let pool_id = pool["PoolID"].as_str().unwrap().to_string();
+    let p: SubnetPool = n.get(&pool_id).await.unwrap();
+    assert!(
+        p.tags.contains(&subnet.id),
+        "the kuryr pool is tagged with the subnet: {:?}",
+        p.tags
+    );
+    // A subnet name that does not exist is an error, not a new pool.
+    let (s, v) = k.call(
+        "IpamDriver.RequestPool",
+        &json!({"Pool": "10.253.31.0/24", "Options": {"neutron.subnet.name": "no-such-subnet"}}),
+    );
+    assert_eq!(s, 404, "{v}");
+    // neutron.net.shared must be a boolean.
+    let (s, _) = k.call(
+        "IpamDriver.RequestPool",
+        &json!({"Pool": "10.253.32.0/24", "Options": {"neutron.net.shared": "perhaps"}}),
+    );
+    assert_eq!(s, 400);
+    assert_eq!(
+        k.call("IpamDriver.ReleasePool", &json!({"PoolID": pool_id}))
+            .0,
+        200
+    );
+    assert!(n
+        .get::<SubnetPool>(&pool_id)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    n.delete::<kuryr::neutron::Network>(&net.id).await.unwrap();
+}
