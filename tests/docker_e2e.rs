@@ -565,7 +565,7 @@ async fn container_lifecycle_costs_few_neutron_requests() {
         per_container.push(k.neutron_requests() - before);
     }
     eprintln!("Neutron requests per container lifecycle (run + rm): {per_container:?}");
-    // The Python reference makes 22 here; the target is at most 5.
+    // The Python reference makes 22 here; the target is at most 5, we make 4.
     for r in &per_container {
         assert!(
             *r <= 5,

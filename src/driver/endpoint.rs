@@ -16,7 +16,7 @@ use crate::neutron::{Filters, Port, SecurityGroup, SecurityGroupRule, Subnet};
 use crate::protocol::{validate, *};
 
 /// How long a port status read by EndpointOperInfo is answered again without asking.
-const STATUS_TTL: Duration = Duration::from_secs(1);
+const STATUS_TTL: Duration = Duration::from_secs(2);
 
 /// What CreateEndpoint changed on a port, to give it back on failure.
 enum PortChange {
@@ -122,7 +122,8 @@ impl Driver {
                         port,
                         network_id: req.network_id.clone(),
                         no_exposed_group: true,
-                        status_read_at: None,
+                        // The update's answer is as fresh as a read.
+                        status_read_at: Some(Instant::now()),
                     },
                 );
                 Ok(CreateEndpointResponse {
@@ -184,17 +185,24 @@ impl Driver {
                 *change = Some(PortChange::Updated {
                     port: Box::new(old.clone()),
                 });
-                let mut port: Port = self.neutron.update(&old.id, binding).await?;
                 let mut tags = old.tags.clone();
                 for t in names::id_tags(ep) {
                     if !tags.contains(&t) {
                         tags.push(t);
                     }
                 }
-                if tags != port.tags {
-                    self.neutron.replace_tags::<Port>(&port.id, &tags).await?;
-                    port.tags = tags;
-                }
+                // Independent requests: binding and tags go to Neutron side by side.
+                let update = self.neutron.update::<Port>(&old.id, binding);
+                let mut port = if tags != old.tags {
+                    let (port, ()) = tokio::try_join!(
+                        update,
+                        self.neutron.replace_tags::<Port>(&old.id, &tags)
+                    )?;
+                    port
+                } else {
+                    update.await?
+                };
+                port.tags = tags;
                 port
             };
             port
@@ -335,8 +343,8 @@ impl Driver {
             return Ok(json!({"Value": {}}));
         };
         // Status changes as the agent works: read it live until it is ACTIVE, which is
-        // where it stays. Docker asks several times per start: a read less than a
-        // second old is answered again.
+        // where it stays. Docker asks several times per start: a read (or the binding
+        // update's answer) less than two seconds old is answered again.
         let fresh = info
             .status_read_at
             .is_some_and(|t| t.elapsed() < STATUS_TTL);

@@ -1,0 +1,408 @@
+#!/usr/bin/python3
+"""kuryr benchmark: Docker's bridge driver (the floor), the Python reference
+kuryr-libnetwork 18.0.0 and kuryr, measured in one run on the same Neutron and dockerd.
+
+Run through bench/run, which prepares the environment. Writes docs/benchmarks.md and
+docs/benchmarks.png.
+"""
+
+import argparse
+import concurrent.futures as cf
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
+IMAGE = "busybox:latest"
+LABEL = "kuryr-bench"
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def docker(*args, check=True):
+    r = subprocess.run([DOCKER, *args], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)}: {r.stderr.strip()}")
+    return r
+
+
+def timed(*args):
+    t = time.perf_counter()
+    r = docker(*args, check=False)
+    return time.perf_counter() - t, r.returncode == 0, r
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    k = max(0, min(len(xs) - 1, round(p / 100 * (len(xs) - 1))))
+    return xs[k]
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+class Plugin:
+    """A plugin process whose memory and CPU we read from /proc."""
+
+    def __init__(self, name, argv, ready, logfile, env=None):
+        self.name = name
+        self.log = open(logfile, "w")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log, env=env)
+        deadline = time.time() + 90
+        while not ready():
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"{name} did not start; see {logfile}")
+            time.sleep(0.1)
+
+    def rss_mb(self):
+        with open(f"/proc/{self.proc.pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE / 2**20
+
+    def cpu_s(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def can_connect_tcp(port):
+    def f():
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return True
+        except OSError:
+            return False
+    return f
+
+
+def neutron_api_lines(path):
+    """Neutron API requests logged so far (one wsgi line per request)."""
+    try:
+        with open(path, errors="replace") as f:
+            return sum(1 for line in f if "neutron.wsgi" in line and '/v2.0/' in line and "status:" in line)
+    except FileNotFoundError:
+        return 0
+
+
+class Sampler(threading.Thread):
+    """Samples a plugin's RSS while a phase runs; keeps the peak."""
+
+    def __init__(self, plugin):
+        super().__init__(daemon=True)
+        self.plugin, self.peak, self.stop_flag = plugin, 0.0, threading.Event()
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            if self.plugin:
+                try:
+                    self.peak = max(self.peak, self.plugin.rss_mb())
+                except OSError:
+                    pass
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *a):
+        self.stop_flag.set()
+        self.join()
+
+
+def bench_driver(d, reps, neutron_log):
+    """All measurements for one driver: a dict of results."""
+    name, drv, plugin, subnet, gw = d["name"], d["driver"], d["plugin"], d["subnet"], d["gateway"]
+    res = {"name": name, "failures": 0}
+    ipam = [] if drv == "bridge" else ["--ipam-driver", drv]
+    if plugin:
+        res["rss_start_mb"] = plugin.rss_mb()
+
+    log(f"{name}: network create/remove x{reps}")
+    creates, removes = [], []
+    for i in range(reps):
+        net = f"kb-{name}-{i}"
+        t, ok, r = timed("network", "create", "--label", LABEL, "-d", drv, *ipam,
+                         "--subnet", subnet, "--gateway", gw, net)
+        if not ok:
+            res["failures"] += 1
+            log(f"  create failed: {r.stderr.strip()}")
+            continue
+        creates.append(t)
+        t, ok, r = timed("network", "rm", net)
+        (removes if ok else []).append(t)
+        res["failures"] += 0 if ok else 1
+    res["net_create"], res["net_remove"] = creates, removes
+
+    net = f"kb-{name}"
+    docker("network", "create", "--label", LABEL, "-d", drv, *ipam, "--subnet", subnet, "--gateway", gw, net)
+    # One warm-up container: the first start pays caches and the image.
+    docker("run", "-d", "--label", LABEL, "--name", f"kb-{name}-warm", "--network", net, IMAGE, "sleep", "3600")
+    docker("rm", "-f", f"kb-{name}-warm")
+
+    log(f"{name}: docker run -d / rm -f x{reps}")
+    runs, rms, requests = [], [], []
+    cpu0 = plugin.cpu_s() if plugin else 0
+    for i in range(reps):
+        c = f"kb-{name}-c{i}"
+        before = neutron_api_lines(neutron_log)
+        t, ok, r = timed("run", "-d", "--label", LABEL, "--name", c, "--network", net, IMAGE, "sleep", "3600")
+        if not ok:
+            res["failures"] += 1
+            log(f"  run failed: {r.stderr.strip()}")
+            docker("rm", "-f", c, check=False)
+            continue
+        runs.append(t)
+        t, ok, _ = timed("rm", "-f", c)
+        (rms if ok else []).append(t)
+        res["failures"] += 0 if ok else 1
+        time.sleep(0.2)
+        requests.append(neutron_api_lines(neutron_log) - before)
+    res["run"], res["rm"], res["neutron_requests"] = runs, rms, requests
+    if plugin:
+        res["cpu_per_lifecycle_s"] = (plugin.cpu_s() - cpu0) / max(1, len(runs))
+        res["rss_idle_mb"] = plugin.rss_mb()
+
+    for conc in (5, 10):
+        log(f"{name}: 20 containers, concurrency {conc}")
+        names = [f"kb-{name}-p{conc}-{i}" for i in range(20)]
+        with Sampler(plugin) as s:
+            t0 = time.perf_counter()
+            with cf.ThreadPoolExecutor(conc) as ex:
+                oks = list(ex.map(lambda c: timed("run", "-d", "--label", LABEL, "--name", c,
+                                                  "--network", net, IMAGE, "sleep", "3600")[1], names))
+            wall = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            with cf.ThreadPoolExecutor(conc) as ex:
+                list(ex.map(lambda c: docker("rm", "-f", c, check=False), names))
+            rm_wall = time.perf_counter() - t0
+        res[f"c{conc}"] = {"wall": wall, "rm_wall": rm_wall, "failures": oks.count(False),
+                           "per_s": oks.count(True) / wall, "peak_rss_mb": s.peak}
+    docker("network", "rm", net, check=False)
+    if plugin:
+        res["cpu_total_s"] = plugin.cpu_s()
+    return res
+
+
+def profile(logfile):
+    """Median time per libnetwork call and per Neutron request kind, from kuryr's JSON log."""
+    calls, reqs = {}, {}
+    with open(logfile, errors="replace") as f:
+        for line in f:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            fl = e.get("fields", {})
+            if fl.get("message") == "libnetwork call" and "ms" in fl:
+                calls.setdefault(fl["method"], []).append(float(fl["ms"]))
+            elif fl.get("message") == "neutron request" and "elapsed_ms" in fl:
+                path = re.sub(r"/[0-9a-f-]{36}", "/<id>", fl.get("path", ""))
+                reqs.setdefault(f'{fl.get("method")} {path}', []).append(float(fl["elapsed_ms"]))
+    return calls, reqs
+
+
+def machine():
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) / 2**20
+    dv = docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+    nv = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "python3-neutron"],
+                        capture_output=True, text=True).stdout.strip()
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Linux {platform.release()}, "
+            f"Docker {dv}, Neutron {nv} (ML2/linuxbridge, all-in-one on loopback)")
+
+
+def write_report(results, calls, reqs, reps, out_md, out_png):
+    by = {r["name"]: r for r in results}
+    bridge, ref, ours = by["bridge"], by["reference"], by["kuryr"]
+
+    def ms(x):
+        return f"{x * 1000:.0f} ms"
+
+    def ratio(a, b):
+        return f"{median(a) / median(b):.2f}x" if a and b else "n/a"
+
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    L = [f"# Benchmarks", "",
+         f"Measured {now} on {machine()}. {reps} repetitions per figure, one run, "
+         "the same Neutron and dockerd for all three. Regenerate with `bench/run`.", "",
+         "![docker run / rm times, Neutron requests and memory](benchmarks.png)", "",
+         "## Container lifecycle (`docker run -d`, `docker rm -f`, sequential)", "",
+         "| driver | run median | run p95 | rm median | rm p95 | run vs bridge | run vs reference | failures |",
+         "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        L.append(f"| {r['name']} | {ms(median(r['run']))} | {ms(pct(r['run'], 95))} | {ms(median(r['rm']))} | "
+                 f"{ms(pct(r['rm'], 95))} | {ratio(r['run'], bridge['run'])} | {ratio(r['run'], ref['run'])} | {r['failures']} |")
+    L += ["", "## Network create / remove", "",
+          "| driver | create median | create p95 | remove median | remove p95 |", "|---|---|---|---|---|"]
+    for r in results:
+        L.append(f"| {r['name']} | {ms(median(r['net_create']))} | {ms(pct(r['net_create'], 95))} | "
+                 f"{ms(median(r['net_remove']))} | {ms(pct(r['net_remove'], 95))} |")
+    L += ["", "## 20 containers started in parallel", "",
+          "| driver | concurrency | start wall time | containers/s | failures | rm wall time | plugin peak RSS |",
+          "|---|---|---|---|---|---|---|"]
+    for r in results:
+        for c in (5, 10):
+            x = r[f"c{c}"]
+            rss = f"{x['peak_rss_mb']:.1f} MB" if r["name"] != "bridge" else "-"
+            L.append(f"| {r['name']} | {c} | {x['wall']:.2f} s | {x['per_s']:.1f} | {x['failures']} | {x['rm_wall']:.2f} s | {rss} |")
+    L += ["", "## Neutron requests, memory, CPU", "",
+          "| plugin | Neutron requests per lifecycle (median) | RSS at start | RSS idle after load | peak RSS at concurrency 10 | CPU per lifecycle | CPU total |",
+          "|---|---|---|---|---|---|---|"]
+    for r in (ref, ours):
+        L.append(f"| {r['name']} | {median(r['neutron_requests']):.0f} | {r['rss_start_mb']:.1f} MB | {r['rss_idle_mb']:.1f} MB | "
+                 f"{r['c10']['peak_rss_mb']:.1f} MB | {r['cpu_per_lifecycle_s'] * 1000:.0f} ms | {r['cpu_total_s']:.1f} s |")
+    L += ["", "Neutron requests are counted from neutron-server's API log (the same way for both).", ""]
+
+    run_ratio = median(ours["run"]) / median(bridge["run"])
+    targets = [
+        ("Neutron requests per container lifecycle <= 5", median(ours["neutron_requests"]) <= 5,
+         f"{median(ours['neutron_requests']):.0f} (reference {median(ref['neutron_requests']):.0f})"),
+        ("`docker run` kuryr/bridge <= 2.0 without the pool", run_ratio <= 2.0, f"{run_ratio:.2f}x"),
+        ("`docker run` kuryr/bridge <= 1.5 with the pool", False, "not measured: the port pool is not built yet"),
+        ("RSS < 15 MB idle", ours["rss_idle_mb"] < 15, f"{ours['rss_idle_mb']:.1f} MB (reference {ref['rss_idle_mb']:.1f} MB)"),
+        ("RSS < 30 MB at concurrency 10", ours["c10"]["peak_rss_mb"] < 30, f"{ours['c10']['peak_rss_mb']:.1f} MB"),
+        ("zero failures at concurrency 10", ours["c10"]["failures"] == 0, f"{ours['c10']['failures']} failures"),
+    ]
+    L += ["## Targets", "", "| target | met | measured |", "|---|---|---|"]
+    for t, ok, v in targets:
+        L.append(f"| {t} | {'yes' if ok else 'no'} | {v} |")
+
+    L += ["", "## Where a kuryr container start goes", "",
+          "Median time kuryr spends in each libnetwork call (its own log), and in each kind of "
+          "Neutron request it makes. The rest of `docker run` is Docker itself (image, "
+          "container, namespace) and the bridge-driver floor above shows its size.", "",
+          "| libnetwork call | calls | median |", "|---|---|---|"]
+    for m, xs in sorted(calls.items(), key=lambda kv: -median(kv[1])):
+        L.append(f"| {m} | {len(xs)} | {median(xs):.1f} ms |")
+    L += ["", "| Neutron request | count | median |", "|---|---|---|"]
+    for m, xs in sorted(reqs.items(), key=lambda kv: -len(kv[1]))[:15]:
+        L.append(f"| `{m}` | {len(xs)} | {median(xs):.1f} ms |")
+    start_calls = ["IpamDriver.RequestAddress", "NetworkDriver.CreateEndpoint", "NetworkDriver.Join",
+                   "NetworkDriver.ProgramExternalConnectivity", "NetworkDriver.EndpointOperInfo"]
+    in_kuryr = sum(median(calls[c]) for c in start_calls if c in calls) / 1000
+    L += ["", f"Of a median `docker run` of {ms(median(ours['run']))}, about {ms(in_kuryr)} is spent inside "
+          f"kuryr's calls (mostly waiting for Neutron's port create and update); the bridge driver's "
+          f"{ms(median(bridge['run']))} is Docker's own share.", ""]
+    with open(out_md, "w") as f:
+        f.write("\n".join(L) + "\n")
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = [r["name"] for r in results]
+    colors = ["#888888", "#d95f02", "#1b9e77"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    ax = axes[0]
+    w = 0.38
+    for i, key in enumerate(("run", "rm")):
+        med = [median(r[key]) for r in results]
+        p95 = [pct(r[key], 95) for r in results]
+        xs = [j + (i - 0.5) * w for j in range(len(names))]
+        ax.bar(xs, med, w, color=colors, alpha=1.0 if key == "run" else 0.55, label=f"docker {key}")
+        ax.errorbar(xs, med, yerr=[[0] * len(med), [p - m for p, m in zip(p95, med)]], fmt="none", ecolor="black", capsize=3)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("seconds (median, bar to p95)")
+    ax.set_title("docker run (solid) / rm (light)")
+    ax = axes[1]
+    ax.bar(["reference", "kuryr"], [median(ref["neutron_requests"]), median(ours["neutron_requests"])], color=colors[1:])
+    ax.set_title("Neutron requests per container lifecycle")
+    ax = axes[2]
+    x = range(2)
+    ax.bar([i - 0.2 for i in x], [ref["rss_idle_mb"], ours["rss_idle_mb"]], 0.4, color=colors[1:], label="idle")
+    ax.bar([i + 0.2 for i in x], [ref["c10"]["peak_rss_mb"], ours["c10"]["peak_rss_mb"]], 0.4, color=colors[1:], alpha=0.55, label="peak, concurrency 10")
+    ax.set_xticks(list(x), ["reference", "kuryr"])
+    ax.set_ylabel("MB")
+    ax.set_title("plugin resident memory (solid idle, light peak)")
+    fig.suptitle(f"kuryr vs Python kuryr-libnetwork vs Docker bridge - {now}, {os.cpu_count()} cores")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+
+
+def cleanup(spec):
+    for c in docker("ps", "-aq", "--filter", f"label={LABEL}", check=False).stdout.split():
+        docker("rm", "-f", c, check=False)
+    for n in docker("network", "ls", "-q", "--filter", f"label={LABEL}", check=False).stdout.split():
+        docker("network", "rm", n, check=False)
+    if os.path.exists(spec):
+        os.remove(spec)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kuryr", required=True)
+    ap.add_argument("--reference", required=True)
+    ap.add_argument("--neutron", required=True)
+    ap.add_argument("--neutron-log", required=True)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--out", default="docs")
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="kuryr-bench-")
+    spec = "/etc/docker/plugins/kbenchref.spec"
+    cleanup(spec)
+    ref_port = 23790
+    os.makedirs("/etc/docker/plugins", exist_ok=True)
+    with open(spec, "w") as f:
+        f.write(f"http://127.0.0.1:{ref_port}\n")
+    with open(f"{work}/ref.conf", "w") as f:
+        f.write(f"[DEFAULT]\nbindir = {a.reference}/libexec/kuryr\nkuryr_uri = http://127.0.0.1:{ref_port}\n"
+                f"[neutron]\nauth_type = none\nendpoint = {a.neutron}\n")
+    sock = "/run/docker/plugins/kbench.sock"
+    with open(f"{work}/ours.conf", "w") as f:
+        f.write(f"[DEFAULT]\nunix_socket = {sock}\n[neutron]\nauth_type = none\nendpoint = {a.neutron}\n")
+    env = dict(os.environ, RUST_LOG="info,kuryr::neutron=debug")
+    ref = Plugin("reference", [f"{a.reference}/bin/kuryr-server", "--config-file", f"{work}/ref.conf"],
+                 can_connect_tcp(ref_port), f"{work}/reference.log")
+    ours = Plugin("kuryr", [a.kuryr, "--log-format", "json", "serve", "--config-file", f"{work}/ours.conf"],
+                  lambda: os.path.exists(sock), f"{work}/kuryr.log", env=env)
+    drivers = [
+        {"name": "bridge", "driver": "bridge", "plugin": None, "subnet": "10.90.0.0/24", "gateway": "10.90.0.1"},
+        {"name": "reference", "driver": "kbenchref", "plugin": ref, "subnet": "10.91.0.0/24", "gateway": "10.91.0.1"},
+        {"name": "kuryr", "driver": "kbench", "plugin": ours, "subnet": "10.92.0.0/24", "gateway": "10.92.0.1"},
+    ]
+    try:
+        results = [bench_driver(d, a.reps, a.neutron_log) for d in drivers]
+    finally:
+        cleanup(spec)
+        ref.stop()
+        ours.stop()
+    calls, reqs = profile(f"{work}/kuryr.log")
+    os.makedirs(a.out, exist_ok=True)
+    write_report(results, calls, reqs, a.reps, f"{a.out}/benchmarks.md", f"{a.out}/benchmarks.png")
+    with open(f"{a.out}/benchmarks.json", "w") as f:
+        json.dump([{k: v for k, v in r.items()} for r in results], f, indent=1)
+    shutil.rmtree(work, ignore_errors=True)
+    log(f"wrote {a.out}/benchmarks.md and {a.out}/benchmarks.png")
+
+
+if __name__ == "__main__":
+    main()
