@@ -6,12 +6,16 @@
 //! - [`host`]: host plumbing (netlink, binding by vif_type)
 //! - [`server`]: the HTTP listener
 //! - [`config`]: the kuryr.conf file
+//! - [`metrics`]: Prometheus metrics
+//! - [`docker`]: a small Docker API client for doctor and gc (never on the request path)
 //! - [`commands`]: the CLI subcommands
 
 pub mod commands;
 pub mod config;
+pub mod docker;
 pub mod driver;
 pub mod host;
+pub mod metrics;
 pub mod names;
 pub mod neutron;
 pub mod protocol;

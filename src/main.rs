@@ -30,6 +30,70 @@ enum Command {
         #[arg(long)]
         discovery_dir: Option<PathBuf>,
     },
+    /// Check the set-up (config, Neutron, extensions, agent, Docker, firewall) and say
+    /// how to fix what is wrong; exits non-zero when a check fails.
+    Doctor {
+        #[arg(
+            long,
+            default_value = "/etc/kuryr/kuryr.conf",
+            env = "KURYR_CONFIG_FILE"
+        )]
+        config_file: PathBuf,
+        /// Plugin name Docker uses (default: from unix_socket, else kuryr).
+        #[arg(long)]
+        plugin: Option<String>,
+        #[arg(long, default_value = kuryr::docker::DEFAULT_SOCKET)]
+        docker_socket: PathBuf,
+    },
+    /// Find what kuryr left behind on this host and in Neutron; --apply removes it.
+    Gc {
+        #[arg(
+            long,
+            default_value = "/etc/kuryr/kuryr.conf",
+            env = "KURYR_CONFIG_FILE"
+        )]
+        config_file: PathBuf,
+        #[arg(long, default_value = kuryr::docker::DEFAULT_SOCKET)]
+        docker_socket: PathBuf,
+        /// Leave reservations and pools younger than this many seconds alone.
+        #[arg(long, default_value_t = 600)]
+        grace_seconds: u64,
+        /// Remove what was found.
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+fn doctor(
+    config_file: PathBuf,
+    plugin: Option<String>,
+    docker_socket: PathBuf,
+) -> anyhow::Result<bool> {
+    let plugin = match plugin {
+        Some(p) => p,
+        None => kuryr::config::Config::load_with_env(&config_file)
+            .map(|l| kuryr::commands::serve::plugin_name(&l.config))
+            .unwrap_or_else(|_| "kuryr".into()),
+    };
+    kuryr::commands::doctor::run(kuryr::commands::doctor::Options {
+        config_file,
+        plugin,
+        docker_socket,
+    })
+}
+
+fn gc(
+    config_file: PathBuf,
+    docker_socket: PathBuf,
+    grace_seconds: u64,
+    apply: bool,
+) -> anyhow::Result<bool> {
+    let cfg = kuryr::config::Config::load_with_env(&config_file)?.config;
+    let opts = kuryr::commands::gc::Options {
+        docker_socket,
+        grace: std::time::Duration::from_secs(grace_seconds),
+    };
+    kuryr::commands::gc::run(&cfg, opts, apply)
 }
 
 fn main() -> ExitCode {
@@ -38,10 +102,23 @@ fn main() -> ExitCode {
         Command::Serve {
             config_file,
             discovery_dir,
-        } => kuryr::commands::serve::run(&config_file, discovery_dir.as_deref(), &cli.log_format),
+        } => kuryr::commands::serve::run(&config_file, discovery_dir.as_deref(), &cli.log_format)
+            .map(|()| true),
+        Command::Doctor {
+            config_file,
+            plugin,
+            docker_socket,
+        } => doctor(config_file, plugin, docker_socket),
+        Command::Gc {
+            config_file,
+            docker_socket,
+            grace_seconds,
+            apply,
+        } => gc(config_file, docker_socket, grace_seconds, apply),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("kuryr: {e:#}");
             ExitCode::FAILURE

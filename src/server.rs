@@ -44,14 +44,56 @@ fn error_reply(status: u16, msg: &str) -> Response {
     reply(status, &json!({"Err": msg, "Error": msg}))
 }
 
+/// Operator endpoints, served on GET: `/metrics`, `/healthz`, `/readyz`, `/kuryr/stats`.
+async fn ops(driver: &Driver, path: &str) -> Option<Response> {
+    match path {
+        "kuryr/stats" => {
+            let n = driver.neutron().stats();
+            Some(reply(
+                StatusCode::OK,
+                &json!({"neutron_requests": n.total(), "by_kind": n.snapshot(), "keystone_tokens": driver.neutron().tokens_issued()}),
+            ))
+        }
+        "metrics" => Some(
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                crate::metrics::global().render(),
+            )
+                .into_response(),
+        ),
+        // Alive: the process answers.
+        "healthz" => Some((StatusCode::OK, "ok\n").into_response()),
+        // Ready: Neutron answers with these credentials.
+        "readyz" => Some(match driver.neutron().extensions().await {
+            Ok(_) => (StatusCode::OK, "ok\n").into_response(),
+            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("Neutron: {e}\n")).into_response(),
+        }),
+        _ => None,
+    }
+}
+
+/// The operator endpoints alone, for a separate metrics listener.
+pub fn ops_router(driver: App) -> Router {
+    async fn only_ops(State(driver): State<App>, method: Method, uri: Uri) -> Response {
+        let path = uri.path().trim_start_matches('/');
+        match (method == Method::GET).then_some(()) {
+            Some(()) => match ops(&driver, path).await {
+                Some(r) => r,
+                None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+            },
+            None => (StatusCode::METHOD_NOT_ALLOWED, "GET only\n").into_response(),
+        }
+    }
+    Router::new().fallback(only_ops).with_state(driver)
+}
+
 async fn handle(State(driver): State<App>, method: Method, uri: Uri, body: Body) -> Response {
     let path = uri.path().trim_start_matches('/').to_string();
-    if method == Method::GET && path == "kuryr/stats" {
-        let n = driver.neutron().stats();
-        return reply(
-            StatusCode::OK,
-            &json!({"neutron_requests": n.total(), "by_kind": n.snapshot()}),
-        );
+    if method == Method::GET {
+        if let Some(r) = ops(&driver, &path).await {
+            return r;
+        }
     }
     if !is_known(&path) {
         return error_reply(
@@ -80,7 +122,13 @@ async fn handle(State(driver): State<App>, method: Method, uri: Uri, body: Body)
     let result = REQUEST_ID
         .scope(rid.clone(), dispatch(&driver, &path, &bytes))
         .await;
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let secs = started.elapsed().as_secs_f64();
+    let ms = secs * 1000.0;
+    crate::metrics::global().observe_call(
+        &path,
+        result.as_ref().map(|_| 200).unwrap_or_else(|e| e.status()),
+        secs,
+    );
     match result {
         Ok(v) => {
             tracing::info!(request_id = %rid, method = %path, status = 200, ms = format!("{ms:.1}"), "libnetwork call");

@@ -77,3 +77,38 @@ fn non_http_endpoint_rejected_at_once() {
     assert!(!ok);
     assert!(err.contains("endpoint"), "{err}");
 }
+
+#[test]
+fn sample_config_documents_known_options() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/etc/kuryr.conf.sample"
+    ))
+    .unwrap();
+    let mut section = String::new();
+    let mut seen = 0;
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(s) = l.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            section = s.to_string();
+            continue;
+        }
+        // `#name = value` lines are options; prose comments have spaces before `=` or none.
+        let Some(opt) = l
+            .strip_prefix('#')
+            .and_then(|r| r.split_once(" ="))
+            .map(|(n, _)| n)
+        else {
+            continue;
+        };
+        if opt.is_empty() || opt.contains(' ') {
+            continue;
+        }
+        seen += 1;
+        assert!(
+            kuryr::config::known_options(&section).contains(&opt),
+            "sample documents [{section}] {opt}, which the parser does not know"
+        );
+    }
+    assert!(seen > 40, "only {seen} options found in the sample");
+}

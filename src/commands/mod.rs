@@ -1,3 +1,5 @@
 //! One module per subcommand; `main` only parses arguments and dispatches.
 
+pub mod doctor;
+pub mod gc;
 pub mod serve;

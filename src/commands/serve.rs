@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::gc;
 use crate::config::{parse_listen_uri, Config};
 use crate::driver::{Driver, DriverError};
 use crate::neutron::Neutron;
@@ -87,12 +88,14 @@ async fn serve(
     discovery_dir: Option<PathBuf>,
 ) -> Result<()> {
     let driver = Arc::new(connect(cfg.clone()).await?);
+    let driver_for_ops = driver.clone();
     tracing::info!(
         host = %cfg.host,
         extensions = driver.extensions().aliases().len(),
         "connected to Neutron"
     );
     let app = server::router(driver);
+    let driver = driver_for_ops;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut guards = Vec::new();
@@ -161,6 +164,47 @@ async fn serve(
     if tasks.is_empty() {
         bail!("nothing to listen on: unix_socket is empty and kuryr_uri is not set");
     }
+    if let Some(addr) = cfg.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics_listen {addr}"))?;
+        tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+        let ops = server::ops_router(driver.clone());
+        let mut rx = stop_rx.clone();
+        tasks.spawn(async move {
+            axum::serve(l, ops)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+        });
+    }
+    if cfg.reconcile_on_start {
+        // In the background: Docker may already be calling us.
+        let (cfg, neutron) = (cfg.clone(), driver.neutron().clone());
+        tokio::spawn(async move {
+            let opts = gc::Options {
+                docker_socket: crate::docker::DEFAULT_SOCKET.into(),
+                grace: Duration::from_secs(600),
+            };
+            let nl = match crate::host::netlink::Netlink::connect() {
+                Ok(nl) => nl,
+                Err(e) => return tracing::warn!(error = %e, "reconcile: no netlink"),
+            };
+            match gc::find(&cfg, &neutron, &nl, &opts).await {
+                Ok(leaks) if leaks.is_empty() => tracing::info!("reconcile: nothing leaked"),
+                Ok(leaks) => {
+                    for l in &leaks {
+                        tracing::info!(leak = %l, "reconcile: removing");
+                    }
+                    for e in gc::apply(&neutron, &nl, &leaks).await {
+                        tracing::warn!(error = %e, "reconcile: could not remove");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reconcile skipped"),
+            }
+        });
+    }
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -200,4 +244,14 @@ fn write_discovery_file(dir: &Path, addr: &str, tls: bool, cfg: &Config) -> Resu
     };
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+/// The plugin name Docker knows kuryr by: the unix socket's file name, else `kuryr`.
+pub fn plugin_name(cfg: &Config) -> String {
+    cfg.unix_socket
+        .as_ref()
+        .and_then(|p| p.file_stem())
+        .and_then(|s| s.to_str())
+        .unwrap_or("kuryr")
+        .to_string()
 }

@@ -144,6 +144,11 @@ pub struct Config {
     pub ssl_key_file: PathBuf,
     /// CA that signed `ssl_cert_file`, named in the `.json` discovery file for Docker.
     pub ssl_ca_file: Option<PathBuf>,
+    /// Where to serve /metrics, /healthz and /readyz over TCP (they are always on the
+    /// plugin socket too).
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Run `gc --apply` for this host once at start-up.
+    pub reconcile_on_start: bool,
     /// Name used as `binding:host_id`; must match the L2 agent's `host`.
     pub host: String,
     pub debug: bool,
@@ -169,6 +174,8 @@ impl Default for Config {
             ssl_cert_file: PathBuf::from("/var/lib/kuryr/certs/cert.pem"),
             ssl_key_file: PathBuf::from("/var/lib/kuryr/certs/key.pem"),
             ssl_ca_file: None,
+            metrics_listen: None,
+            reconcile_on_start: false,
             host: hostname(),
             debug: false,
             neutron: NeutronConfig {
@@ -240,6 +247,8 @@ const KNOWN_DEFAULT: &[&str] = &[
     "ssl_cert_file",
     "ssl_key_file",
     "ssl_ca_file",
+    "metrics_listen",
+    "reconcile_on_start",
     "pybasedir",
     "host",
     "unix_socket",
@@ -307,6 +316,16 @@ const KNOWN_BINDING: &[&str] = &[
     "enabled_drivers",
     "link_iface",
 ];
+
+/// The option names known in a section (`DEFAULT`, `neutron`, `binding`).
+pub fn known_options(section: &str) -> &'static [&'static str] {
+    match section {
+        "DEFAULT" => KNOWN_DEFAULT,
+        "neutron" => KNOWN_NEUTRON,
+        "binding" => KNOWN_BINDING,
+        _ => &[],
+    }
+}
 
 /// The parsed file plus what deserves a warning.
 #[derive(Debug)]
@@ -608,6 +627,19 @@ impl Config {
         if let Some(v) = r.get(D, "ssl_ca_file") {
             c.ssl_ca_file = (!v.is_empty()).then(|| PathBuf::from(v));
         }
+        if let Some(v) = r.get(D, "metrics_listen") {
+            if !v.is_empty() {
+                c.metrics_listen = Some(v.parse().map_err(|_| {
+                    r.err(
+                        D,
+                        "metrics_listen",
+                        v,
+                        "an address and port, e.g. 127.0.0.1:9309",
+                    )
+                })?);
+            }
+        }
+        r.bool(D, "reconcile_on_start", &mut c.reconcile_on_start)?;
         if let Some(v) = r.get(D, "host") {
             if v.is_empty() || v.len() > 255 || v.chars().any(|ch| ch.is_whitespace()) {
                 return Err(r.err(D, "host", v, "a host name without spaces"));

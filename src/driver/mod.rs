@@ -200,7 +200,7 @@ pub(crate) fn prefix_len(cidr: &str) -> u8 {
 }
 
 /// Whether a port was made by kuryr (ours to delete) rather than adopted.
-pub(crate) fn kuryr_made(port: &Port) -> bool {
+pub fn kuryr_made(port: &Port) -> bool {
     if port.tags.iter().any(|t| t == names::TAG_PORT_EXISTING) {
         return false;
     }

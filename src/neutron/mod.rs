@@ -78,14 +78,9 @@ impl Stats {
     }
     fn record(&self, method: &Method, path: &str) {
         self.total.fetch_add(1, Ordering::Relaxed);
-        let collection = path
-            .trim_start_matches("/v2.0/")
-            .split('/')
-            .next()
-            .unwrap_or("")
-            .to_string();
         if let Ok(mut m) = self.by_kind.lock() {
-            *m.entry(format!("{method} {collection}")).or_default() += 1;
+            *m.entry(format!("{method} {}", collection_of(path)))
+                .or_default() += 1;
         }
     }
 }
@@ -206,6 +201,12 @@ impl Neutron {
                     // A refused connection never reached Neutron: safe to retry even a POST.
                     let retry = (idempotent || e.is_connect()) && attempt < MAX_ATTEMPTS;
                     tracing::debug!(%method, path, elapsed_ms, error = %e, retry, "neutron request failed");
+                    crate::metrics::global().observe_neutron(
+                        method.as_str(),
+                        collection_of(path),
+                        0,
+                        started.elapsed().as_secs_f64(),
+                    );
                     if retry {
                         backoff(attempt).await;
                         continue;
@@ -221,6 +222,12 @@ impl Neutron {
                 .unwrap_or("")
                 .to_string();
             tracing::debug!(%method, path, status, elapsed_ms, neutron_request_id = %neutron_rid, "neutron request");
+            crate::metrics::global().observe_neutron(
+                method.as_str(),
+                collection_of(path),
+                status,
+                started.elapsed().as_secs_f64(),
+            );
             let text = resp
                 .text()
                 .await
@@ -282,6 +289,21 @@ impl Neutron {
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// Lists a collection as raw JSON objects (for fields the typed resources skip).
+    pub async fn list_raw(&self, collection: &str, filters: &Filters) -> Result<Vec<Value>> {
+        let v = self
+            .send(
+                Method::GET,
+                &format!("/v2.0/{collection}"),
+                &filters.0,
+                None,
+            )
+            .await?
+            .ok_or_else(|| NeutronError::Decode("empty list answer".into()))?;
+        let key = collection.replace('-', "_");
+        Ok(v[key].as_array().cloned().unwrap_or_default())
     }
 
     pub async fn get<T: Resource>(&self, id: &str) -> Result<T> {
@@ -408,6 +430,14 @@ impl Neutron {
             aliases: list.into_iter().map(|e| e.alias).collect(),
         })
     }
+}
+
+/// The collection a request path is about (`/v2.0/ports/<id>/tags` -> `ports`).
+fn collection_of(path: &str) -> &str {
+    path.trim_start_matches("/v2.0/")
+        .split('/')
+        .next()
+        .unwrap_or("")
 }
 
 /// Percent-encodes a path segment (tags contain `:`; keep it readable but safe).

@@ -1,0 +1,395 @@
+//! `kuryr doctor`: the checks an operator would do by hand, each with its fix.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::docker::Docker;
+use crate::host::binding;
+use crate::neutron::{Agent, Filters, Neutron, Port, SubnetPool};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub status: Status,
+    pub what: String,
+    pub detail: String,
+    pub fix: String,
+}
+
+impl Check {
+    fn ok(what: &str, detail: impl Into<String>) -> Self {
+        Check {
+            status: Status::Ok,
+            what: what.into(),
+            detail: detail.into(),
+            fix: String::new(),
+        }
+    }
+    fn warn(what: &str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Check {
+            status: Status::Warn,
+            what: what.into(),
+            detail: detail.into(),
+            fix: fix.into(),
+        }
+    }
+    fn fail(what: &str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Check {
+            status: Status::Fail,
+            what: what.into(),
+            detail: detail.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+pub struct Options {
+    pub config_file: PathBuf,
+    pub plugin: String,
+    pub docker_socket: PathBuf,
+}
+
+/// Runs every check; never stops at the first failure.
+pub async fn checks(opts: &Options) -> Vec<Check> {
+    let mut out = Vec::new();
+    let cfg = match Config::load_with_env(&opts.config_file) {
+        Ok(l) => {
+            let detail = if l.warnings.is_empty() {
+                opts.config_file.display().to_string()
+            } else {
+                format!(
+                    "{} ({} warnings: {})",
+                    opts.config_file.display(),
+                    l.warnings.len(),
+                    l.warnings.join("; ")
+                )
+            };
+            out.push(Check::ok("configuration parses", detail));
+            l.config
+        }
+        Err(e) => {
+            out.push(Check::fail(
+                "configuration parses",
+                e.to_string(),
+                "fix the option named above",
+            ));
+            return out;
+        }
+    };
+    let neutron = match Neutron::new(&cfg.neutron) {
+        Ok(n) => n,
+        Err(e) => {
+            out.push(Check::fail(
+                "Neutron client",
+                e.to_string(),
+                "check cafile/certfile/keyfile in [neutron]",
+            ));
+            return out;
+        }
+    };
+    match neutron.extensions().await {
+        Ok(ext) => {
+            out.push(Check::ok(
+                "Neutron reachable, credentials accepted",
+                format!("{} extensions", ext.aliases().len()),
+            ));
+            let missing: Vec<&str> = ["subnet_allocation", "standard-attr-tag", "binding"]
+                .into_iter()
+                .filter(|a| !ext.has(a))
+                .collect();
+            if missing.is_empty() {
+                out.push(Check::ok(
+                    "required Neutron extensions",
+                    "subnet_allocation, standard-attr-tag, binding",
+                ));
+            } else {
+                out.push(Check::fail(
+                    "required Neutron extensions",
+                    format!("missing: {}", missing.join(", ")),
+                    "enable them in neutron-server (ML2 with a mechanism driver that binds ports)",
+                ));
+            }
+            let optional: Vec<&str> = ["security-group", "allowed-address-pairs", "trunk"]
+                .into_iter()
+                .filter(|a| !ext.has(a))
+                .collect();
+            if !optional.is_empty() {
+                out.push(Check::warn(
+                    "optional Neutron extensions",
+                    format!("missing: {}", optional.join(", ")),
+                    "--expose needs security-group; nested drivers need allowed-address-pairs / trunk",
+                ));
+            }
+        }
+        Err(e) => {
+            out.push(Check::fail(
+                "Neutron reachable, credentials accepted",
+                e.to_string(),
+                "check [neutron] endpoint / auth_url and credentials; try `openstack network list` with the same values",
+            ));
+            return out;
+        }
+    }
+    out.push(default_pools(&neutron, &cfg).await);
+    out.push(l2_agent(&neutron, &cfg.host).await);
+    out.push(binding_programs(&neutron, &cfg).await);
+    out.push(listener(&cfg, &opts.plugin));
+    out.push(docker_plugin(&opts.docker_socket, &opts.plugin).await);
+    out.push(forward_policy());
+    out
+}
+
+async fn default_pools(n: &Neutron, cfg: &Config) -> Check {
+    let mut missing = Vec::new();
+    for name in [
+        &cfg.neutron.default_subnetpool_v4,
+        &cfg.neutron.default_subnetpool_v6,
+    ] {
+        match n
+            .list::<SubnetPool>(&Filters::new().add("name", name.as_str()))
+            .await
+        {
+            Ok(p) if !p.is_empty() => {}
+            Ok(_) => missing.push(name.clone()),
+            Err(e) => return Check::fail("default subnetpools", e.to_string(), ""),
+        }
+    }
+    if missing.is_empty() {
+        Check::ok(
+            "default subnetpools",
+            format!(
+                "{} and {}",
+                cfg.neutron.default_subnetpool_v4, cfg.neutron.default_subnetpool_v6
+            ),
+        )
+    } else {
+        Check::warn(
+            "default subnetpools",
+            format!(
+                "missing: {} (only networks created without --subnet need them)",
+                missing.join(", ")
+            ),
+            format!(
+                "openstack subnet pool create --pool-prefix <cidr> {}",
+                missing[0]
+            ),
+        )
+    }
+}
+
+async fn l2_agent(n: &Neutron, host: &str) -> Check {
+    match n.list::<Agent>(&Filters::new().add("host", host)).await {
+        Ok(agents) => {
+            let l2: Vec<&Agent> = agents
+                .iter()
+                .filter(|a| {
+                    let t = a.agent_type.to_ascii_lowercase();
+                    t.contains("linux bridge")
+                        || t.contains("open vswitch")
+                        || t.contains("ovn")
+                        || t.contains("nic switch")
+                })
+                .collect();
+            match l2.iter().find(|a| a.alive) {
+                Some(a) => Check::ok("L2 agent for this host", format!("{} alive on host {host}", a.agent_type)),
+                None if l2.is_empty() => Check::fail(
+                    "L2 agent for this host",
+                    format!("no L2 agent reports host {host:?}: ports kuryr binds here stay unbound"),
+                    "run the Neutron L2 agent here, and make its `host` equal kuryr's [DEFAULT] host",
+                ),
+                None => Check::fail(
+                    "L2 agent for this host",
+                    format!("the {} on {host} is not alive", l2[0].agent_type),
+                    "restart the agent; check its connection to the message bus",
+                ),
+            }
+        }
+        Err(e) => Check::warn(
+            "L2 agent for this host",
+            format!("cannot list agents: {e}"),
+            "needs admin credentials",
+        ),
+    }
+}
+
+async fn binding_programs(n: &Neutron, cfg: &Config) -> Check {
+    let ports: Vec<Port> = match n
+        .list(
+            &Filters::new()
+                .add("device_owner", "compute:kuryr")
+                .add("binding:host_id", cfg.host.as_str()),
+        )
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return Check::warn("binding for each vif_type in use", e.to_string(), ""),
+    };
+    let mut types: Vec<String> = ports.into_iter().map(|p| p.vif_type).collect();
+    types.sort();
+    types.dedup();
+    let mut bad = Vec::new();
+    for t in &types {
+        match binding::select(t, &cfg.bindir, &cfg.host) {
+            Ok(_) => {}
+            Err(e) => bad.push(format!("{t}: {e}")),
+        }
+    }
+    if bad.is_empty() {
+        let list = if types.is_empty() {
+            "no port in use".to_string()
+        } else {
+            types.join(", ")
+        };
+        Check::ok("binding for each vif_type in use", list)
+    } else {
+        Check::fail(
+            "binding for each vif_type in use",
+            bad.join("; "),
+            format!(
+                "install the binding program in {} or fix the agent's binding",
+                cfg.bindir.display()
+            ),
+        )
+    }
+}
+
+fn listener(cfg: &Config, plugin: &str) -> Check {
+    if let Some(sock) = &cfg.unix_socket {
+        let expected = PathBuf::from(format!("/run/docker/plugins/{plugin}.sock"));
+        return match std::os::unix::net::UnixStream::connect(sock) {
+            Ok(_) if *sock == expected => {
+                Check::ok("plugin socket", format!("{} answers", sock.display()))
+            }
+            Ok(_) => Check::warn(
+                "plugin socket",
+                format!(
+                    "{} answers, but Docker looks for plugin {plugin:?} at {}",
+                    sock.display(),
+                    expected.display()
+                ),
+                format!("set [DEFAULT] unix_socket = {}", expected.display()),
+            ),
+            Err(e) => Check::fail(
+                "plugin socket",
+                format!("{}: {e}", sock.display()),
+                "start kuryr (systemctl start kuryr, or kuryr serve)",
+            ),
+        };
+    }
+    let spec = ["/etc/docker/plugins", "/usr/lib/docker/plugins"]
+        .iter()
+        .flat_map(|d| [format!("{d}/{plugin}.spec"), format!("{d}/{plugin}.json")])
+        .find(|p| Path::new(p).exists());
+    match spec {
+        Some(p) => Check::ok("plugin discovery file", p),
+        None => Check::fail(
+            "plugin discovery file",
+            format!("no unix socket configured and no {plugin}.spec/.json"),
+            "run kuryr serve --discovery-dir /etc/docker/plugins",
+        ),
+    }
+}
+
+async fn docker_plugin(socket: &Path, plugin: &str) -> Check {
+    let d = Docker::new(socket);
+    match d.get("/info").await {
+        Ok(info) => {
+            let listed = info["Plugins"]["Network"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|p| p.as_str() == Some(plugin)));
+            if listed {
+                Check::ok(
+                    "dockerd lists the plugin",
+                    format!("{plugin} among Plugins.Network"),
+                )
+            } else {
+                Check::warn(
+                    "dockerd lists the plugin",
+                    format!("{plugin} not activated yet (Docker activates plugins when a network first uses them)"),
+                    format!("docker network create -d {plugin} --ipam-driver {plugin} --subnet <cidr> <name>"),
+                )
+            }
+        }
+        Err(e) => Check::fail("dockerd answers", e, "start dockerd; check --docker-socket"),
+    }
+}
+
+/// Docker's FORWARD DROP policy with bridge netfilter drops frames between ports of a
+/// Linux bridge it does not own (Neutron's brq*), unless a rule accepts them.
+fn forward_policy() -> Check {
+    let nf = std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false);
+    if !nf {
+        return Check::ok(
+            "bridged traffic and iptables",
+            "bridge netfilter is off: iptables does not see bridged frames",
+        );
+    }
+    let out = std::process::Command::new("iptables")
+        .args(["-S", "FORWARD"])
+        .output();
+    let Ok(out) = out else {
+        return Check::warn("bridged traffic and iptables", "cannot run iptables", "");
+    };
+    let rules = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !rules.contains("-P FORWARD DROP") {
+        return Check::ok("bridged traffic and iptables", "FORWARD policy accepts");
+    }
+    let user = std::process::Command::new("iptables")
+        .args(["-S", "DOCKER-USER"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let accepted = user.lines().chain(rules.lines()).any(|l| {
+        l.contains("-j ACCEPT") && (l.contains("brq+") || l.contains("physdev-is-bridged"))
+    });
+    if accepted {
+        Check::ok(
+            "bridged traffic and iptables",
+            "FORWARD policy is DROP, but frames on brq+ bridges are accepted",
+        )
+    } else {
+        Check::fail(
+            "bridged traffic and iptables",
+            "FORWARD policy is DROP (set by Docker) and bridge netfilter is on: containers on kuryr networks cannot reach each other",
+            "iptables -I DOCKER-USER -i brq+ -o brq+ -j ACCEPT   (or let the agent's iptables firewall driver program the ports)",
+        )
+    }
+}
+
+/// Prints the checklist; true when nothing failed.
+pub fn print(checks: &[Check]) -> bool {
+    for c in checks {
+        let mark = match c.status {
+            Status::Ok => "[ ok ]",
+            Status::Warn => "[warn]",
+            Status::Fail => "[FAIL]",
+        };
+        println!("{mark} {}: {}", c.what, c.detail);
+        if c.status != Status::Ok && !c.fix.is_empty() {
+            println!("       fix: {}", c.fix);
+        }
+    }
+    let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
+    if failed == 0 {
+        println!("all checks passed");
+    } else {
+        println!("{failed} check(s) failed");
+    }
+    failed == 0
+}
+
+pub fn run(opts: Options) -> anyhow::Result<bool> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let checks = rt.block_on(checks(&opts));
+    Ok(print(&checks))
+}

@@ -1,0 +1,318 @@
+//! `kuryr gc`: finds what kuryr left behind (a crash, a Docker that removed a network
+//! whose deletion failed) and, with `--apply`, removes it. Only things this host owns are
+//! touched: ports bound to this host, veths on this host.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::docker::Docker;
+use crate::host::netlink::Netlink;
+use crate::names;
+use crate::neutron::auth::parse_iso8601;
+use crate::neutron::{Filters, Network, Neutron, Port, SecurityGroup, Subnet, SubnetPool};
+
+/// Something to remove, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leak {
+    Port { id: String, why: String },
+    Veth { name: String, why: String },
+    SecurityGroup { id: String, why: String },
+    Network { id: String, why: String },
+    Pool { id: String, why: String },
+}
+
+impl std::fmt::Display for Leak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Leak::Port { id, why } => write!(f, "port {id}: {why}"),
+            Leak::Veth { name, why } => write!(f, "host interface {name}: {why}"),
+            Leak::SecurityGroup { id, why } => write!(f, "security group {id}: {why}"),
+            Leak::Network { id, why } => write!(f, "network {id}: {why}"),
+            Leak::Pool { id, why } => write!(f, "subnetpool {id}: {why}"),
+        }
+    }
+}
+
+pub struct Options {
+    pub docker_socket: std::path::PathBuf,
+    /// Unbound ports and empty pools younger than this are left alone: a container or
+    /// network may be starting right now.
+    pub grace: Duration,
+}
+
+fn age(created_at: &Value) -> Option<Duration> {
+    let t = parse_iso8601(created_at.as_str()?)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(now.saturating_sub(t)))
+}
+
+/// Finds leaked resources.
+pub async fn find(
+    cfg: &Config,
+    neutron: &Neutron,
+    nl: &Netlink,
+    opts: &Options,
+) -> Result<Vec<Leak>, String> {
+    let docker = Docker::new(&opts.docker_socket);
+    let nets = docker.networks().await?;
+    let live_nets: HashSet<String> = nets.iter().map(|(id, _)| id.clone()).collect();
+    let live_eps: HashSet<String> = nets
+        .iter()
+        .flat_map(|(_, eps)| eps.iter().cloned())
+        .collect();
+    let e = |e: crate::neutron::NeutronError| e.to_string();
+    let mut leaks = Vec::new();
+
+    // Raw JSON for created_at, which the typed Port does not keep.
+    let ports: Vec<Value> = neutron
+        .list_raw(
+            "ports",
+            &Filters::new()
+                .add("device_owner", names::DEVICE_OWNER)
+                .add("binding:host_id", cfg.host.as_str()),
+        )
+        .await
+        .map_err(e)?;
+    let mut doomed_ports = HashSet::new();
+    for p in &ports {
+        let Ok(port) = serde_json::from_value::<Port>(p.clone()) else {
+            continue;
+        };
+        let ep = names::id_from_tags(&port.tags);
+        let gone = match &ep {
+            Some(ep) => !live_eps.contains(ep),
+            None => port.device_id.len() == 64 && !live_eps.contains(&port.device_id),
+        };
+        if gone && crate::driver::kuryr_made(&port) {
+            doomed_ports.insert(port.id.clone());
+            leaks.push(Leak::Port {
+                id: port.id.clone(),
+                why: format!(
+                    "endpoint {} is not in Docker",
+                    ep.unwrap_or(port.device_id.clone())
+                ),
+            });
+        }
+    }
+    // IPAM's reservations that never became an endpoint (a crash in between).
+    let unbound: Vec<Value> = neutron
+        .list_raw(
+            "ports",
+            &Filters::new().add("name", names::UNBOUND_PORT_NAME),
+        )
+        .await
+        .map_err(e)?;
+    for p in &unbound {
+        let Ok(port) = serde_json::from_value::<Port>(p.clone()) else {
+            continue;
+        };
+        if port.device_id.is_empty()
+            && port.host_id.is_empty()
+            && !port.tags.iter().any(|t| t == names::TAG_PORT_EXISTING)
+            && age(&p["created_at"]).is_some_and(|a| a > opts.grace)
+            && names::id_from_tags(&port.tags).is_none()
+        {
+            // Under Docker's own bridge driver IPAM ports never get an endpoint: only
+            // those on networks kuryr's driver made are known to be stray.
+            let on_kuryr_net = match neutron.get::<Network>(&port.network_id).await {
+                Ok(n) => names::id_from_tags(&n.tags).is_some(),
+                Err(_) => false,
+            };
+            if on_kuryr_net {
+                doomed_ports.insert(port.id.clone());
+                leaks.push(Leak::Port {
+                    id: port.id,
+                    why: format!(
+                        "address reserved more than {} s ago, never bound",
+                        opts.grace.as_secs()
+                    ),
+                });
+            }
+        }
+    }
+
+    // Veths: tap<port[0:11]> / t_c<port[0:11]> with no port behind them.
+    let all_ports: Vec<Port> = neutron
+        .list(&Filters::new().add("fields", "id"))
+        .await
+        .map_err(e)?;
+    let prefixes: HashSet<String> = all_ports
+        .iter()
+        .filter(|p| !doomed_ports.contains(&p.id))
+        .map(|p| p.id.chars().take(11).collect())
+        .collect();
+    for prefix in [names::HOST_VETH_PREFIX, names::CONTAINER_VETH_PREFIX] {
+        for link in nl
+            .links_with_prefix(prefix)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            let short = &link.name[prefix.len()..];
+            if short.len() == 11 && !prefixes.contains(short) {
+                leaks.push(Leak::Veth {
+                    name: link.name.clone(),
+                    why: "no Neutron port behind it".into(),
+                });
+            }
+        }
+    }
+
+    // Exposed-port groups whose port is gone.
+    let groups: Vec<SecurityGroup> = neutron
+        .list(&Filters::new().add("description", names::SG_DESCRIPTION))
+        .await
+        .map_err(e)?;
+    let port_ids: HashSet<&str> = all_ports.iter().map(|p| p.id.as_str()).collect();
+    for g in groups {
+        if let Some(port) = g.name.strip_suffix("-exposed_ports") {
+            if !port_ids.contains(port) || doomed_ports.contains(port) {
+                leaks.push(Leak::SecurityGroup {
+                    id: g.id,
+                    why: format!("port {port} is gone"),
+                });
+            }
+        }
+    }
+
+    // kuryr networks (not adopted ones) whose Docker network is gone; only those without
+    // ports bound elsewhere, since another host may use them.
+    let all_nets: Vec<Network> = neutron.list(&Filters::new()).await.map_err(e)?;
+    for n in all_nets {
+        let Some(docker_id) = names::id_from_tags(&n.tags) else {
+            continue;
+        };
+        if n.tags
+            .iter()
+            .any(|t| t.starts_with(names::TAG_NET_EXISTING))
+            || !n.name.starts_with(names::NET_NAME_PREFIX)
+        {
+            continue;
+        }
+        if live_nets.contains(&docker_id) {
+            continue;
+        }
+        let in_use: Vec<Port> = neutron
+            .list(
+                &Filters::new()
+                    .add("network_id", &n.id)
+                    .add("device_owner", names::DEVICE_OWNER),
+            )
+            .await
+            .map_err(e)?;
+        if in_use.iter().all(|p| doomed_ports.contains(&p.id)) {
+            leaks.push(Leak::Network {
+                id: n.id,
+                why: format!(
+                    "Docker network {} is gone",
+                    &docker_id[..12.min(docker_id.len())]
+                ),
+            });
+        }
+    }
+
+    // kuryr pools with no subnet, older than the grace period.
+    let pools: Vec<Value> = neutron
+        .list_raw("subnetpools", &Filters::new())
+        .await
+        .map_err(e)?;
+    for p in pools {
+        let Ok(pool) = serde_json::from_value::<SubnetPool>(p.clone()) else {
+            continue;
+        };
+        if !pool
+            .name
+            .starts_with(&format!("{}-", cfg.subnetpool_name_prefix))
+            || pool.tags.iter().any(|t| t == names::TAG_POOL_EXISTING)
+            || age(&p["created_at"]).is_none_or(|a| a <= opts.grace)
+        {
+            continue;
+        }
+        let subnets: Vec<Subnet> = neutron
+            .list(&Filters::new().add("subnetpool_id", &pool.id))
+            .await
+            .map_err(e)?;
+        if subnets.is_empty() {
+            leaks.push(Leak::Pool {
+                id: pool.id,
+                why: "kuryr pool without a subnet".into(),
+            });
+        }
+    }
+    Ok(leaks)
+}
+
+/// Removes leaks; keeps going after a failure and reports every one.
+pub async fn apply(neutron: &Neutron, nl: &Netlink, leaks: &[Leak]) -> Vec<String> {
+    let mut errors = Vec::new();
+    // Order: ports and groups before networks and pools that they keep busy.
+    let rank = |l: &Leak| match l {
+        Leak::Veth { .. } => 0,
+        Leak::Port { .. } => 1,
+        Leak::SecurityGroup { .. } => 2,
+        Leak::Network { .. } => 3,
+        Leak::Pool { .. } => 4,
+    };
+    let mut sorted: Vec<&Leak> = leaks.iter().collect();
+    sorted.sort_by_key(|l| rank(l));
+    for l in sorted {
+        let r = match l {
+            Leak::Veth { name, .. } => nl.delete(name).await.map(|_| ()).map_err(|e| e.to_string()),
+            Leak::Port { id, .. } => neutron
+                .delete_if_exists::<Port>(id)
+                .await
+                .map_err(|e| e.to_string()),
+            Leak::SecurityGroup { id, .. } => neutron
+                .delete_if_exists::<SecurityGroup>(id)
+                .await
+                .map_err(|e| e.to_string()),
+            Leak::Network { id, .. } => neutron
+                .delete_if_exists::<Network>(id)
+                .await
+                .map_err(|e| e.to_string()),
+            Leak::Pool { id, .. } => neutron
+                .delete_if_exists::<SubnetPool>(id)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = r {
+            errors.push(format!("{l}: {e}"));
+        }
+    }
+    errors
+}
+
+pub fn run(cfg: &Config, opts: Options, do_apply: bool) -> anyhow::Result<bool> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let neutron = Neutron::new(&cfg.neutron)?;
+        let nl = Netlink::connect()?;
+        let leaks = find(cfg, &neutron, &nl, &opts)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if leaks.is_empty() {
+            println!("nothing to collect");
+            return Ok(true);
+        }
+        for l in &leaks {
+            println!("{}{l}", if do_apply { "removing " } else { "" });
+        }
+        if !do_apply {
+            println!(
+                "{} leaked resource(s); run with --apply to remove them",
+                leaks.len()
+            );
+            return Ok(true);
+        }
+        let errors = apply(&neutron, &nl, &leaks).await;
+        for e in &errors {
+            eprintln!("failed: {e}");
+        }
+        println!("removed {} of {}", leaks.len() - errors.len(), leaks.len());
+        Ok(errors.is_empty())
+    })
+}
