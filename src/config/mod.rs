@@ -149,6 +149,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Run `gc --apply` for this host once at start-up.
     pub reconcile_on_start: bool,
+    /// Ports kept ready per kuryr subnet (0 = no pool).
+    pub port_pool_size: usize,
     /// Name used as `binding:host_id`; must match the L2 agent's `host`.
     pub host: String,
     pub debug: bool,
@@ -176,6 +178,7 @@ impl Default for Config {
             ssl_ca_file: None,
             metrics_listen: None,
             reconcile_on_start: false,
+            port_pool_size: 0,
             host: hostname(),
             debug: false,
             neutron: NeutronConfig {
@@ -249,6 +252,7 @@ const KNOWN_DEFAULT: &[&str] = &[
     "ssl_ca_file",
     "metrics_listen",
     "reconcile_on_start",
+    "port_pool_size",
     "pybasedir",
     "host",
     "unix_socket",
@@ -640,6 +644,17 @@ impl Config {
             }
         }
         r.bool(D, "reconcile_on_start", &mut c.reconcile_on_start)?;
+        if let Some(n) = r.uint(D, "port_pool_size")? {
+            if n > 100 {
+                return Err(r.err(
+                    D,
+                    "port_pool_size",
+                    &n.to_string(),
+                    "0 to 100 ports per subnet",
+                ));
+            }
+            c.port_pool_size = n as usize;
+        }
         if let Some(v) = r.get(D, "host") {
             if v.is_empty() || v.len() > 255 || v.chars().any(|ch| ch.is_whitespace()) {
                 return Err(r.err(D, "host", v, "a host name without spaces"));

@@ -171,6 +171,10 @@ impl Driver {
                 .into_iter()
                 .next()
                 .ok_or_else(|| DriverError::Internal("no port".into()))?;
+            if old.name == super::pool::POOL_PORT_NAME {
+                // A pool port becomes an ordinary kuryr port in the same update.
+                binding["name"] = json!(names::UNBOUND_PORT_NAME);
+            }
             if let Some(m) = mac {
                 if !old.mac_address.eq_ignore_ascii_case(m) {
                     binding["mac_address"] = json!(m);

@@ -323,7 +323,27 @@ impl Driver {
                 return Err(bad(format!("Address {ip} is not in pool {}", subnet.cidr)));
             }
         }
-        let port = self.reserve(&subnet, requested, mac.as_deref()).await?;
+        let eligible = requested.is_none() && super::pool::PortPool::eligible(&subnet);
+        if eligible && !self.pool.loaded(&subnet.id) {
+            // First start on this subnet since kuryr started: read the pool back (a
+            // list, much cheaper than a create).
+            if let Err(e) = self.pool.load(&self.neutron, &subnet).await {
+                tracing::warn!(subnet = %subnet.id, error = %e, "cannot read the port pool back");
+            }
+        }
+        let pooled = if eligible {
+            self.pool.take(&subnet.id)
+        } else {
+            None
+        };
+        if eligible {
+            // Keep the pool topped up, off this call's path.
+            self.pool.refill(&self.neutron, &subnet);
+        }
+        let port = match pooled {
+            Some(p) => p,
+            None => self.reserve(&subnet, requested, mac.as_deref()).await?,
+        };
         let ip = port
             .fixed_ips
             .iter()
@@ -642,6 +662,10 @@ impl Driver {
             .name
             .starts_with(&format!("{}-", self.cfg.subnetpool_name_prefix));
         for s in &subnets {
+            if s.name.starts_with(names::SUBNET_NAME_PREFIX) {
+                // Pool ports would keep the subnet busy.
+                self.pool.drain(&self.neutron, &s.network_id).await;
+            }
             if s.name.starts_with(IPAM_SUBNET_PREFIX) {
                 // Made on demand for another network driver: its network goes with it.
                 if let Err(e) = self

@@ -5,6 +5,7 @@ pub mod cache;
 mod endpoint;
 mod ipam;
 mod network;
+pub mod pool;
 
 use std::sync::Arc;
 
@@ -67,6 +68,7 @@ pub struct Driver {
     pub(crate) plumber: Plumber,
     pub(crate) cache: Cache,
     pub(crate) locks: KeyedLocks,
+    pub(crate) pool: std::sync::Arc<pool::PortPool>,
 }
 
 impl Driver {
@@ -85,12 +87,13 @@ impl Driver {
         }
         let plumber = Plumber::new(cfg.bindir.clone(), cfg.host.clone())?;
         Ok(Driver {
-            cfg,
+            cfg: cfg.clone(),
             neutron,
             ext,
             plumber,
             cache: Cache::default(),
             locks: KeyedLocks::default(),
+            pool: pool::PortPool::new(cfg.port_pool_size),
         })
     }
 
@@ -206,6 +209,7 @@ pub fn kuryr_made(port: &Port) -> bool {
     }
     port.tags.iter().any(|t| t == names::TAG_KURYR_PORT)
         || port.name == names::UNBOUND_PORT_NAME
+        || port.name == pool::POOL_PORT_NAME
         || (!port.device_id.is_empty() && port.name == names::endpoint_port_name(&port.device_id))
 }
 

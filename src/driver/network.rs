@@ -111,6 +111,9 @@ impl Driver {
             .await
         {
             Ok(info) => {
+                for s in &info.subnets {
+                    self.pool.refill(&self.neutron, s);
+                }
                 self.cache.networks.put(id.to_string(), info);
                 Ok(json!({}))
             }
@@ -390,7 +393,8 @@ impl Driver {
                 .await?;
             return Ok(json!({}));
         }
-        // Neutron deletes the network's subnets (and DHCP ports) with it.
+        // Neutron deletes the network's subnets (and DHCP ports) with it, not ports.
+        self.pool.drain(&self.neutron, &info.neutron_id).await;
         self.neutron
             .delete_if_exists::<Network>(&info.neutron_id)
             .await?;

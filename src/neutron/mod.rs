@@ -325,6 +325,19 @@ impl Neutron {
         Self::decode(v, T::SINGULAR)
     }
 
+    /// Creates several resources in one request (`{"ports": [...]}`).
+    pub async fn create_bulk<T: Resource>(&self, bodies: Vec<Value>) -> Result<Vec<T>> {
+        let v = self
+            .send(
+                Method::POST,
+                &format!("/v2.0/{}", T::PATH),
+                &[],
+                Some(&json!({ T::PLURAL: bodies })),
+            )
+            .await?;
+        Self::decode(v, T::PLURAL)
+    }
+
     pub async fn update<T: Resource>(&self, id: &str, body: Value) -> Result<T> {
         let v = self
             .send(

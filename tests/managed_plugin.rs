@@ -1,0 +1,115 @@
+//! The Docker managed (v2) plugin, built by contrib/docker-plugin/build from our binary,
+//! enabled in the real dockerd and used for a network and a container.
+
+mod common;
+
+use std::process::Command;
+
+use common::{docker, docker_try};
+use kuryr::neutron::{Filters, Port};
+
+struct Remove(String, Vec<String>, Vec<String>);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        for c in &self.2 {
+            let _ = docker_try(&["rm", "-f", c]);
+        }
+        for n in &self.1 {
+            let _ = docker_try(&["network", "rm", n]);
+        }
+        let _ = docker_try(&["plugin", "disable", "-f", &self.0]);
+        let _ = docker_try(&["plugin", "rm", "-f", &self.0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_plugin_serves_a_network() {
+    common::require_docker();
+    let n = common::neutron().await;
+    let name = format!("{}:latest", common::unique("kuryrv2-"));
+    let (net, ct) = (common::unique("kv2-"), common::unique("kv2c-"));
+    let _cleanup = Remove(name.clone(), vec![net.clone()], vec![ct.clone()]);
+    let etc = tempfile::tempdir().unwrap();
+    // The plugin has its own UTS namespace: the host name comes from the config.
+    std::fs::write(
+        etc.path().join("kuryr.conf"),
+        format!(
+            "[DEFAULT]\nhost = {}\n[neutron]\nauth_type = none\nendpoint = {}\n",
+            kuryr::config::hostname(),
+            common::neutron_url()
+        ),
+    )
+    .unwrap();
+    let build = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/docker-plugin/build"
+    ))
+    .args([&name, env!("CARGO_BIN_EXE_kuryr")])
+    .output()
+    .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    docker(&[
+        "plugin",
+        "set",
+        &name,
+        &format!("etc.source={}", etc.path().display()),
+    ]);
+    docker(&["plugin", "enable", &name]);
+    let listed = docker(&["plugin", "ls", "--format", "{{.Name}} {{.Enabled}}"]);
+    assert!(listed.contains(&format!("{name} true")), "{listed}");
+
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        "kuryr-test",
+        "-d",
+        &name,
+        "--ipam-driver",
+        &name,
+        "--subnet",
+        "10.36.0.0/24",
+        "--gateway",
+        "10.36.0.1",
+        &net,
+    ]);
+    let image = common::image();
+    docker(&[
+        "run",
+        "-d",
+        "--label",
+        "kuryr-test",
+        "--name",
+        &ct,
+        "--network",
+        &net,
+        &image,
+        "sleep",
+        "60",
+    ]);
+    let ip = docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+        &ct,
+    ]);
+    let ports: Vec<Port> = n
+        .list(&Filters::new().add("fixed_ips", format!("ip_address={ip}")))
+        .await
+        .unwrap();
+    assert_eq!(ports.len(), 1, "a Neutron port holds {ip}");
+    assert_eq!(ports[0].host_id, kuryr::config::hostname());
+    assert_eq!(ports[0].vif_type, "bridge");
+    docker(&["rm", "-f", &ct]);
+    docker(&["network", "rm", &net]);
+    let left: Vec<Port> = n
+        .list(&Filters::new().add("fixed_ips", format!("ip_address={ip}")))
+        .await
+        .unwrap();
+    assert!(left.is_empty());
+}
