@@ -34,32 +34,6 @@ impl Drop for Cleanup {
     }
 }
 
-fn run(name: &str, net: &str, extra: &[&str]) -> String {
-    let image = common::image();
-    let mut args = vec![
-        "run",
-        "-d",
-        "--label",
-        "kuryr-test",
-        "--name",
-        name,
-        "--network",
-        net,
-    ];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&[image.as_str(), "sleep", "600"]);
-    docker(&args)
-}
-
-fn ip_of(container: &str, net: &str) -> String {
-    docker(&[
-        "inspect",
-        "-f",
-        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
-        container,
-    ])
-}
-
 fn ping(from: &str, ip: &str) -> bool {
     // The agent needs a moment to wire a new tap into the bridge: retry briefly.
     common::wait_until(20, || {
@@ -143,9 +117,12 @@ async fn kuryr_network_two_containers_ping_and_clean_up() {
 
     let (a, b) = (common::unique("ka-"), common::unique("kb-"));
     c.containers.extend([a.clone(), b.clone()]);
-    run(&a, &net, &[]);
-    run(&b, &net, &[]);
-    let (ip_a, ip_b) = (ip_of(&a, &net), ip_of(&b, &net));
+    common::run_container(&a, &net, &[]);
+    common::run_container(&b, &net, &[]);
+    let (ip_a, ip_b) = (
+        common::container_ip(&a, &net),
+        common::container_ip(&b, &net),
+    );
     assert!(ip_a.starts_with("10.21.1.") && ip_b.starts_with("10.21.1."));
 
     let mut port_ids = Vec::new();
@@ -192,7 +169,7 @@ async fn kuryr_network_two_containers_ping_and_clean_up() {
         "600",
     ]);
     docker(&["network", "connect", &net, &third]);
-    let ip_c = ip_of(&third, &net);
+    let ip_c = common::container_ip(&third, &net);
     assert_eq!(port_with_ip(&n, &ip_c).await.len(), 1);
     assert!(ping(&third, &ip_a), "connected container cannot ping");
     docker(&["network", "disconnect", &net, &third]);
@@ -246,8 +223,8 @@ async fn ipam_serves_docker_bridge_driver() {
     ]);
     let ct = common::unique("kbrc-");
     c.containers.push(ct.clone());
-    run(&ct, &net, &[]);
-    let ip = ip_of(&ct, &net);
+    common::run_container(&ct, &net, &[]);
+    let ip = common::container_ip(&ct, &net);
     assert!(ip.starts_with("10.20.7."), "{ip}");
     assert_ne!(ip, "10.20.7.1");
     assert_eq!(
@@ -295,7 +272,7 @@ async fn dual_stack_network() {
     ]);
     let ct = common::unique("kdc-");
     c.containers.push(ct.clone());
-    run(&ct, &net, &[]);
+    common::run_container(&ct, &net, &[]);
     let v6 = docker(&[
         "inspect",
         "-f",
@@ -307,7 +284,7 @@ async fn dual_stack_network() {
     assert!(addrs.contains(&v6), "{addrs}");
     let routes = docker(&["exec", &ct, "ip", "-6", "route"]);
     assert!(routes.contains("default via fd00:22:3::1"), "{routes}");
-    let v4 = ip_of(&ct, &net);
+    let v4 = common::container_ip(&ct, &net);
     // One Neutron port holds both addresses.
     let ports = port_with_ip(&n, &v4).await;
     assert_eq!(ports.len(), 1);
@@ -362,8 +339,8 @@ async fn existing_neutron_network_is_adopted_and_kept() {
 
     let ct = common::unique("kxc-");
     c.containers.push(ct.clone());
-    run(&ct, &net, &[]);
-    let ip = ip_of(&ct, &net);
+    common::run_container(&ct, &net, &[]);
+    let ip = common::container_ip(&ct, &net);
     let ports = port_with_ip(&n, &ip).await;
     assert_eq!(ports[0].network_id, pre.id, "port on the adopted network");
     assert_eq!(
@@ -392,25 +369,11 @@ async fn exposed_ports_become_a_security_group() {
     let mut c = Cleanup::new();
     let net = common::unique("ke-");
     c.networks.push(net.clone());
-    docker(&[
-        "network",
-        "create",
-        "--label",
-        "kuryr-test",
-        "-d",
-        &p,
-        "--ipam-driver",
-        &p,
-        "--subnet",
-        "10.24.5.0/24",
-        "--gateway",
-        "10.24.5.1",
-        &net,
-    ]);
+    common::kuryr_network(&p, "10.24.5.0/24", "10.24.5.1", &net);
     let ct = common::unique("kec-");
     c.containers.push(ct.clone());
-    run(&ct, &net, &["--expose", "80-81", "--expose", "53/udp"]);
-    let ip = ip_of(&ct, &net);
+    common::run_container(&ct, &net, &["--expose", "80-81", "--expose", "53/udp"]);
+    let ip = common::container_ip(&ct, &net);
     let port = port_with_ip(&n, &ip).await.remove(0);
     let groups: Vec<SecurityGroup> = n
         .list(&Filters::new().add("name", kuryr::names::exposed_sg_name(&port.id)))
@@ -485,8 +448,8 @@ async fn default_pool_and_named_existing_pool() {
     ]);
     let ct = common::unique("kdpc-");
     c.containers.push(ct.clone());
-    run(&ct, &net, &[]);
-    let ip = ip_of(&ct, &net);
+    common::run_container(&ct, &net, &[]);
+    let ip = common::container_ip(&ct, &net);
     assert!(ip.starts_with("10.25.0."), "{ip}");
     docker(&["rm", "-f", &ct]);
     docker(&["network", "rm", &net]);
@@ -540,27 +503,13 @@ async fn container_lifecycle_costs_few_neutron_requests() {
     let mut c = Cleanup::new();
     let net = common::unique("kq-");
     c.networks.push(net.clone());
-    docker(&[
-        "network",
-        "create",
-        "--label",
-        "kuryr-test",
-        "-d",
-        &p,
-        "--ipam-driver",
-        &p,
-        "--subnet",
-        "10.27.0.0/24",
-        "--gateway",
-        "10.27.0.1",
-        &net,
-    ]);
+    common::kuryr_network(&p, "10.27.0.0/24", "10.27.0.1", &net);
     let mut per_container = Vec::new();
     for i in 0..3 {
         let ct = common::unique(&format!("kq{i}-"));
         c.containers.push(ct.clone());
         let before = k.neutron_requests();
-        run(&ct, &net, &[]);
+        common::run_container(&ct, &net, &[]);
         docker(&["rm", "-f", &ct]);
         per_container.push(k.neutron_requests() - before);
     }
@@ -587,21 +536,7 @@ async fn unbound_port_fails_cleanly_and_rolls_back() {
     let mut c = Cleanup::new();
     let net = common::unique("ku-");
     c.networks.push(net.clone());
-    docker(&[
-        "network",
-        "create",
-        "--label",
-        "kuryr-test",
-        "-d",
-        &p,
-        "--ipam-driver",
-        &p,
-        "--subnet",
-        "10.29.0.0/24",
-        "--gateway",
-        "10.29.0.1",
-        &net,
-    ]);
+    common::kuryr_network(&p, "10.29.0.0/24", "10.29.0.1", &net);
     let ct = common::unique("kuc-");
     c.containers.push(ct.clone());
     let image = common::image();
@@ -671,26 +606,14 @@ async fn vif_plugging_wait_returns_an_active_port() {
     let mut c = Cleanup::new();
     let net = common::unique("kv-");
     c.networks.push(net.clone());
-    docker(&[
-        "network",
-        "create",
-        "--label",
-        "kuryr-test",
-        "-d",
-        &p,
-        "--ipam-driver",
-        &p,
-        "--subnet",
-        "10.31.0.0/24",
-        "--gateway",
-        "10.31.0.1",
-        &net,
-    ]);
+    common::kuryr_network(&p, "10.31.0.0/24", "10.31.0.1", &net);
     let ct = common::unique("kvc-");
     c.containers.push(ct.clone());
-    run(&ct, &net, &[]);
+    common::run_container(&ct, &net, &[]);
     // No polling here: with the wait on, the port is ACTIVE when `docker run` returns.
-    let port = port_with_ip(&n, &ip_of(&ct, &net)).await.remove(0);
+    let port = port_with_ip(&n, &common::container_ip(&ct, &net))
+        .await
+        .remove(0);
     assert_eq!(port.status, "ACTIVE");
     docker(&["rm", "-f", &ct]);
     docker(&["network", "rm", &net]);

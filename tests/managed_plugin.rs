@@ -92,12 +92,7 @@ async fn managed_plugin_serves_a_network() {
         "sleep",
         "60",
     ]);
-    let ip = docker(&[
-        "inspect",
-        "-f",
-        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
-        &ct,
-    ]);
+    let ip = common::container_ip(&ct, &net);
     let ports: Vec<Port> = n
         .list(&Filters::new().add("fixed_ips", format!("ip_address={ip}")))
         .await

@@ -23,21 +23,7 @@ fn metrics_count_a_real_container_start() {
     let k = Kuryr::start(&p, &format!("metrics_listen = 127.0.0.1:{port}\n"));
     let net = common::unique("km-");
     let ct = common::unique("kmc-");
-    docker(&[
-        "network",
-        "create",
-        "--label",
-        "kuryr-test",
-        "-d",
-        &p,
-        "--ipam-driver",
-        &p,
-        "--subnet",
-        "10.33.0.0/24",
-        "--gateway",
-        "10.33.0.1",
-        &net,
-    ]);
+    common::kuryr_network(&p, "10.33.0.0/24", "10.33.0.1", &net);
     let image = common::image();
     docker(&[
         "run",
@@ -153,21 +139,7 @@ fn doctor_passes_on_a_working_setup() {
     let k = Kuryr::start(&p, "");
     // Docker activates a plugin when a network first uses it.
     let net = common::unique("kdoc-");
-    docker(&[
-        "network",
-        "create",
-        "--label",
-        "kuryr-test",
-        "-d",
-        &p,
-        "--ipam-driver",
-        &p,
-        "--subnet",
-        "10.34.0.0/24",
-        "--gateway",
-        "10.34.0.1",
-        &net,
-    ]);
+    common::kuryr_network(&p, "10.34.0.0/24", "10.34.0.1", &net);
     let conf = std::fs::read_to_string(k.dir.path().join("kuryr.conf")).unwrap();
     let (ok, out) = doctor(&conf, &p);
     let _ = docker_try(&["network", "rm", &net]);

@@ -39,21 +39,7 @@ async fn pool_serves_starts_without_a_port_create() {
         common::unique("kpa-"),
         common::unique("kpb-"),
     );
-    docker(&[
-        "network",
-        "create",
-        "--label",
-        "kuryr-test",
-        "-d",
-        &p,
-        "--ipam-driver",
-        &p,
-        "--subnet",
-        "10.37.0.0/24",
-        "--gateway",
-        "10.37.0.1",
-        &net,
-    ]);
+    common::kuryr_network(&p, "10.37.0.0/24", "10.37.0.1", &net);
     let docker_id = docker(&["network", "inspect", "-f", "{{.Id}}", &net]);
     let nets: Vec<Network> = n
         .list(&Filters::new().tags(&kuryr::names::id_tags(&docker_id)))
@@ -77,12 +63,7 @@ async fn pool_serves_starts_without_a_port_create() {
         "sleep",
         "600",
     ]);
-    let ip = docker(&[
-        "inspect",
-        "-f",
-        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
-        &c1,
-    ]);
+    let ip = common::container_ip(&c1, &net);
     let port: Port = n
         .list::<Port>(&Filters::new().add("fixed_ips", format!("ip_address={ip}")))
         .await
@@ -123,12 +104,7 @@ async fn pool_serves_starts_without_a_port_create() {
         "sleep",
         "600",
     ]);
-    let ip2 = docker(&[
-        "inspect",
-        "-f",
-        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
-        &c2,
-    ]);
+    let ip2 = common::container_ip(&c2, &net);
     let port2: Port = n
         .list::<Port>(&Filters::new().add("fixed_ips", format!("ip_address={ip2}")))
         .await

@@ -121,12 +121,7 @@ async fn python_reference_network_survives_the_swap() {
         "sleep",
         "600",
     ]);
-    let ip_a = docker(&[
-        "inspect",
-        "-f",
-        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
-        &a,
-    ]);
+    let ip_a = common::container_ip(&a, &net);
     let made_by_python: Vec<Port> = n
         .list(&Filters::new().add("fixed_ips", format!("ip_address={ip_a}")))
         .await
@@ -160,12 +155,7 @@ async fn python_reference_network_survives_the_swap() {
         "sleep",
         "600",
     ]);
-    let ip_b = docker(&[
-        "inspect",
-        "-f",
-        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
-        &b,
-    ]);
+    let ip_b = common::container_ip(&b, &net);
     let pinged = common::wait_until(20, || {
         docker_try(&["exec", &a, "ping", "-c", "1", "-W", "1", &ip_b])
             .status

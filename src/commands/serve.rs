@@ -105,15 +105,7 @@ async fn serve(
             server::bind_unix(path).with_context(|| format!("listening on {}", path.display()))?;
         guards.push(server::SocketGuard(path.clone()));
         tracing::info!(socket = %path.display(), "listening");
-        let app = app.clone();
-        let mut rx = stop_rx.clone();
-        tasks.spawn(async move {
-            axum::serve(l, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        spawn_serve(&mut tasks, l, app.clone(), stop_rx.clone());
     }
     if cfg.tcp_configured {
         let (host, port) = parse_listen_uri(&cfg.kuryr_uri)
@@ -138,23 +130,14 @@ async fn serve(
             tracing::info!(file = %path.display(), "wrote Docker discovery file");
             guards.push(server::SocketGuard(path));
         }
-        let app = app.clone();
-        let mut rx = stop_rx.clone();
-        let shutdown = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
         match tls.clone() {
-            Some(t) => {
-                let l = tls::TlsListener::new(l, t);
-                tasks.spawn(
-                    async move { axum::serve(l, app).with_graceful_shutdown(shutdown).await },
-                );
-            }
-            None => {
-                tasks.spawn(
-                    async move { axum::serve(l, app).with_graceful_shutdown(shutdown).await },
-                );
-            }
+            Some(t) => spawn_serve(
+                &mut tasks,
+                tls::TlsListener::new(l, t),
+                app.clone(),
+                stop_rx.clone(),
+            ),
+            None => spawn_serve(&mut tasks, l, app.clone(), stop_rx.clone()),
         }
     } else if discovery_dir.is_some() {
         tracing::info!(
@@ -169,15 +152,12 @@ async fn serve(
             .await
             .with_context(|| format!("metrics_listen {addr}"))?;
         tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
-        let ops = server::ops_router(driver.clone());
-        let mut rx = stop_rx.clone();
-        tasks.spawn(async move {
-            axum::serve(l, ops)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        spawn_serve(
+            &mut tasks,
+            l,
+            server::ops_router(driver.clone()),
+            stop_rx.clone(),
+        );
     }
     if cfg.reconcile_on_start {
         // In the background: Docker may already be calling us.
@@ -254,4 +234,23 @@ pub fn plugin_name(cfg: &Config) -> String {
         .and_then(|s| s.to_str())
         .unwrap_or("kuryr")
         .to_string()
+}
+
+/// Serves `app` on `l` until `stop` turns true, letting calls in flight finish.
+fn spawn_serve<L>(
+    tasks: &mut tokio::task::JoinSet<std::io::Result<()>>,
+    l: L,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tasks.spawn(async move {
+        axum::serve(l, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
 }

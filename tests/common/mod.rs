@@ -278,3 +278,50 @@ pub fn wait_until<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The IPv4 address Docker gave `container` on `net`.
+pub fn container_ip(container: &str, net: &str) -> String {
+    docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+        container,
+    ])
+}
+
+/// `docker network create` of a kuryr network served by `plugin`, labelled for clean-up.
+pub fn kuryr_network(plugin: &str, cidr: &str, gateway: &str, name: &str) {
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        "kuryr-test",
+        "-d",
+        plugin,
+        "--ipam-driver",
+        plugin,
+        "--subnet",
+        cidr,
+        "--gateway",
+        gateway,
+        name,
+    ]);
+}
+
+/// `docker run -d` of the test image sleeping, labelled for clean-up.
+pub fn run_container(name: &str, net: &str, extra: &[&str]) -> String {
+    let image = image();
+    let mut args = vec![
+        "run",
+        "-d",
+        "--label",
+        "kuryr-test",
+        "--name",
+        name,
+        "--network",
+        net,
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[image.as_str(), "sleep", "600"]);
+    docker(&args)
+}
