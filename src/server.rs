@@ -122,6 +122,7 @@ async fn handle(State(driver): State<App>, method: Method, uri: Uri, body: Body)
     let result = REQUEST_ID
         .scope(rid.clone(), dispatch(&driver, &path, &bytes))
         .await;
+    crash_point(&path);
     let secs = started.elapsed().as_secs_f64();
     let ms = secs * 1000.0;
     crate::metrics::global().observe_call(
@@ -139,6 +140,32 @@ async fn handle(State(driver): State<App>, method: Method, uri: Uri, body: Body)
             let msg = e.to_string();
             tracing::warn!(request_id = %rid, method = %path, status, ms = format!("{ms:.1}"), error = %msg, "libnetwork call failed");
             error_reply(status, &msg)
+        }
+    }
+}
+
+/// Crash-safety tests: `KURYR_TEST_CRASH_AFTER=<Method>[#n]` makes the process kill
+/// itself (SIGKILL, no clean-up) after doing the n-th such call's work, before answering.
+fn crash_point(method: &str) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+    static POINT: OnceLock<Option<(String, usize)>> = OnceLock::new();
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+    let point = POINT.get_or_init(|| {
+        let v = std::env::var("KURYR_TEST_CRASH_AFTER").ok()?;
+        let (m, n) = match v.split_once('#') {
+            Some((m, n)) => (m.to_string(), n.parse().ok()?),
+            None => (v, 1),
+        };
+        Some((m, n))
+    });
+    if let Some((m, n)) = point {
+        if m == method && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            tracing::warn!(method, "KURYR_TEST_CRASH_AFTER: killing myself");
+            // SAFETY: kill(2) on our own pid.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
         }
     }
 }

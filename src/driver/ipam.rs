@@ -583,6 +583,27 @@ impl Driver {
         Ok(json!({}))
     }
 
+    /// When Docker removes a network no endpoint of this host is left on it: ports kuryr
+    /// made that are still there (a reservation whose call was lost in a crash, a delete
+    /// that failed) are deleted, adopted ones given back. Ports bound to other hosts are
+    /// theirs and left alone.
+    pub(crate) async fn sweep_ports(&self, filters: Filters) {
+        let ports: Vec<Port> = match self.neutron.list(&filters).await {
+            Ok(p) => p,
+            Err(e) => return tracing::warn!(error = %e, "cannot list ports to sweep"),
+        };
+        for p in ports {
+            let mine = p.host_id.is_empty() || p.host_id == self.cfg.host;
+            let ours = kuryr_made(&p) || p.tags.iter().any(|t| t == names::TAG_PORT_EXISTING);
+            if mine && ours && !p.device_owner.starts_with("network:") {
+                tracing::info!(port = %p.id, "removing a port left on a network Docker removes");
+                if let Err(e) = self.release_port(&p).await {
+                    tracing::warn!(port = %p.id, error = %e, "cannot remove left-over port");
+                }
+            }
+        }
+    }
+
     /// Deletes a port kuryr made; gives an adopted one back as it was found.
     pub(crate) async fn release_port(&self, p: &Port) -> Result<()> {
         if p.tags.iter().any(|t| t == names::TAG_PORT_EXISTING) {
@@ -663,8 +684,10 @@ impl Driver {
             .starts_with(&format!("{}-", self.cfg.subnetpool_name_prefix));
         for s in &subnets {
             if s.name.starts_with(names::SUBNET_NAME_PREFIX) {
-                // Pool ports would keep the subnet busy.
+                // Pool ports, and reservations a crash left, would keep the subnet busy.
                 self.pool.drain(&self.neutron, &s.network_id).await;
+                self.sweep_ports(Filters::new().add("fixed_ips", format!("subnet_id={}", s.id)))
+                    .await;
             }
             if s.name.starts_with(IPAM_SUBNET_PREFIX) {
                 // Made on demand for another network driver: its network goes with it.

@@ -376,6 +376,8 @@ impl Driver {
                 .iter()
                 .filter(|s| s.name.starts_with(names::SUBNET_NAME_PREFIX))
             {
+                self.sweep_ports(Filters::new().add("fixed_ips", format!("subnet_id={}", s.id)))
+                    .await;
                 if let Err(e) = self.neutron.delete_if_exists::<Subnet>(&s.id).await {
                     tracing::warn!(subnet = %s.id, error = %e, "could not delete kuryr subnet of adopted network");
                 }
@@ -395,6 +397,8 @@ impl Driver {
         }
         // Neutron deletes the network's subnets (and DHCP ports) with it, not ports.
         self.pool.drain(&self.neutron, &info.neutron_id).await;
+        self.sweep_ports(Filters::new().add("network_id", &info.neutron_id))
+            .await;
         self.neutron
             .delete_if_exists::<Network>(&info.neutron_id)
             .await?;

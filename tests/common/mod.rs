@@ -83,6 +83,16 @@ impl Kuryr {
 
     /// Starts kuryr with this exact kuryr.conf text; `socket` is where it will listen.
     pub fn start_conf(socket: PathBuf, conf_text: &str, args: &[&str]) -> Kuryr {
+        Self::start_env(socket, conf_text, args, &[])
+    }
+
+    /// As `start_conf`, with extra environment variables.
+    pub fn start_env(
+        socket: PathBuf,
+        conf_text: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Kuryr {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("kuryr.conf");
         std::fs::write(&conf, conf_text).expect("write conf");
@@ -92,6 +102,7 @@ impl Kuryr {
             .args(["serve", "--config-file"])
             .arg(&conf)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
