@@ -67,63 +67,7 @@ fn tcp_listener_and_spec_file() {
 #[tokio::test]
 async fn tls_listener_and_json_file() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (ca, cert, key) = (d.join("ca.pem"), d.join("cert.pem"), d.join("key.pem"));
-    std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    let p = |s: &std::path::Path| s.to_str().unwrap().to_string();
-    for args in [
-        vec![
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=kuryr-test-ca",
-            "-keyout",
-            &p(&d.join("ca.key")),
-            "-out",
-            &p(&ca),
-        ],
-        vec![
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            &p(&key),
-            "-out",
-            &p(&d.join("srv.csr")),
-        ],
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            &p(&d.join("srv.csr")),
-            "-CA",
-            &p(&ca),
-            "-CAkey",
-            &p(&d.join("ca.key")),
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            &p(&d.join("ext")),
-            "-out",
-            &p(&cert),
-        ],
-    ] {
-        let st = Command::new("openssl").args(&args).output().unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-    }
+    let [ca, cert, key, _, _] = common::make_certs(dir.path());
     let port = free_port();
     let disc = dir.path().join("plugins");
     let _k = Kuryr::start_with(

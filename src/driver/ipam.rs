@@ -606,6 +606,16 @@ impl Driver {
 
     /// Deletes a port kuryr made; gives an adopted one back as it was found.
     pub(crate) async fn release_port(&self, p: &Port) -> Result<()> {
+        // Docker does not call DeleteEndpoint for an endpoint whose CreateEndpoint failed
+        // (e.g. kuryr crashed after plugging it): the address release is the last word,
+        // so a veth of this port still on this host goes now.
+        if p.host_id.is_empty() || p.host_id == self.cfg.host {
+            for ifname in [names::host_veth(&p.id), names::container_veth(&p.id)] {
+                if let Err(e) = self.plumber.netlink().delete(&ifname).await {
+                    tracing::warn!(%ifname, error = %e, "cannot delete a left-over veth");
+                }
+            }
+        }
         if p.tags.iter().any(|t| t == names::TAG_PORT_EXISTING) {
             let mut body = json!({"device_owner": "", "binding:host_id": ""});
             if p.device_id.is_empty()

@@ -146,9 +146,12 @@ impl Neutron {
         if cfg.insecure {
             b = b.danger_accept_invalid_certs(true);
         }
-        let http = b
-            .build()
-            .map_err(|e| NeutronError::Transport(format!("HTTP client: {e}")))?;
+        let http = b.build().map_err(|e| {
+            let cause = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            NeutronError::Transport(format!("HTTP client: {e}{cause}"))
+        })?;
         Ok(Neutron {
             http,
             auth: Arc::new(auth::Authenticator::new(cfg.clone())),

@@ -336,3 +336,107 @@ pub fn run_container(name: &str, net: &str, extra: &[&str]) -> String {
     args.extend_from_slice(&[image.as_str(), "sleep", "600"]);
     docker(&args)
 }
+
+/// A throwaway CA and a server certificate for 127.0.0.1 signed by it, plus a client
+/// certificate: (ca.pem, cert.pem, key.pem, client.pem, client-key.pem) in `dir`.
+pub fn make_certs(dir: &Path) -> [PathBuf; 5] {
+    let p = |n: &str| dir.join(n);
+    std::fs::write(p("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    // Any extension makes a v3 certificate; rustls refuses v1.
+    std::fs::write(p("client-ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    let s = |x: PathBuf| x.to_str().unwrap().to_string();
+    let steps: Vec<Vec<String>> = vec![
+        vec![
+            "req".into(),
+            "-x509".into(),
+            "-newkey".into(),
+            "rsa:2048".into(),
+            "-nodes".into(),
+            "-days".into(),
+            "1".into(),
+            "-subj".into(),
+            "/CN=kuryr-test-ca".into(),
+            "-keyout".into(),
+            s(p("ca.key")),
+            "-out".into(),
+            s(p("ca.pem")),
+        ],
+        vec![
+            "req".into(),
+            "-newkey".into(),
+            "rsa:2048".into(),
+            "-nodes".into(),
+            "-subj".into(),
+            "/CN=127.0.0.1".into(),
+            "-keyout".into(),
+            s(p("key.pem")),
+            "-out".into(),
+            s(p("srv.csr")),
+        ],
+        vec![
+            "x509".into(),
+            "-req".into(),
+            "-in".into(),
+            s(p("srv.csr")),
+            "-CA".into(),
+            s(p("ca.pem")),
+            "-CAkey".into(),
+            s(p("ca.key")),
+            "-CAcreateserial".into(),
+            "-days".into(),
+            "1".into(),
+            "-extfile".into(),
+            s(p("ext")),
+            "-out".into(),
+            s(p("cert.pem")),
+        ],
+        vec![
+            "req".into(),
+            "-newkey".into(),
+            "rsa:2048".into(),
+            "-nodes".into(),
+            "-subj".into(),
+            "/CN=kuryr-client".into(),
+            "-keyout".into(),
+            s(p("client-key.pem")),
+            "-out".into(),
+            s(p("client.csr")),
+        ],
+        vec![
+            "x509".into(),
+            "-req".into(),
+            "-in".into(),
+            s(p("client.csr")),
+            "-CA".into(),
+            s(p("ca.pem")),
+            "-CAkey".into(),
+            s(p("ca.key")),
+            "-CAcreateserial".into(),
+            "-days".into(),
+            "1".into(),
+            "-extfile".into(),
+            s(p("client-ext")),
+            "-out".into(),
+            s(p("client.pem")),
+        ],
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {:?}: {}",
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    [
+        p("ca.pem"),
+        p("cert.pem"),
+        p("key.pem"),
+        p("client.pem"),
+        p("client-key.pem"),
+    ]
+}
