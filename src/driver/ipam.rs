@@ -332,7 +332,7 @@ impl Driver {
             }
         }
         let pooled = if eligible {
-            self.pool.take(&subnet.id)
+            self.pool.take_or_wait(&subnet.id).await
         } else {
             None
         };

@@ -23,6 +23,9 @@ pub struct PortPool {
     loaded: Mutex<HashSet<String>>,
     /// Networks being deleted: a refill that lands late gives its ports back.
     closed: Mutex<HashSet<String>>,
+    /// Held by a refill while it runs, so a start can wait for ports already on the way
+    /// rather than make one more.
+    filling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl PortPool {
@@ -33,6 +36,7 @@ impl PortPool {
             busy: Mutex::new(HashSet::new()),
             loaded: Mutex::new(HashSet::new()),
             closed: Mutex::new(HashSet::new()),
+            filling: Mutex::new(HashMap::new()),
         })
     }
 
@@ -44,6 +48,30 @@ impl PortPool {
     /// A ready port of the subnet, if any.
     pub fn take(&self, subnet_id: &str) -> Option<Port> {
         self.free.lock().ok()?.get_mut(subnet_id)?.pop_front()
+    }
+
+    fn fill_lock(&self, subnet_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        match self.filling.lock() {
+            Ok(mut m) => m.entry(subnet_id.to_string()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// A ready port, waiting (a bounded while) for a refill already under way.
+    pub async fn take_or_wait(&self, subnet_id: &str) -> Option<Port> {
+        if let Some(p) = self.take(subnet_id) {
+            return Some(p);
+        }
+        let refilling = self
+            .busy
+            .lock()
+            .map(|b| b.contains(subnet_id))
+            .unwrap_or(false);
+        if refilling {
+            let lock = self.fill_lock(subnet_id);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), lock.lock()).await;
+        }
+        self.take(subnet_id)
     }
 
     pub fn available(&self, subnet_id: &str) -> usize {
@@ -71,7 +99,10 @@ impl PortPool {
             }
         }
         let (pool, neutron, subnet) = (self.clone(), neutron.clone(), subnet.clone());
+        // Taken before the task starts, so a start that sees the refill also waits for it.
+        let filling = self.fill_lock(&subnet.id).try_lock_owned().ok();
         tokio::spawn(async move {
+            let _filling = filling;
             if let Err(e) = pool.fill(&neutron, &subnet).await {
                 tracing::warn!(subnet = %subnet.id, error = %e, "port pool refill failed");
             }

@@ -16,7 +16,7 @@ pub enum NeutronError {
     Forbidden(String),
     #[error("Neutron: server error {status}: {message}")]
     Server { status: u16, message: String },
-    #[error("Neutron unreachable: {0}")]
+    #[error("Neutron did not answer: {0}")]
     Transport(String),
     #[error("Neutron: unexpected answer: {0}")]
     Decode(String),

@@ -1,0 +1,144 @@
+//! Neutron misbehaving under a real Docker lifecycle: answering 500, unreachable, too
+//! slow. kuryr sends Docker a clear error quickly, leaves nothing behind once Docker has
+//! removed the network, and works again as soon as Neutron is back. The faults come from
+//! a proxy in front of the real neutron-server.
+
+mod common;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{docker, docker_try, Kuryr};
+use kuryr::neutron::{Filters, Network, Port};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const PASS: u8 = 0;
+const ERROR_500: u8 = 1;
+const DOWN: u8 = 2;
+const SLOW: u8 = 3;
+
+/// A proxy to the real Neutron whose behaviour `mode` picks per connection.
+async fn fault_proxy(mode: Arc<AtomicU8>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let upstream = common::neutron_url()
+        .trim_start_matches("http://")
+        .to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut c, _)) = l.accept().await else {
+                return;
+            };
+            let (mode, upstream) = (mode.load(Ordering::SeqCst), upstream.clone());
+            tokio::spawn(async move {
+                match mode {
+                    DOWN => drop(c),
+                    ERROR_500 => {
+                        let mut buf = [0u8; 8192];
+                        let _ = c.read(&mut buf).await;
+                        let body = r#"{"NeutronError": {"type": "Boom", "message": "injected failure", "detail": ""}}"#;
+                        let _ = c
+                            .write_all(format!("HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes())
+                            .await;
+                    }
+                    _ => {
+                        if mode == SLOW {
+                            tokio::time::sleep(Duration::from_secs(6)).await;
+                        }
+                        let Ok(mut up) = TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut up).await;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neutron_faults_during_container_starts() {
+    common::require_docker();
+    let n = common::neutron().await;
+    let mode = Arc::new(AtomicU8::new(PASS));
+    let port = fault_proxy(mode.clone()).await;
+    let p = common::unique("kt");
+    let sock = std::path::PathBuf::from(format!("/run/docker/plugins/{p}.sock"));
+    let _k = Kuryr::start_conf(
+        sock.clone(),
+        &format!("[DEFAULT]\nunix_socket = {}\n[neutron]\nendpoint = http://127.0.0.1:{port}\ntimeout = 3\n", sock.display()),
+        &[],
+    );
+    let net = common::unique("ko-");
+    common::kuryr_network(&p, "10.42.0.0/24", "10.42.0.1", &net);
+    let docker_id = docker(&["network", "inspect", "-f", "{{.Id}}", &net]);
+    let neutron_net = n
+        .list::<Network>(&Filters::new().tags(&kuryr::names::id_tags(&docker_id)))
+        .await
+        .unwrap()
+        .remove(0)
+        .id;
+    let image = common::image();
+
+    for (fault, expect) in [
+        (ERROR_500, "injected failure"),
+        (DOWN, "Neutron did not answer"),
+        (SLOW, "Neutron did not answer"),
+    ] {
+        mode.store(fault, Ordering::SeqCst);
+        let ct = common::unique("koc-");
+        let started = Instant::now();
+        let out = docker_try(&[
+            "run",
+            "-d",
+            "--label",
+            "kuryr-test",
+            "--name",
+            &ct,
+            "--network",
+            &net,
+            &image,
+            "sleep",
+            "60",
+        ]);
+        let took = started.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "fault {fault}: docker run must fail");
+        assert!(
+            err.contains(expect),
+            "fault {fault}: the error says why: {err}"
+        );
+        // Well inside Docker's patience (it retries a dead plugin for ~30 s).
+        assert!(
+            took < Duration::from_secs(25),
+            "fault {fault}: answered after {took:?}"
+        );
+        let _ = docker_try(&["rm", "-f", &ct]);
+    }
+
+    // Neutron is back: the next start works, and the container can be removed.
+    mode.store(PASS, Ordering::SeqCst);
+    let ct = common::unique("koc-");
+    common::run_container(&ct, &net, &[]);
+    let ip = common::container_ip(&ct, &net);
+    assert!(ip.starts_with("10.42.0."));
+    docker(&["rm", "-f", &ct]);
+    docker(&["network", "rm", &net]);
+    // What a timed-out request still made at Neutron went with the network.
+    let left: Vec<Port> = n
+        .list(&Filters::new().add("network_id", &neutron_net))
+        .await
+        .unwrap();
+    assert!(
+        left.iter().all(|p| p.device_owner.starts_with("network:")),
+        "{left:?}"
+    );
+    assert!(n
+        .get::<Network>(&neutron_net)
+        .await
+        .unwrap_err()
+        .is_not_found());
+}
