@@ -21,26 +21,13 @@ async fn thirty_containers_in_parallel() {
     let names: Vec<String> = (0..30)
         .map(|i| common::unique(&format!("kc{i}-")))
         .collect();
-    let image = common::image();
     let started: Vec<(String, bool, String)> = thread::scope(|s| {
         let hs: Vec<_> = names
             .iter()
             .map(|c| {
-                let (net, image) = (net.clone(), image.clone());
+                let net = net.clone();
                 s.spawn(move || {
-                    let out = docker_try(&[
-                        "run",
-                        "-d",
-                        "--label",
-                        "kuryr-test",
-                        "--name",
-                        c,
-                        "--network",
-                        &net,
-                        &image,
-                        "sleep",
-                        "600",
-                    ]);
+                    let out = common::run_container_try(c, &net);
                     (
                         c.clone(),
                         out.status.success(),

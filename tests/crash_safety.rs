@@ -43,23 +43,8 @@ async fn crash_at(n: &Neutron, step: &str, subnet: &str) {
         .id;
 
     // `docker run` in the background: it blocks while kuryr is dead.
-    let image = common::image();
     let (ct2, net2) = (ct.clone(), net.clone());
-    let run = std::thread::spawn(move || {
-        docker_try(&[
-            "run",
-            "-d",
-            "--label",
-            "kuryr-test",
-            "--name",
-            &ct2,
-            "--network",
-            &net2,
-            &image,
-            "sleep",
-            "600",
-        ])
-    });
+    let run = std::thread::spawn(move || common::run_container_try(&ct2, &net2));
     // Wait for the crash, then restart at once without the crash point.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -539,20 +539,7 @@ async fn unbound_port_fails_cleanly_and_rolls_back() {
     common::kuryr_network(&p, "10.29.0.0/24", "10.29.0.1", &net);
     let ct = common::unique("kuc-");
     c.containers.push(ct.clone());
-    let image = common::image();
-    let out = docker_try(&[
-        "run",
-        "-d",
-        "--label",
-        "kuryr-test",
-        "--name",
-        &ct,
-        "--network",
-        &net,
-        &image,
-        "sleep",
-        "60",
-    ]);
+    let out = common::run_container_try(&ct, &net);
     assert!(
         !out.status.success(),
         "a container on an unbindable port must not start"

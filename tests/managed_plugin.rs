@@ -78,20 +78,7 @@ async fn managed_plugin_serves_a_network() {
         "10.36.0.1",
         &net,
     ]);
-    let image = common::image();
-    docker(&[
-        "run",
-        "-d",
-        "--label",
-        "kuryr-test",
-        "--name",
-        &ct,
-        "--network",
-        &net,
-        &image,
-        "sleep",
-        "60",
-    ]);
+    common::run_container(&ct, &net, &[]);
     let ip = common::container_ip(&ct, &net);
     let ports: Vec<Port> = n
         .list(&Filters::new().add("fixed_ips", format!("ip_address={ip}")))

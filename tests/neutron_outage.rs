@@ -81,7 +81,6 @@ async fn neutron_faults_during_container_starts() {
         .unwrap()
         .remove(0)
         .id;
-    let image = common::image();
 
     for (fault, expect) in [
         (ERROR_500, "injected failure"),
@@ -91,19 +90,7 @@ async fn neutron_faults_during_container_starts() {
         mode.store(fault, Ordering::SeqCst);
         let ct = common::unique("koc-");
         let started = Instant::now();
-        let out = docker_try(&[
-            "run",
-            "-d",
-            "--label",
-            "kuryr-test",
-            "--name",
-            &ct,
-            "--network",
-            &net,
-            &image,
-            "sleep",
-            "60",
-        ]);
+        let out = common::run_container_try(&ct, &net);
         let took = started.elapsed();
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "fault {fault}: docker run must fail");

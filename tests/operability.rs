@@ -24,20 +24,7 @@ fn metrics_count_a_real_container_start() {
     let net = common::unique("km-");
     let ct = common::unique("kmc-");
     common::kuryr_network(&p, "10.33.0.0/24", "10.33.0.1", &net);
-    let image = common::image();
-    docker(&[
-        "run",
-        "-d",
-        "--label",
-        "kuryr-test",
-        "--name",
-        &ct,
-        "--network",
-        &net,
-        &image,
-        "sleep",
-        "60",
-    ]);
+    common::run_container(&ct, &net, &[]);
     let (s, text) = get(&k, "/metrics");
     assert_eq!(s, 200);
     for needle in [

@@ -49,20 +49,7 @@ async fn pool_serves_starts_without_a_port_create() {
     let ready = wait_pool(&n, &neutron_net, 2).await;
     let ready_ids: Vec<String> = ready.iter().map(|p| p.id.clone()).collect();
 
-    let image = common::image();
-    docker(&[
-        "run",
-        "-d",
-        "--label",
-        "kuryr-test",
-        "--name",
-        &c1,
-        "--network",
-        &net,
-        &image,
-        "sleep",
-        "600",
-    ]);
+    common::run_container(&c1, &net, &[]);
     let ip = common::container_ip(&c1, &net);
     let port: Port = n
         .list::<Port>(&Filters::new().add("fixed_ips", format!("ip_address={ip}")))
@@ -91,19 +78,7 @@ async fn pool_serves_starts_without_a_port_create() {
         .into_iter()
         .map(|p| p.id)
         .collect();
-    docker(&[
-        "run",
-        "-d",
-        "--label",
-        "kuryr-test",
-        "--name",
-        &c2,
-        "--network",
-        &net,
-        &image,
-        "sleep",
-        "600",
-    ]);
+    common::run_container(&c2, &net, &[]);
     let ip2 = common::container_ip(&c2, &net);
     let port2: Port = n
         .list::<Port>(&Filters::new().add("fixed_ips", format!("ip_address={ip2}")))

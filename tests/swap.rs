@@ -107,20 +107,7 @@ async fn python_reference_network_survives_the_swap() {
         "10.28.0.1",
         &net,
     ]);
-    let image = common::image();
-    docker(&[
-        "run",
-        "-d",
-        "--label",
-        "kuryr-test",
-        "--name",
-        &a,
-        "--network",
-        &net,
-        &image,
-        "sleep",
-        "600",
-    ]);
+    common::run_container(&a, &net, &[]);
     let ip_a = common::container_ip(&a, &net);
     let made_by_python: Vec<Port> = n
         .list(&Filters::new().add("fixed_ips", format!("ip_address={ip_a}")))
@@ -142,19 +129,7 @@ async fn python_reference_network_survives_the_swap() {
     assert!(common::wait_until(10, || TcpStream::connect(("127.0.0.1", port)).ok()).is_some());
 
     // A new container joins the reference's network; both talk.
-    docker(&[
-        "run",
-        "-d",
-        "--label",
-        "kuryr-test",
-        "--name",
-        &b,
-        "--network",
-        &net,
-        &image,
-        "sleep",
-        "600",
-    ]);
+    common::run_container(&b, &net, &[]);
     let ip_b = common::container_ip(&b, &net);
     let pinged = common::wait_until(20, || {
         docker_try(&["exec", &a, "ping", "-c", "1", "-W", "1", &ip_b])

@@ -319,6 +319,24 @@ pub fn kuryr_network(plugin: &str, cidr: &str, gateway: &str, name: &str) {
     ]);
 }
 
+/// `docker run -d` of the test image sleeping, labelled for clean-up; may fail.
+pub fn run_container_try(name: &str, net: &str) -> Output {
+    let image = image();
+    docker_try(&[
+        "run",
+        "-d",
+        "--label",
+        "kuryr-test",
+        "--name",
+        name,
+        "--network",
+        net,
+        &image,
+        "sleep",
+        "600",
+    ])
+}
+
 /// `docker run -d` of the test image sleeping, labelled for clean-up.
 pub fn run_container(name: &str, net: &str, extra: &[&str]) -> String {
     let image = image();
