@@ -40,7 +40,7 @@ async fn thirty_containers_in_parallel() {
     });
     let failed: Vec<_> = started.iter().filter(|(_, ok, _)| !ok).collect();
     assert!(failed.is_empty(), "failed starts: {failed:?}");
-    let docker_id = docker(&["network", "inspect", "-f", "{{.Id}}", &net]);
+    let docker_id = common::network_id(&net);
     let nets: Vec<Network> = n
         .list(&Filters::new().tags(&kuryr::names::id_tags(&docker_id)))
         .await

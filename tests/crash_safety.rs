@@ -34,7 +34,7 @@ async fn crash_at(n: &Neutron, step: &str, subnet: &str) {
     let (net, ct) = (common::unique("kx-"), common::unique("kxc-"));
     let gw = subnet.replace("0/24", "1");
     common::kuryr_network(&p, subnet, &gw, &net);
-    let docker_id = docker(&["network", "inspect", "-f", "{{.Id}}", &net]);
+    let docker_id = common::network_id(&net);
     let neutron_net = n
         .list::<Network>(&Filters::new().tags(&kuryr::names::id_tags(&docker_id)))
         .await

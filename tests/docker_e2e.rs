@@ -88,22 +88,8 @@ async fn kuryr_network_two_containers_ping_and_clean_up() {
     let net = common::unique("kn-");
     let cidr = "10.21.1.0/24";
     c.networks.push(net.clone());
-    docker(&[
-        "network",
-        "create",
-        "--label",
-        "kuryr-test",
-        "-d",
-        &p,
-        "--ipam-driver",
-        &p,
-        "--subnet",
-        cidr,
-        "--gateway",
-        "10.21.1.1",
-        &net,
-    ]);
-    let docker_net_id = docker(&["network", "inspect", "-f", "{{.Id}}", &net]);
+    common::kuryr_network_with(&p, &net, &["--subnet", cidr, "--gateway", "10.21.1.1"]);
+    let docker_net_id = common::network_id(&net);
     let nets: Vec<Network> = n
         .list(&Filters::new().tags(&kuryr::names::id_tags(&docker_net_id)))
         .await
@@ -250,26 +236,21 @@ async fn dual_stack_network() {
     let mut c = Cleanup::new();
     let net = common::unique("kd-");
     c.networks.push(net.clone());
-    docker(&[
-        "network",
-        "create",
-        "--label",
-        "kuryr-test",
-        "-d",
+    common::kuryr_network_with(
         &p,
-        "--ipam-driver",
-        &p,
-        "--ipv6",
-        "--subnet",
-        "10.22.3.0/24",
-        "--gateway",
-        "10.22.3.1",
-        "--subnet",
-        "fd00:22:3::/64",
-        "--gateway",
-        "fd00:22:3::1",
         &net,
-    ]);
+        &[
+            "--ipv6",
+            "--subnet",
+            "10.22.3.0/24",
+            "--gateway",
+            "10.22.3.1",
+            "--subnet",
+            "fd00:22:3::/64",
+            "--gateway",
+            "fd00:22:3::1",
+        ],
+    );
     let ct = common::unique("kdc-");
     c.containers.push(ct.clone());
     common::run_container(&ct, &net, &[]);
@@ -313,24 +294,19 @@ async fn existing_neutron_network_is_adopted_and_kept() {
         .unwrap();
     let net = common::unique("kx-");
     c.networks.push(net.clone());
-    docker(&[
-        "network",
-        "create",
-        "--label",
-        "kuryr-test",
-        "-d",
+    common::kuryr_network_with(
         &p,
-        "--ipam-driver",
-        &p,
-        "--subnet",
-        "10.23.4.0/24",
-        "--gateway",
-        "10.23.4.1",
-        "-o",
-        &format!("neutron.net.uuid={}", pre.id),
         &net,
-    ]);
-    let docker_net_id = docker(&["network", "inspect", "-f", "{{.Id}}", &net]);
+        &[
+            "--subnet",
+            "10.23.4.0/24",
+            "--gateway",
+            "10.23.4.1",
+            "-o",
+            &format!("neutron.net.uuid={}", pre.id),
+        ],
+    );
+    let docker_net_id = common::network_id(&net);
     let tagged: Network = n.get(&pre.id).await.unwrap();
     assert!(kuryr::names::has_id_tags(&tagged.tags, &docker_net_id));
     assert!(tagged
@@ -435,17 +411,7 @@ async fn default_pool_and_named_existing_pool() {
         .unwrap();
     let net = common::unique("kdp-");
     c.networks.push(net.clone());
-    docker(&[
-        "network",
-        "create",
-        "--label",
-        "kuryr-test",
-        "-d",
-        &p,
-        "--ipam-driver",
-        &p,
-        &net,
-    ]);
+    common::kuryr_network_with(&p, &net, &[]);
     let ct = common::unique("kdpc-");
     c.containers.push(ct.clone());
     common::run_container(&ct, &net, &[]);
@@ -467,23 +433,18 @@ async fn default_pool_and_named_existing_pool() {
         .unwrap();
     let net2 = common::unique("knp-");
     c.networks.push(net2.clone());
-    docker(&[
-        "network",
-        "create",
-        "--label",
-        "kuryr-test",
-        "-d",
+    common::kuryr_network_with(
         &p,
-        "--ipam-driver",
-        &p,
-        "--subnet",
-        "10.26.0.0/24",
-        "--ipam-opt",
-        &format!("neutron.pool.name={pname}"),
-        "-o",
-        &format!("neutron.pool.name={pname}"),
         &net2,
-    ]);
+        &[
+            "--subnet",
+            "10.26.0.0/24",
+            "--ipam-opt",
+            &format!("neutron.pool.name={pname}"),
+            "-o",
+            &format!("neutron.pool.name={pname}"),
+        ],
+    );
     let subnets: Vec<Subnet> = n
         .list(&Filters::new().add("subnetpool_id", &mine.id))
         .await

@@ -74,7 +74,7 @@ async fn neutron_faults_during_container_starts() {
     );
     let net = common::unique("ko-");
     common::kuryr_network(&p, "10.42.0.0/24", "10.42.0.1", &net);
-    let docker_id = docker(&["network", "inspect", "-f", "{{.Id}}", &net]);
+    let docker_id = common::network_id(&net);
     let neutron_net = n
         .list::<Network>(&Filters::new().tags(&kuryr::names::id_tags(&docker_id)))
         .await

@@ -40,7 +40,7 @@ async fn pool_serves_starts_without_a_port_create() {
         common::unique("kpb-"),
     );
     common::kuryr_network(&p, "10.37.0.0/24", "10.37.0.1", &net);
-    let docker_id = docker(&["network", "inspect", "-f", "{{.Id}}", &net]);
+    let docker_id = common::network_id(&net);
     let nets: Vec<Network> = n
         .list(&Filters::new().tags(&kuryr::names::id_tags(&docker_id)))
         .await

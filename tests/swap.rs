@@ -146,10 +146,7 @@ async fn python_reference_network_survives_the_swap() {
     let nets: Vec<Network> = n
         .list(&Filters::new().add(
             "name",
-            format!(
-                "kuryr-net-{}",
-                &docker(&["network", "inspect", "-f", "{{.Id}}", &net])[..8]
-            ),
+            format!("kuryr-net-{}", &common::network_id(&net)[..8]),
         ))
         .await
         .unwrap();

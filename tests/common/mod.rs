@@ -302,7 +302,12 @@ pub fn container_ip(container: &str, net: &str) -> String {
 
 /// `docker network create` of a kuryr network served by `plugin`, labelled for clean-up.
 pub fn kuryr_network(plugin: &str, cidr: &str, gateway: &str, name: &str) {
-    docker(&[
+    kuryr_network_with(plugin, name, &["--subnet", cidr, "--gateway", gateway]);
+}
+
+/// `docker network create` with `plugin` as network and IPAM driver and these arguments.
+pub fn kuryr_network_with(plugin: &str, name: &str, args: &[&str]) {
+    let mut all = vec![
         "network",
         "create",
         "--label",
@@ -311,12 +316,15 @@ pub fn kuryr_network(plugin: &str, cidr: &str, gateway: &str, name: &str) {
         plugin,
         "--ipam-driver",
         plugin,
-        "--subnet",
-        cidr,
-        "--gateway",
-        gateway,
-        name,
-    ]);
+    ];
+    all.extend_from_slice(args);
+    all.push(name);
+    docker(&all);
+}
+
+/// The id Docker gave a network.
+pub fn network_id(name: &str) -> String {
+    docker(&["network", "inspect", "-f", "{{.Id}}", name])
 }
 
 /// `docker run -d` of the test image sleeping, labelled for clean-up; may fail.
