@@ -2,7 +2,7 @@
 //! Never used on the request path: a plugin that calls Docker while Docker calls it can
 //! deadlock Docker's start-up.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -20,10 +20,6 @@ impl Docker {
         Docker {
             socket: socket.into(),
         }
-    }
-
-    pub fn socket(&self) -> &Path {
-        &self.socket
     }
 
     /// `GET path` with a JSON answer. HTTP/1.0 keeps the answer unchunked.

@@ -57,12 +57,6 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
     pub fn remove(&self, k: &K) -> Option<V> {
         self.0.lock().ok()?.remove(k)
     }
-    pub fn len(&self) -> usize {
-        self.0.lock().map(|m| m.len()).unwrap_or(0)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
     /// Drops every entry for which `f` is false.
     pub fn retain(&self, f: impl FnMut(&K, &mut V) -> bool) {
         if let Ok(mut m) = self.0.lock() {

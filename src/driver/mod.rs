@@ -105,10 +105,6 @@ impl Driver {
         &self.ext
     }
 
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
     /// The Neutron network behind a Docker network: cache, else by its two id tags.
     pub(crate) async fn net_info(&self, docker_net_id: &str) -> Result<Option<NetInfo>> {
         if let Some(n) = self.cache.networks.get(&docker_net_id.to_string()) {

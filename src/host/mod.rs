@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use crate::names;
-use binding::{BindContext, Binder};
+use binding::BindContext;
 use netlink::Netlink;
 
 #[derive(Debug, Error, Clone)]
@@ -109,10 +109,8 @@ impl Plumber {
         if let Ok(binder) = binding::select(&bind.vif_type, &self.bindir, &self.host) {
             let mut ctx = bind.clone();
             ctx.ifname = host_if.clone();
-            if binder != Binder::Bridge {
-                if let Err(e) = binder.unbind(&self.nl, &ctx).await {
-                    first_err = Some(e);
-                }
+            if let Err(e) = binder.unbind(&self.nl, &ctx).await {
+                first_err = Some(e);
             }
         }
         self.nl.delete(&host_if).await?;

@@ -99,9 +99,6 @@ impl Extensions {
     pub fn tags(&self) -> bool {
         self.has("standard-attr-tag") || self.has("tag-ext")
     }
-    pub fn tags_on_networks(&self) -> bool {
-        self.tags() || self.has("tag")
-    }
     pub fn aliases(&self) -> &[String] {
         &self.aliases
     }
