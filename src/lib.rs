@@ -9,11 +9,13 @@
 //! - [`metrics`]: Prometheus metrics
 //! - [`docker`]: a small Docker API client for doctor and gc (never on the request path)
 //! - [`commands`]: the CLI subcommands
+//! - [`fuzzing`]: the request-handling harness (in-memory Neutron) for fuzzing and replay tests
 
 pub mod commands;
 pub mod config;
 pub mod docker;
 pub mod driver;
+pub mod fuzzing;
 pub mod host;
 pub mod metrics;
 pub mod names;

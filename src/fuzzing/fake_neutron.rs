@@ -1,0 +1,818 @@
+//! An in-memory Neutron speaking the REST subset kuryr uses (networks, subnets, subnetpools,
+//! ports, security groups and rules, tags, filters). It exists to drive the real handlers
+//! fast and deterministically under fuzzing; features are tested against the real Neutron.
+//!
+//! Ids are counters formatted as UUIDs, so a seed corpus can name the pool or port a
+//! previous call made. Errors use Neutron's `{"NeutronError": ...}` shape.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http_body_util::BodyExt;
+use ipnet::IpNet;
+use serde_json::{json, Map, Value};
+
+type Obj = Map<String, Value>;
+
+/// Collections served, with the key of one object in request and answer bodies.
+const COLLECTIONS: &[(&str, &str)] = &[
+    ("networks", "network"),
+    ("subnets", "subnet"),
+    ("subnetpools", "subnetpool"),
+    ("ports", "port"),
+    ("security-groups", "security_group"),
+    ("security-group-rules", "security_group_rule"),
+];
+
+const EXTENSIONS: &[&str] = &[
+    "subnet_allocation",
+    "standard-attr-tag",
+    "binding",
+    "security-group",
+    "allowed-address-pairs",
+];
+
+#[derive(Default, Debug)]
+pub struct FakeState {
+    next_id: u64,
+    /// collection -> id -> object; BTreeMap so listings and snapshots are ordered.
+    res: BTreeMap<String, BTreeMap<String, Obj>>,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeNeutron {
+    state: Arc<Mutex<FakeState>>,
+}
+
+fn err(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    let body = json!({"NeutronError": {"type": kind, "message": message.into(), "detail": ""}});
+    (status, body.to_string()).into_response()
+}
+
+/// An error answer on its way out of a helper (boxed: a Response is large).
+type Fail = Box<Response>;
+
+fn fail(status: StatusCode, kind: &str, message: impl Into<String>) -> Fail {
+    Box::new(err(status, kind, message))
+}
+
+fn missing(c: &str, id: &str) -> Fail {
+    Box::new(not_found(c, id))
+}
+
+fn ok(status: StatusCode, body: Value) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn singular(coll: &str) -> Option<&'static str> {
+    COLLECTIONS
+        .iter()
+        .find(|(c, _)| *c == coll)
+        .map(|(_, s)| *s)
+}
+
+fn s<'a>(o: &'a Obj, k: &str) -> &'a str {
+    o.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+impl FakeNeutron {
+    /// Serves on an ephemeral loopback port; returns the endpoint URL (with `/v2.0`'s parent).
+    pub async fn start(&self) -> std::io::Result<String> {
+        let l = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = l.local_addr()?;
+        let app = Router::new().fallback(handle).with_state(self.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app).await;
+        });
+        Ok(format!("http://{addr}"))
+    }
+
+    /// Forgets every resource (ids restart too, so a replayed input sees the same ids).
+    pub fn reset(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            *st = FakeState::default();
+        }
+    }
+
+    /// Every resource as JSON, without the id counter: equal snapshots mean nothing changed.
+    pub fn snapshot(&self) -> Value {
+        match self.state.lock() {
+            Ok(st) => json!(st.res),
+            Err(_) => Value::Null,
+        }
+    }
+
+    /// Number of objects in one collection.
+    pub fn count(&self, coll: &str) -> usize {
+        self.state
+            .lock()
+            .map(|st| st.res.get(coll).map_or(0, BTreeMap::len))
+            .unwrap_or(0)
+    }
+}
+
+async fn handle(State(fake): State<FakeNeutron>, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return err(StatusCode::BAD_REQUEST, "BadRequest", "unreadable body"),
+    };
+    let Ok(mut st) = fake.state.lock() else {
+        return err(StatusCode::INTERNAL_SERVER_ERROR, "Internal", "poisoned");
+    };
+    let parts: Vec<&str> = path
+        .trim_start_matches('/')
+        .trim_start_matches("v2.0/")
+        .split('/')
+        .collect();
+    let body: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return err(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
+        }
+    };
+    st.route(&method, &parts, &query, body)
+}
+
+/// Decodes `a=1&b=x%2Cy` into pairs (repeated keys kept).
+fn query_pairs(q: &str) -> Vec<(String, String)> {
+    fn dec(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < b.len() => {
+                    match std::str::from_utf8(&b[i + 1..i + 3])
+                        .ok()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    {
+                        Some(v) => {
+                            out.push(v);
+                            i += 2;
+                        }
+                        None => out.push(b'%'),
+                    }
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (dec(k), dec(v)),
+            None => (dec(p), String::new()),
+        })
+        .collect()
+}
+
+fn tags_of(o: &Obj) -> Vec<String> {
+    o.get("tags")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Neutron's filter semantics: repeated keys are alternatives; `tags` all, `tags-any` any;
+/// `fixed_ips=ip_address=..`/`subnet_id=..` match one of the port's addresses.
+fn matches(o: &Obj, filters: &BTreeMap<String, Vec<String>>) -> bool {
+    filters.iter().all(|(k, vals)| match k.as_str() {
+        "fields" | "limit" | "marker" | "sort_key" | "sort_dir" => true,
+        "tags" => {
+            let have = tags_of(o);
+            vals.iter()
+                .flat_map(|v| v.split(','))
+                .all(|t| have.iter().any(|h| h == t))
+        }
+        "tags-any" => {
+            let have = tags_of(o);
+            vals.iter()
+                .flat_map(|v| v.split(','))
+                .any(|t| have.iter().any(|h| h == t))
+        }
+        "not-tags" => {
+            let have = tags_of(o);
+            !vals
+                .iter()
+                .flat_map(|v| v.split(','))
+                .all(|t| have.iter().any(|h| h == t))
+        }
+        "fixed_ips" => {
+            let ips = o.get("fixed_ips").and_then(Value::as_array);
+            vals.iter().all(|v| {
+                let Some((fk, fv)) = v.split_once('=') else {
+                    return false;
+                };
+                ips.is_some_and(|ips| {
+                    ips.iter()
+                        .any(|ip| ip.get(fk).and_then(Value::as_str) == Some(fv))
+                })
+            })
+        }
+        _ => {
+            let have = match o.get(k) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Bool(b)) => b.to_string(),
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::Null) | None => String::new(),
+                Some(Value::Array(a)) => {
+                    // e.g. `prefixes`: matches when one element equals the value.
+                    return vals
+                        .iter()
+                        .any(|v| a.iter().any(|e| e.as_str() == Some(v.as_str())));
+                }
+                Some(_) => return false,
+            };
+            vals.contains(&have)
+        }
+    })
+}
+
+impl FakeState {
+    fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("00000000-0000-4000-8000-{:012x}", self.next_id)
+    }
+
+    fn coll(&mut self, c: &str) -> &mut BTreeMap<String, Obj> {
+        self.res.entry(c.to_string()).or_default()
+    }
+
+    fn get(&self, c: &str, id: &str) -> Option<&Obj> {
+        self.res.get(c).and_then(|m| m.get(id))
+    }
+
+    fn all(&self, c: &str) -> impl Iterator<Item = &Obj> {
+        self.res.get(c).into_iter().flat_map(|m| m.values())
+    }
+
+    fn route(&mut self, method: &Method, parts: &[&str], query: &str, body: Value) -> Response {
+        match (method, parts) {
+            (&Method::GET, ["extensions"]) => ok(
+                StatusCode::OK,
+                json!({"extensions": EXTENSIONS.iter().map(|a| json!({"alias": a, "name": a})).collect::<Vec<_>>()}),
+            ),
+            (&Method::GET, [c]) => {
+                let Some(_) = singular(c) else {
+                    return err(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        format!("no resource {c}"),
+                    );
+                };
+                let mut filters: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for (k, v) in query_pairs(query) {
+                    filters.entry(k).or_default().push(v);
+                }
+                let found: Vec<Value> = self
+                    .all(c)
+                    .filter(|o| matches(o, &filters))
+                    .map(|o| Value::Object(o.clone()))
+                    .collect();
+                ok(StatusCode::OK, json!({ *c: found }))
+            }
+            (&Method::POST, [c]) => self.create(c, body),
+            (&Method::GET, [c, id]) => match (singular(c), self.get(c, id)) {
+                (Some(key), Some(o)) => ok(StatusCode::OK, json!({ key: o })),
+                _ => not_found(c, id),
+            },
+            (&Method::PUT, [c, id]) => self.update(c, id, body),
+            (&Method::DELETE, [c, id]) => self.delete(c, id),
+            (&Method::PUT, [c, id, "tags"]) => {
+                let Some(tags) = body.get("tags").and_then(Value::as_array).cloned() else {
+                    return err(StatusCode::BAD_REQUEST, "BadRequest", "tags must be a list");
+                };
+                match self.coll(c).get_mut(*id) {
+                    Some(o) => {
+                        o.insert("tags".into(), Value::Array(tags.clone()));
+                        ok(StatusCode::OK, json!({ "tags": tags }))
+                    }
+                    None => not_found(c, id),
+                }
+            }
+            (&Method::PUT, [c, id, "tags", tag]) => match self.coll(c).get_mut(*id) {
+                Some(o) => {
+                    let mut tags = tags_of(o);
+                    if !tags.iter().any(|t| t == tag) {
+                        tags.push(tag.to_string());
+                    }
+                    o.insert("tags".into(), json!(tags));
+                    StatusCode::CREATED.into_response()
+                }
+                None => not_found(c, id),
+            },
+            (&Method::DELETE, [c, id, "tags", tag]) => match self.coll(c).get_mut(*id) {
+                Some(o) => {
+                    let mut tags = tags_of(o);
+                    let before = tags.len();
+                    tags.retain(|t| t != tag);
+                    if tags.len() == before {
+                        return err(StatusCode::NOT_FOUND, "TagNotFound", format!("tag {tag}"));
+                    }
+                    o.insert("tags".into(), json!(tags));
+                    StatusCode::NO_CONTENT.into_response()
+                }
+                None => not_found(c, id),
+            },
+            _ => err(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{method} /{} is not served", parts.join("/")),
+            ),
+        }
+    }
+
+    fn create(&mut self, c: &str, body: Value) -> Response {
+        let Some(key) = singular(c) else {
+            return err(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("no resource {c}"),
+            );
+        };
+        // Bulk: `{"ports": [...]}`; all or nothing, as Neutron's bulk is.
+        if let Some(list) = body.get(c).and_then(Value::as_array) {
+            let snapshot = self.res.clone();
+            let mut made = Vec::new();
+            for item in list {
+                match self.create_one(c, item) {
+                    Ok(o) => made.push(Value::Object(o)),
+                    Err(e) => {
+                        self.res = snapshot;
+                        return *e;
+                    }
+                }
+            }
+            return ok(StatusCode::CREATED, json!({ c: made }));
+        }
+        match body.get(key) {
+            Some(item) => match self.create_one(c, item) {
+                Ok(o) => ok(StatusCode::CREATED, json!({ key: o })),
+                Err(e) => *e,
+            },
+            None => err(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("body lacks {key}"),
+            ),
+        }
+    }
+
+    fn create_one(&mut self, c: &str, item: &Value) -> Result<Obj, Fail> {
+        let Some(input) = item.as_object() else {
+            return Err(fail(StatusCode::BAD_REQUEST, "BadRequest", "not an object"));
+        };
+        let mut o = input.clone();
+        let id = self.new_id();
+        o.insert("id".into(), json!(id));
+        o.entry("tags").or_insert(json!([]));
+        o.entry("name").or_insert(json!(""));
+        o.entry("project_id").or_insert(json!("fake-project"));
+        o.entry("tenant_id").or_insert(json!("fake-project"));
+        match c {
+            "networks" => {
+                o.entry("status").or_insert(json!("ACTIVE"));
+                o.entry("admin_state_up").or_insert(json!(true));
+                o.entry("shared").or_insert(json!(false));
+                o.entry("mtu").or_insert(json!(1450));
+                o.insert("subnets".into(), json!([]));
+            }
+            "subnetpools" => {
+                let prefixes: Vec<IpNet> = o
+                    .get("prefixes")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(|p| p.as_str()?.parse().ok()).collect())
+                    .unwrap_or_default();
+                let Some(first) = prefixes.first() else {
+                    return Err(fail(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        "prefixes required",
+                    ));
+                };
+                let version = if first.addr().is_ipv4() { 4 } else { 6 };
+                o.insert("ip_version".into(), json!(version));
+                o.insert(
+                    "prefixes".into(),
+                    json!(prefixes
+                        .iter()
+                        .map(|p| p.trunc().to_string())
+                        .collect::<Vec<_>>()),
+                );
+                o.entry("default_prefixlen")
+                    .or_insert(json!(first.prefix_len()));
+            }
+            "subnets" => self.fill_subnet(&mut o)?,
+            "ports" => self.fill_port(&mut o, None)?,
+            "security-groups" => {
+                o.insert("security_group_rules".into(), json!([]));
+            }
+            "security-group-rules"
+                if self
+                    .get("security-groups", s(&o, "security_group_id"))
+                    .is_none() =>
+            {
+                return Err(missing("security-groups", s(&o, "security_group_id")));
+            }
+            _ => {}
+        }
+        self.coll(c).insert(id.clone(), o.clone());
+        if c == "subnets" {
+            let net = s(&o, "network_id").to_string();
+            if let Some(n) = self.coll("networks").get_mut(&net) {
+                if let Some(Value::Array(a)) = n.get_mut("subnets") {
+                    a.push(json!(id));
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    fn fill_subnet(&mut self, o: &mut Obj) -> Result<(), Fail> {
+        let net = s(o, "network_id").to_string();
+        if self.get("networks", &net).is_none() {
+            return Err(missing("networks", &net));
+        }
+        let pool_id = s(o, "subnetpool_id").to_string();
+        let cidr: IpNet = match o.get("cidr").and_then(Value::as_str) {
+            Some(c) => c
+                .parse::<IpNet>()
+                .map_err(|_| {
+                    fail(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        format!("invalid cidr {c}"),
+                    )
+                })?
+                .trunc(),
+            None => {
+                let Some(pool) = self.get("subnetpools", &pool_id).cloned() else {
+                    return Err(fail(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        "cidr or subnetpool_id required",
+                    ));
+                };
+                let len = o
+                    .get("prefixlen")
+                    .and_then(Value::as_u64)
+                    .or_else(|| pool.get("default_prefixlen").and_then(Value::as_u64))
+                    .unwrap_or(24) as u8;
+                let used: Vec<IpNet> = self
+                    .all("subnets")
+                    .filter(|sn| s(sn, "subnetpool_id") == pool_id)
+                    .filter_map(|sn| s(sn, "cidr").parse().ok())
+                    .collect();
+                let prefixes: Vec<IpNet> = pool
+                    .get("prefixes")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(|p| p.as_str()?.parse().ok()).collect())
+                    .unwrap_or_default();
+                let free = prefixes.iter().find_map(|p| {
+                    p.subnets(len).ok()?.take(256).find(|c| {
+                        !used
+                            .iter()
+                            .any(|u| u.contains(&c.network()) || c.contains(&u.network()))
+                    })
+                });
+                free.ok_or_else(|| {
+                    fail(
+                        StatusCode::CONFLICT,
+                        "SubnetAllocationError",
+                        "pool exhausted",
+                    )
+                })?
+            }
+        };
+        if !pool_id.is_empty() {
+            let Some(pool) = self.get("subnetpools", &pool_id) else {
+                return Err(missing("subnetpools", &pool_id));
+            };
+            let inside = pool
+                .get("prefixes")
+                .and_then(Value::as_array)
+                .is_some_and(|a| {
+                    a.iter()
+                        .filter_map(|p| p.as_str()?.parse::<IpNet>().ok())
+                        .any(|p| p.contains(&cidr))
+                });
+            if !inside {
+                return Err(fail(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!("{cidr} is not in pool {pool_id}"),
+                ));
+            }
+        }
+        let overlaps = self.all("subnets").any(|sn| {
+            s(sn, "network_id") == net
+                && s(sn, "cidr")
+                    .parse::<IpNet>()
+                    .is_ok_and(|u| u.contains(&cidr.network()) || cidr.contains(&u.network()))
+        });
+        if overlaps {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("{cidr} overlaps another subnet"),
+            ));
+        }
+        o.insert("cidr".into(), json!(cidr.to_string()));
+        o.insert(
+            "ip_version".into(),
+            json!(if cidr.addr().is_ipv4() { 4 } else { 6 }),
+        );
+        if !o.contains_key("gateway_ip") {
+            let gw = cidr.hosts().next().map(|h| h.to_string());
+            o.insert("gateway_ip".into(), json!(gw));
+        }
+        o.entry("enable_dhcp").or_insert(json!(true));
+        o.entry("subnetpool_id").or_insert(Value::Null);
+        Ok(())
+    }
+
+    /// Allocates addresses and a MAC; `id` is the port's own id on update (its addresses and
+    /// MAC do not conflict with themselves).
+    fn fill_port(&mut self, o: &mut Obj, id: Option<&str>) -> Result<(), Fail> {
+        let net = s(o, "network_id").to_string();
+        if self.get("networks", &net).is_none() {
+            return Err(missing("networks", &net));
+        }
+        let others: Vec<Obj> = self
+            .all("ports")
+            .filter(|p| s(p, "network_id") == net && Some(s(p, "id")) != id)
+            .cloned()
+            .collect();
+        let used: Vec<String> = others
+            .iter()
+            .flat_map(|p| {
+                p.get("fixed_ips")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|ip| ip.get("ip_address")?.as_str().map(str::to_string))
+            .collect();
+        let mac = match o.get("mac_address").and_then(Value::as_str) {
+            Some(m) => m.to_ascii_lowercase(),
+            None => {
+                let n = self.next_id;
+                format!(
+                    "fa:16:3e:{:02x}:{:02x}:{:02x}",
+                    (n >> 16) & 0xff,
+                    (n >> 8) & 0xff,
+                    n & 0xff
+                )
+            }
+        };
+        if others.iter().any(|p| s(p, "mac_address") == mac) {
+            return Err(fail(
+                StatusCode::CONFLICT,
+                "MacAddressInUse",
+                format!("MAC {mac} is in use on network {net}"),
+            ));
+        }
+        let subnets: Vec<Obj> = self
+            .all("subnets")
+            .filter(|sn| s(sn, "network_id") == net)
+            .cloned()
+            .collect();
+        let wanted: Vec<Value> = match o.get("fixed_ips").and_then(Value::as_array) {
+            Some(a) => a.clone(),
+            None => subnets
+                .iter()
+                .take(1)
+                .map(|sn| json!({"subnet_id": s(sn, "id")}))
+                .collect(),
+        };
+        let mut fixed = Vec::new();
+        let mut taken = used.clone();
+        for w in &wanted {
+            let ip_req = w.get("ip_address").and_then(Value::as_str);
+            let sub = match w.get("subnet_id").and_then(Value::as_str) {
+                Some(id) => subnets.iter().find(|sn| s(sn, "id") == id),
+                None => ip_req.and_then(|ip| {
+                    let ip: IpAddr = ip.parse().ok()?;
+                    subnets.iter().find(|sn| {
+                        s(sn, "cidr")
+                            .parse::<IpNet>()
+                            .is_ok_and(|c| c.contains(&ip))
+                    })
+                }),
+            };
+            let Some(sub) = sub else {
+                return Err(fail(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidInput",
+                    format!("no subnet for {w}"),
+                ));
+            };
+            let cidr: IpNet = s(sub, "cidr")
+                .parse()
+                .map_err(|_| fail(StatusCode::INTERNAL_SERVER_ERROR, "Internal", "bad cidr"))?;
+            let ip = match ip_req {
+                Some(ip) => {
+                    let addr: IpAddr = ip.parse().map_err(|_| {
+                        fail(
+                            StatusCode::BAD_REQUEST,
+                            "InvalidInput",
+                            format!("invalid IP {ip}"),
+                        )
+                    })?;
+                    if !cidr.contains(&addr) {
+                        return Err(fail(
+                            StatusCode::BAD_REQUEST,
+                            "InvalidIpForSubnet",
+                            format!("{ip} not in {cidr}"),
+                        ));
+                    }
+                    if taken.iter().any(|t| t == ip) {
+                        return Err(fail(
+                            StatusCode::CONFLICT,
+                            "IpAddressAlreadyAllocated",
+                            format!(
+                                "IP address {ip} already allocated in subnet {}",
+                                s(sub, "id")
+                            ),
+                        ));
+                    }
+                    addr.to_string()
+                }
+                None => {
+                    let gw = s(sub, "gateway_ip").to_string();
+                    cidr.hosts()
+                        .take(4096)
+                        .map(|h| h.to_string())
+                        .find(|h| *h != gw && !taken.contains(h))
+                        .ok_or_else(|| {
+                            fail(
+                                StatusCode::CONFLICT,
+                                "IpAddressGenerationFailure",
+                                format!("no more addresses in {cidr}"),
+                            )
+                        })?
+                }
+            };
+            taken.push(ip.clone());
+            fixed.push(json!({"subnet_id": s(sub, "id"), "ip_address": ip}));
+        }
+        o.insert("fixed_ips".into(), json!(fixed));
+        o.insert("mac_address".into(), json!(mac));
+        o.entry("status").or_insert(json!("DOWN"));
+        o.entry("admin_state_up").or_insert(json!(true));
+        o.entry("device_owner").or_insert(json!(""));
+        o.entry("device_id").or_insert(json!(""));
+        o.entry("security_groups").or_insert(json!([]));
+        o.entry("allowed_address_pairs").or_insert(json!([]));
+        o.entry("binding:vnic_type").or_insert(json!("normal"));
+        // Bound to a host: the L2 agent of a real Neutron would say `bridge` and ACTIVE.
+        if s(o, "binding:host_id").is_empty() {
+            o.insert("binding:host_id".into(), json!(""));
+            o.insert("binding:vif_type".into(), json!("unbound"));
+        } else {
+            o.insert("binding:vif_type".into(), json!("bridge"));
+            o.insert("binding:vif_details".into(), json!({}));
+            o.insert("status".into(), json!("ACTIVE"));
+        }
+        Ok(())
+    }
+
+    fn update(&mut self, c: &str, id: &str, body: Value) -> Response {
+        let Some(key) = singular(c) else {
+            return err(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("no resource {c}"),
+            );
+        };
+        let Some(mut o) = self.get(c, id).cloned() else {
+            return not_found(c, id);
+        };
+        let Some(changes) = body.get(key).and_then(Value::as_object) else {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("body lacks {key}"),
+            );
+        };
+        if c == "ports" {
+            let bound = s(&o, "binding:vif_type") != "unbound";
+            if let Some(m) = changes.get("mac_address").and_then(Value::as_str) {
+                if bound && !m.eq_ignore_ascii_case(s(&o, "mac_address")) {
+                    return err(
+                        StatusCode::CONFLICT,
+                        "PortBound",
+                        "cannot change the MAC of a bound port",
+                    );
+                }
+            }
+        }
+        for (k, v) in changes {
+            if k != "id" {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        if c == "ports" {
+            if let Err(e) = self.fill_port(&mut o, Some(id)) {
+                return *e;
+            }
+        }
+        self.coll(c).insert(id.to_string(), o.clone());
+        ok(StatusCode::OK, json!({ key: o }))
+    }
+
+    fn delete(&mut self, c: &str, id: &str) -> Response {
+        if self.get(c, id).is_none() {
+            return not_found(c, id);
+        }
+        let in_use = |msg: String| err(StatusCode::CONFLICT, "InUse", msg);
+        match c {
+            "networks" => {
+                if self.all("ports").any(|p| {
+                    s(p, "network_id") == id && !s(p, "device_owner").starts_with("network:")
+                }) {
+                    return in_use(format!("network {id} has ports"));
+                }
+                self.coll("ports").retain(|_, p| s(p, "network_id") != id);
+                self.coll("subnets")
+                    .retain(|_, sn| s(sn, "network_id") != id);
+            }
+            "subnets" => {
+                let used = self.all("ports").any(|p| {
+                    p.get("fixed_ips")
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| {
+                            a.iter()
+                                .any(|ip| ip.get("subnet_id").and_then(Value::as_str) == Some(id))
+                        })
+                });
+                if used {
+                    return in_use(format!("subnet {id} has allocated addresses"));
+                }
+                for n in self.coll("networks").values_mut() {
+                    if let Some(Value::Array(a)) = n.get_mut("subnets") {
+                        a.retain(|x| x.as_str() != Some(id));
+                    }
+                }
+            }
+            "subnetpools" if self.all("subnets").any(|sn| s(sn, "subnetpool_id") == id) => {
+                return in_use(format!("subnetpool {id} has subnets"));
+            }
+            "security-groups" => {
+                let used = self.all("ports").any(|p| {
+                    p.get("security_groups")
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| a.iter().any(|g| g.as_str() == Some(id)))
+                });
+                if used {
+                    return in_use(format!("security group {id} is in use"));
+                }
+                self.coll("security-group-rules")
+                    .retain(|_, r| s(r, "security_group_id") != id);
+            }
+            _ => {}
+        }
+        self.coll(c).remove(id);
+        Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .body(Body::empty())
+            .unwrap_or_else(|_| StatusCode::NO_CONTENT.into_response())
+    }
+}
+
+fn not_found(c: &str, id: &str) -> Response {
+    let kind = match singular(c) {
+        Some("network") => "NetworkNotFound",
+        Some("subnet") => "SubnetNotFound",
+        Some("port") => "PortNotFound",
+        _ => "NotFound",
+    };
+    err(
+        StatusCode::NOT_FOUND,
+        kind,
+        format!("{c} {id} could not be found"),
+    )
+}

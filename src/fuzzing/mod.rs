@@ -1,0 +1,177 @@
+//! Request-handling harness shared by the `handle_sequence` fuzz target and the replay test:
+//! a sequence of libnetwork calls goes through the real router and driver against the
+//! in-memory [`fake_neutron::FakeNeutron`], and every answer is checked:
+//!
+//! - the server never panics (a panic is the fuzzer's finding);
+//! - every non-200 answer is JSON with a non-empty `Err`;
+//! - a 400 (bad input) changes nothing in Neutron.
+//!
+//! Host plumbing runs for real, so callers isolate it with [`isolate_network`] first.
+
+pub mod fake_neutron;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::config::Config;
+use crate::driver::Driver;
+use crate::neutron::Neutron;
+use fake_neutron::FakeNeutron;
+
+/// The methods an input byte selects from (modulo its length).
+pub const METHODS: &[&str] = &[
+    "Plugin.Activate",
+    "NetworkDriver.GetCapabilities",
+    "NetworkDriver.CreateNetwork",
+    "NetworkDriver.DeleteNetwork",
+    "NetworkDriver.CreateEndpoint",
+    "NetworkDriver.EndpointOperInfo",
+    "NetworkDriver.DeleteEndpoint",
+    "NetworkDriver.Join",
+    "NetworkDriver.Leave",
+    "NetworkDriver.DiscoverNew",
+    "NetworkDriver.ProgramExternalConnectivity",
+    "NetworkDriver.RevokeExternalConnectivity",
+    "NetworkDriver.AllocateNetwork",
+    "NetworkDriver.FreeNetwork",
+    "IpamDriver.GetCapabilities",
+    "IpamDriver.GetDefaultAddressSpaces",
+    "IpamDriver.RequestPool",
+    "IpamDriver.ReleasePool",
+    "IpamDriver.RequestAddress",
+    "IpamDriver.ReleaseAddress",
+];
+
+/// Separates calls in an input; never part of UTF-8 text, so JSON bodies cannot contain it.
+pub const SEPARATOR: u8 = 0xff;
+/// Calls per input beyond this are ignored: long sequences add time, not coverage.
+pub const MAX_CALLS: usize = 12;
+
+/// Encodes a call sequence in the input format (for seeds and tests).
+pub fn encode(calls: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, (method, body)) in calls.iter().enumerate() {
+        if i > 0 {
+            out.push(SEPARATOR);
+        }
+        let idx = METHODS.iter().position(|m| m == method).unwrap_or(0);
+        out.push(idx as u8);
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
+}
+
+/// Moves the calling thread into a new, empty network namespace with loopback up, so host
+/// plumbing exercised by fuzzing cannot touch the machine's interfaces. Returns false when
+/// not permitted (unprivileged: netlink changes then fail with EPERM, equally harmless).
+/// Must run before the thread opens sockets or starts a runtime.
+pub fn isolate_network() -> bool {
+    // SAFETY: unshare only changes this thread's namespace membership.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return false;
+    }
+    // Loopback starts down in a new namespace; the fake Neutron listens on it.
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return false;
+    };
+    rt.block_on(async {
+        match crate::host::netlink::Netlink::connect() {
+            Ok(nl) => nl.configure("lo", None, None, true).await.is_ok(),
+            Err(_) => false,
+        }
+    })
+}
+
+/// One answer: method, HTTP status, JSON body.
+pub type Answer = (String, u16, Value);
+
+pub struct Harness {
+    pub fake: FakeNeutron,
+    cfg: Arc<Config>,
+    /// Shared across inputs: a client per input would spend most of the time on TLS set-up
+    /// and connections, and it keeps no state that changes what a handler does.
+    neutron: Neutron,
+}
+
+impl Harness {
+    pub async fn new() -> std::io::Result<Self> {
+        crate::neutron::install_crypto_provider();
+        let fake = FakeNeutron::default();
+        let endpoint = fake.start().await?;
+        let conf = format!(
+            "[DEFAULT]\nhost = fuzz-host\nbindir = /nonexistent/kuryr-fuzz\n\
+             [neutron]\nendpoint = {endpoint}\ntimeout = 5\n"
+        );
+        let cfg = Config::parse("fuzz", &conf)
+            .map_err(|e| std::io::Error::other(format!("harness config: {e}")))?
+            .config;
+        let neutron = Neutron::new(&cfg.neutron)
+            .map_err(|e| std::io::Error::other(format!("harness client: {e}")))?;
+        Ok(Harness {
+            fake,
+            cfg: Arc::new(cfg),
+            neutron,
+        })
+    }
+
+    /// Runs one input from an empty Neutron and a fresh driver; `Err` names the broken
+    /// invariant.
+    pub async fn run(&self, data: &[u8]) -> Result<Vec<Answer>, String> {
+        self.fake.reset();
+        let driver = Driver::new(self.cfg.clone(), self.neutron.clone())
+            .await
+            .map_err(|e| format!("driver start: {e}"))?;
+        let app = crate::server::router(Arc::new(driver));
+        let mut answers = Vec::new();
+        for chunk in data.split(|b| *b == SEPARATOR).take(MAX_CALLS) {
+            let Some((sel, body)) = chunk.split_first() else {
+                continue;
+            };
+            let method = METHODS[*sel as usize % METHODS.len()];
+            let before = self.fake.snapshot();
+            let req = Request::post(format!("/{method}"))
+                .body(Body::from(body.to_vec()))
+                .map_err(|e| format!("request: {e}"))?;
+            let resp = app
+                .clone()
+                .oneshot(req)
+                .await
+                .map_err(|e| format!("router: {e}"))?;
+            let status = resp.status().as_u16();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("{method}: unreadable answer: {e}"))?
+                .to_bytes();
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                format!(
+                    "{method}: answer is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })?;
+            if status != 200 {
+                let msg = v.get("Err").and_then(Value::as_str).unwrap_or("");
+                if msg.is_empty() {
+                    return Err(format!("{method}: status {status} without an Err: {v}"));
+                }
+                if status == 400 && self.fake.snapshot() != before {
+                    return Err(format!(
+                        "{method}: answered 400 ({msg}) but changed Neutron; body {}",
+                        String::from_utf8_lossy(body)
+                    ));
+                }
+            }
+            answers.push((method.to_string(), status, v));
+        }
+        Ok(answers)
+    }
+}
