@@ -32,6 +32,41 @@ pub fn existing_net_tag(docker_net_id: &str) -> String {
     format!("{TAG_NET_EXISTING}{}", prefix(docker_net_id, 12))
 }
 
+/// Whether a Neutron network is used by a Docker network other than `ours` (this host's
+/// Docker networks on it, when known). Kuryr's multi-host pattern is one Docker network
+/// per host on one Neutron network: the Docker network that made it (`kuryr-net-<id>`)
+/// carries its two id tags, every other one adopts it with its own
+/// `kuryr.net.existing:<id>` tag.
+pub fn used_by_other_docker_networks(net_name: &str, tags: &[String], ours: &[String]) -> bool {
+    let mine: Vec<String> = ours.iter().map(|id| existing_net_tag(id)).collect();
+    if tags
+        .iter()
+        .any(|t| t.starts_with(TAG_NET_EXISTING) && !mine.contains(t))
+    {
+        return true;
+    }
+    creator_present(net_name, tags) && !net_name_is_ours(net_name, ours)
+}
+
+/// `kuryr-net-` and the 8 hex digits of the Docker network that made it.
+pub fn is_kuryr_net_name(name: &str) -> bool {
+    name.strip_prefix(NET_NAME_PREFIX)
+        .is_some_and(|p| p.len() == 8 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether the Docker network that made this `kuryr-net-` network still tags it.
+pub fn creator_present(net_name: &str, tags: &[String]) -> bool {
+    let Some(p) = net_name.strip_prefix(NET_NAME_PREFIX) else {
+        return false;
+    };
+    let low = format!("{TAG_LOW}{p}");
+    !p.is_empty() && tags.iter().any(|t| t.starts_with(&low))
+}
+
+fn net_name_is_ours(net_name: &str, ours: &[String]) -> bool {
+    ours.iter().any(|id| network_name(id) == net_name)
+}
+
 pub fn network_name(docker_net_id: &str) -> String {
     format!("{NET_NAME_PREFIX}{}", prefix(docker_net_id, 8))
 }
@@ -106,6 +141,40 @@ mod tests {
         assert_eq!(id_from_tags(&t).as_deref(), Some(NET));
         assert!(has_id_tags(&t, NET));
         assert_eq!(id_tags("abc"), vec!["kuryr.net.uuid.lh:abc".to_string()]);
+    }
+
+    #[test]
+    fn other_docker_networks_are_seen_by_their_tags() {
+        let other = "ab".repeat(32);
+        let ours = vec![NET.to_string()];
+        // Adopted by us only.
+        let mut tags = id_tags(NET);
+        tags.push(existing_net_tag(NET));
+        assert!(!used_by_other_docker_networks("net", &tags, &ours));
+        // Adopted by another host's Docker network too.
+        tags.extend(id_tags(&other));
+        tags.push(existing_net_tag(&other));
+        assert!(used_by_other_docker_networks("net", &tags, &ours));
+        // We do not know which is ours (cold cache): every user counts.
+        assert!(used_by_other_docker_networks(
+            "net",
+            &[existing_net_tag(NET)],
+            &[]
+        ));
+        // Made by another host's Docker network, adopted by us.
+        let mut tags = id_tags(&other);
+        tags.extend(id_tags(NET));
+        tags.push(existing_net_tag(NET));
+        let made = network_name(&other);
+        assert!(creator_present(&made, &tags));
+        assert!(used_by_other_docker_networks(&made, &tags, &ours));
+        // Made by us, nobody else: not shared; the creator gone: not present.
+        assert!(!used_by_other_docker_networks(
+            &network_name(NET),
+            &id_tags(NET),
+            &ours
+        ));
+        assert!(!creator_present(&made, &id_tags(NET)));
     }
 
     #[test]

@@ -57,6 +57,20 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
     pub fn remove(&self, k: &K) -> Option<V> {
         self.0.lock().ok()?.remove(k)
     }
+    /// Keys of the entries whose value matches `f`.
+    pub fn keys_where(&self, f: impl Fn(&V) -> bool) -> Vec<K>
+    where
+        K: Clone,
+    {
+        match self.0.lock() {
+            Ok(m) => m
+                .iter()
+                .filter(|(_, v)| f(v))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
     /// Drops every entry for which `f` is false.
     pub fn retain(&self, f: impl FnMut(&K, &mut V) -> bool) {
         if let Ok(mut m) = self.0.lock() {

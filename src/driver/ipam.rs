@@ -692,8 +692,28 @@ impl Driver {
         let is_kuryr = pool
             .name
             .starts_with(&format!("{}-", self.cfg.subnetpool_name_prefix));
+        let mut shared = false;
         for s in &subnets {
             if s.name.starts_with(names::SUBNET_NAME_PREFIX) {
+                // Another host's Docker network still uses this subnet: it stays, with
+                // its pool and its ports.
+                let net: Option<Network> = match self.neutron.get(&s.network_id).await {
+                    Ok(n) => Some(n),
+                    Err(e) if e.is_not_found() => None,
+                    Err(e) => return Err(e.into()),
+                };
+                // This host's Docker networks on it, as far as this process knows them.
+                let ours = self
+                    .cache
+                    .networks
+                    .keys_where(|ni| ni.neutron_id == s.network_id);
+                if net
+                    .is_some_and(|n| names::used_by_other_docker_networks(&n.name, &n.tags, &ours))
+                {
+                    tracing::info!(subnet = %s.id, "still used by another Docker network (another host?): kept");
+                    shared = true;
+                    continue;
+                }
                 // Pool ports, and reservations a crash left, would keep the subnet busy.
                 self.pool.drain(&self.neutron, &s.network_id).await;
                 self.sweep_ports(Filters::new().add("fixed_ips", format!("subnet_id={}", s.id)))
@@ -716,7 +736,7 @@ impl Driver {
                 self.neutron.remove_tag::<Subnet>(&s.id, &pool_id).await?;
             }
         }
-        if is_kuryr && !is_default {
+        if is_kuryr && !is_default && !shared {
             match self.neutron.delete_if_exists::<SubnetPool>(&pool_id).await {
                 Ok(()) => {}
                 Err(e) if e.is_conflict() => {
@@ -726,6 +746,32 @@ impl Driver {
             }
         }
         Ok(json!({}))
+    }
+}
+
+impl Driver {
+    /// Deletes a kuryr-made (not default) subnet pool if nothing uses it any more.
+    pub(crate) async fn delete_empty_kuryr_pool(&self, pool_id: &str) {
+        let pool = match self.neutron.get::<SubnetPool>(pool_id).await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let n = &self.cfg.neutron;
+        if !pool
+            .name
+            .starts_with(&format!("{}-", self.cfg.subnetpool_name_prefix))
+            || pool.name == n.default_subnetpool_v4
+            || pool.name == n.default_subnetpool_v6
+            || pool.tags.iter().any(|t| t == names::TAG_POOL_EXISTING)
+        {
+            return;
+        }
+        self.cache.pools.remove(&pool.id);
+        self.cache.pool_names.retain(|_, id| *id != pool.id);
+        match self.neutron.delete_if_exists::<SubnetPool>(pool_id).await {
+            Ok(()) => tracing::info!(pool = %pool_id, "empty kuryr subnetpool deleted"),
+            Err(e) => tracing::info!(pool = %pool_id, error = %e, "subnetpool kept"),
+        }
     }
 }
 

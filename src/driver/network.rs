@@ -366,12 +366,26 @@ impl Driver {
             return Ok(json!({}));
         };
         self.forget_network(id);
-        if info.existing {
+        let net: Network = match self.neutron.get(&info.neutron_id).await {
+            Ok(n) => n,
+            Err(e) if e.is_not_found() => return Ok(json!({})),
+            Err(e) => return Err(e.into()),
+        };
+        // Docker networks on other hosts (or other Docker networks here) naming the same
+        // Neutron network: it, its kuryr subnets and their ports stay theirs.
+        let shared = names::used_by_other_docker_networks(&net.name, &net.tags, &[id.to_string()]);
+        if info.existing || shared {
+            if shared {
+                tracing::info!(network = %info.neutron_id, "still used by another Docker network (another host?): only this network's tags go");
+            }
             // Adopted: only our subnets and our tags go.
-            let subnets: Vec<Subnet> = self
-                .neutron
-                .list(&Filters::new().add("network_id", &info.neutron_id))
-                .await?;
+            let subnets: Vec<Subnet> = if shared {
+                Vec::new()
+            } else {
+                self.neutron
+                    .list(&Filters::new().add("network_id", &info.neutron_id))
+                    .await?
+            };
             for s in subnets
                 .iter()
                 .filter(|s| s.name.starts_with(names::SUBNET_NAME_PREFIX))
@@ -380,9 +394,26 @@ impl Driver {
                     .await;
                 if let Err(e) = self.neutron.delete_if_exists::<Subnet>(&s.id).await {
                     tracing::warn!(subnet = %s.id, error = %e, "could not delete kuryr subnet of adopted network");
+                    continue;
+                }
+                // Docker released the pool before this call while the subnet was still
+                // another host's: its kuryr pool, now empty, goes with the subnet.
+                if let Some(pool_id) = s.subnetpool_id.as_deref() {
+                    self.delete_empty_kuryr_pool(pool_id).await;
                 }
             }
-            let net: Network = self.neutron.get(&info.neutron_id).await?;
+            // Made by a Docker network (another host's) that has left: the last user
+            // removes it, as its creator would have.
+            if !shared
+                && info.existing
+                && names::is_kuryr_net_name(&net.name)
+                && !names::creator_present(&net.name, &net.tags)
+            {
+                self.neutron
+                    .delete_if_exists::<Network>(&info.neutron_id)
+                    .await?;
+                return Ok(json!({}));
+            }
             let mut drop_tags = names::id_tags(id);
             drop_tags.push(names::existing_net_tag(id));
             let keep: Vec<String> = net
