@@ -93,12 +93,37 @@ impl Kuryr {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Kuryr {
+        Self::spawn(None, socket, conf_text, args, env)
+    }
+
+    /// Starts kuryr inside network namespace `ns` with this kuryr.conf text.
+    pub fn start_in_netns(ns: &str, socket: PathBuf, conf_text: &str) -> Kuryr {
+        Self::spawn(Some(ns), socket, conf_text, &[], &[])
+    }
+
+    fn spawn(
+        netns: Option<&str>,
+        socket: PathBuf,
+        conf_text: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Kuryr {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("kuryr.conf");
         std::fs::write(&conf, conf_text).expect("write conf");
         let log = dir.path().join("kuryr.log");
         let logf = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_kuryr"))
+        // In another network namespace (another "host"), through `ip netns exec`, which
+        // execs kuryr in place: the child is kuryr itself.
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_kuryr")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_kuryr")),
+        };
+        let child = cmd
             .args(["serve", "--config-file"])
             .arg(&conf)
             .args(args)

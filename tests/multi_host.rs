@@ -1,0 +1,365 @@
+//! Two Docker hosts, one Neutron network: the multihost profile of `scripts/devenv` gives
+//! two network namespaces (kmh-a, kmh-b), each with its own dockerd and linuxbridge agent
+//! (hosts mh-a, mh-b, VXLAN over an underlay veth). One kuryr per host; a container on A
+//! pings a container on B across the VXLAN underlay.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use common::{docker_bin, image, unique, wait_until, Kuryr};
+use kuryr::neutron::{Filters, Network, Neutron, Port, Subnet, SubnetPool};
+use serde_json::json;
+
+struct Host {
+    name: &'static str,
+    sock: String,
+    kuryr: Option<Kuryr>,
+}
+
+impl Host {
+    fn docker_try(&self, args: &[&str]) -> Output {
+        Command::new(docker_bin())
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock))
+            .args(args)
+            .output()
+            .expect("docker CLI")
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        let out = self.docker_try(args);
+        assert!(
+            out.status.success(),
+            "host {}: docker {args:?}: {}\nkuryr log:\n{}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr),
+            self.kuryr
+                .as_ref()
+                .map(|k| k.log_text())
+                .unwrap_or_default()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+fn multihost_dir() -> String {
+    let dir = std::env::var("KURYR_TEST_MULTIHOST")
+        .unwrap_or_else(|_| "/var/tmp/kuryr-devenv/multihost".into());
+    for h in ["a", "b"] {
+        let sock = format!("{dir}/{h}/docker.sock");
+        assert!(
+            std::path::Path::new(&sock).exists(),
+            "{sock} missing: start the two-host profile with `scripts/devenv multihost` (scripts/test does)"
+        );
+    }
+    dir
+}
+
+/// One kuryr per host, in the host's namespace, on the socket its dockerd looks at.
+fn start_hosts(dir: &str) -> Vec<Host> {
+    ["a", "b"]
+        .into_iter()
+        .map(|h| {
+            let socket = PathBuf::from(format!("{dir}/{h}/plugins/kuryr.sock"));
+            // Each host's kuryr: its own `host` (binding:host_id), same plugin name.
+            let conf = format!(
+                "[DEFAULT]\nunix_socket = {}\nhost = mh-{h}\ndebug = true\n\
+                 [neutron]\nauth_type = none\nendpoint = {}\nenable_dhcp = false\n",
+                socket.display(),
+                common::neutron_url()
+            );
+            let k = Kuryr::start_in_netns(&format!("kmh-{h}"), socket, &conf);
+            Host {
+                name: if h == "a" { "mh-a" } else { "mh-b" },
+                sock: format!("{dir}/{h}/docker.sock"),
+                kuryr: Some(k),
+            }
+        })
+        .collect()
+}
+
+/// Both scenarios share the hosts' kuryr sockets, so they run one after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_docker_hosts_on_one_neutron() {
+    let dir = multihost_dir();
+    let n = common::neutron().await;
+    let mut hosts = start_hosts(&dir);
+    operator_network_spans_hosts(&n, &hosts).await;
+    network_made_on_one_host_is_used_from_the_other(&n, &hosts).await;
+    for h in &mut hosts {
+        if let Some(mut k) = h.kuryr.take() {
+            k.stop();
+        }
+    }
+}
+
+fn run(h: &Host, name: &str, net: &str) {
+    h.docker(&[
+        "run",
+        "-d",
+        "--label",
+        "kuryr-test",
+        "--name",
+        name,
+        "--network",
+        net,
+        &image(),
+        "sleep",
+        "600",
+    ]);
+}
+
+/// A VXLAN network made by the operator, named on both hosts: containers on A and B
+/// ping each other across the underlay.
+async fn operator_network_spans_hosts(n: &Neutron, hosts: &[Host]) {
+    let net_name = unique("kuryr-mh-");
+    let net: Network = n
+        .create(json!({"name": net_name, "provider:network_type": "vxlan"}))
+        .await
+        .expect("create a vxlan network (ML2 vxlan type driver)");
+
+    // The same Docker network on both hosts, naming the shared Neutron network.
+    let third = rand_octet();
+    let cidr = format!("10.213.{third}.0/24");
+    let gw = format!("10.213.{third}.1");
+    let dnet = unique("mh-net-");
+    let uuid_opt = format!("neutron.net.uuid={}", net.id);
+    for h in hosts {
+        h.docker(&[
+            "network",
+            "create",
+            "--label",
+            "kuryr-test",
+            "-d",
+            "kuryr",
+            "--ipam-driver",
+            "kuryr",
+            "--subnet",
+            &cidr,
+            "--gateway",
+            &gw,
+            "-o",
+            &uuid_opt,
+            &dnet,
+        ]);
+    }
+    let subnets: Vec<Subnet> = n
+        .list(&Filters::new().add("network_id", &net.id))
+        .await
+        .unwrap();
+    assert_eq!(subnets.len(), 1, "both hosts share one subnet: {subnets:?}");
+
+    // One container per host.
+    let image = image();
+    let cname = |h: &Host| format!("{dnet}-{}", h.name);
+    for h in hosts {
+        h.docker(&[
+            "run",
+            "-d",
+            "--label",
+            "kuryr-test",
+            "--name",
+            &cname(h),
+            "--network",
+            &dnet,
+            &image,
+            "sleep",
+            "600",
+        ]);
+    }
+    let ip_of = |h: &Host| {
+        h.docker(&[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{dnet}\").IPAddress}}}}"),
+            &cname(h),
+        ])
+    };
+    let (ip_a, ip_b) = (ip_of(&hosts[0]), ip_of(&hosts[1]));
+    assert_ne!(ip_a, ip_b);
+
+    // Ports are bound to their own hosts and ACTIVE (each host's agent wired them).
+    let ports: Vec<Port> = n
+        .list(&Filters::new().add("network_id", &net.id))
+        .await
+        .unwrap();
+    let mut bound: Vec<String> = ports
+        .iter()
+        .filter(|p| kuryr::driver::kuryr_made(p))
+        .map(|p| p.host_id.clone())
+        .collect();
+    bound.sort();
+    assert_eq!(
+        bound,
+        vec!["mh-a".to_string(), "mh-b".to_string()],
+        "{ports:#?}"
+    );
+
+    // A on mh-a reaches B on mh-b across the VXLAN underlay, and back (l2population may
+    // take a moment to program the forwarding entries).
+    let ping = |from: &Host, to: &str| {
+        wait_until(45, || {
+            from.docker_try(&["exec", &cname(from), "ping", "-c", "1", "-W", "1", to])
+                .status
+                .success()
+                .then_some(())
+        })
+        .is_some()
+    };
+    assert!(ping(&hosts[0], &ip_b), "mh-a cannot reach {ip_b} on mh-b");
+    assert!(ping(&hosts[1], &ip_a), "mh-b cannot reach {ip_a} on mh-a");
+
+    // Host A leaves first: the network, subnet and pool stay for host B, whose container
+    // keeps working and who can still start another one.
+    hosts[0].docker(&["rm", "-f", &cname(&hosts[0])]);
+    hosts[0].docker(&["network", "rm", &dnet]);
+    let subnets: Vec<Subnet> = n
+        .list(&Filters::new().add("network_id", &net.id))
+        .await
+        .unwrap();
+    assert_eq!(subnets.len(), 1, "host A's removal took host B's subnet");
+    let late = format!("{dnet}-late");
+    hosts[1].docker(&[
+        "run",
+        "-d",
+        "--label",
+        "kuryr-test",
+        "--name",
+        &late,
+        "--network",
+        &dnet,
+        &image,
+        "sleep",
+        "600",
+    ]);
+    let b_ip = ip_of(&hosts[1]);
+    assert!(
+        hosts[1]
+            .docker_try(&["exec", &late, "ping", "-c", "1", "-W", "2", &b_ip])
+            .status
+            .success(),
+        "a container started on B after A left cannot reach B's first container"
+    );
+
+    // Removal on the last host leaves Neutron clean.
+    hosts[1].docker(&["rm", "-f", &cname(&hosts[1]), &late]);
+    hosts[1].docker(&["network", "rm", &dnet]);
+    let ports: Vec<Port> = n
+        .list(&Filters::new().add("network_id", &net.id))
+        .await
+        .unwrap();
+    assert!(
+        ports.iter().all(|p| !kuryr::driver::kuryr_made(p)),
+        "ports left: {ports:#?}"
+    );
+    let subnets: Vec<Subnet> = n
+        .list(&Filters::new().add("network_id", &net.id))
+        .await
+        .unwrap();
+    assert!(subnets.is_empty(), "subnets left: {subnets:?}");
+    let pools: Vec<SubnetPool> = n.list(&Filters::new()).await.unwrap();
+    assert!(
+        pools.iter().all(|p| !p.prefixes.contains(&cidr)),
+        "pool for {cidr} left: {pools:?}\nhost A's kuryr:\n{}\nhost B's kuryr:\n{}",
+        hosts[0]
+            .kuryr
+            .as_ref()
+            .map(|k| k.log_text())
+            .unwrap_or_default(),
+        hosts[1]
+            .kuryr
+            .as_ref()
+            .map(|k| k.log_text())
+            .unwrap_or_default()
+    );
+    // The operator's network was adopted, not made: kuryr leaves it; the test removes it.
+    let still: Network = n.get(&net.id).await.expect("adopted network kept");
+    assert_eq!(still.id, net.id);
+    n.delete::<Network>(&net.id).await.unwrap();
+}
+
+/// A Docker network created on A makes its Neutron network; B names it by uuid. A leaving
+/// first keeps it for B; B, the last user, removes it.
+async fn network_made_on_one_host_is_used_from_the_other(n: &Neutron, hosts: &[Host]) {
+    let third = rand_octet();
+    let cidr = format!("10.214.{third}.0/24");
+    let dnet = unique("mh-made-");
+    hosts[0].docker(&[
+        "network",
+        "create",
+        "--label",
+        "kuryr-test",
+        "-d",
+        "kuryr",
+        "--ipam-driver",
+        "kuryr",
+        "--subnet",
+        &cidr,
+        &dnet,
+    ]);
+    let docker_id = hosts[0].docker(&["network", "inspect", "-f", "{{.Id}}", &dnet]);
+    let nets: Vec<Network> = n
+        .list(&Filters::new().add("name", kuryr::names::network_name(&docker_id)))
+        .await
+        .unwrap();
+    assert_eq!(nets.len(), 1, "{nets:?}");
+    let net_id = nets[0].id.clone();
+    hosts[1].docker(&[
+        "network",
+        "create",
+        "--label",
+        "kuryr-test",
+        "-d",
+        "kuryr",
+        "--ipam-driver",
+        "kuryr",
+        "--subnet",
+        &cidr,
+        "-o",
+        &format!("neutron.net.uuid={net_id}"),
+        &dnet,
+    ]);
+    let on_b = format!("{dnet}-b");
+    run(&hosts[1], &on_b, &dnet);
+
+    // A leaves: the network, its subnet and B's port stay.
+    hosts[0].docker(&["network", "rm", &dnet]);
+    let still: Network = n.get(&net_id).await.expect("network kept for host B");
+    assert!(kuryr::names::used_by_other_docker_networks(
+        &still.name,
+        &still.tags,
+        &[]
+    ));
+    let ports: Vec<Port> = n
+        .list(&Filters::new().add("network_id", &net_id))
+        .await
+        .unwrap();
+    assert!(ports.iter().any(|p| p.host_id == "mh-b"), "{ports:#?}");
+    let on_b2 = format!("{dnet}-b2");
+    run(&hosts[1], &on_b2, &dnet);
+
+    // B leaves last: everything goes.
+    hosts[1].docker(&["rm", "-f", &on_b, &on_b2]);
+    hosts[1].docker(&["network", "rm", &dnet]);
+    let gone = n.get::<Network>(&net_id).await;
+    assert!(
+        gone.as_ref().is_err_and(|e| e.is_not_found()),
+        "the last user left the network behind: {gone:?}\n{}",
+        hosts[1]
+            .kuryr
+            .as_ref()
+            .map(|k| k.log_text())
+            .unwrap_or_default()
+    );
+    let pools: Vec<SubnetPool> = n.list(&Filters::new()).await.unwrap();
+    assert!(
+        pools.iter().all(|p| !p.prefixes.contains(&cidr)),
+        "pool for {cidr} left: {pools:?}"
+    );
+}
+
+fn rand_octet() -> u8 {
+    (uuid::Uuid::new_v4().as_bytes()[0] % 200) + 20
+}
