@@ -239,6 +239,24 @@ pub mod validate {
         }
     }
 
+    /// A Linux interface name: 1-15 of `[A-Za-z0-9_.-]`, not `.` or `..`.
+    pub fn ifname(field: &str, s: &str) -> Result<(), String> {
+        let ok = !s.is_empty()
+            && s.len() <= 15
+            && s != "."
+            && s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{field} {:?} is not an interface name (1-15 letters, digits, -, _ or .)",
+                truncate(s)
+            ))
+        }
+    }
+
     /// A Neutron id (UUID, as Neutron prints it).
     pub fn uuid(field: &str, id: &str) -> Result<(), String> {
         uuid::Uuid::parse_str(id)

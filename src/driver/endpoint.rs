@@ -152,12 +152,19 @@ impl Driver {
         change: &mut Option<PortChange>,
     ) -> Result<Port> {
         let ep = req.endpoint_id.as_str();
+        let nested = self.nested_link().is_some();
         let mut binding = json!({
             "binding:host_id": self.cfg.host,
             "device_owner": names::DEVICE_OWNER,
             "device_id": ep,
             "admin_state_up": true,
         });
+        if nested {
+            // The container port stays unbound: the VM's port carries its traffic.
+            if let Some(b) = binding.as_object_mut() {
+                b.remove("binding:host_id");
+            }
+        }
         // One port holding every address: bind it. Otherwise (dual stack from IPAM: one
         // port per family) replace kuryr's ports by one port holding both addresses.
         let single = ports.len() == 1
@@ -180,10 +187,11 @@ impl Driver {
                     binding["mac_address"] = json!(m);
                 }
             }
-            let already = old.host_id == self.cfg.host
+            let already = (nested || old.host_id == self.cfg.host)
                 && old.device_id == ep
                 && names::has_id_tags(&old.tags, ep);
-            let port = if already && old.vif_type != "unbound" && !old.vif_type.is_empty() {
+            let bound = old.vif_type != "unbound" && !old.vif_type.is_empty();
+            let port = if already && (nested || bound) {
                 old
             } else {
                 *change = Some(PortChange::Updated {
@@ -241,6 +249,20 @@ impl Driver {
             port
         };
 
+        if let Some(link) = self.nested_link() {
+            self.update_vm_pairs(link, &port, true).await?;
+            if let Err(e) = self
+                .plumber
+                .plug_macvlan(&port.id, &port.mac_address, net.mtu, link)
+                .await
+            {
+                if let Err(e2) = self.update_vm_pairs(link, &port, false).await {
+                    tracing::warn!(port = %port.id, error = %e2, "rollback: could not remove address pairs from the VM port");
+                }
+                return Err(e.into());
+            }
+            return Ok(port);
+        }
         let bind = bind_context(&port, ep, &net.project_id);
         self.plumber
             .plug(&PlugRequest {
@@ -315,8 +337,13 @@ impl Driver {
             return Ok(json!({}));
         };
         let port = &info.port;
-        let bind = bind_context(port, ep, &port.project_id);
-        self.plumber.unplug(&bind).await?;
+        if let Some(link) = self.nested_link() {
+            self.plumber.unplug_macvlan(&port.id).await?;
+            self.update_vm_pairs(link, port, false).await?;
+        } else {
+            let bind = bind_context(port, ep, &port.project_id);
+            self.plumber.unplug(&bind).await?;
+        }
         // Ports kuryr made are deleted by ReleaseAddress next; an adopted port stops
         // pointing at this endpoint now.
         if !kuryr_made(port) {

@@ -4,6 +4,7 @@
 pub mod cache;
 mod endpoint;
 mod ipam;
+pub mod nested;
 mod network;
 pub mod pool;
 
@@ -69,6 +70,7 @@ pub struct Driver {
     pub(crate) cache: Cache,
     pub(crate) locks: KeyedLocks,
     pub(crate) pool: std::sync::Arc<pool::PortPool>,
+    pub(crate) port_driver: nested::PortDriver,
 }
 
 impl Driver {
@@ -85,7 +87,15 @@ impl Driver {
                 "Neutron lacks tag support (standard-attr-tag): kuryr needs tags on networks, subnets, pools and ports".into(),
             ));
         }
+        let port_driver = nested::port_driver(&cfg).map_err(DriverError::Internal)?;
         let plumber = Plumber::new(cfg.bindir.clone(), cfg.host.clone())?;
+        if let nested::PortDriver::NestedMacvlan { link_iface } = &port_driver {
+            if plumber.netlink().link(link_iface).await?.is_none() {
+                return Err(DriverError::Internal(format!(
+                    "[binding] link_iface {link_iface} does not exist on this host"
+                )));
+            }
+        }
         Ok(Driver {
             cfg: cfg.clone(),
             neutron,
@@ -94,6 +104,7 @@ impl Driver {
             cache: Cache::default(),
             locks: KeyedLocks::default(),
             pool: pool::PortPool::new(cfg.port_pool_size),
+            port_driver,
         })
     }
 

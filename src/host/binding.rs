@@ -123,10 +123,7 @@ fn ovs_bridge(details: &Map<String, Value>) -> String {
 }
 
 fn valid_ifname(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 15
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    crate::protocol::validate::ifname("bridge_name", s).is_ok()
 }
 
 async fn run(program: &Path, args: &[String]) -> Result<String, HostError> {

@@ -100,6 +100,40 @@ impl Plumber {
         })
     }
 
+    /// Nested (in a VM): a macvlan sub-interface `t_c<port>` of `link_iface` with the
+    /// port's MAC and MTU, up. Nothing is bound on the host side: the VM's own Neutron port
+    /// carries the traffic. One left by an earlier attempt is replaced.
+    pub async fn plug_macvlan(
+        &self,
+        port_id: &str,
+        mac: &str,
+        mtu: Option<u32>,
+        link_iface: &str,
+    ) -> Result<Plugged, HostError> {
+        let cont_if = names::container_veth(port_id);
+        if self.nl.link(&cont_if).await?.is_some() {
+            tracing::info!(%cont_if, "replacing a macvlan left by an earlier attempt");
+            self.nl.delete(&cont_if).await?;
+        }
+        self.nl.create_macvlan(&cont_if, link_iface).await?;
+        if let Err(e) = self.nl.configure(&cont_if, Some(mac), mtu, true).await {
+            if let Err(e2) = self.nl.delete(&cont_if).await {
+                tracing::warn!(%cont_if, error = %e2, "rollback: could not delete macvlan");
+            }
+            return Err(e);
+        }
+        Ok(Plugged {
+            host_ifname: String::new(),
+            container_ifname: cont_if,
+        })
+    }
+
+    /// Deletes the macvlan of a nested endpoint; one already gone is fine.
+    pub async fn unplug_macvlan(&self, port_id: &str) -> Result<(), HostError> {
+        self.nl.delete(&names::container_veth(port_id)).await?;
+        Ok(())
+    }
+
     /// Unbinds and deletes the host end (which removes the pair). Missing devices are fine;
     /// errors of the binder are reported after the veth is gone.
     pub async fn unplug(&self, bind: &BindContext) -> Result<(), HostError> {
