@@ -59,6 +59,7 @@ async fn nested_macvlan_container_talks_through_the_vm_port() {
     let tap = format!("tap{}", &vm.id[..11]);
     let nic = format!("kvm{}", &vm.id[..8]);
     ip(&["link", "add", &tap, "type", "veth", "peer", "name", &nic]);
+    let _nic = LinkGuard(tap.clone());
     ip(&["link", "set", &nic, "address", &vm.mac_address]);
     ip(&["link", "set", &nic, "up"]);
     ip(&["link", "set", &tap, "up"]);
@@ -170,7 +171,6 @@ async fn nested_macvlan_container_talks_through_the_vm_port() {
     docker(&["network", "rm", &net2]);
 
     // The "hypervisor" side goes too.
-    ip(&["link", "del", &tap]);
     n.delete::<Port>(&vm.id).await.unwrap();
     docker(&["rm", "-f", &c1]);
     docker(&["network", "rm", &net1]);
@@ -178,6 +178,15 @@ async fn nested_macvlan_container_talks_through_the_vm_port() {
         .get::<Network>(&neutron_net)
         .await
         .is_err_and(|e| e.is_not_found()));
+}
+
+/// Deletes the "VM NIC" veth however the test ends.
+struct LinkGuard(String);
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
 }
 
 fn hostname() -> String {
