@@ -1,0 +1,126 @@
+//! Open vSwitch binding end to end: the `scripts/devenv ovs` profile runs ovsdb-server,
+//! ovs-vswitchd (userspace datapath, br-int with datapath_type=netdev) and
+//! neutron-openvswitch-agent as its own host. A kuryr standing for that host gets ports
+//! bound with `binding:vif_type = ovs`, plugs their veths into br-int with the
+//! `iface-id` Neutron's agent looks for, and two containers ping each other through OVS.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{docker, docker_try, kuryr_network, run_container, unique, wait_until, Kuryr};
+use kuryr::neutron::{Filters, Port};
+
+fn ovs_env() -> (String, String) {
+    let host = std::env::var("KURYR_TEST_OVS_HOST").unwrap_or_default();
+    let rundir = std::env::var("KURYR_TEST_OVS_RUNDIR").unwrap_or_default();
+    assert!(
+        !host.is_empty() && PathBuf::from(&rundir).join("db.sock").exists(),
+        "the OVS profile is not up: run `scripts/devenv ovs` (scripts/test does) and `eval \"$(scripts/devenv env)\"`"
+    );
+    (host, rundir)
+}
+
+fn br_int_ports(rundir: &str) -> Vec<String> {
+    let out = Command::new("ovs-vsctl")
+        .env("OVS_RUNDIR", rundir)
+        .args(["list-ports", "br-int"])
+        .output()
+        .expect("ovs-vsctl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn iface_id(rundir: &str, iface: &str) -> String {
+    let out = Command::new("ovs-vsctl")
+        .env("OVS_RUNDIR", rundir)
+        .args(["get", "Interface", iface, "external_ids:iface-id"])
+        .output()
+        .expect("ovs-vsctl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_matches('"')
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_on_ovs_bound_ports_ping_each_other() {
+    common::require_docker();
+    let (host, rundir) = ovs_env();
+    let n = common::neutron().await;
+    let plugin = unique("kuryr-ovs-");
+    let socket = PathBuf::from(format!("/run/docker/plugins/{plugin}.sock"));
+    let conf = format!(
+        "[DEFAULT]\nunix_socket = {}\nhost = {host}\ndebug = true\n\
+         [neutron]\nauth_type = none\nendpoint = {}\nvif_plugging_is_fatal = true\nvif_plugging_timeout = 30\n",
+        socket.display(),
+        common::neutron_url()
+    );
+    // ovs-vsctl finds this ovsdb-server through OVS_RUNDIR.
+    let k = Kuryr::start_env(socket, &conf, &[], &[("OVS_RUNDIR", &rundir)]);
+
+    let third = (uuid::Uuid::new_v4().as_bytes()[0] % 200) + 20;
+    let net = unique("ovs-net-");
+    kuryr_network(
+        &plugin,
+        &format!("10.216.{third}.0/24"),
+        &format!("10.216.{third}.1"),
+        &net,
+    );
+    let (a, b) = (unique("ovs-a-"), unique("ovs-b-"));
+    run_container(&a, &net, &[]);
+    run_container(&b, &net, &[]);
+    let ip_b = common::container_ip(&b, &net);
+
+    // Bound by Neutron's openvswitch mechanism driver for the OVS agent's host, plugged
+    // into br-int under the name and iface-id the agent looks for, and ACTIVE (the wait is
+    // fatal in this config, so `docker run` succeeding already says so).
+    let ports: Vec<Port> = n
+        .list(&Filters::new().add("binding:host_id", &host))
+        .await
+        .unwrap();
+    let ours: Vec<&Port> = ports
+        .iter()
+        .filter(|p| kuryr::driver::kuryr_made(p))
+        .collect();
+    assert_eq!(ours.len(), 2, "{ports:#?}\n{}", k.log_text());
+    let on_bridge = br_int_ports(&rundir);
+    for p in &ours {
+        assert_eq!(p.vif_type, "ovs", "{p:#?}");
+        assert_eq!(p.status, "ACTIVE", "{p:#?}");
+        let tap = format!("tap{}", &p.id[..11]);
+        assert!(
+            on_bridge.contains(&tap),
+            "{tap} not on br-int: {on_bridge:?}"
+        );
+        assert_eq!(iface_id(&rundir, &tap), p.id);
+    }
+
+    let pinged = wait_until(20, || {
+        docker_try(&["exec", &a, "ping", "-c", "1", "-W", "1", &ip_b])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert!(pinged.is_some(), "{a} cannot reach {ip_b} through br-int");
+
+    // Removal unplugs from br-int and leaves no port.
+    docker(&["rm", "-f", &a, &b]);
+    docker(&["network", "rm", &net]);
+    let on_bridge = br_int_ports(&rundir);
+    for p in &ours {
+        let tap = format!("tap{}", &p.id[..11]);
+        assert!(!on_bridge.contains(&tap), "{tap} left on br-int");
+    }
+    let left: Vec<Port> = n
+        .list(&Filters::new().add("binding:host_id", &host))
+        .await
+        .unwrap();
+    assert!(
+        left.iter().all(|p| !kuryr::driver::kuryr_made(p)),
+        "{left:#?}"
+    );
+}
