@@ -152,7 +152,8 @@ impl Driver {
         change: &mut Option<PortChange>,
     ) -> Result<Port> {
         let ep = req.endpoint_id.as_str();
-        let nested = self.nested_link().is_some();
+        let nested = self.nested().is_some();
+        let subport = matches!(self.nested(), Some((_, super::nested::NestedKind::Vlan)));
         let mut binding = json!({
             "binding:host_id": self.cfg.host,
             "device_owner": names::DEVICE_OWNER,
@@ -163,6 +164,12 @@ impl Driver {
             // The container port stays unbound: the VM's port carries its traffic.
             if let Some(b) = binding.as_object_mut() {
                 b.remove("binding:host_id");
+                // Neutron takes only ports nobody owns as subports; the trunk plugin then
+                // owns it (`trunk:subport`). The endpoint tags still say whose it is.
+                if subport {
+                    b.remove("device_owner");
+                    b.remove("device_id");
+                }
             }
         }
         // One port holding every address: bind it. Otherwise (dual stack from IPAM: one
@@ -188,7 +195,7 @@ impl Driver {
                 }
             }
             let already = (nested || old.host_id == self.cfg.host)
-                && old.device_id == ep
+                && (subport || old.device_id == ep)
                 && names::has_id_tags(&old.tags, ep);
             let bound = old.vif_type != "unbound" && !old.vif_type.is_empty();
             let port = if already && (nested || bound) {
@@ -249,18 +256,8 @@ impl Driver {
             port
         };
 
-        if let Some(link) = self.nested_link() {
-            self.update_vm_pairs(link, &port, true).await?;
-            if let Err(e) = self
-                .plumber
-                .plug_macvlan(&port.id, &port.mac_address, net.mtu, link)
-                .await
-            {
-                if let Err(e2) = self.update_vm_pairs(link, &port, false).await {
-                    tracing::warn!(port = %port.id, error = %e2, "rollback: could not remove address pairs from the VM port");
-                }
-                return Err(e.into());
-            }
+        if let Some((link, kind)) = self.nested() {
+            self.plug_nested(link, kind, &port, net.mtu).await?;
             return Ok(port);
         }
         let bind = bind_context(&port, ep, &net.project_id);
@@ -337,9 +334,8 @@ impl Driver {
             return Ok(json!({}));
         };
         let port = &info.port;
-        if let Some(link) = self.nested_link() {
-            self.plumber.unplug_macvlan(&port.id).await?;
-            self.update_vm_pairs(link, port, false).await?;
+        if let Some((link, kind)) = self.nested() {
+            self.unplug_nested(link, kind, port).await?;
         } else {
             let bind = bind_context(port, ep, &port.project_id);
             self.plumber.unplug(&bind).await?;

@@ -71,6 +71,8 @@ pub struct Driver {
     pub(crate) locks: KeyedLocks,
     pub(crate) pool: std::sync::Arc<pool::PortPool>,
     pub(crate) port_driver: nested::PortDriver,
+    /// The VM's trunk (vlan port driver only).
+    pub(crate) trunk: Option<nested::TrunkIds>,
 }
 
 impl Driver {
@@ -89,14 +91,14 @@ impl Driver {
         }
         let port_driver = nested::port_driver(&cfg).map_err(DriverError::Internal)?;
         let plumber = Plumber::new(cfg.bindir.clone(), cfg.host.clone())?;
-        if let nested::PortDriver::NestedMacvlan { link_iface } = &port_driver {
+        if let nested::PortDriver::Nested { link_iface, .. } = &port_driver {
             if plumber.netlink().link(link_iface).await?.is_none() {
                 return Err(DriverError::Internal(format!(
                     "[binding] link_iface {link_iface} does not exist on this host"
                 )));
             }
         }
-        Ok(Driver {
+        let mut d = Driver {
             cfg: cfg.clone(),
             neutron,
             ext,
@@ -105,7 +107,13 @@ impl Driver {
             locks: KeyedLocks::default(),
             pool: pool::PortPool::new(cfg.port_pool_size),
             port_driver,
-        })
+            trunk: None,
+        };
+        if let Some((link, nested::NestedKind::Vlan)) = d.nested() {
+            let link = link.to_string();
+            d.trunk = Some(d.load_trunk(&link).await?);
+        }
+        Ok(d)
     }
 
     pub fn neutron(&self) -> &Neutron {

@@ -100,25 +100,27 @@ impl Plumber {
         })
     }
 
-    /// Nested (in a VM): a macvlan sub-interface `t_c<port>` of `link_iface` with the
-    /// port's MAC and MTU, up. Nothing is bound on the host side: the VM's own Neutron port
-    /// carries the traffic. One left by an earlier attempt is replaced.
-    pub async fn plug_macvlan(
+    /// Nested (in a VM): a sub-interface `t_c<port>` of `link_iface` (macvlan, ipvlan or
+    /// VLAN), with the port's MAC where the kind allows one, MTU, up. Nothing is bound on
+    /// the host side: the VM's own Neutron port carries the traffic. One left by an
+    /// earlier attempt is replaced.
+    pub async fn plug_sub(
         &self,
         port_id: &str,
-        mac: &str,
+        mac: Option<&str>,
         mtu: Option<u32>,
         link_iface: &str,
+        kind: netlink::SubKind,
     ) -> Result<Plugged, HostError> {
         let cont_if = names::container_veth(port_id);
         if self.nl.link(&cont_if).await?.is_some() {
-            tracing::info!(%cont_if, "replacing a macvlan left by an earlier attempt");
+            tracing::info!(%cont_if, "replacing a sub-interface left by an earlier attempt");
             self.nl.delete(&cont_if).await?;
         }
-        self.nl.create_macvlan(&cont_if, link_iface).await?;
-        if let Err(e) = self.nl.configure(&cont_if, Some(mac), mtu, true).await {
+        self.nl.create_sub(&cont_if, link_iface, kind).await?;
+        if let Err(e) = self.nl.configure(&cont_if, mac, mtu, true).await {
             if let Err(e2) = self.nl.delete(&cont_if).await {
-                tracing::warn!(%cont_if, error = %e2, "rollback: could not delete macvlan");
+                tracing::warn!(%cont_if, error = %e2, "rollback: could not delete sub-interface");
             }
             return Err(e);
         }
@@ -128,8 +130,8 @@ impl Plumber {
         })
     }
 
-    /// Deletes the macvlan of a nested endpoint; one already gone is fine.
-    pub async fn unplug_macvlan(&self, port_id: &str) -> Result<(), HostError> {
+    /// Deletes the sub-interface of a nested endpoint; one already gone is fine.
+    pub async fn unplug_sub(&self, port_id: &str) -> Result<(), HostError> {
         self.nl.delete(&names::container_veth(port_id)).await?;
         Ok(())
     }

@@ -3,13 +3,44 @@
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::{
-    BridgeStpState, InfoBridge, LinkAttribute, LinkFlags, LinkMessage, MacVlanMode,
+    BridgeStpState, InfoBridge, IpVlanMode, LinkAttribute, LinkFlags, LinkMessage, MacVlanMode,
 };
-use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkUnspec, LinkVeth};
+use rtnetlink::{Handle, LinkBridge, LinkIpVlan, LinkMacVlan, LinkUnspec, LinkVeth, LinkVlan};
 
 use super::HostError;
 
 pub type Result<T> = std::result::Result<T, HostError>;
+
+/// Kinds of sub-interface the nested port drivers make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubKind {
+    /// Own MAC, bridge mode: sub-interfaces of one parent reach each other.
+    Macvlan,
+    /// Parent's MAC, L2 mode.
+    Ipvlan,
+    /// 802.1Q tag on the parent (a trunk subport's segmentation id).
+    Vlan(u16),
+}
+
+impl SubKind {
+    fn op(self) -> &'static str {
+        match self {
+            SubKind::Macvlan => "create macvlan",
+            SubKind::Ipvlan => "create ipvlan",
+            SubKind::Vlan(_) => "create vlan",
+        }
+    }
+}
+
+/// The RTM_NEWLINK request for a sub-interface; apart from sending so that it can be
+/// checked where the kernel lacks the kind (no 8021q or ipvlan module on some hosts).
+pub fn sub_request(name: &str, parent_index: u32, kind: SubKind) -> LinkMessage {
+    match kind {
+        SubKind::Macvlan => LinkMacVlan::new(name, parent_index, MacVlanMode::Bridge).build(),
+        SubKind::Ipvlan => LinkIpVlan::new(name, parent_index, IpVlanMode::L2).build(),
+        SubKind::Vlan(id) => LinkVlan::new(name, parent_index, id).build(),
+    }
+}
 
 /// What we need to know about a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,16 +165,21 @@ impl Netlink {
     }
 
     pub async fn create_macvlan(&self, name: &str, parent: &str) -> Result<()> {
+        self.create_sub(name, parent, SubKind::Macvlan).await
+    }
+
+    /// A sub-interface of `parent` (nested drivers): macvlan, ipvlan or 802.1Q VLAN.
+    pub async fn create_sub(&self, name: &str, parent: &str, kind: SubKind) -> Result<()> {
         let parent_link = self
             .link(parent)
             .await?
             .ok_or_else(|| HostError::NotFound(format!("link interface {parent}")))?;
         self.handle
             .link()
-            .add(LinkMacVlan::new(name, parent_link.index, MacVlanMode::Bridge).build())
+            .add(sub_request(name, parent_link.index, kind))
             .execute()
             .await
-            .map_err(|e| wrap("create macvlan", name, e))
+            .map_err(|e| wrap(kind.op(), name, e))
     }
 
     /// Sets MAC, MTU and state of a link; `None` leaves a property alone.
@@ -235,5 +271,71 @@ mod tests {
         assert_eq!(format_mac(&b), "fa:16:3e:00:0a:ff");
         assert!(parse_mac("fa:16:3e").is_none());
         assert!(parse_mac("zz:16:3e:00:0a:ff").is_none());
+    }
+
+    use netlink_packet_route::link::{
+        InfoData, InfoIpVlan, InfoKind, InfoMacVlan, InfoVlan, LinkInfo,
+    };
+
+    fn info(msg: &LinkMessage) -> (Option<String>, Option<u32>, Vec<LinkInfo>) {
+        let mut name = None;
+        let mut parent = None;
+        let mut infos = Vec::new();
+        for a in &msg.attributes {
+            match a {
+                LinkAttribute::IfName(n) => name = Some(n.clone()),
+                LinkAttribute::Link(i) => parent = Some(*i),
+                LinkAttribute::LinkInfo(i) => infos = i.clone(),
+                _ => {}
+            }
+        }
+        (name, parent, infos)
+    }
+
+    #[test]
+    fn vlan_request_tags_the_parent_with_the_segmentation_id() {
+        let (name, parent, infos) = info(&sub_request("t_cabc", 7, SubKind::Vlan(101)));
+        assert_eq!(name.as_deref(), Some("t_cabc"));
+        assert_eq!(parent, Some(7));
+        assert!(infos.contains(&LinkInfo::Kind(InfoKind::Vlan)), "{infos:?}");
+        assert!(
+            infos.contains(&LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(101)]))),
+            "{infos:?}"
+        );
+    }
+
+    #[test]
+    fn ipvlan_request_is_l2_on_the_parent() {
+        let (name, parent, infos) = info(&sub_request("t_cdef", 3, SubKind::Ipvlan));
+        assert_eq!(name.as_deref(), Some("t_cdef"));
+        assert_eq!(parent, Some(3));
+        assert!(
+            infos.contains(&LinkInfo::Kind(InfoKind::IpVlan)),
+            "{infos:?}"
+        );
+        assert!(
+            infos
+                .iter()
+                .any(|i| matches!(i, LinkInfo::Data(InfoData::IpVlan(d))
+                if d.contains(&InfoIpVlan::Mode(IpVlanMode::L2)))),
+            "{infos:?}"
+        );
+    }
+
+    #[test]
+    fn macvlan_request_is_bridge_mode() {
+        let (_, parent, infos) = info(&sub_request("t_c1", 9, SubKind::Macvlan));
+        assert_eq!(parent, Some(9));
+        assert!(
+            infos.contains(&LinkInfo::Kind(InfoKind::MacVlan)),
+            "{infos:?}"
+        );
+        assert!(
+            infos
+                .iter()
+                .any(|i| matches!(i, LinkInfo::Data(InfoData::MacVlan(d))
+                if d.contains(&InfoMacVlan::Mode(MacVlanMode::Bridge)))),
+            "{infos:?}"
+        );
     }
 }

@@ -1,0 +1,242 @@
+//! The nested VLAN port driver against the real Neutron (trunk service plugin): the VM
+//! port is a trunk parent, container ports become subports with free segmentation ids
+//! (ids already on the trunk are never handed out, also after a restart), and detach
+//! frees them. The host side needs 802.1Q sub-interfaces; where the kernel has no 8021q
+//! (as on the CI machines), CreateEndpoint must fail cleanly and leave no subport;
+//! where it has, the VLAN sub-interface must carry the subport's id. The netlink request
+//! itself is checked by unit tests in `host::netlink`.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use kuryr::config::Config;
+use kuryr::driver::Driver;
+use kuryr::neutron::{Network, Neutron, Port, Trunk};
+use serde_json::{json, Value};
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Deletes the "VM NIC" veth however the test ends.
+struct LinkGuard(String);
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
+async fn vlan_driver(nic: &str) -> Driver {
+    let text = format!(
+        "[DEFAULT]\ndefault_port_driver = kuryr_libnetwork.port_driver.drivers.vlan\n\
+         enabled_port_drivers = vlan\n[binding]\ndriver = kuryr.lib.binding.drivers.vlan\n\
+         link_iface = {nic}\n[neutron]\nauth_type = none\nendpoint = {}\n",
+        common::neutron_url()
+    );
+    let cfg = Config::parse("t", &text).unwrap().config;
+    let neutron = Neutron::new(&cfg.neutron).unwrap();
+    Driver::new(Arc::new(cfg), neutron).await.unwrap()
+}
+
+async fn subports(n: &Neutron, trunk: &str) -> Vec<(String, u32)> {
+    let t: Trunk = n.get(trunk).await.unwrap();
+    t.sub_ports
+        .iter()
+        .map(|s| (s.port_id.clone(), s.segmentation_id.unwrap_or(0)))
+        .collect()
+}
+
+async fn call(d: &Driver, method: &str, body: Value) -> Result<Value, String> {
+    kuryr::server::dispatch(d, method, body.to_string().as_bytes())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subports_get_free_segmentation_ids_and_go_again() {
+    let n = common::neutron().await;
+    let name = common::unique("kuryr-vlan-");
+    let net: Network = n.create(json!({"name": name})).await.unwrap();
+    let vm: Port = n
+        .create(json!({"network_id": net.id, "name": "kuryr-test-vm-port"}))
+        .await
+        .unwrap();
+    // An id already in use before kuryr starts.
+    let other: Port = n
+        .create(json!({"network_id": net.id, "name": "kuryr-test-other-subport"}))
+        .await
+        .unwrap();
+    let trunk: Trunk = n
+        .create(json!({"port_id": vm.id, "name": name,
+            "sub_ports": [{"port_id": other.id, "segmentation_type": "vlan", "segmentation_id": 1}]}))
+        .await
+        .unwrap();
+    // The VM's NIC: any link with the VM port's MAC.
+    let nic = format!("kvl{}", &vm.id[..8]);
+    ip(&[
+        "link",
+        "add",
+        &nic,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{nic}p"),
+    ]);
+    let _g = LinkGuard(nic.clone());
+    ip(&["link", "set", &nic, "address", &vm.mac_address]);
+
+    let c1: Port = n.create(json!({"network_id": net.id})).await.unwrap();
+    let c2: Port = n.create(json!({"network_id": net.id})).await.unwrap();
+
+    let d = vlan_driver(&nic).await;
+    assert_eq!(d.attach_subport(&c1.id).await.unwrap(), 2, "1 is taken");
+    // libnetwork retries: the same port keeps its id.
+    assert_eq!(d.attach_subport(&c1.id).await.unwrap(), 2);
+    let mut on_trunk = subports(&n, &trunk.id).await;
+    on_trunk.sort();
+    let mut want = vec![(other.id.clone(), 1), (c1.id.clone(), 2)];
+    want.sort();
+    assert_eq!(on_trunk, want);
+
+    // A restart reads the ids back from the trunk: 1 and 2 stay taken.
+    drop(d);
+    let d = vlan_driver(&nic).await;
+    assert_eq!(d.attach_subport(&c2.id).await.unwrap(), 3);
+    d.detach_subport(&c1.id).await.unwrap();
+    d.detach_subport(&c1.id).await.unwrap();
+    assert!(!subports(&n, &trunk.id)
+        .await
+        .iter()
+        .any(|(p, _)| *p == c1.id));
+    // The freed id is handed out again.
+    assert_eq!(d.attach_subport(&c1.id).await.unwrap(), 2);
+    d.detach_subport(&c1.id).await.unwrap();
+    d.detach_subport(&c2.id).await.unwrap();
+
+    // A whole CreateEndpoint through the driver: subport, then the VLAN sub-interface.
+    let hex = || {
+        format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        )
+    };
+    let (docker_net, ep) = (hex(), hex());
+    let third = (uuid::Uuid::new_v4().as_bytes()[0] % 200) + 20;
+    let cidr = format!("10.217.{third}.0/24");
+    let pool = call(&d, "IpamDriver.RequestPool", json!({"Pool": cidr}))
+        .await
+        .unwrap();
+    let pool_id = pool["PoolID"].as_str().unwrap().to_string();
+    let gw = call(
+        &d,
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": pool_id, "Address": "",
+        "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
+    )
+    .await
+    .unwrap();
+    call(
+        &d,
+        "NetworkDriver.CreateNetwork",
+        json!({"NetworkID": docker_net,
+        "IPv4Data": [{"Pool": cidr, "Gateway": gw["Address"]}],
+        "Options": {"com.docker.network.generic": {"neutron.net.uuid": net.id}}}),
+    )
+    .await
+    .unwrap();
+    let addr = call(
+        &d,
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": pool_id, "Address": "",
+        "Options": {"com.docker.network.endpoint.macaddress": "02:42:0a:d9:00:05"}}),
+    )
+    .await
+    .unwrap();
+    let address = addr["Address"].as_str().unwrap().to_string();
+    let created = call(
+        &d,
+        "NetworkDriver.CreateEndpoint",
+        json!({"NetworkID": docker_net,
+        "EndpointID": ep, "Interface": {"Address": address, "MacAddress": "02:42:0a:d9:00:05"}}),
+    )
+    .await;
+    let ports: Vec<Port> = n
+        .list(&kuryr::neutron::Filters::new().tags(&kuryr::names::id_tags(&ep)))
+        .await
+        .unwrap();
+    let kernel_has_8021q = created.is_ok();
+    if kernel_has_8021q {
+        let port = &ports[0];
+        let sub = subports(&n, &trunk.id).await;
+        let seg = sub.iter().find(|(p, _)| *p == port.id).map(|(_, s)| *s);
+        assert!(seg.is_some(), "endpoint port is not a subport: {sub:?}");
+        let out = Command::new("ip")
+            .args([
+                "-d",
+                "link",
+                "show",
+                &kuryr::names::container_veth(&port.id),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("vlan protocol 802.1Q id {}", seg.unwrap_or(0))),
+            "{text}"
+        );
+        call(
+            &d,
+            "NetworkDriver.DeleteEndpoint",
+            json!({"NetworkID": docker_net, "EndpointID": ep}),
+        )
+        .await
+        .unwrap();
+    } else {
+        // No 8021q here: a clear host error, and the subport attached first is gone again.
+        let err = created.unwrap_err();
+        assert!(err.contains("vlan"), "{err}");
+    }
+    let sub = subports(&n, &trunk.id).await;
+    assert_eq!(sub, vec![(other.id.clone(), 1)], "subports left: {sub:?}");
+
+    call(
+        &d,
+        "IpamDriver.ReleaseAddress",
+        json!({"PoolID": pool_id, "Address": address}),
+    )
+    .await
+    .unwrap();
+    call(
+        &d,
+        "NetworkDriver.DeleteNetwork",
+        json!({"NetworkID": docker_net}),
+    )
+    .await
+    .unwrap();
+    call(
+        &d,
+        "IpamDriver.ReleaseAddress",
+        json!({"PoolID": pool_id, "Address": gw["Address"]}),
+    )
+    .await
+    .unwrap();
+    call(&d, "IpamDriver.ReleasePool", json!({"PoolID": pool_id}))
+        .await
+        .unwrap();
+
+    n.delete::<Trunk>(&trunk.id).await.unwrap();
+    for p in [&vm.id, &other.id, &c1.id, &c2.id] {
+        n.delete::<Port>(p).await.unwrap();
+    }
+    n.delete::<Network>(&net.id).await.unwrap();
+}
