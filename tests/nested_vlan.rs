@@ -4,7 +4,8 @@
 //! frees them. The host side needs 802.1Q sub-interfaces; where the kernel has no 8021q
 //! (as on the CI machines), CreateEndpoint must fail cleanly and leave no subport;
 //! where it has, the VLAN sub-interface must carry the subport's id. The netlink request
-//! itself is checked by unit tests in `host::netlink`.
+//! itself is checked by unit tests in `host::netlink`. Nested ipvlan's Neutron side (the
+//! VM port's pair with the VM's MAC) is tested the same way.
 
 mod common;
 
@@ -238,5 +239,145 @@ async fn subports_get_free_segmentation_ids_and_go_again() {
     for p in [&vm.id, &other.id, &c1.id, &c2.id] {
         n.delete::<Port>(p).await.unwrap();
     }
+    n.delete::<Network>(&net.id).await.unwrap();
+}
+
+/// Nested ipvlan: the VM port's pair carries the container's IP with the VM port's own MAC
+/// (an ipvlan shares its parent's MAC). Where the kernel has no ipvlan module, the
+/// failed CreateEndpoint takes the pair off again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipvlan_pairs_use_the_vm_mac_and_are_rolled_back() {
+    let n = common::neutron().await;
+    let name = common::unique("kuryr-ipvlan-");
+    let net: Network = n.create(json!({"name": name})).await.unwrap();
+    let vm: Port = n
+        .create(json!({"network_id": net.id, "name": "kuryr-test-vm-port"}))
+        .await
+        .unwrap();
+    let nic = format!("kvi{}", &vm.id[..8]);
+    ip(&[
+        "link",
+        "add",
+        &nic,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{nic}p"),
+    ]);
+    let _g = LinkGuard(nic.clone());
+    ip(&["link", "set", &nic, "address", &vm.mac_address]);
+    ip(&["link", "set", &nic, "up"]);
+
+    let text = format!(
+        "[DEFAULT]\ndefault_port_driver = nested\nenabled_port_drivers = nested\n\
+         [binding]\ndriver = ipvlan\nlink_iface = {nic}\n[neutron]\nauth_type = none\nendpoint = {}\n",
+        common::neutron_url()
+    );
+    let cfg = Config::parse("t", &text).unwrap().config;
+    let neutron = Neutron::new(&cfg.neutron).unwrap();
+    let d = Driver::new(Arc::new(cfg), neutron).await.unwrap();
+    let hex = || {
+        format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        )
+    };
+    let (docker_net, ep) = (hex(), hex());
+    let third = (uuid::Uuid::new_v4().as_bytes()[0] % 200) + 20;
+    let cidr = format!("10.218.{third}.0/24");
+    let pool = call(&d, "IpamDriver.RequestPool", json!({"Pool": cidr}))
+        .await
+        .unwrap();
+    let pool_id = pool["PoolID"].as_str().unwrap().to_string();
+    let gw = call(
+        &d,
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": pool_id, "Address": "",
+        "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
+    )
+    .await
+    .unwrap();
+    call(
+        &d,
+        "NetworkDriver.CreateNetwork",
+        json!({"NetworkID": docker_net,
+        "IPv4Data": [{"Pool": cidr, "Gateway": gw["Address"]}],
+        "Options": {"com.docker.network.generic": {"neutron.net.uuid": net.id}}}),
+    )
+    .await
+    .unwrap();
+    let addr = call(
+        &d,
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": pool_id, "Address": ""}),
+    )
+    .await
+    .unwrap();
+    let address = addr["Address"].as_str().unwrap().to_string();
+    let bare = address.split('/').next().unwrap_or_default().to_string();
+    let created = call(
+        &d,
+        "NetworkDriver.CreateEndpoint",
+        json!({"NetworkID": docker_net,
+        "EndpointID": ep, "Interface": {"Address": address}}),
+    )
+    .await;
+    let vm_now: Port = n.get(&vm.id).await.unwrap();
+    let pair = vm_now
+        .allowed_address_pairs
+        .iter()
+        .find(|p| p.ip_address == bare);
+    match &created {
+        Ok(_) => {
+            let mac = pair.and_then(|p| p.mac_address.clone()).unwrap_or_default();
+            assert_eq!(
+                mac.to_ascii_lowercase(),
+                vm.mac_address.to_ascii_lowercase()
+            );
+            call(
+                &d,
+                "NetworkDriver.DeleteEndpoint",
+                json!({"NetworkID": docker_net, "EndpointID": ep}),
+            )
+            .await
+            .unwrap();
+            let vm_after: Port = n.get(&vm.id).await.unwrap();
+            assert!(vm_after.allowed_address_pairs.is_empty());
+        }
+        Err(e) => {
+            assert!(e.contains("ipvlan"), "{e}");
+            assert!(
+                pair.is_none(),
+                "pair left after a failed CreateEndpoint: {vm_now:?}"
+            );
+        }
+    }
+    call(
+        &d,
+        "IpamDriver.ReleaseAddress",
+        json!({"PoolID": pool_id, "Address": address}),
+    )
+    .await
+    .unwrap();
+    call(
+        &d,
+        "NetworkDriver.DeleteNetwork",
+        json!({"NetworkID": docker_net}),
+    )
+    .await
+    .unwrap();
+    call(
+        &d,
+        "IpamDriver.ReleaseAddress",
+        json!({"PoolID": pool_id, "Address": gw["Address"]}),
+    )
+    .await
+    .unwrap();
+    call(&d, "IpamDriver.ReleasePool", json!({"PoolID": pool_id}))
+        .await
+        .unwrap();
+    n.delete::<Port>(&vm.id).await.unwrap();
     n.delete::<Network>(&net.id).await.unwrap();
 }
