@@ -170,7 +170,8 @@ fn crash_point(method: &str) {
     }
 }
 
-const METHODS: &[&str] = &[
+/// Every libnetwork method served (`POST /<this>`).
+pub const METHODS: &[&str] = &[
     "Plugin.Activate",
     "NetworkDriver.GetCapabilities",
     "NetworkDriver.CreateNetwork",

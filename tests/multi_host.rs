@@ -28,6 +28,15 @@ impl Host {
             .expect("docker CLI")
     }
 
+    /// `docker network create` of a kuryr network on this host, labelled for clean-up.
+    fn network_create(&self, name: &str, args: &[&str]) {
+        let mut all = vec!["network", "create", "--label", "kuryr-test", "-d", "kuryr"];
+        all.extend_from_slice(&["--ipam-driver", "kuryr"]);
+        all.extend_from_slice(args);
+        all.push(name);
+        self.docker(&all);
+    }
+
     fn docker(&self, args: &[&str]) -> String {
         let out = self.docker_try(args);
         assert!(
@@ -96,19 +105,7 @@ async fn two_docker_hosts_on_one_neutron() {
 }
 
 fn run(h: &Host, name: &str, net: &str) {
-    h.docker(&[
-        "run",
-        "-d",
-        "--label",
-        "kuryr-test",
-        "--name",
-        name,
-        "--network",
-        net,
-        &image(),
-        "sleep",
-        "600",
-    ]);
+    h.docker(&common::sleeper_args(name, net, &image()));
 }
 
 /// A VXLAN network made by the operator, named on both hosts: containers on A and B
@@ -127,23 +124,10 @@ async fn operator_network_spans_hosts(n: &Neutron, hosts: &[Host]) {
     let dnet = unique("mh-net-");
     let uuid_opt = format!("neutron.net.uuid={}", net.id);
     for h in hosts {
-        h.docker(&[
-            "network",
-            "create",
-            "--label",
-            "kuryr-test",
-            "-d",
-            "kuryr",
-            "--ipam-driver",
-            "kuryr",
-            "--subnet",
-            &cidr,
-            "--gateway",
-            &gw,
-            "-o",
-            &uuid_opt,
+        h.network_create(
             &dnet,
-        ]);
+            &["--subnet", &cidr, "--gateway", &gw, "-o", &uuid_opt],
+        );
     }
     let subnets: Vec<Subnet> = n
         .list(&Filters::new().add("network_id", &net.id))
@@ -152,22 +136,9 @@ async fn operator_network_spans_hosts(n: &Neutron, hosts: &[Host]) {
     assert_eq!(subnets.len(), 1, "both hosts share one subnet: {subnets:?}");
 
     // One container per host.
-    let image = image();
     let cname = |h: &Host| format!("{dnet}-{}", h.name);
     for h in hosts {
-        h.docker(&[
-            "run",
-            "-d",
-            "--label",
-            "kuryr-test",
-            "--name",
-            &cname(h),
-            "--network",
-            &dnet,
-            &image,
-            "sleep",
-            "600",
-        ]);
+        run(h, &cname(h), &dnet);
     }
     let ip_of = |h: &Host| {
         h.docker(&[
@@ -221,19 +192,7 @@ async fn operator_network_spans_hosts(n: &Neutron, hosts: &[Host]) {
         .unwrap();
     assert_eq!(subnets.len(), 1, "host A's removal took host B's subnet");
     let late = format!("{dnet}-late");
-    hosts[1].docker(&[
-        "run",
-        "-d",
-        "--label",
-        "kuryr-test",
-        "--name",
-        &late,
-        "--network",
-        &dnet,
-        &image,
-        "sleep",
-        "600",
-    ]);
+    run(&hosts[1], &late, &dnet);
     let b_ip = ip_of(&hosts[1]);
     assert!(
         hosts[1]
@@ -286,19 +245,7 @@ async fn network_made_on_one_host_is_used_from_the_other(n: &Neutron, hosts: &[H
     let third = rand_octet();
     let cidr = format!("10.214.{third}.0/24");
     let dnet = unique("mh-made-");
-    hosts[0].docker(&[
-        "network",
-        "create",
-        "--label",
-        "kuryr-test",
-        "-d",
-        "kuryr",
-        "--ipam-driver",
-        "kuryr",
-        "--subnet",
-        &cidr,
-        &dnet,
-    ]);
+    hosts[0].network_create(&dnet, &["--subnet", &cidr]);
     let docker_id = hosts[0].docker(&["network", "inspect", "-f", "{{.Id}}", &dnet]);
     let nets: Vec<Network> = n
         .list(&Filters::new().add("name", kuryr::names::network_name(&docker_id)))
@@ -306,21 +253,8 @@ async fn network_made_on_one_host_is_used_from_the_other(n: &Neutron, hosts: &[H
         .unwrap();
     assert_eq!(nets.len(), 1, "{nets:?}");
     let net_id = nets[0].id.clone();
-    hosts[1].docker(&[
-        "network",
-        "create",
-        "--label",
-        "kuryr-test",
-        "-d",
-        "kuryr",
-        "--ipam-driver",
-        "kuryr",
-        "--subnet",
-        &cidr,
-        "-o",
-        &format!("neutron.net.uuid={net_id}"),
-        &dnet,
-    ]);
+    let uuid_opt = format!("neutron.net.uuid={net_id}");
+    hosts[1].network_create(&dnet, &["--subnet", &cidr, "-o", &uuid_opt]);
     let on_b = format!("{dnet}-b");
     run(&hosts[1], &on_b, &dnet);
 

@@ -10,19 +10,11 @@ mod common;
 use std::process::Command;
 
 use common::{
-    docker, docker_try, kuryr_network, network_id, run_container, unique, wait_until, Kuryr,
+    docker, docker_try, ip, kuryr_network, network_id, run_container, unique, wait_until, Kuryr,
+    LinkGuard,
 };
 use kuryr::neutron::{Filters, Network, Port};
 use serde_json::json;
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_macvlan_container_talks_through_the_vm_port() {
@@ -178,15 +170,6 @@ async fn nested_macvlan_container_talks_through_the_vm_port() {
         .get::<Network>(&neutron_net)
         .await
         .is_err_and(|e| e.is_not_found()));
-}
-
-/// Deletes the "VM NIC" veth however the test ends.
-struct LinkGuard(String);
-
-impl Drop for LinkGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
-    }
 }
 
 fn hostname() -> String {

@@ -12,27 +12,29 @@ mod common;
 use std::process::Command;
 use std::sync::Arc;
 
+use common::{ip, LinkGuard};
 use kuryr::config::Config;
 use kuryr::driver::Driver;
 use kuryr::neutron::{Network, Neutron, Port, Trunk};
 use serde_json::{json, Value};
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Deletes the "VM NIC" veth however the test ends.
-struct LinkGuard(String);
-
-impl Drop for LinkGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
-    }
+/// The VM's NIC: a veth whose end has the VM port's MAC (all the drivers look at), up.
+fn vm_nic(prefix: &str, vm: &Port) -> (String, LinkGuard) {
+    let nic = format!("{prefix}{}", &vm.id[..8]);
+    ip(&[
+        "link",
+        "add",
+        &nic,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{nic}p"),
+    ]);
+    let guard = LinkGuard(nic.clone());
+    ip(&["link", "set", &nic, "address", &vm.mac_address]);
+    ip(&["link", "set", &nic, "up"]);
+    (nic, guard)
 }
 
 async fn vlan_driver(nic: &str) -> Driver {
@@ -61,6 +63,90 @@ async fn call(d: &Driver, method: &str, body: Value) -> Result<Value, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A Docker network over the plugin calls Docker makes, on the existing Neutron network
+/// `net_id`; `address` is a container address reserved in it.
+struct CnmNet {
+    docker_net: String,
+    pool_id: String,
+    gateway: Value,
+    address: String,
+}
+
+fn hexid() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+async fn cnm_network(d: &Driver, second_octet: u8, net_id: &str, mac: Option<&str>) -> CnmNet {
+    let docker_net = hexid();
+    let third = (uuid::Uuid::new_v4().as_bytes()[0] % 200) + 20;
+    let cidr = format!("10.{second_octet}.{third}.0/24");
+    let pool = call(d, "IpamDriver.RequestPool", json!({"Pool": cidr}))
+        .await
+        .unwrap();
+    let pool_id = pool["PoolID"].as_str().unwrap().to_string();
+    let gateway = call(
+        d,
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": pool_id, "Address": "",
+        "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
+    )
+    .await
+    .unwrap()["Address"]
+        .clone();
+    call(
+        d,
+        "NetworkDriver.CreateNetwork",
+        json!({"NetworkID": docker_net,
+        "IPv4Data": [{"Pool": cidr, "Gateway": gateway}],
+        "Options": {"com.docker.network.generic": {"neutron.net.uuid": net_id}}}),
+    )
+    .await
+    .unwrap();
+    let mut opts = json!({});
+    if let Some(m) = mac {
+        opts["com.docker.network.endpoint.macaddress"] = json!(m);
+    }
+    let addr = call(
+        d,
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": pool_id, "Address": "", "Options": opts}),
+    )
+    .await
+    .unwrap();
+    CnmNet {
+        docker_net,
+        pool_id,
+        gateway,
+        address: addr["Address"].as_str().unwrap().to_string(),
+    }
+}
+
+async fn cnm_teardown(d: &Driver, c: &CnmNet) {
+    let (pool, net) = (&c.pool_id, &c.docker_net);
+    // In Docker's order: the container's address, the network, the gateway, the pool.
+    let calls = [
+        (
+            "IpamDriver.ReleaseAddress",
+            json!({"PoolID": pool, "Address": c.address}),
+        ),
+        ("NetworkDriver.DeleteNetwork", json!({"NetworkID": net})),
+        (
+            "IpamDriver.ReleaseAddress",
+            json!({"PoolID": pool, "Address": c.gateway}),
+        ),
+        ("IpamDriver.ReleasePool", json!({"PoolID": pool})),
+    ];
+    for (method, body) in calls {
+        if let Err(e) = call(d, method, body).await {
+            panic!("{method}: {e}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subports_get_free_segmentation_ids_and_go_again() {
     let n = common::neutron().await;
@@ -80,20 +166,7 @@ async fn subports_get_free_segmentation_ids_and_go_again() {
             "sub_ports": [{"port_id": other.id, "segmentation_type": "vlan", "segmentation_id": 1}]}))
         .await
         .unwrap();
-    // The VM's NIC: any link with the VM port's MAC.
-    let nic = format!("kvl{}", &vm.id[..8]);
-    ip(&[
-        "link",
-        "add",
-        &nic,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &format!("{nic}p"),
-    ]);
-    let _g = LinkGuard(nic.clone());
-    ip(&["link", "set", &nic, "address", &vm.mac_address]);
+    let (nic, _g) = vm_nic("kvl", &vm);
 
     let c1: Port = n.create(json!({"network_id": net.id})).await.unwrap();
     let c2: Port = n.create(json!({"network_id": net.id})).await.unwrap();
@@ -124,46 +197,9 @@ async fn subports_get_free_segmentation_ids_and_go_again() {
     d.detach_subport(&c2.id).await.unwrap();
 
     // A whole CreateEndpoint through the driver: subport, then the VLAN sub-interface.
-    let hex = || {
-        format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        )
-    };
-    let (docker_net, ep) = (hex(), hex());
-    let third = (uuid::Uuid::new_v4().as_bytes()[0] % 200) + 20;
-    let cidr = format!("10.217.{third}.0/24");
-    let pool = call(&d, "IpamDriver.RequestPool", json!({"Pool": cidr}))
-        .await
-        .unwrap();
-    let pool_id = pool["PoolID"].as_str().unwrap().to_string();
-    let gw = call(
-        &d,
-        "IpamDriver.RequestAddress",
-        json!({"PoolID": pool_id, "Address": "",
-        "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
-    )
-    .await
-    .unwrap();
-    call(
-        &d,
-        "NetworkDriver.CreateNetwork",
-        json!({"NetworkID": docker_net,
-        "IPv4Data": [{"Pool": cidr, "Gateway": gw["Address"]}],
-        "Options": {"com.docker.network.generic": {"neutron.net.uuid": net.id}}}),
-    )
-    .await
-    .unwrap();
-    let addr = call(
-        &d,
-        "IpamDriver.RequestAddress",
-        json!({"PoolID": pool_id, "Address": "",
-        "Options": {"com.docker.network.endpoint.macaddress": "02:42:0a:d9:00:05"}}),
-    )
-    .await
-    .unwrap();
-    let address = addr["Address"].as_str().unwrap().to_string();
+    let ep = hexid();
+    let c = cnm_network(&d, 217, &net.id, Some("02:42:0a:d9:00:05")).await;
+    let (docker_net, address) = (c.docker_net.clone(), c.address.clone());
     let created = call(
         &d,
         "NetworkDriver.CreateEndpoint",
@@ -210,31 +246,7 @@ async fn subports_get_free_segmentation_ids_and_go_again() {
     let sub = subports(&n, &trunk.id).await;
     assert_eq!(sub, vec![(other.id.clone(), 1)], "subports left: {sub:?}");
 
-    call(
-        &d,
-        "IpamDriver.ReleaseAddress",
-        json!({"PoolID": pool_id, "Address": address}),
-    )
-    .await
-    .unwrap();
-    call(
-        &d,
-        "NetworkDriver.DeleteNetwork",
-        json!({"NetworkID": docker_net}),
-    )
-    .await
-    .unwrap();
-    call(
-        &d,
-        "IpamDriver.ReleaseAddress",
-        json!({"PoolID": pool_id, "Address": gw["Address"]}),
-    )
-    .await
-    .unwrap();
-    call(&d, "IpamDriver.ReleasePool", json!({"PoolID": pool_id}))
-        .await
-        .unwrap();
-
+    cnm_teardown(&d, &c).await;
     n.delete::<Trunk>(&trunk.id).await.unwrap();
     for p in [&vm.id, &other.id, &c1.id, &c2.id] {
         n.delete::<Port>(p).await.unwrap();
@@ -254,20 +266,7 @@ async fn ipvlan_pairs_use_the_vm_mac_and_are_rolled_back() {
         .create(json!({"network_id": net.id, "name": "kuryr-test-vm-port"}))
         .await
         .unwrap();
-    let nic = format!("kvi{}", &vm.id[..8]);
-    ip(&[
-        "link",
-        "add",
-        &nic,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &format!("{nic}p"),
-    ]);
-    let _g = LinkGuard(nic.clone());
-    ip(&["link", "set", &nic, "address", &vm.mac_address]);
-    ip(&["link", "set", &nic, "up"]);
+    let (nic, _g) = vm_nic("kvi", &vm);
 
     let text = format!(
         "[DEFAULT]\ndefault_port_driver = nested\nenabled_port_drivers = nested\n\
@@ -277,45 +276,9 @@ async fn ipvlan_pairs_use_the_vm_mac_and_are_rolled_back() {
     let cfg = Config::parse("t", &text).unwrap().config;
     let neutron = Neutron::new(&cfg.neutron).unwrap();
     let d = Driver::new(Arc::new(cfg), neutron).await.unwrap();
-    let hex = || {
-        format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        )
-    };
-    let (docker_net, ep) = (hex(), hex());
-    let third = (uuid::Uuid::new_v4().as_bytes()[0] % 200) + 20;
-    let cidr = format!("10.218.{third}.0/24");
-    let pool = call(&d, "IpamDriver.RequestPool", json!({"Pool": cidr}))
-        .await
-        .unwrap();
-    let pool_id = pool["PoolID"].as_str().unwrap().to_string();
-    let gw = call(
-        &d,
-        "IpamDriver.RequestAddress",
-        json!({"PoolID": pool_id, "Address": "",
-        "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
-    )
-    .await
-    .unwrap();
-    call(
-        &d,
-        "NetworkDriver.CreateNetwork",
-        json!({"NetworkID": docker_net,
-        "IPv4Data": [{"Pool": cidr, "Gateway": gw["Address"]}],
-        "Options": {"com.docker.network.generic": {"neutron.net.uuid": net.id}}}),
-    )
-    .await
-    .unwrap();
-    let addr = call(
-        &d,
-        "IpamDriver.RequestAddress",
-        json!({"PoolID": pool_id, "Address": ""}),
-    )
-    .await
-    .unwrap();
-    let address = addr["Address"].as_str().unwrap().to_string();
+    let ep = hexid();
+    let c = cnm_network(&d, 218, &net.id, None).await;
+    let (docker_net, address) = (c.docker_net.clone(), c.address.clone());
     let bare = address.split('/').next().unwrap_or_default().to_string();
     let created = call(
         &d,
@@ -354,30 +317,7 @@ async fn ipvlan_pairs_use_the_vm_mac_and_are_rolled_back() {
             );
         }
     }
-    call(
-        &d,
-        "IpamDriver.ReleaseAddress",
-        json!({"PoolID": pool_id, "Address": address}),
-    )
-    .await
-    .unwrap();
-    call(
-        &d,
-        "NetworkDriver.DeleteNetwork",
-        json!({"NetworkID": docker_net}),
-    )
-    .await
-    .unwrap();
-    call(
-        &d,
-        "IpamDriver.ReleaseAddress",
-        json!({"PoolID": pool_id, "Address": gw["Address"]}),
-    )
-    .await
-    .unwrap();
-    call(&d, "IpamDriver.ReleasePool", json!({"PoolID": pool_id}))
-        .await
-        .unwrap();
+    cnm_teardown(&d, &c).await;
     n.delete::<Port>(&vm.id).await.unwrap();
     n.delete::<Network>(&net.id).await.unwrap();
 }

@@ -23,29 +23,8 @@ use crate::driver::Driver;
 use crate::neutron::Neutron;
 use fake_neutron::FakeNeutron;
 
-/// The methods an input byte selects from (modulo its length).
-pub const METHODS: &[&str] = &[
-    "Plugin.Activate",
-    "NetworkDriver.GetCapabilities",
-    "NetworkDriver.CreateNetwork",
-    "NetworkDriver.DeleteNetwork",
-    "NetworkDriver.CreateEndpoint",
-    "NetworkDriver.EndpointOperInfo",
-    "NetworkDriver.DeleteEndpoint",
-    "NetworkDriver.Join",
-    "NetworkDriver.Leave",
-    "NetworkDriver.DiscoverNew",
-    "NetworkDriver.ProgramExternalConnectivity",
-    "NetworkDriver.RevokeExternalConnectivity",
-    "NetworkDriver.AllocateNetwork",
-    "NetworkDriver.FreeNetwork",
-    "IpamDriver.GetCapabilities",
-    "IpamDriver.GetDefaultAddressSpaces",
-    "IpamDriver.RequestPool",
-    "IpamDriver.ReleasePool",
-    "IpamDriver.RequestAddress",
-    "IpamDriver.ReleaseAddress",
-];
+/// The methods an input byte selects from (modulo its length): all the server serves.
+pub use crate::server::METHODS;
 
 /// Separates calls in an input; never part of UTF-8 text, so JSON bodies cannot contain it.
 pub const SEPARATOR: u8 = 0xff;

@@ -355,7 +355,12 @@ pub fn network_id(name: &str) -> String {
 /// `docker run -d` of the test image sleeping, labelled for clean-up; may fail.
 pub fn run_container_try(name: &str, net: &str) -> Output {
     let image = image();
-    docker_try(&[
+    docker_try(&sleeper_args(name, net, &image))
+}
+
+/// `docker run` arguments of a labelled, detached test container sleeping on `net`.
+pub fn sleeper_args<'a>(name: &'a str, net: &'a str, image: &'a str) -> [&'a str; 11] {
+    [
         "run",
         "-d",
         "--label",
@@ -364,10 +369,10 @@ pub fn run_container_try(name: &str, net: &str) -> Output {
         name,
         "--network",
         net,
-        &image,
+        image,
         "sleep",
         "600",
-    ])
+    ]
 }
 
 /// `docker run -d` of the test image sleeping, labelled for clean-up.
@@ -490,4 +495,23 @@ pub fn make_certs(dir: &Path) -> [PathBuf; 5] {
         p("client.pem"),
         p("client-key.pem"),
     ]
+}
+
+/// Runs `ip` with these arguments; fails the test with its error.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Deletes a link the test made, however the test ends.
+pub struct LinkGuard(pub String);
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
 }
