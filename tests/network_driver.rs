@@ -174,3 +174,67 @@ async fn failed_create_network_leaves_nothing() {
     assert!(tagged.is_empty());
     n.delete::<Network>(&pre.id).await.unwrap();
 }
+
+/// An adopted port made for SR-IOV (`binding:vnic_type = direct`) is refused at
+/// CreateEndpoint with a clear error and left as it was: a veth cannot serve it.
+#[tokio::test]
+async fn sriov_port_is_refused_and_left_as_it_was() {
+    let n = common::neutron().await;
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kuryr::start_at(dir.path().join("k.sock"), "");
+    let (net_id, ep_id) = (hexid(), hexid());
+    let cidr = "10.253.21.0/24";
+    let pool = ok(&k, "IpamDriver.RequestPool", &json!({"Pool": cidr}));
+    let pool_id = pool["PoolID"].as_str().unwrap().to_string();
+    let gw = json!({"PoolID": pool_id, "Address": "10.253.21.1", "Options": {"RequestAddressType": "com.docker.network.gateway"}});
+    ok(&k, "IpamDriver.RequestAddress", &gw);
+    ok(
+        &k,
+        "NetworkDriver.CreateNetwork",
+        &json!({"NetworkID": net_id, "IPv4Data": [{"Pool": cidr, "Gateway": "10.253.21.1/24"}]}),
+    );
+    let sub: Vec<Subnet> = n
+        .list(&Filters::new().add("subnetpool_id", &pool_id))
+        .await
+        .unwrap();
+    let vf: Port = n
+        .create(
+            json!({"network_id": sub[0].network_id, "name": "sriov-port",
+            "binding:vnic_type": "direct",
+            "fixed_ips": [{"subnet_id": sub[0].id, "ip_address": "10.253.21.50"}]}),
+        )
+        .await
+        .unwrap();
+    let addr = json!({"PoolID": pool_id, "Address": "10.253.21.50", "Options": {}});
+    ok(&k, "IpamDriver.RequestAddress", &addr);
+    let (s, v) = k.call(
+        "NetworkDriver.CreateEndpoint",
+        &json!({"NetworkID": net_id, "EndpointID": ep_id,
+            "Interface": {"Address": "10.253.21.50/24"}}),
+    );
+    assert_eq!(s, 409, "{v}");
+    assert!(v["Err"].as_str().unwrap_or("").contains("SR-IOV"), "{v}");
+    let after: Port = n.get(&vf.id).await.unwrap();
+    assert_eq!(
+        (
+            after.host_id.as_str(),
+            after.device_owner.as_str(),
+            after.device_id.as_str()
+        ),
+        ("", "", ""),
+        "refused port was changed: {after:?}"
+    );
+    assert!(common::host_links(&format!("tap{}", &vf.id[..11])).is_empty());
+
+    let release = json!({"PoolID": pool_id, "Address": "10.253.21.50"});
+    ok(&k, "IpamDriver.ReleaseAddress", &release);
+    n.delete::<Port>(&vf.id).await.unwrap();
+    ok(
+        &k,
+        "NetworkDriver.DeleteNetwork",
+        &json!({"NetworkID": net_id}),
+    );
+    let gw_release = json!({"PoolID": pool_id, "Address": "10.253.21.1"});
+    ok(&k, "IpamDriver.ReleaseAddress", &gw_release);
+    ok(&k, "IpamDriver.ReleasePool", &json!({"PoolID": pool_id}));
+}

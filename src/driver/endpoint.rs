@@ -185,6 +185,14 @@ impl Driver {
                 .into_iter()
                 .next()
                 .ok_or_else(|| DriverError::Internal("no port".into()))?;
+            // The port's vnic_type picks the driver: an SR-IOV port (an adopted one made
+            // with `--vnic-type direct`) cannot be served by a veth or sub-interface.
+            if super::nested::is_sriov(&old.vnic_type) {
+                return Err(DriverError::Conflict(format!(
+                    "port {} has binding:vnic_type {}: SR-IOV ports are not supported by this version",
+                    old.id, old.vnic_type
+                )));
+            }
             if old.name == super::pool::POOL_PORT_NAME {
                 // A pool port becomes an ordinary kuryr port in the same update.
                 binding["name"] = json!(names::UNBOUND_PORT_NAME);
