@@ -160,6 +160,38 @@ fn doctor_fails_with_fixes_on_a_broken_setup() {
     assert!(!ok);
     assert!(out.contains("[FAIL] Neutron reachable"), "{out}");
     assert!(!out.contains("doctor-Secret-9"), "{out}");
+    // Nested driver on a host whose NIC is no Neutron port: told so, with the fix, and no
+    // L2 agent is asked for (a VM has none).
+    let nic = common::unique("kdn");
+    common::ip(&[
+        "link",
+        "add",
+        &nic,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{nic}p"),
+    ]);
+    let _g = common::LinkGuard(nic.clone());
+    let (ok, out) = doctor(
+        &format!(
+            "[DEFAULT]\ndefault_port_driver = nested\nenabled_port_drivers = nested\n\
+             [binding]\ndriver = macvlan\nlink_iface = {nic}\n[neutron]\nendpoint = {}\n",
+            common::neutron_url()
+        ),
+        "kuryr",
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("[FAIL] VM port for the nested driver"),
+        "{out}"
+    );
+    assert!(
+        out.contains("the nested drivers run inside a Nova VM"),
+        "{out}"
+    );
+    assert!(!out.contains("L2 agent for this host"), "{out}");
     // A config error is a failed check too.
     let (ok, out) = doctor(
         "[neutron]\nendpoint = http://x:1\nenable_dhcp = maybe\n",

@@ -137,7 +137,11 @@ pub async fn checks(opts: &Options) -> Vec<Check> {
         }
     }
     out.push(default_pools(&neutron, &cfg).await);
-    out.push(l2_agent(&neutron, &cfg.host).await);
+    // Nested hosts (VMs) have no L2 agent: their VM port carries the traffic.
+    match nested_port(&neutron, &cfg).await {
+        Some(c) => out.push(c),
+        None => out.push(l2_agent(&neutron, &cfg.host).await),
+    }
     out.push(binding_programs(&neutron, &cfg).await);
     out.push(listener(&cfg, &opts.plugin));
     out.push(docker_plugin(&opts.docker_socket, &opts.plugin).await);
@@ -181,6 +185,71 @@ async fn default_pools(n: &Neutron, cfg: &Config) -> Check {
             ),
         )
     }
+}
+
+/// For the nested port drivers: `link_iface` exists, its MAC is a Neutron port (the VM's),
+/// and for vlan that port is a trunk parent. None for the veth driver.
+async fn nested_port(n: &Neutron, cfg: &Config) -> Option<Check> {
+    use crate::driver::nested::{port_driver, NestedKind, PortDriver};
+    const WHAT: &str = "VM port for the nested driver";
+    let (link, kind) = match port_driver(cfg) {
+        Ok(PortDriver::Veth) => return None,
+        Ok(PortDriver::Nested { link_iface, kind }) => (link_iface, kind),
+        Err(e) => return Some(Check::fail(WHAT, e, "see README, Deployment modes")),
+    };
+    let mac = match crate::host::netlink::Netlink::connect() {
+        Ok(nl) => match nl.link(&link).await {
+            Ok(Some(l)) => l.mac,
+            Ok(None) => {
+                return Some(Check::fail(
+                    WHAT,
+                    format!("link_iface {link} does not exist"),
+                    "set [binding] link_iface to the VM's NIC (ip link)",
+                ))
+            }
+            Err(e) => return Some(Check::fail(WHAT, e.to_string(), "run as root")),
+        },
+        Err(e) => return Some(Check::fail(WHAT, e.to_string(), "run as root")),
+    };
+    let Some(mac) = mac else {
+        return Some(Check::fail(
+            WHAT,
+            format!("{link} has no MAC address"),
+            "set [binding] link_iface to the VM's Ethernet NIC",
+        ));
+    };
+    let ports: Vec<crate::neutron::Port> =
+        match n.list(&Filters::new().add("mac_address", &mac)).await {
+            Ok(p) => p,
+            Err(e) => {
+                return Some(Check::fail(
+                    WHAT,
+                    e.to_string(),
+                    "check Neutron credentials",
+                ))
+            }
+        };
+    let Some(vm) = ports.first() else {
+        return Some(Check::fail(
+            WHAT,
+            format!("no Neutron port has {link}'s MAC {mac}"),
+            "the nested drivers run inside a Nova VM: link_iface must be the NIC of the VM's Neutron port",
+        ));
+    };
+    if kind == NestedKind::Vlan && vm.trunk_details.is_none() {
+        return Some(Check::fail(
+            WHAT,
+            format!("port {} ({link}) is not a trunk parent", vm.id),
+            format!(
+                "openstack network trunk create --parent-port {} <name>",
+                vm.id
+            ),
+        ));
+    }
+    Some(Check::ok(
+        WHAT,
+        format!("{link} is port {} ({kind:?})", vm.id),
+    ))
 }
 
 async fn l2_agent(n: &Neutron, host: &str) -> Check {
