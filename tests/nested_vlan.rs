@@ -21,20 +21,20 @@ use serde_json::{json, Value};
 /// The VM's NIC: a veth whose end has the VM port's MAC (all the drivers look at), up.
 fn vm_nic(prefix: &str, vm: &Port) -> (String, LinkGuard) {
     let nic = format!("{prefix}{}", &vm.id[..8]);
-    ip(&[
-        "link",
-        "add",
-        &nic,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &format!("{nic}p"),
-    ]);
-    let guard = LinkGuard(nic.clone());
+    let guard = common::veth(&nic);
     ip(&["link", "set", &nic, "address", &vm.mac_address]);
     ip(&["link", "set", &nic, "up"]);
     (nic, guard)
+}
+
+/// A new Neutron network and, on it, the "VM's" port.
+async fn vm_on_new_network(n: &Neutron, name: &str) -> (Network, Port) {
+    let net: Network = n.create(json!({"name": name})).await.unwrap();
+    let vm: Port = n
+        .create(json!({"network_id": net.id, "name": "kuryr-test-vm-port"}))
+        .await
+        .unwrap();
+    (net, vm)
 }
 
 async fn vlan_driver(nic: &str) -> Driver {
@@ -151,11 +151,7 @@ async fn cnm_teardown(d: &Driver, c: &CnmNet) {
 async fn subports_get_free_segmentation_ids_and_go_again() {
     let n = common::neutron().await;
     let name = common::unique("kuryr-vlan-");
-    let net: Network = n.create(json!({"name": name})).await.unwrap();
-    let vm: Port = n
-        .create(json!({"network_id": net.id, "name": "kuryr-test-vm-port"}))
-        .await
-        .unwrap();
+    let (net, vm) = vm_on_new_network(&n, &name).await;
     // An id already in use before kuryr starts.
     let other: Port = n
         .create(json!({"network_id": net.id, "name": "kuryr-test-other-subport"}))
@@ -260,12 +256,7 @@ async fn subports_get_free_segmentation_ids_and_go_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipvlan_pairs_use_the_vm_mac_and_are_rolled_back() {
     let n = common::neutron().await;
-    let name = common::unique("kuryr-ipvlan-");
-    let net: Network = n.create(json!({"name": name})).await.unwrap();
-    let vm: Port = n
-        .create(json!({"network_id": net.id, "name": "kuryr-test-vm-port"}))
-        .await
-        .unwrap();
+    let (net, vm) = vm_on_new_network(&n, &common::unique("kuryr-ipvlan-")).await;
     let (nic, _g) = vm_nic("kvi", &vm);
 
     let text = format!(

@@ -163,17 +163,7 @@ fn doctor_fails_with_fixes_on_a_broken_setup() {
     // Nested driver on a host whose NIC is no Neutron port: told so, with the fix, and no
     // L2 agent is asked for (a VM has none).
     let nic = common::unique("kdn");
-    common::ip(&[
-        "link",
-        "add",
-        &nic,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &format!("{nic}p"),
-    ]);
-    let _g = common::LinkGuard(nic.clone());
+    let _g = common::veth(&nic);
     let (ok, out) = doctor(
         &format!(
             "[DEFAULT]\ndefault_port_driver = nested\nenabled_port_drivers = nested\n\

@@ -507,6 +507,21 @@ pub fn ip(args: &[&str]) {
     );
 }
 
+/// A veth pair `name` / `<name>p` (the "NIC" end first), deleted when the guard drops.
+pub fn veth(name: &str) -> LinkGuard {
+    ip(&[
+        "link",
+        "add",
+        name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{name}p"),
+    ]);
+    LinkGuard(name.to_string())
+}
+
 /// Deletes a link the test made, however the test ends.
 pub struct LinkGuard(pub String);
 
