@@ -6,17 +6,10 @@ mod common;
 
 use std::process::Command;
 
+use common::cnm::hexid;
 use common::Kuryr;
 use kuryr::neutron::{Network, Port};
 use serde_json::json;
-
-fn hexid() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
-}
 
 #[tokio::test]
 async fn gc_finds_and_removes_what_a_killed_kuryr_left() {

@@ -12,11 +12,12 @@ mod common;
 use std::process::Command;
 use std::sync::Arc;
 
+use common::cnm::{call, cnm_address, cnm_network, cnm_teardown, hexid};
 use common::{ip, LinkGuard};
 use kuryr::config::Config;
 use kuryr::driver::Driver;
 use kuryr::neutron::{Network, Neutron, Port, Trunk};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The VM's NIC: a veth whose end has the VM port's MAC (all the drivers look at), up.
 fn vm_nic(prefix: &str, vm: &Port) -> (String, LinkGuard) {
@@ -55,96 +56,6 @@ async fn subports(n: &Neutron, trunk: &str) -> Vec<(String, u32)> {
         .iter()
         .map(|s| (s.port_id.clone(), s.segmentation_id.unwrap_or(0)))
         .collect()
-}
-
-async fn call(d: &Driver, method: &str, body: Value) -> Result<Value, String> {
-    kuryr::server::dispatch(d, method, body.to_string().as_bytes())
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// A Docker network over the plugin calls Docker makes, on the existing Neutron network
-/// `net_id`; `address` is a container address reserved in it.
-struct CnmNet {
-    docker_net: String,
-    pool_id: String,
-    gateway: Value,
-    address: String,
-}
-
-fn hexid() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
-async fn cnm_network(d: &Driver, second_octet: u8, net_id: &str, mac: Option<&str>) -> CnmNet {
-    let docker_net = hexid();
-    let third = (uuid::Uuid::new_v4().as_bytes()[0] % 200) + 20;
-    let cidr = format!("10.{second_octet}.{third}.0/24");
-    let pool = call(d, "IpamDriver.RequestPool", json!({"Pool": cidr}))
-        .await
-        .unwrap();
-    let pool_id = pool["PoolID"].as_str().unwrap().to_string();
-    let gateway = call(
-        d,
-        "IpamDriver.RequestAddress",
-        json!({"PoolID": pool_id, "Address": "",
-        "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
-    )
-    .await
-    .unwrap()["Address"]
-        .clone();
-    call(
-        d,
-        "NetworkDriver.CreateNetwork",
-        json!({"NetworkID": docker_net,
-        "IPv4Data": [{"Pool": cidr, "Gateway": gateway}],
-        "Options": {"com.docker.network.generic": {"neutron.net.uuid": net_id}}}),
-    )
-    .await
-    .unwrap();
-    let mut opts = json!({});
-    if let Some(m) = mac {
-        opts["com.docker.network.endpoint.macaddress"] = json!(m);
-    }
-    let addr = call(
-        d,
-        "IpamDriver.RequestAddress",
-        json!({"PoolID": pool_id, "Address": "", "Options": opts}),
-    )
-    .await
-    .unwrap();
-    CnmNet {
-        docker_net,
-        pool_id,
-        gateway,
-        address: addr["Address"].as_str().unwrap().to_string(),
-    }
-}
-
-async fn cnm_teardown(d: &Driver, c: &CnmNet) {
-    let (pool, net) = (&c.pool_id, &c.docker_net);
-    // In Docker's order: the container's address, the network, the gateway, the pool.
-    let calls = [
-        (
-            "IpamDriver.ReleaseAddress",
-            json!({"PoolID": pool, "Address": c.address}),
-        ),
-        ("NetworkDriver.DeleteNetwork", json!({"NetworkID": net})),
-        (
-            "IpamDriver.ReleaseAddress",
-            json!({"PoolID": pool, "Address": c.gateway}),
-        ),
-        ("IpamDriver.ReleasePool", json!({"PoolID": pool})),
-    ];
-    for (method, body) in calls {
-        if let Err(e) = call(d, method, body).await {
-            panic!("{method}: {e}");
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +105,8 @@ async fn subports_get_free_segmentation_ids_and_go_again() {
 
     // A whole CreateEndpoint through the driver: subport, then the VLAN sub-interface.
     let ep = hexid();
-    let c = cnm_network(&d, 217, &net.id, Some("02:42:0a:d9:00:05")).await;
+    let mut c = cnm_network(&d, 217, &net.id).await;
+    cnm_address(&d, &mut c, None, Some("02:42:0a:d9:00:05")).await;
     let (docker_net, address) = (c.docker_net.clone(), c.address.clone());
     let created = call(
         &d,
@@ -268,7 +180,8 @@ async fn ipvlan_pairs_use_the_vm_mac_and_are_rolled_back() {
     let neutron = Neutron::new(&cfg.neutron).unwrap();
     let d = Driver::new(Arc::new(cfg), neutron).await.unwrap();
     let ep = hexid();
-    let c = cnm_network(&d, 218, &net.id, None).await;
+    let mut c = cnm_network(&d, 218, &net.id).await;
+    cnm_address(&d, &mut c, None, None).await;
     let (docker_net, address) = (c.docker_net.clone(), c.address.clone());
     let bare = address.split('/').next().unwrap_or_default().to_string();
     let created = call(

@@ -4,17 +4,10 @@
 
 mod common;
 
+use common::cnm::hexid;
 use common::Kuryr;
 use kuryr::neutron::{Filters, Network, Port, Subnet};
 use serde_json::{json, Value};
-
-fn hexid() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
-}
 
 fn ok(k: &Kuryr, method: &str, body: &Value) -> Value {
     let (s, v) = k.call(method, body);
@@ -176,7 +169,8 @@ async fn failed_create_network_leaves_nothing() {
 }
 
 /// An adopted port made for SR-IOV (`binding:vnic_type = direct`) is refused at
-/// CreateEndpoint with a clear error and left as it was: a veth cannot serve it.
+/// CreateEndpoint with a clear error and left as it was while the sriov port driver is
+/// not enabled: a veth cannot serve it.
 #[tokio::test]
 async fn sriov_port_is_refused_and_left_as_it_was() {
     let n = common::neutron().await;
@@ -213,7 +207,11 @@ async fn sriov_port_is_refused_and_left_as_it_was() {
             "Interface": {"Address": "10.253.21.50/24"}}),
     );
     assert_eq!(s, 409, "{v}");
-    assert!(v["Err"].as_str().unwrap_or("").contains("SR-IOV"), "{v}");
+    let err = v["Err"].as_str().unwrap_or("");
+    assert!(
+        err.contains("VNIC type direct") && err.contains("enabled_port_drivers"),
+        "{v}"
+    );
     let after: Port = n.get(&vf.id).await.unwrap();
     assert_eq!(
         (

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::cnm::hexid;
 use common::Kuryr;
 use kuryr::neutron::{Filters, Port, Subnet, SubnetPool};
 use serde_json::{json, Value};
@@ -11,14 +12,6 @@ use serde_json::{json, Value};
 fn kuryr() -> Kuryr {
     let dir = tempfile::tempdir().unwrap().keep();
     Kuryr::start_at(dir.join("kuryr.sock"), "")
-}
-
-fn hexid() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
 }
 
 #[test]

@@ -106,11 +106,14 @@ impl Driver {
             .await;
         match result {
             Ok(port) => {
-                let response_mac = if iface.mac_address.is_empty() {
-                    port.mac_address.clone()
-                } else {
-                    String::new()
-                };
+                // A VF's MAC is set through its PF; one set from inside the container
+                // would be refused (or spoof the port), so Docker gets none to set.
+                let response_mac =
+                    if iface.mac_address.is_empty() && !super::nested::is_sriov(&port.vnic_type) {
+                        port.mac_address.clone()
+                    } else {
+                        String::new()
+                    };
                 for (ip, s) in addrs.iter().zip(&subnets) {
                     self.cache
                         .addresses
@@ -152,8 +155,15 @@ impl Driver {
         change: &mut Option<PortChange>,
     ) -> Result<Port> {
         let ep = req.endpoint_id.as_str();
-        let nested = self.nested().is_some();
-        let subport = matches!(self.nested(), Some((_, super::nested::NestedKind::Vlan)));
+        // The port's vnic_type picks the driver: an SR-IOV port (made beforehand with
+        // `--vnic-type direct` and adopted) gets a VF whatever the default driver is.
+        // Checked before Neutron is touched.
+        let sriov = match ports.as_slice() {
+            [p] if super::nested::is_sriov(&p.vnic_type) => Some(self.sriov_device(p)?),
+            _ => None,
+        };
+        let nested = self.nested().is_some() && sriov.is_none();
+        let subport = nested && matches!(self.nested(), Some((_, super::nested::NestedKind::Vlan)));
         let mut binding = json!({
             "binding:host_id": self.cfg.host,
             "device_owner": names::DEVICE_OWNER,
@@ -185,14 +195,6 @@ impl Driver {
                 .into_iter()
                 .next()
                 .ok_or_else(|| DriverError::Internal("no port".into()))?;
-            // The port's vnic_type picks the driver: an SR-IOV port (an adopted one made
-            // with `--vnic-type direct`) cannot be served by a veth or sub-interface.
-            if super::nested::is_sriov(&old.vnic_type) {
-                return Err(DriverError::Conflict(format!(
-                    "port {} has binding:vnic_type {}: SR-IOV ports are not supported by this version",
-                    old.id, old.vnic_type
-                )));
-            }
             if old.name == super::pool::POOL_PORT_NAME {
                 // A pool port becomes an ordinary kuryr port in the same update.
                 binding["name"] = json!(names::UNBOUND_PORT_NAME);
@@ -205,7 +207,8 @@ impl Driver {
             let already = (nested || old.host_id == self.cfg.host)
                 && (subport || old.device_id == ep)
                 && names::has_id_tags(&old.tags, ep);
-            let bound = old.vif_type != "unbound" && !old.vif_type.is_empty();
+            // binding_failed is retried: the agent may have come up since.
+            let bound = !matches!(old.vif_type.as_str(), "" | "unbound" | "binding_failed");
             let port = if already && (nested || bound) {
                 old
             } else {
@@ -264,6 +267,17 @@ impl Driver {
             port
         };
 
+        if let Some(dev) = &sriov {
+            let vf = self.plug_sriov(dev, &port, net.mtu).await?;
+            tracing::info!(port = %port.id, pci_slot = %dev.pci_slot, netdev = %vf, "SR-IOV VF programmed");
+            if self.cfg.neutron.vif_plugging_is_fatal {
+                if let Err(e) = self.wait_active(&port.id).await {
+                    self.unplug_sriov(&port).await;
+                    return Err(e);
+                }
+            }
+            return Ok(port);
+        }
         if let Some((link, kind)) = self.nested() {
             self.plug_nested(link, kind, &port, net.mtu).await?;
             return Ok(port);
@@ -342,7 +356,9 @@ impl Driver {
             return Ok(json!({}));
         };
         let port = &info.port;
-        if let Some((link, kind)) = self.nested() {
+        if super::nested::is_sriov(&port.vnic_type) {
+            self.unplug_sriov(port).await;
+        } else if let Some((link, kind)) = self.nested() {
             self.unplug_nested(link, kind, port).await?;
         } else {
             let bind = bind_context(port, ep, &port.project_id);
@@ -443,9 +459,14 @@ impl Driver {
                 });
             }
         }
+        let src_name = if super::nested::is_sriov(&port.vnic_type) {
+            self.sriov_ifname(port)?
+        } else {
+            names::container_veth(&port.id)
+        };
         Ok(JoinResponse {
             interface_name: InterfaceName {
-                src_name: names::container_veth(&port.id),
+                src_name,
                 dst_prefix: self.cfg.binding.veth_dst_prefix.clone(),
             },
             gateway,

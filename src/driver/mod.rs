@@ -7,6 +7,7 @@ mod ipam;
 pub mod nested;
 mod network;
 pub mod pool;
+mod sriov;
 
 use std::sync::Arc;
 
@@ -114,6 +115,12 @@ impl Driver {
             d.trunk = Some(d.load_trunk(&link).await?);
         }
         Ok(d)
+    }
+
+    /// Looks SR-IOV devices up under another sysfs mount than /sys (kuryr in a container
+    /// with the host's /sys elsewhere; tests).
+    pub fn set_sysfs(&mut self, sysfs: crate::host::sriov::Sysfs) {
+        self.plumber.set_sysfs(sysfs);
     }
 
     pub fn neutron(&self) -> &Neutron {

@@ -80,6 +80,8 @@ pub fn port_driver(cfg: &Config) -> std::result::Result<PortDriver, String> {
                 "[binding] driver = {other} does not go with the vlan port driver (use vlan)"
             )),
         },
+        // The reference would serve every normal port with it and fail them all.
+        "sriov" => Err("[DEFAULT] default_port_driver = sriov: the sriov driver serves only ports made with an SR-IOV binding:vnic_type; keep veth (or nested, vlan) as the default and add sriov to enabled_port_drivers".into()),
         other => Err(format!(
             "[DEFAULT] default_port_driver = {other} is not implemented in this version (use veth, nested or vlan)"
         )),
@@ -506,6 +508,11 @@ mod tests {
         let bad_link = cfg("[DEFAULT]\ndefault_port_driver = nested\nenabled_port_drivers = nested\n[binding]\ndriver = macvlan\nlink_iface = ../eth0\n");
         assert!(port_driver(&bad_link).is_err());
         let sriov = cfg("[DEFAULT]\ndefault_port_driver = sriov\nenabled_port_drivers = sriov\n");
-        assert!(port_driver(&sriov).unwrap_err().contains("not implemented"));
+        assert!(port_driver(&sriov)
+            .unwrap_err()
+            .contains("add sriov to enabled_port_drivers"));
+        // The usual SR-IOV set-up: veth for normal ports, sriov for SR-IOV ones.
+        let veth_and_sriov = cfg("[DEFAULT]\ndefault_port_driver = veth\nenabled_port_drivers = veth,sriov\n[binding]\nenabled_drivers = veth,hw_veb\n");
+        assert_eq!(port_driver(&veth_and_sriov).unwrap(), PortDriver::Veth);
     }
 }

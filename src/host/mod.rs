@@ -3,6 +3,7 @@
 
 pub mod binding;
 pub mod netlink;
+pub mod sriov;
 
 use std::path::PathBuf;
 
@@ -11,6 +12,7 @@ use thiserror::Error;
 use crate::names;
 use binding::BindContext;
 use netlink::Netlink;
+use sriov::{PciNetDevice, Sysfs};
 
 #[derive(Debug, Error, Clone)]
 pub enum HostError {
@@ -48,6 +50,7 @@ pub struct Plumber {
     nl: Netlink,
     bindir: PathBuf,
     host: String,
+    sysfs: Sysfs,
 }
 
 impl Plumber {
@@ -56,7 +59,59 @@ impl Plumber {
             nl: Netlink::connect()?,
             bindir,
             host,
+            sysfs: Sysfs::default(),
         })
+    }
+
+    /// Looks SR-IOV devices up under another sysfs mount than /sys.
+    pub fn set_sysfs(&mut self, sysfs: Sysfs) {
+        self.sysfs = sysfs;
+    }
+
+    /// The PCI device (SR-IOV VF or passed-through NIC) at `pci_slot`.
+    pub fn pci_device(&self, pci_slot: &str) -> Result<PciNetDevice, HostError> {
+        self.sysfs.device(pci_slot)
+    }
+
+    /// SR-IOV: gives the VF the port's MAC and the network's VLAN through its PF and sets
+    /// the MTU of its netdev, which Docker then moves into the container (libnetwork
+    /// brings it up there). A passed-through NIC (no PF) takes the MAC itself and cannot
+    /// tag. Returns the netdev's name.
+    pub async fn plug_vf(
+        &self,
+        dev: &PciNetDevice,
+        mac: &str,
+        vlan: u16,
+        mtu: Option<u32>,
+    ) -> Result<String, HostError> {
+        let netdev = dev.netdev.clone().ok_or_else(|| {
+            HostError::NotFound(format!(
+                "network interface of PCI device {} in this namespace (bound to vfio-pci, or still in a container?)",
+                dev.pci_slot
+            ))
+        })?;
+        match &dev.vf_of {
+            Some((pf, n)) => {
+                self.nl.set_vf(pf, *n, Some(mac), vlan).await?;
+                self.nl.configure(&netdev, None, mtu, false).await?;
+            }
+            None if vlan != 0 => {
+                return Err(HostError::Invalid(format!(
+                    "PCI device {} is no virtual function: it cannot tag VLAN {vlan}",
+                    dev.pci_slot
+                )))
+            }
+            None => self.nl.configure(&netdev, Some(mac), mtu, false).await?,
+        }
+        Ok(netdev)
+    }
+
+    /// SR-IOV: clears the VF's VLAN (as the reference does; the next bind sets the MAC).
+    pub async fn unplug_vf(&self, dev: &PciNetDevice) -> Result<(), HostError> {
+        if let Some((pf, n)) = &dev.vf_of {
+            self.nl.set_vf(pf, *n, None, 0).await?;
+        }
+        Ok(())
     }
 
     pub fn netlink(&self) -> &Netlink {

@@ -3,7 +3,8 @@
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::{
-    BridgeStpState, InfoBridge, IpVlanMode, LinkAttribute, LinkFlags, LinkMessage, MacVlanMode,
+    BridgeStpState, InfoBridge, IpVlanMode, LinkAttribute, LinkFlags, LinkMessage, LinkVfInfo,
+    MacVlanMode, VfInfo, VfInfoMac, VfInfoVlan,
 };
 use rtnetlink::{Handle, LinkBridge, LinkIpVlan, LinkMacVlan, LinkUnspec, LinkVeth, LinkVlan};
 
@@ -40,6 +41,20 @@ pub fn sub_request(name: &str, parent_index: u32, kind: SubKind) -> LinkMessage 
         SubKind::Ipvlan => LinkIpVlan::new(name, parent_index, IpVlanMode::L2).build(),
         SubKind::Vlan(id) => LinkVlan::new(name, parent_index, id).build(),
     }
+}
+
+/// The RTM_SETLINK request that gives virtual function `vf` of the physical function with
+/// index `pf_index` a MAC and a VLAN (0 = untagged), as `ip link set PF vf N mac M vlan V`
+/// does. Apart from sending so that it can be checked without SR-IOV hardware.
+pub fn vf_request(pf_index: u32, vf: u32, mac: Option<&[u8]>, vlan: u16) -> LinkMessage {
+    let mut info = Vec::new();
+    if let Some(mac) = mac {
+        info.push(VfInfo::Mac(VfInfoMac::new(vf, mac)));
+    }
+    info.push(VfInfo::Vlan(VfInfoVlan::new(vf, u32::from(vlan), 0)));
+    LinkUnspec::new_with_index(pf_index)
+        .append_extra_attribute(LinkAttribute::VfInfoList(vec![LinkVfInfo(info)]))
+        .build()
 }
 
 /// What we need to know about a link.
@@ -244,6 +259,27 @@ impl Netlink {
             .ok_or_else(|| HostError::NotFound(format!("bridge {name} after creating it")))
     }
 
+    /// Programs virtual function `vf` of physical function `pf` (MAC when given, VLAN).
+    /// Kernels answer EOPNOTSUPP for a device without SR-IOV.
+    pub async fn set_vf(&self, pf: &str, vf: u32, mac: Option<&str>, vlan: u16) -> Result<()> {
+        let pf_link = self
+            .link(pf)
+            .await?
+            .ok_or_else(|| HostError::NotFound(format!("physical function {pf}")))?;
+        let mac = match mac {
+            Some(m) => {
+                Some(parse_mac(m).ok_or_else(|| HostError::Invalid(format!("MAC address {m:?}")))?)
+            }
+            None => None,
+        };
+        self.handle
+            .link()
+            .set(vf_request(pf_link.index, vf, mac.as_deref(), vlan))
+            .execute()
+            .await
+            .map_err(|e| wrap(&format!("set vf {vf} (vlan {vlan}) of"), pf, e))
+    }
+
     /// Makes `name` a port of the bridge with index `bridge`.
     pub async fn set_controller(&self, name: &str, bridge: u32) -> Result<()> {
         self.handle
@@ -320,6 +356,37 @@ mod tests {
                 if d.contains(&InfoIpVlan::Mode(IpVlanMode::L2)))),
             "{infos:?}"
         );
+    }
+
+    fn vf_infos(msg: &LinkMessage) -> Vec<VfInfo> {
+        msg.attributes
+            .iter()
+            .filter_map(|a| match a {
+                LinkAttribute::VfInfoList(l) => Some(l.iter().flat_map(|i| i.0.clone())),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn vf_request_sets_mac_and_vlan_of_that_vf_on_the_pf() {
+        let mac = parse_mac("fa:16:3e:12:34:56").unwrap();
+        let msg = vf_request(4, 7, Some(&mac), 120);
+        assert_eq!(msg.header.index, 4);
+        let infos = vf_infos(&msg);
+        assert_eq!(infos.len(), 2, "{infos:?}");
+        assert!(
+            infos.contains(&VfInfo::Mac(VfInfoMac::new(7, &mac))),
+            "{infos:?}"
+        );
+        assert!(
+            infos.contains(&VfInfo::Vlan(VfInfoVlan::new(7, 120, 0))),
+            "{infos:?}"
+        );
+        // Unbinding clears only the VLAN, as the reference does.
+        let infos = vf_infos(&vf_request(4, 7, None, 0));
+        assert_eq!(infos, vec![VfInfo::Vlan(VfInfoVlan::new(7, 0, 0))]);
     }
 
     #[test]

@@ -159,6 +159,10 @@ pub struct Port {
         deserialize_with = "null_default"
     )]
     pub vif_details: Map<String, Value>,
+    /// What the port's creator (Nova, or the user for SR-IOV) tells the mechanism
+    /// driver: `pci_slot`, `physical_network`, ...
+    #[serde(rename = "binding:profile", default, deserialize_with = "null_default")]
+    pub profile: Map<String, Value>,
     #[serde(default)]
     pub trunk_details: Option<TrunkDetails>,
 }

@@ -2,6 +2,8 @@
 //! the real dockerd. Nothing here skips: a missing service fails the test with the reason.
 #![allow(dead_code)]
 
+pub mod cnm;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,108 @@
+//! libnetwork's calls to an in-process driver (no socket, no Docker), for tests that need
+//! a driver built with their own configuration.
+
+use kuryr::driver::Driver;
+use serde_json::{json, Value};
+
+/// A 64-hex-digit id, as Docker makes them.
+pub fn hexid() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// One libnetwork call through the server's dispatch: the answer, or the error text.
+pub async fn call(d: &Driver, method: &str, body: Value) -> Result<Value, String> {
+    kuryr::server::dispatch(d, method, body.to_string().as_bytes())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A Docker network over the plugin calls Docker makes, on the existing Neutron network
+/// it was made for; `address` is the container address reserved by `cnm_address`.
+pub struct CnmNet {
+    pub docker_net: String,
+    pub pool_id: String,
+    pub gateway: Value,
+    pub address: String,
+}
+
+/// RequestPool (a random 10.<second_octet>.x.0/24), the gateway and CreateNetwork with
+/// `neutron.net.uuid = net_id`.
+pub async fn cnm_network(d: &Driver, second_octet: u8, net_id: &str) -> CnmNet {
+    let docker_net = hexid();
+    let third = (uuid::Uuid::new_v4().as_bytes()[0] % 200) + 20;
+    let cidr = format!("10.{second_octet}.{third}.0/24");
+    let pool = call(d, "IpamDriver.RequestPool", json!({"Pool": cidr}))
+        .await
+        .unwrap();
+    let pool_id = pool["PoolID"].as_str().unwrap().to_string();
+    let gateway = call(
+        d,
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": pool_id, "Address": "",
+        "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
+    )
+    .await
+    .unwrap()["Address"]
+        .clone();
+    call(
+        d,
+        "NetworkDriver.CreateNetwork",
+        json!({"NetworkID": docker_net,
+        "IPv4Data": [{"Pool": cidr, "Gateway": gateway}],
+        "Options": {"com.docker.network.generic": {"neutron.net.uuid": net_id}}}),
+    )
+    .await
+    .unwrap();
+    CnmNet {
+        docker_net,
+        pool_id,
+        gateway,
+        address: String::new(),
+    }
+}
+
+/// RequestAddress for a container: `address` (e.g. an existing port's, as `--ip` asks)
+/// or any free one, with the MAC `docker run --mac-address` would send.
+pub async fn cnm_address(d: &Driver, c: &mut CnmNet, address: Option<&str>, mac: Option<&str>) {
+    let mut opts = json!({});
+    if let Some(m) = mac {
+        opts["com.docker.network.endpoint.macaddress"] = json!(m);
+    }
+    let addr = call(
+        d,
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": c.pool_id, "Address": address.unwrap_or(""), "Options": opts}),
+    )
+    .await
+    .unwrap();
+    c.address = addr["Address"].as_str().unwrap().to_string();
+}
+
+/// Docker's teardown order: the container's address, the network, the gateway, the pool.
+pub async fn cnm_teardown(d: &Driver, c: &CnmNet) {
+    let (pool, net) = (&c.pool_id, &c.docker_net);
+    let mut calls = Vec::new();
+    if !c.address.is_empty() {
+        calls.push((
+            "IpamDriver.ReleaseAddress",
+            json!({"PoolID": pool, "Address": c.address}),
+        ));
+    }
+    calls.extend([
+        ("NetworkDriver.DeleteNetwork", json!({"NetworkID": net})),
+        (
+            "IpamDriver.ReleaseAddress",
+            json!({"PoolID": pool, "Address": c.gateway}),
+        ),
+        ("IpamDriver.ReleasePool", json!({"PoolID": pool})),
+    ]);
+    for (method, body) in calls {
+        if let Err(e) = call(d, method, body).await {
+            panic!("{method}: {e}");
+        }
+    }
+}
