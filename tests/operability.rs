@@ -190,3 +190,28 @@ fn doctor_fails_with_fixes_on_a_broken_setup() {
     assert!(!ok);
     assert!(out.contains("[FAIL] configuration parses"), "{out}");
 }
+
+/// With the sriov port driver enabled, doctor looks for the SR-IOV NIC agent of this host
+/// (`scripts/devenv sriov` runs one): found, or a warning with the fix.
+#[test]
+fn doctor_checks_the_sriov_agent_when_sriov_is_enabled() {
+    let conf = |host: &str| {
+        format!(
+            "[DEFAULT]\nhost = {host}\nenabled_port_drivers = veth,sriov\n[neutron]\nendpoint = {}\n",
+            common::neutron_url()
+        )
+    };
+    let host = std::env::var("KURYR_TEST_SRIOV_HOST")
+        .unwrap_or_else(|_| format!("{}-sriov", kuryr::config::hostname()));
+    let (_, out) = doctor(&conf(&host), "kuryr");
+    assert!(out.contains("[ ok ] SR-IOV NIC agent for this host"), "{out}");
+    let (_, out) = doctor(&conf("no-agent-here"), "kuryr");
+    assert!(out.contains("[warn] SR-IOV NIC agent for this host"), "{out}");
+    assert!(out.contains("fix: run neutron-sriov-nic-agent here"), "{out}");
+    // Without the driver, no such check.
+    let (_, out) = doctor(
+        &format!("[neutron]\nendpoint = {}\n", common::neutron_url()),
+        "kuryr",
+    );
+    assert!(!out.contains("SR-IOV NIC agent"), "{out}");
+}

@@ -142,6 +142,9 @@ pub async fn checks(opts: &Options) -> Vec<Check> {
         Some(c) => out.push(c),
         None => out.push(l2_agent(&neutron, &cfg.host).await),
     }
+    if cfg.enabled_port_drivers.iter().any(|d| d == "sriov") {
+        out.push(sriov_agent(&neutron, &cfg.host).await);
+    }
     out.push(binding_programs(&neutron, &cfg).await);
     out.push(listener(&cfg, &opts.plugin));
     out.push(docker_plugin(&opts.docker_socket, &opts.plugin).await);
@@ -253,37 +256,67 @@ async fn nested_port(n: &Neutron, cfg: &Config) -> Option<Check> {
 }
 
 async fn l2_agent(n: &Neutron, host: &str) -> Check {
+    agent_check(
+        n,
+        host,
+        "L2 agent for this host",
+        &["linux bridge", "open vswitch", "ovn", "nic switch"],
+        Check::fail,
+        "ports kuryr binds here stay unbound",
+        "run the Neutron L2 agent here, and make its `host` equal kuryr's [DEFAULT] host",
+    )
+    .await
+}
+
+/// With the sriov port driver enabled: SR-IOV ports are bound only where the NIC agent
+/// runs. A warning, not a failure: the host's other ports do not need it.
+async fn sriov_agent(n: &Neutron, host: &str) -> Check {
+    agent_check(
+        n,
+        host,
+        "SR-IOV NIC agent for this host",
+        &["nic switch"],
+        Check::warn,
+        "Neutron answers binding_failed for SR-IOV ports of this host",
+        "run neutron-sriov-nic-agent here with physical_device_mappings for your physical networks, its `host` equal to kuryr's",
+    )
+    .await
+}
+
+/// An alive agent of one of `kinds` reporting `host`; `missing` grades its absence.
+async fn agent_check(
+    n: &Neutron,
+    host: &str,
+    what: &str,
+    kinds: &[&str],
+    missing: fn(&str, String, String) -> Check,
+    consequence: &str,
+    fix: &str,
+) -> Check {
     match n.list::<Agent>(&Filters::new().add("host", host)).await {
         Ok(agents) => {
-            let l2: Vec<&Agent> = agents
+            let found: Vec<&Agent> = agents
                 .iter()
                 .filter(|a| {
                     let t = a.agent_type.to_ascii_lowercase();
-                    t.contains("linux bridge")
-                        || t.contains("open vswitch")
-                        || t.contains("ovn")
-                        || t.contains("nic switch")
+                    kinds.iter().any(|k| t.contains(k))
                 })
                 .collect();
-            match l2.iter().find(|a| a.alive) {
-                Some(a) => Check::ok("L2 agent for this host", format!("{} alive on host {host}", a.agent_type)),
-                None if l2.is_empty() => Check::fail(
-                    "L2 agent for this host",
-                    format!("no L2 agent reports host {host:?}: ports kuryr binds here stay unbound"),
-                    "run the Neutron L2 agent here, and make its `host` equal kuryr's [DEFAULT] host",
+            match found.iter().find(|a| a.alive) {
+                Some(a) => Check::ok(what, format!("{} alive on host {host}", a.agent_type)),
+                None if found.is_empty() => missing(
+                    what,
+                    format!("no such agent reports host {host:?}: {consequence}"),
+                    fix.to_string(),
                 ),
-                None => Check::fail(
-                    "L2 agent for this host",
-                    format!("the {} on {host} is not alive", l2[0].agent_type),
-                    "restart the agent; check its connection to the message bus",
+                None => missing(
+                    what,
+                    format!("the {} on {host} is not alive", found[0].agent_type),
+                    "restart the agent; check its connection to the message bus".to_string(),
                 ),
             }
         }
-        Err(e) => Check::warn(
-            "L2 agent for this host",
-            format!("cannot list agents: {e}"),
-            "needs admin credentials",
-        ),
+        Err(e) => Check::warn(what, format!("cannot list agents: {e}"), "needs admin credentials"),
     }
 }
 
