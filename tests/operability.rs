@@ -204,10 +204,19 @@ fn doctor_checks_the_sriov_agent_when_sriov_is_enabled() {
     let host = std::env::var("KURYR_TEST_SRIOV_HOST")
         .unwrap_or_else(|_| format!("{}-sriov", kuryr::config::hostname()));
     let (_, out) = doctor(&conf(&host), "kuryr");
-    assert!(out.contains("[ ok ] SR-IOV NIC agent for this host"), "{out}");
+    assert!(
+        out.contains("[ ok ] SR-IOV NIC agent for this host"),
+        "{out}"
+    );
     let (_, out) = doctor(&conf("no-agent-here"), "kuryr");
-    assert!(out.contains("[warn] SR-IOV NIC agent for this host"), "{out}");
-    assert!(out.contains("fix: run neutron-sriov-nic-agent here"), "{out}");
+    assert!(
+        out.contains("[warn] SR-IOV NIC agent for this host"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix: run neutron-sriov-nic-agent here"),
+        "{out}"
+    );
     // Without the driver, no such check.
     let (_, out) = doctor(
         &format!("[neutron]\nendpoint = {}\n", common::neutron_url()),

@@ -316,7 +316,11 @@ async fn agent_check(
                 ),
             }
         }
-        Err(e) => Check::warn(what, format!("cannot list agents: {e}"), "needs admin credentials"),
+        Err(e) => Check::warn(
+            what,
+            format!("cannot list agents: {e}"),
+            "needs admin credentials",
+        ),
     }
 }
 
