@@ -7,44 +7,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
+use common::ovs::{br_int_ports, external_id, ovs_env};
 use common::{docker, docker_try, kuryr_network, run_container, unique, wait_until, Kuryr};
 use kuryr::neutron::{Filters, Port};
-
-fn ovs_env() -> (String, String) {
-    let host = std::env::var("KURYR_TEST_OVS_HOST").unwrap_or_default();
-    let rundir = std::env::var("KURYR_TEST_OVS_RUNDIR").unwrap_or_default();
-    assert!(
-        !host.is_empty() && PathBuf::from(&rundir).join("db.sock").exists(),
-        "the OVS profile is not up: run `scripts/devenv ovs` (scripts/test does) and `eval \"$(scripts/devenv env)\"`"
-    );
-    (host, rundir)
-}
-
-fn br_int_ports(rundir: &str) -> Vec<String> {
-    let out = Command::new("ovs-vsctl")
-        .env("OVS_RUNDIR", rundir)
-        .args(["list-ports", "br-int"])
-        .output()
-        .expect("ovs-vsctl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn iface_id(rundir: &str, iface: &str) -> String {
-    let out = Command::new("ovs-vsctl")
-        .env("OVS_RUNDIR", rundir)
-        .args(["get", "Interface", iface, "external_ids:iface-id"])
-        .output()
-        .expect("ovs-vsctl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_matches('"')
-        .to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_on_ovs_bound_ports_ping_each_other() {
@@ -96,7 +62,7 @@ async fn containers_on_ovs_bound_ports_ping_each_other() {
             on_bridge.contains(&tap),
             "{tap} not on br-int: {on_bridge:?}"
         );
-        assert_eq!(iface_id(&rundir, &tap), p.id);
+        assert_eq!(external_id(&rundir, &tap, "iface-id"), p.id);
     }
 
     let pinged = wait_until(20, || {
