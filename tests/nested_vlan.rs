@@ -10,44 +10,21 @@
 mod common;
 
 use std::process::Command;
-use std::sync::Arc;
 
-use common::cnm::{call, cnm_address, cnm_network, cnm_teardown, hexid};
-use common::{ip, LinkGuard};
-use kuryr::config::Config;
+use common::cnm::{call, cnm_address, cnm_network, cnm_teardown, driver, hexid};
+use common::vm::{vm_nic, vm_on_new_network};
 use kuryr::driver::Driver;
 use kuryr::neutron::{Network, Neutron, Port, Trunk};
 use serde_json::json;
 
-/// The VM's NIC: a veth whose end has the VM port's MAC (all the drivers look at), up.
-fn vm_nic(prefix: &str, vm: &Port) -> (String, LinkGuard) {
-    let nic = format!("{prefix}{}", &vm.id[..8]);
-    let guard = common::veth(&nic);
-    ip(&["link", "set", &nic, "address", &vm.mac_address]);
-    ip(&["link", "set", &nic, "up"]);
-    (nic, guard)
-}
-
-/// A new Neutron network and, on it, the "VM's" port.
-async fn vm_on_new_network(n: &Neutron, name: &str) -> (Network, Port) {
-    let net: Network = n.create(json!({"name": name})).await.unwrap();
-    let vm: Port = n
-        .create(json!({"network_id": net.id, "name": "kuryr-test-vm-port"}))
-        .await
-        .unwrap();
-    (net, vm)
-}
-
+/// The vlan port driver on `nic`.
 async fn vlan_driver(nic: &str) -> Driver {
-    let text = format!(
+    driver(&format!(
         "[DEFAULT]\ndefault_port_driver = kuryr_libnetwork.port_driver.drivers.vlan\n\
          enabled_port_drivers = vlan\n[binding]\ndriver = kuryr.lib.binding.drivers.vlan\n\
-         link_iface = {nic}\n[neutron]\nauth_type = none\nendpoint = {}\n",
-        common::neutron_url()
-    );
-    let cfg = Config::parse("t", &text).unwrap().config;
-    let neutron = Neutron::new(&cfg.neutron).unwrap();
-    Driver::new(Arc::new(cfg), neutron).await.unwrap()
+         link_iface = {nic}\n"
+    ))
+    .await
 }
 
 async fn subports(n: &Neutron, trunk: &str) -> Vec<(String, u32)> {
@@ -171,14 +148,11 @@ async fn ipvlan_pairs_use_the_vm_mac_and_are_rolled_back() {
     let (net, vm) = vm_on_new_network(&n, &common::unique("kuryr-ipvlan-")).await;
     let (nic, _g) = vm_nic("kvi", &vm);
 
-    let text = format!(
+    let d = driver(&format!(
         "[DEFAULT]\ndefault_port_driver = nested\nenabled_port_drivers = nested\n\
-         [binding]\ndriver = ipvlan\nlink_iface = {nic}\n[neutron]\nauth_type = none\nendpoint = {}\n",
-        common::neutron_url()
-    );
-    let cfg = Config::parse("t", &text).unwrap().config;
-    let neutron = Neutron::new(&cfg.neutron).unwrap();
-    let d = Driver::new(Arc::new(cfg), neutron).await.unwrap();
+         [binding]\ndriver = ipvlan\nlink_iface = {nic}\n"
+    ))
+    .await;
     let ep = hexid();
     let mut c = cnm_network(&d, 218, &net.id).await;
     cnm_address(&d, &mut c, None, None).await;

@@ -13,11 +13,9 @@ mod common;
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::sync::Arc;
 
-use common::cnm::{call, cnm_address, cnm_network, cnm_teardown, hexid, CnmNet};
+use common::cnm::{call, cnm_address, cnm_network, cnm_teardown, driver, hexid, CnmNet};
 use common::LinkGuard;
-use kuryr::config::Config;
 use kuryr::driver::Driver;
 use kuryr::host::sriov::Sysfs;
 use kuryr::names;
@@ -83,14 +81,11 @@ async fn setup(vlan: u32, host: &str, second_octet: u8) -> Setup {
     let sysfs = tempfile::tempdir().unwrap();
     fake_sysfs(sysfs.path(), &pf, &vf);
 
-    let text = format!(
+    let mut d = driver(&format!(
         "[DEFAULT]\nhost = {host}\ndefault_port_driver = veth\nenabled_port_drivers = veth,sriov\n\
-         [binding]\nenabled_drivers = veth,hw_veb\n[neutron]\nauth_type = none\nendpoint = {}\n",
-        common::neutron_url()
-    );
-    let cfg = Config::parse("t", &text).unwrap().config;
-    let neutron = Neutron::new(&cfg.neutron).unwrap();
-    let mut d = Driver::new(Arc::new(cfg), neutron).await.unwrap();
+         [binding]\nenabled_drivers = veth,hw_veb\n"
+    ))
+    .await;
     d.set_sysfs(Sysfs::at(sysfs.path()));
     let c = cnm_network(&d, second_octet, &net.id).await;
     let subnet = n

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::docker::Docker;
+use crate::driver::nested::{NestedKind, PortDriver};
 use crate::host::netlink::Netlink;
 use crate::names;
 use crate::neutron::auth::parse_iso8601;
@@ -17,11 +18,38 @@ use crate::neutron::{Filters, Network, Neutron, Port, SecurityGroup, Subnet, Sub
 /// Something to remove, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leak {
-    Port { id: String, why: String },
-    Veth { name: String, why: String },
-    SecurityGroup { id: String, why: String },
-    Network { id: String, why: String },
-    Pool { id: String, why: String },
+    Port {
+        id: String,
+        why: String,
+    },
+    Veth {
+        name: String,
+        why: String,
+    },
+    SecurityGroup {
+        id: String,
+        why: String,
+    },
+    Network {
+        id: String,
+        why: String,
+    },
+    Pool {
+        id: String,
+        why: String,
+    },
+    /// A nested container's address left in the VM port's allowed_address_pairs.
+    VmPair {
+        vm_port: String,
+        ip: String,
+        why: String,
+    },
+    /// A nested container's port left on the VM's trunk.
+    Subport {
+        trunk: String,
+        port: String,
+        why: String,
+    },
 }
 
 impl std::fmt::Display for Leak {
@@ -32,6 +60,12 @@ impl std::fmt::Display for Leak {
             Leak::SecurityGroup { id, why } => write!(f, "security group {id}: {why}"),
             Leak::Network { id, why } => write!(f, "network {id}: {why}"),
             Leak::Pool { id, why } => write!(f, "subnetpool {id}: {why}"),
+            Leak::VmPair { vm_port, ip, why } => {
+                write!(f, "allowed address pair {ip} of VM port {vm_port}: {why}")
+            }
+            Leak::Subport { trunk, port, why } => {
+                write!(f, "subport {port} of trunk {trunk}: {why}")
+            }
         }
     }
 }
@@ -132,6 +166,20 @@ pub async fn find(
                 });
             }
         }
+    }
+
+    // Nested (kuryr in a VM): container ports are never bound; they hang off the VM's
+    // port as address pairs (macvlan/ipvlan) or trunk subports (vlan).
+    if let PortDriver::Nested { link_iface, kind } =
+        crate::driver::nested::port_driver(cfg).map_err(|e| e.to_string())?
+    {
+        let found = nested_leaks(neutron, nl, &link_iface, kind, &live_eps).await?;
+        for l in &found {
+            if let Leak::Port { id, .. } = l {
+                doomed_ports.insert(id.clone());
+            }
+        }
+        leaks.extend(found);
     }
 
     // Veths: tap<port[0:11]> / t_c<port[0:11]> with no port behind them.
@@ -244,16 +292,135 @@ pub async fn find(
     Ok(leaks)
 }
 
+/// What a nested endpoint whose Docker endpoint is gone left on the VM's port: its pairs
+/// or its subport, and its port when kuryr made it. Only ports tagged for an endpoint
+/// are looked at: the VM's own pairs (a VIP, say) are never touched.
+async fn nested_leaks(
+    neutron: &Neutron,
+    nl: &Netlink,
+    link_iface: &str,
+    kind: NestedKind,
+    live_eps: &HashSet<String>,
+) -> Result<Vec<Leak>, String> {
+    let e = |e: crate::neutron::NeutronError| e.to_string();
+    let mac = nl
+        .link(link_iface)
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|l| l.mac)
+        .ok_or_else(|| format!("[binding] link_iface {link_iface} does not exist here"))?;
+    let vms: Vec<Port> = neutron
+        .list(&Filters::new().add("mac_address", &mac))
+        .await
+        .map_err(e)?;
+    let [vm] = vms.as_slice() else {
+        return Err(format!(
+            "{} Neutron ports have {link_iface}'s MAC {mac} (expected the VM's one)",
+            vms.len()
+        ));
+    };
+    // (container port, what it is attached by)
+    let mut attached: Vec<(Port, Leak)> = Vec::new();
+    match kind {
+        NestedKind::Vlan => {
+            let Some(details) = &vm.trunk_details else {
+                return Ok(Vec::new());
+            };
+            for sp in &details.sub_ports {
+                match neutron.get::<Port>(&sp.port_id).await {
+                    Ok(p) => attached.push((
+                        p,
+                        Leak::Subport {
+                            trunk: details.trunk_id.clone(),
+                            port: sp.port_id.clone(),
+                            why: String::new(),
+                        },
+                    )),
+                    Err(err) if err.is_not_found() => {}
+                    Err(err) => return Err(err.to_string()),
+                }
+            }
+        }
+        NestedKind::Macvlan | NestedKind::Ipvlan => {
+            for pair in &vm.allowed_address_pairs {
+                let holders: Vec<Port> = neutron
+                    .list(
+                        &Filters::new()
+                            .add("network_id", &vm.network_id)
+                            .add("fixed_ips", format!("ip_address={}", pair.ip_address)),
+                    )
+                    .await
+                    .map_err(e)?;
+                for p in holders {
+                    attached.push((
+                        p,
+                        Leak::VmPair {
+                            vm_port: vm.id.clone(),
+                            ip: pair.ip_address.clone(),
+                            why: String::new(),
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (port, mut leak) in attached {
+        let Some(ep) = names::id_from_tags(&port.tags) else {
+            continue;
+        };
+        if live_eps.contains(&ep) {
+            continue;
+        }
+        let why = format!("endpoint {} is not in Docker", &ep[..12.min(ep.len())]);
+        match &mut leak {
+            Leak::VmPair { why: w, .. } | Leak::Subport { why: w, .. } => *w = why.clone(),
+            _ => {}
+        }
+        out.push(leak);
+        if crate::driver::kuryr_made(&port)
+            && !out
+                .iter()
+                .any(|l| matches!(l, Leak::Port { id, .. } if *id == port.id))
+        {
+            out.push(Leak::Port { id: port.id, why });
+        }
+    }
+    Ok(out)
+}
+
+/// Takes one address off the VM port's pairs, read fresh (the driver may be changing
+/// them too; Neutron has no atomic update of one pair).
+async fn remove_vm_pair(neutron: &Neutron, vm_port: &str, ip: &str) -> Result<(), String> {
+    let vm: Port = neutron.get(vm_port).await.map_err(|e| e.to_string())?;
+    let pairs: Vec<_> = vm
+        .allowed_address_pairs
+        .iter()
+        .filter(|p| p.ip_address != ip)
+        .cloned()
+        .collect();
+    if pairs.len() == vm.allowed_address_pairs.len() {
+        return Ok(());
+    }
+    neutron
+        .update::<Port>(vm_port, serde_json::json!({"allowed_address_pairs": pairs}))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Removes leaks; keeps going after a failure and reports every one.
 pub async fn apply(neutron: &Neutron, nl: &Netlink, leaks: &[Leak]) -> Vec<String> {
     let mut errors = Vec::new();
-    // Order: ports and groups before networks and pools that they keep busy.
+    // Order: a port comes off the VM port / trunk before it is deleted (Neutron refuses
+    // to delete a subport); ports and groups before the networks and pools they keep busy.
     let rank = |l: &Leak| match l {
         Leak::Veth { .. } => 0,
-        Leak::Port { .. } => 1,
-        Leak::SecurityGroup { .. } => 2,
-        Leak::Network { .. } => 3,
-        Leak::Pool { .. } => 4,
+        Leak::VmPair { .. } | Leak::Subport { .. } => 1,
+        Leak::Port { .. } => 2,
+        Leak::SecurityGroup { .. } => 3,
+        Leak::Network { .. } => 4,
+        Leak::Pool { .. } => 5,
     };
     let mut sorted: Vec<&Leak> = leaks.iter().collect();
     sorted.sort_by_key(|l| rank(l));
@@ -276,6 +443,17 @@ pub async fn apply(neutron: &Neutron, nl: &Netlink, leaks: &[Leak]) -> Vec<Strin
                 .delete_if_exists::<SubnetPool>(id)
                 .await
                 .map_err(|e| e.to_string()),
+            Leak::VmPair { vm_port, ip, .. } => remove_vm_pair(neutron, vm_port, ip).await,
+            Leak::Subport { trunk, port, .. } => {
+                match neutron
+                    .trunk_subports(trunk, false, serde_json::json!([{"port_id": port}]))
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.is_not_found() => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
         };
         if let Err(e) = r {
             errors.push(format!("{l}: {e}"));

@@ -106,3 +106,23 @@ pub async fn cnm_teardown(d: &Driver, c: &CnmNet) {
         }
     }
 }
+
+/// The kuryr.conf text of an in-process driver: `sections` (DEFAULT and binding) plus the
+/// test Neutron without authentication.
+pub fn driver_conf(sections: &str) -> String {
+    format!(
+        "{sections}\n[neutron]\nauth_type = none\nendpoint = {}\n",
+        super::neutron_url()
+    )
+}
+
+/// An in-process driver with that configuration.
+pub async fn driver(sections: &str) -> Driver {
+    let cfg = kuryr::config::Config::parse("t", &driver_conf(sections))
+        .unwrap()
+        .config;
+    let neutron = kuryr::neutron::Neutron::new(&cfg.neutron).unwrap();
+    Driver::new(std::sync::Arc::new(cfg), neutron)
+        .await
+        .unwrap()
+}

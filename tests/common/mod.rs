@@ -4,6 +4,7 @@
 
 pub mod cnm;
 pub mod ovs;
+pub mod vm;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
