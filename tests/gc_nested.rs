@@ -9,7 +9,7 @@ mod common;
 
 use std::process::Command;
 
-use common::cnm::{call, cnm_address, cnm_network, cnm_teardown, driver, driver_conf, hexid};
+use common::cnm::{cnm_address, cnm_network, cnm_teardown, driver, driver_conf, hexid};
 use common::vm::{vm_nic, vm_on_new_network};
 use kuryr::names;
 use kuryr::neutron::{Filters, Network, Port, Trunk};
@@ -59,13 +59,7 @@ async fn gc_takes_what_a_dead_nested_kuryr_left_on_the_vm_port() {
     let mut c = cnm_network(&d, 223, &net.id).await;
     cnm_address(&d, &mut c, None, None).await;
     let ep = hexid();
-    call(
-        &d,
-        "NetworkDriver.CreateEndpoint",
-        json!({"NetworkID": c.docker_net, "EndpointID": ep, "Interface": {"Address": c.address}}),
-    )
-    .await
-    .unwrap();
+    c.create_endpoint(&d, &ep, None).await.unwrap();
     drop(d);
     let port = n
         .list::<Port>(&Filters::new().tags(&names::id_tags(&ep)))

@@ -11,7 +11,7 @@ mod common;
 
 use std::process::Command;
 
-use common::cnm::{call, cnm_address, cnm_network, cnm_teardown, driver, hexid};
+use common::cnm::{cnm_address, cnm_network, cnm_teardown, driver, hexid};
 use common::vm::{vm_nic, vm_on_new_network};
 use kuryr::driver::Driver;
 use kuryr::neutron::{Network, Neutron, Port, Trunk};
@@ -84,14 +84,7 @@ async fn subports_get_free_segmentation_ids_and_go_again() {
     let ep = hexid();
     let mut c = cnm_network(&d, 217, &net.id).await;
     cnm_address(&d, &mut c, None, Some("02:42:0a:d9:00:05")).await;
-    let (docker_net, address) = (c.docker_net.clone(), c.address.clone());
-    let created = call(
-        &d,
-        "NetworkDriver.CreateEndpoint",
-        json!({"NetworkID": docker_net,
-        "EndpointID": ep, "Interface": {"Address": address, "MacAddress": "02:42:0a:d9:00:05"}}),
-    )
-    .await;
+    let created = c.create_endpoint(&d, &ep, Some("02:42:0a:d9:00:05")).await;
     let ports: Vec<Port> = n
         .list(&kuryr::neutron::Filters::new().tags(&kuryr::names::id_tags(&ep)))
         .await
@@ -116,13 +109,7 @@ async fn subports_get_free_segmentation_ids_and_go_again() {
             text.contains(&format!("vlan protocol 802.1Q id {}", seg.unwrap_or(0))),
             "{text}"
         );
-        call(
-            &d,
-            "NetworkDriver.DeleteEndpoint",
-            json!({"NetworkID": docker_net, "EndpointID": ep}),
-        )
-        .await
-        .unwrap();
+        c.delete_endpoint(&d, &ep).await.unwrap();
     } else {
         // No 8021q here: a clear host error, and the subport attached first is gone again.
         let err = created.unwrap_err();
@@ -156,15 +143,8 @@ async fn ipvlan_pairs_use_the_vm_mac_and_are_rolled_back() {
     let ep = hexid();
     let mut c = cnm_network(&d, 218, &net.id).await;
     cnm_address(&d, &mut c, None, None).await;
-    let (docker_net, address) = (c.docker_net.clone(), c.address.clone());
-    let bare = address.split('/').next().unwrap_or_default().to_string();
-    let created = call(
-        &d,
-        "NetworkDriver.CreateEndpoint",
-        json!({"NetworkID": docker_net,
-        "EndpointID": ep, "Interface": {"Address": address}}),
-    )
-    .await;
+    let bare = c.address.split('/').next().unwrap_or_default().to_string();
+    let created = c.create_endpoint(&d, &ep, None).await;
     let vm_now: Port = n.get(&vm.id).await.unwrap();
     let pair = vm_now
         .allowed_address_pairs
@@ -177,13 +157,7 @@ async fn ipvlan_pairs_use_the_vm_mac_and_are_rolled_back() {
                 mac.to_ascii_lowercase(),
                 vm.mac_address.to_ascii_lowercase()
             );
-            call(
-                &d,
-                "NetworkDriver.DeleteEndpoint",
-                json!({"NetworkID": docker_net, "EndpointID": ep}),
-            )
-            .await
-            .unwrap();
+            c.delete_endpoint(&d, &ep).await.unwrap();
             let vm_after: Port = n.get(&vm.id).await.unwrap();
             assert!(vm_after.allowed_address_pairs.is_empty());
         }

@@ -135,13 +135,7 @@ impl Setup {
     }
 
     async fn create_endpoint(&self, ep: &str) -> Result<serde_json::Value, String> {
-        call(
-            &self.d,
-            "NetworkDriver.CreateEndpoint",
-            json!({"NetworkID": self.c.docker_net, "EndpointID": ep,
-                "Interface": {"Address": self.c.address}}),
-        )
-        .await
+        self.c.create_endpoint(&self.d, ep, None).await
     }
 
     /// Docker's teardown, with the user deleting their port once Docker let go of it.
@@ -279,13 +273,7 @@ async fn join_hands_docker_the_vf_netdev() {
         "{err}"
     );
 
-    call(
-        &s.d,
-        "NetworkDriver.DeleteEndpoint",
-        json!({"NetworkID": s.c.docker_net, "EndpointID": ep}),
-    )
-    .await
-    .unwrap();
+    s.c.delete_endpoint(&s.d, &ep).await.unwrap();
     let after: Port = s.n.get(&port.id).await.unwrap();
     assert!(
         !names::id_tags(&ep).iter().any(|t| after.tags.contains(t)),

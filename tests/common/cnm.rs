@@ -29,6 +29,36 @@ pub struct CnmNet {
     pub address: String,
 }
 
+impl CnmNet {
+    /// CreateEndpoint with the reserved address (and the MAC Docker would send).
+    pub async fn create_endpoint(
+        &self,
+        d: &Driver,
+        ep: &str,
+        mac: Option<&str>,
+    ) -> Result<Value, String> {
+        let mut iface = json!({"Address": self.address});
+        if let Some(m) = mac {
+            iface["MacAddress"] = json!(m);
+        }
+        call(
+            d,
+            "NetworkDriver.CreateEndpoint",
+            json!({"NetworkID": self.docker_net, "EndpointID": ep, "Interface": iface}),
+        )
+        .await
+    }
+
+    pub async fn delete_endpoint(&self, d: &Driver, ep: &str) -> Result<Value, String> {
+        call(
+            d,
+            "NetworkDriver.DeleteEndpoint",
+            json!({"NetworkID": self.docker_net, "EndpointID": ep}),
+        )
+        .await
+    }
+}
+
 /// RequestPool (a random 10.<second_octet>.x.0/24), the gateway and CreateNetwork with
 /// `neutron.net.uuid = net_id`.
 pub async fn cnm_network(d: &Driver, second_octet: u8, net_id: &str) -> CnmNet {
