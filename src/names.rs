@@ -6,6 +6,9 @@ pub const TAG_HIGH: &str = "kuryr.net.uuid.uh:";
 pub const TAG_NET_EXISTING: &str = "kuryr.net.existing:";
 pub const TAG_POOL_EXISTING: &str = "kuryr.subnetpool.existing";
 pub const TAG_PORT_EXISTING: &str = "kuryr.port.existing";
+/// On an SR-IOV port whose VF kuryr chose (`[sriov] physical_device_mappings`): the
+/// `pci_slot` it wrote is given back at DeleteEndpoint.
+pub const TAG_VF_PICKED: &str = "kuryr.port.vf_picked";
 pub const DEVICE_OWNER: &str = "compute:kuryr";
 /// Tag on ports made by IPAM (same string as the device owner, as upstream).
 pub const TAG_KURYR_PORT: &str = "compute:kuryr";

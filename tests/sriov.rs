@@ -49,6 +49,14 @@ fn fake_sysfs(root: &Path, pf: &str, vf: &str) {
         .unwrap();
     }
     std::fs::create_dir_all(devs.join("0000:81:10.3/net").join(vf)).unwrap();
+    // class/net/<pf> is the netdev's directory; its `device` is the PCI function.
+    symlink("../..", pf_dir.join("net").join(pf).join("device")).unwrap();
+    std::fs::create_dir_all(root.join("class/net")).unwrap();
+    symlink(
+        format!("../../bus/pci/devices/0000:81:00.0/net/{pf}"),
+        root.join("class/net").join(pf),
+    )
+    .unwrap();
 }
 
 /// Everything one test needs: a VLAN network on the SR-IOV physical network, the stand-in
@@ -66,7 +74,8 @@ struct Setup {
     _links: LinkGuard,
 }
 
-async fn setup(vlan: u32, host: &str, second_octet: u8) -> Setup {
+/// `map_pf`: kuryr may pick VFs of the stand-in PF (`[sriov] physical_device_mappings`).
+async fn setup(vlan: u32, host: &str, second_octet: u8, map_pf: bool) -> Setup {
     let n = common::neutron().await;
     let net: Network = n
         .create(json!({"name": common::unique("kuryr-sriov-"),
@@ -81,9 +90,14 @@ async fn setup(vlan: u32, host: &str, second_octet: u8) -> Setup {
     let sysfs = tempfile::tempdir().unwrap();
     fake_sysfs(sysfs.path(), &pf, &vf);
 
+    let mapping = if map_pf {
+        format!("[sriov]\nphysical_device_mappings = {}:{pf}\n", physnet())
+    } else {
+        String::new()
+    };
     let mut d = driver(&format!(
         "[DEFAULT]\nhost = {host}\ndefault_port_driver = veth\nenabled_port_drivers = veth,sriov\n\
-         [binding]\nenabled_drivers = veth,hw_veb\n"
+         [binding]\nenabled_drivers = veth,hw_veb\n{mapping}"
     ))
     .await;
     d.set_sysfs(Sysfs::at(sysfs.path()));
@@ -163,7 +177,7 @@ fn binding_of(p: &Port) -> (String, String, String, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_port_is_bound_with_its_vlan_and_given_back_when_the_nic_refuses() {
-    let mut s = setup(142, &sriov_host(), 219).await;
+    let mut s = setup(142, &sriov_host(), 219, false).await;
     let port = s.vf_port(Some("0000:81:10.3")).await;
     let before = binding_of(&port);
     let ep = hexid();
@@ -191,7 +205,7 @@ async fn direct_port_is_bound_with_its_vlan_and_given_back_when_the_nic_refuses(
 /// with what to check, and the port is given back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_neutron_cannot_bind_here_is_given_back() {
-    let mut s = setup(143, "kuryr-test-no-sriov-agent", 220).await;
+    let mut s = setup(143, "kuryr-test-no-sriov-agent", 220, false).await;
     let port = s.vf_port(Some("0000:81:10.3")).await;
     let before = binding_of(&port);
     let err = s.create_endpoint(&hexid()).await.unwrap_err();
@@ -207,7 +221,7 @@ async fn port_neutron_cannot_bind_here_is_given_back() {
 /// Neutron is asked to bind anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ports_that_cannot_be_served_are_refused_untouched() {
-    let mut s = setup(144, &sriov_host(), 221).await;
+    let mut s = setup(144, &sriov_host(), 221, false).await;
     let no_slot = s.vf_port(None).await;
     let err = s.create_endpoint(&hexid()).await.unwrap_err();
     assert!(err.contains("no binding:profile pci_slot"), "{err}");
@@ -231,7 +245,7 @@ async fn ports_that_cannot_be_served_are_refused_untouched() {
 /// endpoint off the port, which stays the user's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_hands_docker_the_vf_netdev() {
-    let mut s = setup(145, &sriov_host(), 222).await;
+    let mut s = setup(145, &sriov_host(), 222, false).await;
     let port = s.vf_port(Some("0000:81:10.3")).await;
     let ep = hexid();
     // As a CreateEndpoint on a real VF leaves it: bound here, tagged for the endpoint.
@@ -279,5 +293,66 @@ async fn join_hands_docker_the_vf_netdev() {
         !names::id_tags(&ep).iter().any(|t| after.tags.contains(t)),
         "endpoint tags left: {after:?}"
     );
+    s.teardown(&port).await;
+}
+
+/// With `[sriov] physical_device_mappings`, a port made without a `pci_slot` gets a free
+/// VF of the PF mapped to its network's physical network (as Nova picks one for a VM):
+/// the only VF with a netdev here is picked and reaches the kernel with the network's
+/// VLAN, a failure gives the `pci_slot` back, a VF another port bound here holds is not
+/// picked, and DeleteEndpoint releases the VF kuryr picked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_vf_is_picked_claimed_and_given_back() {
+    let mut s = setup(146, &sriov_host(), 224, true).await;
+    let port = s.vf_port(None).await;
+    let before = binding_of(&port);
+    let err = s.create_endpoint(&hexid()).await.unwrap_err();
+    assert!(
+        err.contains(&format!("set vf 3 (vlan 146) of {}", s.pf)),
+        "{err}"
+    );
+    let after: Port = s.n.get(&port.id).await.unwrap();
+    assert_eq!(binding_of(&after), before, "port not given back: {after:?}");
+    assert!(after.profile.get("pci_slot").is_none(), "{after:?}");
+
+    // VF 3 held by another port bound to this host: nothing free, nothing changed.
+    let holder: Port =
+        s.n.create(
+            json!({"network_id": s.net.id, "name": "kuryr-test-vf-holder",
+            "binding:vnic_type": "direct", "binding:host_id": sriov_host(),
+            "binding:profile": {"pci_slot": "0000:81:10.3", "physical_network": physnet()}}),
+        )
+        .await
+        .unwrap();
+    let err = s.create_endpoint(&hexid()).await.unwrap_err();
+    assert!(err.contains(&format!("no free VF on {}", s.pf)), "{err}");
+    let after: Port = s.n.get(&port.id).await.unwrap();
+    assert_eq!(binding_of(&after), before);
+    assert_eq!(after.vif_type, "unbound", "Neutron was asked to bind it");
+    s.n.delete::<Port>(&holder.id).await.unwrap();
+
+    // As a CreateEndpoint that picked VF 3 on a real NIC leaves the port.
+    let ep = hexid();
+    s.n.update::<Port>(
+        &port.id,
+        json!({"binding:host_id": sriov_host(), "device_owner": names::DEVICE_OWNER,
+            "device_id": ep,
+            "binding:profile": {"pci_slot": "0000:81:10.3", "physical_network": physnet()}}),
+    )
+    .await
+    .unwrap();
+    let mut tags = port.tags.clone();
+    tags.extend(names::id_tags(&ep));
+    tags.push(names::TAG_VF_PICKED.to_string());
+    s.n.replace_tags::<Port>(&port.id, &tags).await.unwrap();
+    s.c.delete_endpoint(&s.d, &ep).await.unwrap();
+    let after: Port = s.n.get(&port.id).await.unwrap();
+    assert_eq!(after.host_id, "", "{after:?}");
+    assert!(after.profile.get("pci_slot").is_none(), "{after:?}");
+    let mut left = after.tags.clone();
+    left.sort();
+    let mut want = port.tags.clone();
+    want.sort();
+    assert_eq!(left, want, "endpoint and picked-VF tags must go");
     s.teardown(&port).await;
 }

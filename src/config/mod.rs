@@ -123,6 +123,9 @@ pub struct BindingConfig {
     pub default_driver: String,
     pub enabled_drivers: Vec<String>,
     pub link_iface: Option<String>,
+    /// `[sriov] physical_device_mappings`: (physical network, PF netdev). SR-IOV ports
+    /// without a `pci_slot` get a free VF of a PF of their network's physical network.
+    pub sriov_device_mappings: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +219,7 @@ impl Default for Config {
                 default_driver: "veth".into(),
                 enabled_drivers: vec!["veth".into()],
                 link_iface: None,
+                sriov_device_mappings: Vec::new(),
             },
         }
     }
@@ -320,6 +324,7 @@ const KNOWN_BINDING: &[&str] = &[
     "enabled_drivers",
     "link_iface",
 ];
+const KNOWN_SRIOV: &[&str] = &["physical_device_mappings"];
 
 /// The option names known in a section (`DEFAULT`, `neutron`, `binding`).
 pub fn known_options(section: &str) -> &'static [&'static str] {
@@ -327,6 +332,7 @@ pub fn known_options(section: &str) -> &'static [&'static str] {
         "DEFAULT" => KNOWN_DEFAULT,
         "neutron" => KNOWN_NEUTRON,
         "binding" => KNOWN_BINDING,
+        "sriov" => KNOWN_SRIOV,
         _ => &[],
     }
 }
@@ -496,6 +502,7 @@ impl Config {
                 "DEFAULT" => Some(KNOWN_DEFAULT),
                 "neutron" => Some(KNOWN_NEUTRON),
                 "binding" => Some(KNOWN_BINDING),
+                "sriov" => Some(KNOWN_SRIOV),
                 _ => None,
             };
             let Some(known) = known else {
@@ -824,6 +831,25 @@ impl Config {
         let mut link = None;
         r.opt_string(B, &["link_iface"], &mut link);
         c.binding.link_iface = link;
+        if let Some(list) = r.list("sriov", "physical_device_mappings") {
+            for entry in list {
+                let pair = entry
+                    .split_once(':')
+                    .map(|(n, d)| (n.trim().to_string(), d.trim().to_string()))
+                    .filter(|(n, d)| {
+                        !n.is_empty() && crate::protocol::validate::ifname("PF", d).is_ok()
+                    });
+                let Some(pair) = pair else {
+                    return Err(r.err(
+                        "sriov",
+                        "physical_device_mappings",
+                        &entry,
+                        "a list of <physical network>:<PF interface>",
+                    ));
+                };
+                c.binding.sriov_device_mappings.push(pair);
+            }
+        }
         Ok(c)
     }
 }
@@ -927,6 +953,29 @@ mod tests {
                 .unwrap();
         assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
         assert!(l.warnings[0].contains("frobnicate"));
+    }
+
+    #[test]
+    fn sriov_device_mappings_are_pairs_of_physnet_and_pf() {
+        let c = parse("[neutron]\nendpoint = http://x:1\n[sriov]\nphysical_device_mappings = physnet1:ens1f0, physnet1:ens1f1,physnet2:ens2f0\n")
+            .unwrap()
+            .config;
+        assert_eq!(
+            c.binding.sriov_device_mappings,
+            vec![
+                ("physnet1".to_string(), "ens1f0".to_string()),
+                ("physnet1".to_string(), "ens1f1".to_string()),
+                ("physnet2".to_string(), "ens2f0".to_string()),
+            ]
+        );
+        for bad in ["ens1f0", ":ens1f0", "physnet1:", "physnet1:../x"] {
+            let e = parse(&format!(
+                "[neutron]\nendpoint = http://x:1\n[sriov]\nphysical_device_mappings = {bad}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("physical_device_mappings"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -157,11 +157,17 @@ impl Driver {
         let ep = req.endpoint_id.as_str();
         // The port's vnic_type picks the driver: an SR-IOV port (made beforehand with
         // `--vnic-type direct` and adopted) gets a VF whatever the default driver is.
-        // Checked before Neutron is touched.
+        // Checked before Neutron is touched. Picking a free VF and claiming it with the
+        // binding are serialised.
+        let _vf_lock;
         let sriov = match ports.as_slice() {
-            [p] if super::nested::is_sriov(&p.vnic_type) => Some(self.sriov_device(p)?),
+            [p] if super::nested::is_sriov(&p.vnic_type) => {
+                _vf_lock = self.locks.lock("sriov-vf").await;
+                Some(self.sriov_plan(p).await?)
+            }
             _ => None,
         };
+        let picked_profile = sriov.as_ref().and_then(|plan| plan.profile.clone());
         let nested = self.nested().is_some() && sriov.is_none();
         let subport = nested && matches!(self.nested(), Some((_, super::nested::NestedKind::Vlan)));
         let mut binding = json!({
@@ -204,6 +210,9 @@ impl Driver {
                     binding["mac_address"] = json!(m);
                 }
             }
+            if let Some(profile) = &picked_profile {
+                binding["binding:profile"] = json!(profile);
+            }
             let already = (nested || old.host_id == self.cfg.host)
                 && (subport || old.device_id == ep)
                 && names::has_id_tags(&old.tags, ep);
@@ -216,7 +225,11 @@ impl Driver {
                     port: Box::new(old.clone()),
                 });
                 let mut tags = old.tags.clone();
-                for t in names::id_tags(ep) {
+                let mut add = names::id_tags(ep);
+                if picked_profile.is_some() {
+                    add.push(names::TAG_VF_PICKED.to_string());
+                }
+                for t in add {
                     if !tags.contains(&t) {
                         tags.push(t);
                     }
@@ -267,9 +280,9 @@ impl Driver {
             port
         };
 
-        if let Some(dev) = &sriov {
-            let vf = self.plug_sriov(dev, &port, net.mtu).await?;
-            tracing::info!(port = %port.id, pci_slot = %dev.pci_slot, netdev = %vf, "SR-IOV VF programmed");
+        if let Some(plan) = &sriov {
+            let vf = self.plug_sriov(&plan.dev, &port, net.mtu).await?;
+            tracing::info!(port = %port.id, pci_slot = %plan.dev.pci_slot, netdev = %vf, "SR-IOV VF programmed");
             if self.cfg.neutron.vif_plugging_is_fatal {
                 if let Err(e) = self.wait_active(&port.id).await {
                     self.unplug_sriov(&port).await;
@@ -326,11 +339,15 @@ impl Driver {
                 }
             }
             Some(PortChange::Updated { port }) => {
-                let body = json!({
+                let mut body = json!({
                     "binding:host_id": port.host_id,
                     "device_owner": port.device_owner,
                     "device_id": port.device_id,
                 });
+                // A VF kuryr picked is given back with the rest.
+                if super::nested::is_sriov(&port.vnic_type) {
+                    body["binding:profile"] = json!(port.profile);
+                }
                 if let Err(e) = self.neutron.update::<Port>(&port.id, body).await {
                     tracing::warn!(port = %port.id, error = %e, "rollback: could not restore port");
                 }
@@ -367,10 +384,14 @@ impl Driver {
         // Ports kuryr made are deleted by ReleaseAddress next; an adopted port stops
         // pointing at this endpoint now.
         if !kuryr_made(port) {
+            let picked = port.tags.iter().any(|t| t == names::TAG_VF_PICKED);
+            if picked {
+                self.release_picked_vf(port).await?;
+            }
             let keep: Vec<String> = port
                 .tags
                 .iter()
-                .filter(|t| !names::id_tags(ep).contains(t))
+                .filter(|t| !names::id_tags(ep).contains(t) && t.as_str() != names::TAG_VF_PICKED)
                 .cloned()
                 .collect();
             match self.neutron.replace_tags::<Port>(&port.id, &keep).await {

@@ -90,7 +90,7 @@ pub fn port_driver(cfg: &Config) -> std::result::Result<PortDriver, String> {
 
 /// vnic_types served by an SR-IOV virtual function, not by a veth or sub-interface.
 pub fn is_sriov(vnic_type: &str) -> bool {
-    matches!(vnic_type, "direct" | "macvtap" | "direct-physical")
+    super::sriov::SRIOV_VNIC_TYPES.contains(&vnic_type)
 }
 
 /// Segmentation ids of the VM's trunk: those in use and the lowest free one.

@@ -6,12 +6,42 @@
 //! and that VLAN through its PF, and Join hands Docker the VF's netdev to move into the
 //! container. Everything that can be checked is checked before Neutron is touched.
 
-use serde_json::{Map, Value};
+use std::collections::HashSet;
+
+use serde_json::{json, Map, Value};
 
 use super::{Driver, DriverError, Result};
 use crate::host::sriov::PciNetDevice;
 use crate::host::HostError;
-use crate::neutron::Port;
+use crate::neutron::{Filters, Network, Port};
+
+/// vnic_types served by an SR-IOV virtual function, not by a veth or sub-interface.
+pub const SRIOV_VNIC_TYPES: &[&str] = &["direct", "macvtap", "direct-physical"];
+
+/// How CreateEndpoint serves an SR-IOV port.
+pub(crate) struct SriovPlan {
+    pub dev: PciNetDevice,
+    /// The port's `binding:profile` with the VF kuryr picked, sent with the binding; None
+    /// when the port named its own VF.
+    pub profile: Option<Map<String, Value>>,
+}
+
+fn pci_slot(port: &Port) -> Option<&str> {
+    port.profile
+        .get("pci_slot")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// A device that is not here (or a bad address) is the port's problem, not the server's.
+fn host_conflict(port: &Port, e: HostError) -> DriverError {
+    match e {
+        HostError::Invalid(m) | HostError::NotFound(m) => {
+            DriverError::Conflict(format!("SR-IOV port {}: {m} on this host", port.id))
+        }
+        other => other.into(),
+    }
+}
 
 /// vif_types Neutron's SR-IOV mechanism driver binds with.
 const SRIOV_VIF_TYPES: &[&str] = &["hw_veb", "macvtap", "hostdev_physical"];
@@ -38,32 +68,129 @@ impl Driver {
         self.cfg.enabled_port_drivers.iter().any(|d| d == "sriov")
     }
 
-    /// Before anything changes: the sriov driver is enabled, the port names a PCI slot and
-    /// that device is on this host.
-    pub(crate) fn sriov_device(&self, port: &Port) -> Result<PciNetDevice> {
-        if !self.sriov_enabled() {
+    /// Before anything changes: the sriov driver is enabled and the port's VF is on this
+    /// host — the one its `pci_slot` names, or a free one of a PF mapped to its network's
+    /// physical network (`[sriov] physical_device_mappings`), like Nova picks one for a VM.
+    pub(crate) async fn sriov_plan(&self, port: &Port) -> Result<SriovPlan> {
+        self.require_sriov(port)?;
+        if pci_slot(port).is_some() {
+            return Ok(SriovPlan {
+                dev: self.sriov_device(port)?,
+                profile: None,
+            });
+        }
+        if self.cfg.binding.sriov_device_mappings.is_empty() {
             return Err(DriverError::Conflict(format!(
-                "No port driver available for VNIC type {} (port {}): add sriov to [DEFAULT] enabled_port_drivers",
-                port.vnic_type, port.id
+                "SR-IOV port {} has no binding:profile pci_slot (create it with --binding-profile pci_slot=<VF address>, or set [sriov] physical_device_mappings so kuryr picks a VF)",
+                port.id
             )));
         }
-        let slot = port
-            .profile
-            .get("pci_slot")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                DriverError::Conflict(format!(
-                    "SR-IOV port {} has no binding:profile pci_slot (create it with --binding-profile pci_slot=<VF address>)",
-                    port.id
-                ))
-            })?;
-        self.plumber.pci_device(slot).map_err(|e| match e {
-            HostError::Invalid(m) | HostError::NotFound(m) => {
-                DriverError::Conflict(format!("SR-IOV port {}: {m} on this host", port.id))
-            }
-            other => other.into(),
+        let (dev, physnet) = self.pick_vf(port).await?;
+        let mut profile = port.profile.clone();
+        profile.insert("pci_slot".into(), Value::String(dev.pci_slot.clone()));
+        profile.insert("physical_network".into(), Value::String(physnet));
+        Ok(SriovPlan {
+            dev,
+            profile: Some(profile),
         })
+    }
+
+    fn require_sriov(&self, port: &Port) -> Result<()> {
+        if self.sriov_enabled() {
+            return Ok(());
+        }
+        Err(DriverError::Conflict(format!(
+            "No port driver available for VNIC type {} (port {}): add sriov to [DEFAULT] enabled_port_drivers",
+            port.vnic_type, port.id
+        )))
+    }
+
+    /// The device the port's `pci_slot` names, on this host.
+    pub(crate) fn sriov_device(&self, port: &Port) -> Result<PciNetDevice> {
+        self.require_sriov(port)?;
+        let slot = pci_slot(port).ok_or_else(|| {
+            DriverError::Conflict(format!(
+                "SR-IOV port {} has no binding:profile pci_slot",
+                port.id
+            ))
+        })?;
+        self.plumber
+            .pci_device(slot)
+            .map_err(|e| host_conflict(port, e))
+    }
+
+    /// The first VF (PFs in mapping order, VFs by number) that has its netdev in this
+    /// namespace and is not the `pci_slot` of another port bound to this host. Callers
+    /// hold the "sriov-vf" lock until the binding that claims it is written.
+    async fn pick_vf(&self, port: &Port) -> Result<(PciNetDevice, String)> {
+        let net: Network = self.neutron.get(&port.network_id).await?;
+        if net.physical_network.is_empty() {
+            return Err(DriverError::Conflict(format!(
+                "SR-IOV port {}: network {} has no provider:physical_network (SR-IOV needs a VLAN or flat network)",
+                port.id, net.id
+            )));
+        }
+        let pfs: Vec<&str> = self
+            .cfg
+            .binding
+            .sriov_device_mappings
+            .iter()
+            .filter(|(physnet, _)| *physnet == net.physical_network)
+            .map(|(_, pf)| pf.as_str())
+            .collect();
+        if pfs.is_empty() {
+            return Err(DriverError::Conflict(format!(
+                "SR-IOV port {}: no PF for physical network {} in [sriov] physical_device_mappings",
+                port.id, net.physical_network
+            )));
+        }
+        // Neutron cannot filter by vnic_type: the host's ports, filtered here.
+        let bound: Vec<Port> = self
+            .neutron
+            .list(&Filters::new().add("binding:host_id", self.cfg.host.as_str()))
+            .await?;
+        let taken: HashSet<&str> = bound
+            .iter()
+            .filter(|p| p.id != port.id && SRIOV_VNIC_TYPES.contains(&p.vnic_type.as_str()))
+            .filter_map(pci_slot)
+            .collect();
+        for pf in &pfs {
+            for (_, slot) in self
+                .plumber
+                .sriov_vfs(pf)
+                .map_err(|e| host_conflict(port, e))?
+            {
+                if taken.contains(slot.as_str()) {
+                    continue;
+                }
+                let dev = self
+                    .plumber
+                    .pci_device(&slot)
+                    .map_err(|e| host_conflict(port, e))?;
+                if dev.netdev.is_some() {
+                    return Ok((dev, net.physical_network));
+                }
+            }
+        }
+        Err(DriverError::Conflict(format!(
+            "SR-IOV port {}: no free VF on {} (each is given to a port bound here or has no network interface in this namespace)",
+            port.id,
+            pfs.join(", ")
+        )))
+    }
+
+    /// DeleteEndpoint of a port whose VF kuryr picked: the port gives the VF back (its
+    /// `pci_slot` and binding go), so the next container can have it.
+    pub(crate) async fn release_picked_vf(&self, port: &Port) -> Result<()> {
+        let mut profile = port.profile.clone();
+        profile.remove("pci_slot");
+        profile.remove("physical_network");
+        let body = json!({"binding:host_id": "", "binding:profile": profile});
+        match self.neutron.update::<Port>(&port.id, body).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// After Neutron bound the port: the VF takes the port's MAC and VLAN.

@@ -73,6 +73,11 @@ impl Plumber {
         self.sysfs.device(pci_slot)
     }
 
+    /// The VFs of PF netdev `pf`: (number, PCI address).
+    pub fn sriov_vfs(&self, pf: &str) -> Result<Vec<(u32, String)>, HostError> {
+        self.sysfs.vfs_of(pf)
+    }
+
     /// SR-IOV: gives the VF the port's MAC and the network's VLAN through its PF and sets
     /// the MTU of its netdev, which Docker then moves into the container (libnetwork
     /// brings it up there). A passed-through NIC (no PF) takes the MAC itself and cannot

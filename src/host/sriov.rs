@@ -78,6 +78,29 @@ impl Sysfs {
         Sysfs { root: root.into() }
     }
 
+    /// The VFs of PF netdev `pf` (its `device/virtfnN` links), by number.
+    pub fn vfs_of(&self, pf: &str) -> Result<Vec<(u32, String)>, HostError> {
+        crate::protocol::validate::ifname("PF", pf).map_err(HostError::Invalid)?;
+        let dev = self.root.join("class/net").join(pf).join("device");
+        let entries = std::fs::read_dir(&dev)
+            .map_err(|e| HostError::NotFound(format!("PF {pf} ({}: {e})", dev.display())))?;
+        let mut vfs: Vec<(u32, String)> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let n: u32 = e
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix("virtfn")?
+                    .parse()
+                    .ok()?;
+                let slot = std::fs::read_link(e.path()).ok()?;
+                Some((n, slot.file_name()?.to_str()?.to_string()))
+            })
+            .collect();
+        vfs.sort();
+        Ok(vfs)
+    }
+
     /// Finds the device of `pci_slot`, its PF and VF number (`physfn/virtfnN` pointing
     /// back at it) and its netdev.
     pub fn device(&self, pci_slot: &str) -> Result<PciNetDevice, HostError> {
@@ -165,7 +188,31 @@ mod tests {
             symlink(format!("../0000:81:10.{n}"), pf.join(format!("virtfn{n}"))).unwrap();
         }
         std::fs::create_dir_all(devs.join("0000:81:10.2/net/ens1f0v2")).unwrap();
+        // As the kernel has them: class/net/<if> is the netdev's directory, whose
+        // `device` is the PCI function.
+        std::fs::create_dir_all(t.path().join("class/net")).unwrap();
+        symlink("../..", pf.join("net/ens1f0/device")).unwrap();
+        symlink(
+            "../../bus/pci/devices/0000:81:00.0/net/ens1f0",
+            t.path().join("class/net/ens1f0"),
+        )
+        .unwrap();
         t
+    }
+
+    #[test]
+    fn vfs_of_a_pf_are_listed_by_number() {
+        let t = fake_sysfs();
+        let s = Sysfs::at(t.path());
+        let vfs = s.vfs_of("ens1f0").unwrap();
+        let want: Vec<(u32, String)> = (0..4).map(|n| (n, format!("0000:81:10.{n}"))).collect();
+        assert_eq!(vfs, want);
+        assert!(s
+            .vfs_of("ens9")
+            .unwrap_err()
+            .to_string()
+            .contains("PF ens9"));
+        assert!(s.vfs_of("../x").is_err());
     }
 
     #[test]

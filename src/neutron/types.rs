@@ -50,6 +50,13 @@ pub struct Network {
     pub status: String,
     #[serde(default, deserialize_with = "null_default")]
     pub project_id: String,
+    /// Admin-only; what SR-IOV VFs are mapped by.
+    #[serde(
+        rename = "provider:physical_network",
+        default,
+        deserialize_with = "null_default"
+    )]
+    pub physical_network: String,
 }
 resource!(Network, "networks", "network", "networks");
 
