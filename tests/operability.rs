@@ -217,6 +217,21 @@ fn doctor_checks_the_sriov_agent_when_sriov_is_enabled() {
         out.contains("fix: run neutron-sriov-nic-agent here"),
         "{out}"
     );
+    // A mapped PF that is not here (or has no VFs) is a failure with the fix.
+    let (ok, out) = doctor(
+        &format!(
+            "{}[sriov]\nphysical_device_mappings = physnet1:knopf0\n",
+            conf(&host)
+        ),
+        "kuryr",
+    );
+    assert!(!ok);
+    assert!(out.contains("[FAIL] SR-IOV physical functions"), "{out}");
+    assert!(out.contains("PF knopf0"), "{out}");
+    assert!(
+        out.contains("fix: fix [sriov] physical_device_mappings"),
+        "{out}"
+    );
     // Without the driver, no such check.
     let (_, out) = doctor(
         &format!("[neutron]\nendpoint = {}\n", common::neutron_url()),

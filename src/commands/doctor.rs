@@ -144,6 +144,9 @@ pub async fn checks(opts: &Options) -> Vec<Check> {
     }
     if cfg.enabled_port_drivers.iter().any(|d| d == "sriov") {
         out.push(sriov_agent(&neutron, &cfg.host).await);
+        if !cfg.binding.sriov_device_mappings.is_empty() {
+            out.push(sriov_pfs(&cfg, &crate::host::sriov::Sysfs::default()));
+        }
     }
     out.push(binding_programs(&neutron, &cfg).await);
     out.push(listener(&cfg, &opts.plugin));
@@ -281,6 +284,32 @@ async fn sriov_agent(n: &Neutron, host: &str) -> Check {
         "run neutron-sriov-nic-agent here with physical_device_mappings for your physical networks, its `host` equal to kuryr's",
     )
     .await
+}
+
+/// Every PF of `[sriov] physical_device_mappings` is here and has VFs to pick from.
+fn sriov_pfs(cfg: &Config, sysfs: &crate::host::sriov::Sysfs) -> Check {
+    const WHAT: &str = "SR-IOV physical functions";
+    let mut found = Vec::new();
+    for (physnet, pf) in &cfg.binding.sriov_device_mappings {
+        match sysfs.vfs_of(pf) {
+            Ok(vfs) if !vfs.is_empty() => found.push(format!("{pf} ({physnet}): {} VFs", vfs.len())),
+            Ok(_) => {
+                return Check::fail(
+                    WHAT,
+                    format!("{pf} has no VFs"),
+                    format!("create them: echo <n> > /sys/class/net/{pf}/device/sriov_numvfs"),
+                )
+            }
+            Err(e) => {
+                return Check::fail(
+                    WHAT,
+                    e.to_string(),
+                    "fix [sriov] physical_device_mappings: <physical network>:<PF interface of this host>",
+                )
+            }
+        }
+    }
+    Check::ok(WHAT, found.join(", "))
 }
 
 /// An alive agent of one of `kinds` reporting `host`; `missing` grades its absence.
@@ -498,4 +527,33 @@ pub fn run(opts: Options) -> anyhow::Result<bool> {
         .build()?;
     let checks = rt.block_on(checks(&opts));
     Ok(print(&checks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn sriov_pfs_are_counted_or_failed_with_the_fix() {
+        let t = tempfile::tempdir().unwrap();
+        let dev = t.path().join("class/net/pf0/device");
+        std::fs::create_dir_all(&dev).unwrap();
+        for n in 0..3 {
+            symlink(format!("../0000:81:10.{n}"), dev.join(format!("virtfn{n}"))).unwrap();
+        }
+        std::fs::create_dir_all(t.path().join("class/net/pf1/device")).unwrap();
+        let sysfs = crate::host::sriov::Sysfs::at(t.path());
+        let mut cfg = Config::default();
+        cfg.binding.sriov_device_mappings = vec![("physnet1".into(), "pf0".into())];
+        let c = sriov_pfs(&cfg, &sysfs);
+        assert_eq!(c.status, Status::Ok, "{}", c.detail);
+        assert_eq!(c.detail, "pf0 (physnet1): 3 VFs");
+        cfg.binding
+            .sriov_device_mappings
+            .push(("physnet2".into(), "pf1".into()));
+        let c = sriov_pfs(&cfg, &sysfs);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.fix.contains("sriov_numvfs"), "{}", c.fix);
+    }
 }
