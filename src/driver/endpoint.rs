@@ -109,7 +109,7 @@ impl Driver {
                 // A VF's MAC is set through its PF; one set from inside the container
                 // would be refused (or spoof the port), so Docker gets none to set.
                 let response_mac =
-                    if iface.mac_address.is_empty() && !super::nested::is_sriov(&port.vnic_type) {
+                    if iface.mac_address.is_empty() && !super::sriov::is_sriov(&port.vnic_type) {
                         port.mac_address.clone()
                     } else {
                         String::new()
@@ -161,7 +161,7 @@ impl Driver {
         // binding are serialised.
         let _vf_lock;
         let sriov = match ports.as_slice() {
-            [p] if super::nested::is_sriov(&p.vnic_type) => {
+            [p] if super::sriov::is_sriov(&p.vnic_type) => {
                 _vf_lock = self.locks.lock("sriov-vf").await;
                 Some(self.sriov_plan(p).await?)
             }
@@ -345,7 +345,7 @@ impl Driver {
                     "device_id": port.device_id,
                 });
                 // A VF kuryr picked is given back with the rest.
-                if super::nested::is_sriov(&port.vnic_type) {
+                if super::sriov::is_sriov(&port.vnic_type) {
                     body["binding:profile"] = json!(port.profile);
                 }
                 if let Err(e) = self.neutron.update::<Port>(&port.id, body).await {
@@ -373,7 +373,7 @@ impl Driver {
             return Ok(json!({}));
         };
         let port = &info.port;
-        if super::nested::is_sriov(&port.vnic_type) {
+        if super::sriov::is_sriov(&port.vnic_type) {
             self.unplug_sriov(port).await;
         } else if let Some((link, kind)) = self.nested() {
             self.unplug_nested(link, kind, port).await?;
@@ -480,7 +480,7 @@ impl Driver {
                 });
             }
         }
-        let src_name = if super::nested::is_sriov(&port.vnic_type) {
+        let src_name = if super::sriov::is_sriov(&port.vnic_type) {
             self.sriov_ifname(port)?
         } else {
             names::container_veth(&port.id)

@@ -88,11 +88,6 @@ pub fn port_driver(cfg: &Config) -> std::result::Result<PortDriver, String> {
     }
 }
 
-/// vnic_types served by an SR-IOV virtual function, not by a veth or sub-interface.
-pub fn is_sriov(vnic_type: &str) -> bool {
-    super::sriov::SRIOV_VNIC_TYPES.contains(&vnic_type)
-}
-
 /// Segmentation ids of the VM's trunk: those in use and the lowest free one.
 #[derive(Debug)]
 pub struct TrunkIds {
@@ -426,16 +421,6 @@ mod tests {
             pairs_without(&all, &ips, "02:42:0a:00:00:05"),
             vec![vm_own, other]
         );
-    }
-
-    #[test]
-    fn sriov_vnic_types_are_recognised() {
-        for t in ["direct", "macvtap", "direct-physical"] {
-            assert!(is_sriov(t));
-        }
-        for t in ["normal", "", "baremetal", "virtio-forwarder"] {
-            assert!(!is_sriov(t));
-        }
     }
 
     #[test]

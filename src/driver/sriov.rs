@@ -4,7 +4,10 @@
 //! is: Neutron binds the port to this host (the sriovnicswitch mechanism driver answers
 //! `hw_veb` / `macvtap` / `hostdev_physical` and the VLAN), the VF gets the port's MAC
 //! and that VLAN through its PF, and Join hands Docker the VF's netdev to move into the
-//! container. Everything that can be checked is checked before Neutron is touched.
+//! container. Everything that can be checked is checked before Neutron is touched. With
+//! `[sriov] physical_device_mappings` a port made without a `pci_slot` gets a free VF of
+//! a PF of its network's physical network, written into its profile and given back at
+//! DeleteEndpoint.
 
 use std::collections::HashSet;
 
@@ -17,6 +20,11 @@ use crate::neutron::{Filters, Network, Port};
 
 /// vnic_types served by an SR-IOV virtual function, not by a veth or sub-interface.
 pub const SRIOV_VNIC_TYPES: &[&str] = &["direct", "macvtap", "direct-physical"];
+
+/// Whether a port of this vnic_type is served by a VF.
+pub fn is_sriov(vnic_type: &str) -> bool {
+    SRIOV_VNIC_TYPES.contains(&vnic_type)
+}
 
 /// How CreateEndpoint serves an SR-IOV port.
 pub(crate) struct SriovPlan {
@@ -250,6 +258,16 @@ mod tests {
         m.insert("port_filter".into(), json!(false));
         m.insert("vlan".into(), v);
         m
+    }
+
+    #[test]
+    fn sriov_vnic_types_are_recognised() {
+        for t in ["direct", "macvtap", "direct-physical"] {
+            assert!(is_sriov(t));
+        }
+        for t in ["normal", "", "baremetal", "virtio-forwarder"] {
+            assert!(!is_sriov(t));
+        }
     }
 
     #[test]
