@@ -303,22 +303,9 @@ async fn nested_leaks(
     live_eps: &HashSet<String>,
 ) -> Result<Vec<Leak>, String> {
     let e = |e: crate::neutron::NeutronError| e.to_string();
-    let mac = nl
-        .link(link_iface)
+    let vm = crate::driver::nested::find_vm_port(neutron, nl, link_iface)
         .await
-        .map_err(|e| e.to_string())?
-        .and_then(|l| l.mac)
-        .ok_or_else(|| format!("[binding] link_iface {link_iface} does not exist here"))?;
-    let vms: Vec<Port> = neutron
-        .list(&Filters::new().add("mac_address", &mac))
-        .await
-        .map_err(e)?;
-    let [vm] = vms.as_slice() else {
-        return Err(format!(
-            "{} Neutron ports have {link_iface}'s MAC {mac} (expected the VM's one)",
-            vms.len()
-        ));
-    };
+        .map_err(|e| e.to_string())?;
     // (container port, what it is attached by)
     let mut attached: Vec<(Port, Leak)> = Vec::new();
     match kind {

@@ -19,8 +19,9 @@ use serde_json::json;
 
 use super::{Driver, DriverError, Result};
 use crate::config::Config;
+use crate::host::netlink::Netlink;
 use crate::host::netlink::SubKind;
-use crate::neutron::{AddressPair, Filters, Port, Trunk, TrunkDetails};
+use crate::neutron::{AddressPair, Filters, Neutron, Port, Trunk, TrunkDetails};
 
 /// The port driver an endpoint of this configuration uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +173,30 @@ fn same_pair(a: &AddressPair, b: &AddressPair) -> bool {
             == b.mac_address.as_deref().map(str::to_ascii_lowercase)
 }
 
+/// The VM's own Neutron port: the one with `link_iface`'s MAC (the driver, and `kuryr gc`
+/// inside a VM).
+pub async fn find_vm_port(neutron: &Neutron, nl: &Netlink, link_iface: &str) -> Result<Port> {
+    let link = nl
+        .link(link_iface)
+        .await?
+        .ok_or_else(|| DriverError::Internal(format!("link_iface {link_iface} does not exist")))?;
+    let mac = link.mac.ok_or_else(|| {
+        DriverError::Internal(format!("link_iface {link_iface} has no MAC address"))
+    })?;
+    let mut ports: Vec<Port> = neutron
+        .list(&Filters::new().add("mac_address", &mac))
+        .await?;
+    match ports.len() {
+        1 => Ok(ports.remove(0)),
+        0 => Err(DriverError::Internal(format!(
+            "no Neutron port has {link_iface}'s MAC {mac}: the nested drivers run in a VM whose NIC is a Neutron port"
+        ))),
+        n => Err(DriverError::Conflict(format!(
+            "{n} Neutron ports have {link_iface}'s MAC {mac}"
+        ))),
+    }
+}
+
 impl Driver {
     /// `link_iface` and the kind when endpoints are nested.
     pub(crate) fn nested(&self) -> Option<(&str, NestedKind)> {
@@ -183,30 +208,7 @@ impl Driver {
 
     /// The VM's own Neutron port: the one with `link_iface`'s MAC.
     pub(crate) async fn vm_port(&self, link_iface: &str) -> Result<Port> {
-        let link = self
-            .plumber
-            .netlink()
-            .link(link_iface)
-            .await?
-            .ok_or_else(|| {
-                DriverError::Internal(format!("link_iface {link_iface} does not exist"))
-            })?;
-        let mac = link.mac.ok_or_else(|| {
-            DriverError::Internal(format!("link_iface {link_iface} has no MAC address"))
-        })?;
-        let mut ports: Vec<Port> = self
-            .neutron
-            .list(&Filters::new().add("mac_address", &mac))
-            .await?;
-        match ports.len() {
-            1 => Ok(ports.remove(0)),
-            0 => Err(DriverError::Internal(format!(
-                "no Neutron port has {link_iface}'s MAC {mac}: the nested drivers run in a VM whose NIC is a Neutron port"
-            ))),
-            n => Err(DriverError::Conflict(format!(
-                "{n} Neutron ports have {link_iface}'s MAC {mac}"
-            ))),
-        }
+        find_vm_port(&self.neutron, self.plumber.netlink(), link_iface).await
     }
 
     /// Reads the VM port's trunk at start (vlan driver).
