@@ -14,6 +14,8 @@ pub struct NetInfo {
     pub mtu: Option<u32>,
     pub existing: bool,
     pub project_id: String,
+    /// `provider:physical_network` (admin only; "" otherwise): where SR-IOV VFs are picked.
+    pub physical_network: String,
     pub subnets: Vec<Subnet>,
 }
 

@@ -157,13 +157,15 @@ impl Driver {
         let ep = req.endpoint_id.as_str();
         // The port's vnic_type picks the driver: an SR-IOV port (made beforehand with
         // `--vnic-type direct` and adopted) gets a VF whatever the default driver is.
-        // Checked before Neutron is touched. Picking a free VF and claiming it with the
-        // binding are serialised.
+        // Checked before Neutron is touched. Picking a free VF (a port without a
+        // pci_slot) and claiming it with the binding are serialised.
         let _vf_lock;
         let sriov = match ports.as_slice() {
             [p] if super::sriov::is_sriov(&p.vnic_type) => {
-                _vf_lock = self.locks.lock("sriov-vf").await;
-                Some(self.sriov_plan(p).await?)
+                if super::sriov::pci_slot(p).is_none() {
+                    _vf_lock = self.locks.lock("sriov-vf").await;
+                }
+                Some(self.sriov_plan(p, &net.physical_network).await?)
             }
             _ => None,
         };

@@ -159,6 +159,7 @@ impl Driver {
             neutron_id: net.id,
             mtu: net.mtu,
             project_id: net.project_id,
+            physical_network: net.physical_network,
             subnets,
         };
         self.cache

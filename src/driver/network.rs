@@ -256,6 +256,7 @@ impl Driver {
             mtu: net.mtu,
             existing: adopted,
             project_id: net.project_id,
+            physical_network: net.physical_network,
             subnets,
         })
     }

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use super::{Driver, DriverError, Result};
 use crate::host::sriov::PciNetDevice;
 use crate::host::HostError;
-use crate::neutron::{Filters, Network, Port};
+use crate::neutron::{Filters, Port};
 
 /// vnic_types served by an SR-IOV virtual function, not by a veth or sub-interface.
 pub const SRIOV_VNIC_TYPES: &[&str] = &["direct", "macvtap", "direct-physical"];
@@ -34,7 +34,7 @@ pub(crate) struct SriovPlan {
     pub profile: Option<Map<String, Value>>,
 }
 
-fn pci_slot(port: &Port) -> Option<&str> {
+pub(crate) fn pci_slot(port: &Port) -> Option<&str> {
     port.profile
         .get("pci_slot")
         .and_then(Value::as_str)
@@ -72,31 +72,31 @@ pub(crate) fn vlan_of(details: &Map<String, Value>) -> std::result::Result<u16, 
 }
 
 impl Driver {
-    pub(crate) fn sriov_enabled(&self) -> bool {
-        self.cfg.enabled_port_drivers.iter().any(|d| d == "sriov")
-    }
-
     /// Before anything changes: the sriov driver is enabled and the port's VF is on this
     /// host — the one its `pci_slot` names, or a free one of a PF mapped to its network's
-    /// physical network (`[sriov] physical_device_mappings`), like Nova picks one for a VM.
-    pub(crate) async fn sriov_plan(&self, port: &Port) -> Result<SriovPlan> {
-        self.require_sriov(port)?;
+    /// physical network `physnet` (`[sriov] physical_device_mappings`), like Nova picks one
+    /// for a VM.
+    pub(crate) async fn sriov_plan(&self, port: &Port, physnet: &str) -> Result<SriovPlan> {
         if pci_slot(port).is_some() {
             return Ok(SriovPlan {
                 dev: self.sriov_device(port)?,
                 profile: None,
             });
         }
+        self.require_sriov(port)?;
         if self.cfg.binding.sriov_device_mappings.is_empty() {
             return Err(DriverError::Conflict(format!(
                 "SR-IOV port {} has no binding:profile pci_slot (create it with --binding-profile pci_slot=<VF address>, or set [sriov] physical_device_mappings so kuryr picks a VF)",
                 port.id
             )));
         }
-        let (dev, physnet) = self.pick_vf(port).await?;
+        let dev = self.pick_vf(port, physnet).await?;
         let mut profile = port.profile.clone();
         profile.insert("pci_slot".into(), Value::String(dev.pci_slot.clone()));
-        profile.insert("physical_network".into(), Value::String(physnet));
+        profile.insert(
+            "physical_network".into(),
+            Value::String(physnet.to_string()),
+        );
         Ok(SriovPlan {
             dev,
             profile: Some(profile),
@@ -104,7 +104,7 @@ impl Driver {
     }
 
     fn require_sriov(&self, port: &Port) -> Result<()> {
-        if self.sriov_enabled() {
+        if self.cfg.enabled_port_drivers.iter().any(|d| d == "sriov") {
             return Ok(());
         }
         Err(DriverError::Conflict(format!(
@@ -130,12 +130,11 @@ impl Driver {
     /// The first VF (PFs in mapping order, VFs by number) that has its netdev in this
     /// namespace and is not the `pci_slot` of another port bound to this host. Callers
     /// hold the "sriov-vf" lock until the binding that claims it is written.
-    async fn pick_vf(&self, port: &Port) -> Result<(PciNetDevice, String)> {
-        let net: Network = self.neutron.get(&port.network_id).await?;
-        if net.physical_network.is_empty() {
+    async fn pick_vf(&self, port: &Port, physnet: &str) -> Result<PciNetDevice> {
+        if physnet.is_empty() {
             return Err(DriverError::Conflict(format!(
-                "SR-IOV port {}: network {} has no provider:physical_network (SR-IOV needs a VLAN or flat network)",
-                port.id, net.id
+                "SR-IOV port {}: network {} has no provider:physical_network (SR-IOV needs a VLAN or flat network, and kuryr admin credentials to see it)",
+                port.id, port.network_id
             )));
         }
         let pfs: Vec<&str> = self
@@ -143,13 +142,13 @@ impl Driver {
             .binding
             .sriov_device_mappings
             .iter()
-            .filter(|(physnet, _)| *physnet == net.physical_network)
+            .filter(|(p, _)| p == physnet)
             .map(|(_, pf)| pf.as_str())
             .collect();
         if pfs.is_empty() {
             return Err(DriverError::Conflict(format!(
                 "SR-IOV port {}: no PF for physical network {} in [sriov] physical_device_mappings",
-                port.id, net.physical_network
+                port.id, physnet
             )));
         }
         // Neutron cannot filter by vnic_type: the host's ports, filtered here.
@@ -176,7 +175,7 @@ impl Driver {
                     .pci_device(&slot)
                     .map_err(|e| host_conflict(port, e))?;
                 if dev.netdev.is_some() {
-                    return Ok((dev, net.physical_network));
+                    return Ok(dev);
                 }
             }
         }
