@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::cnm::hexid;
 use common::Kuryr;
 use kuryr::neutron::{Network, Port};
@@ -41,22 +39,7 @@ async fn gc_finds_and_removes_what_a_killed_kuryr_left() {
     let tap = kuryr::names::host_veth(&port.id);
     assert_eq!(common::host_links(&tap).len(), 1);
 
-    let gc = |extra: &[&str]| {
-        let path = dir.path().join("gc.conf");
-        std::fs::write(&path, &conf).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_kuryr"))
-            .args(["gc", "--grace-seconds", "0", "--config-file"])
-            .arg(&path)
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let gc = |extra: &[&str]| common::kuryr_gc(&conf, extra);
     let report = gc(&[]);
     assert!(report.contains(&format!("port {}", port.id)), "{report}");
     assert!(

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::cnm::{cnm_address, cnm_network, cnm_teardown, driver, driver_conf, hexid};
 use common::vm::{vm_nic, vm_on_new_network};
 use kuryr::names;
@@ -16,23 +14,7 @@ use kuryr::neutron::{Filters, Network, Port, Trunk};
 use serde_json::json;
 
 fn gc(conf: &str, apply: bool) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kuryr.conf");
-    std::fs::write(&path, conf).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kuryr"));
-    cmd.args(["gc", "--grace-seconds", "0", "--config-file"])
-        .arg(&path);
-    if apply {
-        cmd.arg("--apply");
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::kuryr_gc(conf, if apply { &["--apply"] } else { &[] })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

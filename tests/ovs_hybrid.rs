@@ -34,14 +34,6 @@ fn master_of(link: &str) -> String {
         .to_string()
 }
 
-fn link_exists(link: &str) -> bool {
-    Command::new("ip")
-        .args(["link", "show", link])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// Whatever a failed run leaves of a hybrid plug (qbr, qvb/qvo, the qvo port on br-int),
 /// removed on drop; after a clean unplug there is nothing left to remove.
 struct HybridGuard {
@@ -216,7 +208,10 @@ fn hybrid_plug_reaches_br_int_through_qbr_and_carries_traffic() {
                 format!("qvo{short}"),
                 names::host_veth(&p.id),
             ] {
-                assert!(!link_exists(&link), "{link} left after unplug");
+                assert!(
+                    common::host_links(&link).is_empty(),
+                    "{link} left after unplug"
+                );
             }
             assert!(!br_int_ports(&rundir).contains(&format!("qvo{short}")));
             n.delete::<Port>(&p.id).await.unwrap();

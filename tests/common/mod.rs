@@ -305,6 +305,27 @@ pub fn host_links(prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// `kuryr gc --grace-seconds 0` with this kuryr.conf (and e.g. `--apply`): its report.
+/// Fails the test when gc fails.
+pub fn kuryr_gc(conf: &str, extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kuryr.conf");
+    std::fs::write(&path, conf).expect("write conf");
+    let out = Command::new(env!("CARGO_BIN_EXE_kuryr"))
+        .args(["gc", "--grace-seconds", "0", "--config-file"])
+        .arg(&path)
+        .args(extra)
+        .output()
+        .expect("kuryr gc");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Polls `f` until it returns Some, for up to `secs`.
 pub fn wait_until<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + Duration::from_secs(secs);
