@@ -1,0 +1,127 @@
+# shellcheck shell=bash
+# The multihost profile of scripts/devenv (on top of the base). Sourced by scripts/devenv.
+# Two "hosts" on this machine: a network namespace each, with its own linuxbridge agent
+# and dockerd. Neutron's API and RabbitMQ stay on the root namespace's loopback; socat
+# relays carry them into each namespace's loopback through unix sockets under $MH_DIR.
+MH_DIR=$DIR/multihost
+MH_HOSTS=(a b)
+mh_ip() { case $1 in a) echo 10.99.0.1 ;; b) echo 10.99.0.2 ;; esac; }
+mh_services() {
+  local h
+  echo mh-relay-neutron mh-relay-rabbit
+  for h in "${MH_HOSTS[@]}"; do
+    echo "mh-$h-dockerd mh-$h-agent mh-$h-relay-neutron mh-$h-relay-rabbit"
+  done
+}
+mh_docker_ok() { DOCKER_HOST="unix://$MH_DIR/$1/docker.sock" "$DOCKER" version >/dev/null 2>&1; }
+
+up_multihost() {
+  mkdir -p "$MH_DIR"
+  # Root side of the relays: one unix socket per service.
+  if ! running mh-relay-neutron; then
+    start_bg mh-relay-neutron "$DIR/log/mh-relay.log" socat \
+      "UNIX-LISTEN:$MH_DIR/neutron.sock,fork,unlink-early,mode=600" "TCP:127.0.0.1:$NEUTRON_PORT"
+  fi
+  if ! running mh-relay-rabbit; then
+    start_bg mh-relay-rabbit "$DIR/log/mh-relay.log" socat \
+      "UNIX-LISTEN:$MH_DIR/rabbit.sock,fork,unlink-early,mode=600" "TCP:127.0.0.1:$RABBIT_PORT"
+  fi
+  # The underlay: one veth between the two namespaces.
+  local h ns
+  for h in "${MH_HOSTS[@]}"; do
+    ns=kmh-$h
+    if [ ! -e "/run/netns/$ns" ]; then ip netns add "$ns"; note_change "created namespace $ns"; fi
+    ip -n "$ns" link set lo up
+  done
+  if ! ip -n kmh-a link show kmh-u >/dev/null 2>&1; then
+    log "creating the underlay kmh-a/kmh-u <-> kmh-b/kmh-u"
+    note_change "created the underlay"
+    ip link add kmh-ua type veth peer name kmh-ub
+    ip link set kmh-ua netns kmh-a
+    ip link set kmh-ub netns kmh-b
+    ip -n kmh-a link set kmh-ua name kmh-u
+    ip -n kmh-b link set kmh-ub name kmh-u
+  fi
+  for h in "${MH_HOSTS[@]}"; do
+    ns=kmh-$h
+    ip -n "$ns" addr replace "$(mh_ip "$h")/24" dev kmh-u
+    ip -n "$ns" link set kmh-u up
+    mkdir -p "$MH_DIR/$h/plugins" "$MH_DIR/$h/docker" "$MH_DIR/$h/exec" "$MH_DIR/$h/state" "$MH_DIR/$h/lock"
+    # Namespace side of the relays: the usual loopback addresses.
+    if ! running "mh-$h-relay-neutron"; then
+      start_bg "mh-$h-relay-neutron" "$DIR/log/mh-relay.log" ip netns exec "$ns" socat \
+        "TCP-LISTEN:$NEUTRON_PORT,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$MH_DIR/neutron.sock"
+    fi
+    if ! running "mh-$h-relay-rabbit"; then
+      start_bg "mh-$h-relay-rabbit" "$DIR/log/mh-relay.log" ip netns exec "$ns" socat \
+        "TCP-LISTEN:$RABBIT_PORT,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$MH_DIR/rabbit.sock"
+    fi
+    # The host's agent: its own name, state and VTEP address.
+    agent_conf "mh-$h" "$MH_DIR/$h"
+    write_config "$MH_DIR/$h/linuxbridge_agent.ini" <<MHEOF
+[linux_bridge]
+physical_interface_mappings =
+[vxlan]
+enable_vxlan = true
+local_ip = $(mh_ip "$h")
+l2_population = true
+[agent]
+polling_interval = 1
+[securitygroup]
+firewall_driver = noop
+enable_security_group = true
+MHEOF
+    restart_if_changed "mh-$h-agent" "$MH_DIR/$h/neutron.conf" "$MH_DIR/$h/linuxbridge_agent.ini"
+    if ! running "mh-$h-agent"; then
+      log "starting the linuxbridge agent of host mh-$h (VTEP $(mh_ip "$h"))"
+      start_bg "mh-$h-agent" "$DIR/log/mh-$h-agent.log" ip netns exec "$ns" \
+        env PATH="$DIR/neutron/bin:$PATH" neutron-linuxbridge-agent \
+        --config-file "$MH_DIR/$h/neutron.conf" --config-file "$MH_DIR/$h/linuxbridge_agent.ini"
+    fi
+    # The host's Docker engine. Docker looks for plugin sockets in /run/docker/plugins
+    # whatever its exec-root: a private mount namespace gives each engine its own
+    # directory there, so each host's kuryr registers as plugin `kuryr`, as on real hosts.
+    if ! mh_docker_ok "$h"; then
+      log "starting dockerd of host mh-$h (unix://$MH_DIR/$h/docker.sock)"
+      # nsenter, not `ip netns exec`: the latter remounts /sys, hiding the cgroup mounts
+      # dockerd needs (the agent, which reads /sys/class/net, does use `ip netns exec`).
+      # shellcheck disable=SC2016 # $1..$4 are the inner sh's own arguments, expanded by it
+      start_bg "mh-$h-dockerd" "$DIR/log/mh-$h-dockerd.log" nsenter --net="/run/netns/$ns" \
+        unshare --mount --propagation private sh -c '
+          mkdir -p /run/docker/plugins && mount --bind "$1" /run/docker/plugins &&
+          exec dockerd --data-root "$2" --exec-root "$3" --pidfile "$3/dockerd.pid" \
+            -H "unix://$4" --bridge=none --iptables=false --ip6tables=false' \
+        sh "$MH_DIR/$h/plugins" "$MH_DIR/$h/docker" "$MH_DIR/$h/exec" "$MH_DIR/$h/docker.sock"
+    fi
+  done
+  for h in "${MH_HOSTS[@]}"; do
+    wait_for 60 mh_docker_ok "$h" || die "dockerd of mh-$h did not start: see $DIR/log/mh-$h-dockerd.log"
+    DOCKER_HOST="unix://$MH_DIR/$h/docker.sock" import_image
+    wait_agent "Linux bridge agent" "mh-$h" "$DIR/log/mh-$h-agent.log"
+  done
+  log "multihost profile ready: hosts mh-a, mh-b (namespaces kmh-a, kmh-b; docker -H unix://$MH_DIR/<a|b>/docker.sock)"
+}
+
+down_multihost() {
+  local name h
+  for name in $(mh_services); do stop_service "$name"; done
+  for h in "${MH_HOSTS[@]}"; do
+    if [ -e "/run/netns/kmh-$h" ]; then
+      # Unmount what the engine left (container filesystems, netns files) before removal.
+      grep -o " $MH_DIR/$h/[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+      ip netns del "kmh-$h" 2>/dev/null || true
+    fi
+  done
+}
+
+status_multihost() {
+  local name
+  for name in $(mh_services); do
+    if running "$name"; then
+      printf '%-18s running (pid %s)\n' "$name" "$(cat "$(pidfile "$name")")"
+    else
+      printf '%-18s stopped (profile: scripts/devenv multihost)\n' "$name"
+    fi
+  done
+}
+
