@@ -9,13 +9,13 @@
 //! - [`metrics`]: Prometheus metrics
 //! - [`docker`]: a small Docker API client for doctor and gc (never on the request path)
 //! - [`commands`]: the CLI subcommands
-//! - [`fuzzing`]: the request-handling harness (in-memory Neutron) for fuzzing and replay tests
+//! - `testkit` (test builds only): in-memory Neutron, fake host plumbing, test driver,
+//!   fuzz harness, kill points
 
 pub mod commands;
 pub mod config;
 pub mod docker;
 pub mod driver;
-pub mod fuzzing;
 pub mod host;
 pub mod metrics;
 pub mod names;
@@ -23,3 +23,16 @@ pub mod neutron;
 pub mod protocol;
 pub mod server;
 pub mod tls;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
+/// A point inside a handler where a test build kills itself when `KURYR_TEST_KILL_AT`
+/// names it (crash-safety tests); nothing at all in other builds.
+#[macro_export]
+macro_rules! kill_point {
+    ($name:expr) => {
+        #[cfg(feature = "testkit")]
+        $crate::testkit::kill_point($name);
+    };
+}

@@ -20,6 +20,96 @@ pub const MAC_ADDRESS_OPTION: &str = "com.docker.network.endpoint.macaddress";
 pub const GENERIC_OPTIONS: &str = "com.docker.network.generic";
 pub const EXPOSED_PORTS_OPTION: &str = "com.docker.network.endpoint.exposedports";
 
+/// The libnetwork calls kuryr serves, each `POST /<path>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Activate,
+    NetworkCapabilities,
+    CreateNetwork,
+    DeleteNetwork,
+    CreateEndpoint,
+    EndpointOperInfo,
+    DeleteEndpoint,
+    Join,
+    Leave,
+    DiscoverNew,
+    DiscoverDelete,
+    ProgramExternalConnectivity,
+    RevokeExternalConnectivity,
+    AllocateNetwork,
+    FreeNetwork,
+    IpamCapabilities,
+    DefaultAddressSpaces,
+    RequestPool,
+    ReleasePool,
+    RequestAddress,
+    ReleaseAddress,
+}
+
+impl Method {
+    /// Every method, in a fixed order (the fuzz input format selects by index).
+    pub const ALL: [Method; 21] = [
+        Method::Activate,
+        Method::NetworkCapabilities,
+        Method::CreateNetwork,
+        Method::DeleteNetwork,
+        Method::CreateEndpoint,
+        Method::EndpointOperInfo,
+        Method::DeleteEndpoint,
+        Method::Join,
+        Method::Leave,
+        Method::DiscoverNew,
+        Method::DiscoverDelete,
+        Method::ProgramExternalConnectivity,
+        Method::RevokeExternalConnectivity,
+        Method::AllocateNetwork,
+        Method::FreeNetwork,
+        Method::IpamCapabilities,
+        Method::DefaultAddressSpaces,
+        Method::RequestPool,
+        Method::ReleasePool,
+        Method::RequestAddress,
+        Method::ReleaseAddress,
+    ];
+
+    /// The URL path, without the leading `/`.
+    pub fn path(self) -> &'static str {
+        match self {
+            Method::Activate => "Plugin.Activate",
+            Method::NetworkCapabilities => "NetworkDriver.GetCapabilities",
+            Method::CreateNetwork => "NetworkDriver.CreateNetwork",
+            Method::DeleteNetwork => "NetworkDriver.DeleteNetwork",
+            Method::CreateEndpoint => "NetworkDriver.CreateEndpoint",
+            Method::EndpointOperInfo => "NetworkDriver.EndpointOperInfo",
+            Method::DeleteEndpoint => "NetworkDriver.DeleteEndpoint",
+            Method::Join => "NetworkDriver.Join",
+            Method::Leave => "NetworkDriver.Leave",
+            Method::DiscoverNew => "NetworkDriver.DiscoverNew",
+            Method::DiscoverDelete => "NetworkDriver.DiscoverDelete",
+            Method::ProgramExternalConnectivity => "NetworkDriver.ProgramExternalConnectivity",
+            Method::RevokeExternalConnectivity => "NetworkDriver.RevokeExternalConnectivity",
+            Method::AllocateNetwork => "NetworkDriver.AllocateNetwork",
+            Method::FreeNetwork => "NetworkDriver.FreeNetwork",
+            Method::IpamCapabilities => "IpamDriver.GetCapabilities",
+            Method::DefaultAddressSpaces => "IpamDriver.GetDefaultAddressSpaces",
+            Method::RequestPool => "IpamDriver.RequestPool",
+            Method::ReleasePool => "IpamDriver.ReleasePool",
+            Method::RequestAddress => "IpamDriver.RequestAddress",
+            Method::ReleaseAddress => "IpamDriver.ReleaseAddress",
+        }
+    }
+
+    pub fn from_path(path: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.path() == path)
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.path())
+    }
+}
+
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, Method, StatusCode, Uri};
+use axum::http::{self, header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http_body_util::BodyExt;
@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::driver::{Driver, DriverError};
 use crate::neutron::REQUEST_ID;
-use crate::protocol::CONTENT_TYPE;
+use crate::protocol::{Method, CONTENT_TYPE};
 
 /// Largest request body accepted; libnetwork's bodies are a few KiB.
 pub const MAX_BODY: usize = 1 << 20;
@@ -75,9 +75,9 @@ async fn ops(driver: &Driver, path: &str) -> Option<Response> {
 
 /// The operator endpoints alone, for a separate metrics listener.
 pub fn ops_router(driver: App) -> Router {
-    async fn only_ops(State(driver): State<App>, method: Method, uri: Uri) -> Response {
+    async fn only_ops(State(driver): State<App>, method: http::Method, uri: Uri) -> Response {
         let path = uri.path().trim_start_matches('/');
-        match (method == Method::GET).then_some(()) {
+        match (method == http::Method::GET).then_some(()) {
             Some(()) => match ops(&driver, path).await {
                 Some(r) => r,
                 None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
@@ -88,20 +88,20 @@ pub fn ops_router(driver: App) -> Router {
     Router::new().fallback(only_ops).with_state(driver)
 }
 
-async fn handle(State(driver): State<App>, method: Method, uri: Uri, body: Body) -> Response {
+async fn handle(State(driver): State<App>, method: http::Method, uri: Uri, body: Body) -> Response {
     let path = uri.path().trim_start_matches('/').to_string();
-    if method == Method::GET {
+    if method == http::Method::GET {
         if let Some(r) = ops(&driver, &path).await {
             return r;
         }
     }
-    if !is_known(&path) {
+    let Some(call) = Method::from_path(&path) else {
         return error_reply(
             404,
             &format!("404 Not Found: unknown method {:?}", truncate(&path)),
         );
-    }
-    if method != Method::POST {
+    };
+    if method != http::Method::POST {
         return error_reply(405, &format!("405 Method Not Allowed: use POST for {path}"));
     }
     let bytes = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
@@ -120,9 +120,10 @@ async fn handle(State(driver): State<App>, method: Method, uri: Uri, body: Body)
     let rid = format!("req-{}", uuid::Uuid::new_v4());
     let started = Instant::now();
     let result = REQUEST_ID
-        .scope(rid.clone(), dispatch(&driver, &path, &bytes))
+        .scope(rid.clone(), dispatch(&driver, call, &bytes))
         .await;
-    crash_point(&path);
+    #[cfg(feature = "testkit")]
+    crate::testkit::crash_after(&path);
     let secs = started.elapsed().as_secs_f64();
     let ms = secs * 1000.0;
     crate::metrics::global().observe_call(
@@ -144,61 +145,6 @@ async fn handle(State(driver): State<App>, method: Method, uri: Uri, body: Body)
     }
 }
 
-/// Crash-safety tests: `KURYR_TEST_CRASH_AFTER=<Method>[#n]` makes the process kill
-/// itself (SIGKILL, no clean-up) after doing the n-th such call's work, before answering.
-fn crash_point(method: &str) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::OnceLock;
-    static POINT: OnceLock<Option<(String, usize)>> = OnceLock::new();
-    static SEEN: AtomicUsize = AtomicUsize::new(0);
-    let point = POINT.get_or_init(|| {
-        let v = std::env::var("KURYR_TEST_CRASH_AFTER").ok()?;
-        let (m, n) = match v.split_once('#') {
-            Some((m, n)) => (m.to_string(), n.parse().ok()?),
-            None => (v, 1),
-        };
-        Some((m, n))
-    });
-    if let Some((m, n)) = point {
-        if m == method && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == *n {
-            tracing::warn!(method, "KURYR_TEST_CRASH_AFTER: killing myself");
-            // SAFETY: kill(2) on our own pid.
-            unsafe {
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            }
-        }
-    }
-}
-
-/// Every libnetwork method served (`POST /<this>`).
-pub const METHODS: &[&str] = &[
-    "Plugin.Activate",
-    "NetworkDriver.GetCapabilities",
-    "NetworkDriver.CreateNetwork",
-    "NetworkDriver.DeleteNetwork",
-    "NetworkDriver.CreateEndpoint",
-    "NetworkDriver.EndpointOperInfo",
-    "NetworkDriver.DeleteEndpoint",
-    "NetworkDriver.Join",
-    "NetworkDriver.Leave",
-    "NetworkDriver.DiscoverNew",
-    "NetworkDriver.DiscoverDelete",
-    "NetworkDriver.ProgramExternalConnectivity",
-    "NetworkDriver.RevokeExternalConnectivity",
-    "NetworkDriver.AllocateNetwork",
-    "NetworkDriver.FreeNetwork",
-    "IpamDriver.GetCapabilities",
-    "IpamDriver.GetDefaultAddressSpaces",
-    "IpamDriver.RequestPool",
-    "IpamDriver.ReleasePool",
-    "IpamDriver.RequestAddress",
-    "IpamDriver.ReleaseAddress",
-];
-
-fn is_known(path: &str) -> bool {
-    METHODS.contains(&path)
-}
-
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
 }
@@ -218,39 +164,31 @@ fn to_value<T: serde::Serialize>(v: T) -> Result<Value, DriverError> {
 }
 
 /// Routes one libnetwork call to its handler.
-pub async fn dispatch(d: &Driver, method: &str, body: &[u8]) -> Result<Value, DriverError> {
+pub async fn dispatch(d: &Driver, method: Method, body: &[u8]) -> Result<Value, DriverError> {
+    use Method as M;
     match method {
-        "Plugin.Activate" => Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]})),
-        "NetworkDriver.GetCapabilities" => Ok(d.network_capabilities()),
-        "NetworkDriver.CreateNetwork" => d.create_network(parse(body)?).await,
-        "NetworkDriver.DeleteNetwork" => d.delete_network(parse(body)?).await,
-        "NetworkDriver.CreateEndpoint" => to_value(d.create_endpoint(parse(body)?).await?),
-        "NetworkDriver.EndpointOperInfo" => d.endpoint_oper_info(parse(body)?).await,
-        "NetworkDriver.DeleteEndpoint" => d.delete_endpoint(parse(body)?).await,
-        "NetworkDriver.Join" => to_value(d.join(parse(body)?).await?),
-        "NetworkDriver.Leave" => d.leave(parse(body)?).await,
-        "NetworkDriver.DiscoverNew" | "NetworkDriver.DiscoverDelete" => {
+        M::Activate => Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]})),
+        M::NetworkCapabilities => Ok(d.network_capabilities()),
+        M::CreateNetwork => d.create_network(parse(body)?).await,
+        M::DeleteNetwork => d.delete_network(parse(body)?).await,
+        M::CreateEndpoint => to_value(d.create_endpoint(parse(body)?).await?),
+        M::EndpointOperInfo => d.endpoint_oper_info(parse(body)?).await,
+        M::DeleteEndpoint => d.delete_endpoint(parse(body)?).await,
+        M::Join => to_value(d.join(parse(body)?).await?),
+        M::Leave => d.leave(parse(body)?).await,
+        M::DiscoverNew | M::DiscoverDelete | M::FreeNetwork => {
             parse::<Value>(body)?;
             Ok(json!({}))
         }
-        "NetworkDriver.ProgramExternalConnectivity" => {
-            d.program_external_connectivity(parse(body)?).await
-        }
-        "NetworkDriver.RevokeExternalConnectivity" => {
-            d.revoke_external_connectivity(parse(body)?).await
-        }
-        "NetworkDriver.AllocateNetwork" => Ok(d.allocate_network(&parse::<Value>(body)?)),
-        "NetworkDriver.FreeNetwork" => {
-            parse::<Value>(body)?;
-            Ok(json!({}))
-        }
-        "IpamDriver.GetCapabilities" => Ok(d.ipam_capabilities()),
-        "IpamDriver.GetDefaultAddressSpaces" => Ok(d.default_address_spaces()),
-        "IpamDriver.RequestPool" => to_value(d.request_pool(parse(body)?).await?),
-        "IpamDriver.ReleasePool" => d.release_pool(parse(body)?).await,
-        "IpamDriver.RequestAddress" => to_value(d.request_address(parse(body)?).await?),
-        "IpamDriver.ReleaseAddress" => d.release_address(parse(body)?).await,
-        other => Err(DriverError::NotFound(format!("unknown method {other}"))),
+        M::ProgramExternalConnectivity => d.program_external_connectivity(parse(body)?).await,
+        M::RevokeExternalConnectivity => d.revoke_external_connectivity(parse(body)?).await,
+        M::AllocateNetwork => Ok(d.allocate_network(&parse::<Value>(body)?)),
+        M::IpamCapabilities => Ok(d.ipam_capabilities()),
+        M::DefaultAddressSpaces => Ok(d.default_address_spaces()),
+        M::RequestPool => to_value(d.request_pool(parse(body)?).await?),
+        M::ReleasePool => d.release_pool(parse(body)?).await,
+        M::RequestAddress => to_value(d.request_address(parse(body)?).await?),
+        M::ReleaseAddress => d.release_address(parse(body)?).await,
     }
 }
 
@@ -299,8 +237,14 @@ mod tests {
 
     #[test]
     fn every_method_known() {
-        assert!(is_known("IpamDriver.RequestPool"));
-        assert!(!is_known("IpamDriver.Nope"));
-        assert!(!is_known("../etc/passwd"));
+        assert_eq!(
+            Method::from_path("IpamDriver.RequestPool"),
+            Some(Method::RequestPool)
+        );
+        assert_eq!(Method::from_path("IpamDriver.Nope"), None);
+        assert_eq!(Method::from_path("../etc/passwd"), None);
+        for m in Method::ALL {
+            assert_eq!(Method::from_path(m.path()), Some(m));
+        }
     }
 }

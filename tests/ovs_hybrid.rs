@@ -15,7 +15,7 @@ use common::cnm::hexid;
 use common::ovs::{br_int_ports, external_id, ovs_env};
 use common::{ip, wait_until};
 use kuryr::host::binding::BindContext;
-use kuryr::host::{PlugRequest, Plumber};
+use kuryr::host::{PlugRequest, Plumber, Plumbing};
 use kuryr::names;
 use kuryr::neutron::{Network, Neutron, Port, Subnet};
 use serde_json::json;

@@ -1,20 +1,19 @@
 //! Request handling under arbitrary call sequences, through the real router and driver
-//! against the in-memory Neutron of `kuryr::fuzzing` (the `handle_sequence` fuzz target's
-//! harness). Replays the kept seeds and corpus, and checks the harness is deep enough that
+//! against the in-memory Neutron and fake host of `kuryr::testkit` (the `handle_sequence`
+//! fuzz target's harness). Replays the kept seeds and corpus, and checks the harness is deep enough that
 //! fuzzing reaches real work: a whole lifecycle succeeds and leaves Neutron empty.
 
 use std::path::Path;
 
-use kuryr::fuzzing::{encode, isolate_network, Harness};
+use kuryr::testkit::harness::{encode, Harness};
 use serde_json::json;
 
-/// Runs `f` on a thread of its own inside a fresh network namespace (when permitted), so
-/// veths made by CreateEndpoint never reach the machine.
+/// Runs `f` on a runtime of its own with a fresh harness (the host plumbing is the fake
+/// one: nothing reaches the machine).
 fn isolated<T: Send + 'static>(
     f: impl FnOnce(Harness) -> futures::future::BoxFuture<'static, T> + Send + 'static,
 ) -> T {
     std::thread::spawn(move || {
-        isolate_network();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

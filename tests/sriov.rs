@@ -14,7 +14,7 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use common::cnm::{call, cnm_address, cnm_network, cnm_teardown, driver, hexid, CnmNet};
+use common::cnm::{call, cnm_address, cnm_network, cnm_teardown, driver_with_sysfs, hexid, CnmNet};
 use common::LinkGuard;
 use kuryr::driver::Driver;
 use kuryr::host::sriov::Sysfs;
@@ -95,12 +95,14 @@ async fn setup(vlan: u32, host: &str, second_octet: u8, map_pf: bool) -> Setup {
     } else {
         String::new()
     };
-    let mut d = driver(&format!(
-        "[DEFAULT]\nhost = {host}\ndefault_port_driver = veth\nenabled_port_drivers = veth,sriov\n\
-         [binding]\nenabled_drivers = veth,hw_veb\n{mapping}"
-    ))
+    let d = driver_with_sysfs(
+        &format!(
+            "[DEFAULT]\nhost = {host}\ndefault_port_driver = veth\nenabled_port_drivers = veth,sriov\n\
+             [binding]\nenabled_drivers = veth,hw_veb\n{mapping}"
+        ),
+        Some(Sysfs::at(sysfs.path())),
+    )
     .await;
-    d.set_sysfs(Sysfs::at(sysfs.path()));
     let c = cnm_network(&d, second_octet, &net.id).await;
     let subnet = n
         .list::<Subnet>(&Filters::new().add("network_id", &net.id))

@@ -1,10 +1,10 @@
 #![no_main]
 //! Request handling: sequences of libnetwork calls (method byte + body, separated by 0xFF)
 //! through the real router and driver against an in-memory Neutron. Panics, an error
-//! without `Err`, or a 400 that changed Neutron are findings (see `kuryr::fuzzing`).
+//! without `Err`, or a 400 that changed Neutron are findings (see `kuryr::testkit::harness`).
 use std::sync::OnceLock;
 
-use kuryr::fuzzing::{isolate_network, Harness};
+use kuryr::testkit::harness::Harness;
 use libfuzzer_sys::fuzz_target;
 
 struct Ctx {
@@ -15,8 +15,6 @@ struct Ctx {
 fn ctx() -> &'static Ctx {
     static CTX: OnceLock<Ctx> = OnceLock::new();
     CTX.get_or_init(|| {
-        // Veths made by CreateEndpoint stay in a namespace of the fuzzer's own.
-        isolate_network();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

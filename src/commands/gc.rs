@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::docker::Docker;
 use crate::driver::nested::{NestedKind, PortDriver};
-use crate::host::netlink::Netlink;
+use crate::host::{Plumber, Plumbing};
 use crate::names;
 use crate::neutron::auth::parse_iso8601;
 use crate::neutron::{Filters, Network, Neutron, Port, SecurityGroup, Subnet, SubnetPool};
@@ -71,6 +71,7 @@ impl std::fmt::Display for Leak {
 }
 
 pub struct Options {
+    /// Where `kuryr gc` asks Docker for its view.
     pub docker_socket: std::path::PathBuf,
     /// Unbound ports and empty pools younger than this are left alone: a container or
     /// network may be starting right now.
@@ -83,213 +84,295 @@ fn age(created_at: &Value) -> Option<Duration> {
     Some(Duration::from_secs(now.saturating_sub(t)))
 }
 
-/// Finds leaked resources.
+/// What Docker has now: its networks and their endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    pub networks: HashSet<String>,
+    pub endpoints: HashSet<String>,
+}
+
+impl Live {
+    /// Asks the Docker engine at `socket`.
+    pub async fn from_docker(socket: &std::path::Path) -> Result<Live, String> {
+        let nets = Docker::new(socket).networks().await?;
+        Ok(Live {
+            networks: nets.iter().map(|(id, _)| id.clone()).collect(),
+            endpoints: nets.into_iter().flat_map(|(_, eps)| eps).collect(),
+        })
+    }
+}
+
+fn neutron_err(e: crate::neutron::NeutronError) -> String {
+    e.to_string()
+}
+
+/// One finder per kind of leak; `doomed` collects the ports found so far, which later
+/// finders treat as gone (their veths, groups and networks go with them).
+struct Finder<'a> {
+    cfg: &'a Config,
+    neutron: &'a Neutron,
+    host: &'a dyn Plumbing,
+    live: &'a Live,
+    grace: Duration,
+    doomed: HashSet<String>,
+    leaks: Vec<Leak>,
+}
+
+/// Finds leaked resources, judged against Docker's view `live`.
 pub async fn find(
     cfg: &Config,
     neutron: &Neutron,
-    nl: &Netlink,
+    host: &dyn Plumbing,
+    live: &Live,
     opts: &Options,
 ) -> Result<Vec<Leak>, String> {
-    let docker = Docker::new(&opts.docker_socket);
-    let nets = docker.networks().await?;
-    let live_nets: HashSet<String> = nets.iter().map(|(id, _)| id.clone()).collect();
-    let live_eps: HashSet<String> = nets
-        .iter()
-        .flat_map(|(_, eps)| eps.iter().cloned())
-        .collect();
-    let e = |e: crate::neutron::NeutronError| e.to_string();
-    let mut leaks = Vec::new();
-
-    // Raw JSON for created_at, which the typed Port does not keep.
-    let ports: Vec<Value> = neutron
-        .list_raw(
-            "ports",
-            &Filters::new()
-                .add("device_owner", names::DEVICE_OWNER)
-                .add("binding:host_id", cfg.host.as_str()),
-        )
+    let mut f = Finder {
+        cfg,
+        neutron,
+        host,
+        live,
+        grace: opts.grace,
+        doomed: HashSet::new(),
+        leaks: Vec::new(),
+    };
+    f.bound_ports().await?;
+    f.stray_reservations().await?;
+    f.nested().await?;
+    let all_ports: Vec<Port> = neutron
+        .list(&Filters::new().add("fields", "id"))
         .await
-        .map_err(e)?;
-    let mut doomed_ports = HashSet::new();
-    for p in &ports {
-        let Ok(port) = serde_json::from_value::<Port>(p.clone()) else {
-            continue;
-        };
-        let ep = names::id_from_tags(&port.tags);
-        let gone = match &ep {
-            Some(ep) => !live_eps.contains(ep),
-            None => port.device_id.len() == 64 && !live_eps.contains(&port.device_id),
-        };
-        if gone && crate::driver::kuryr_made(&port) {
-            doomed_ports.insert(port.id.clone());
-            leaks.push(Leak::Port {
-                id: port.id.clone(),
-                why: format!(
+        .map_err(neutron_err)?;
+    f.veths(&all_ports).await?;
+    f.exposed_groups(&all_ports).await?;
+    f.networks().await?;
+    f.pools().await?;
+    Ok(f.leaks)
+}
+
+impl Finder<'_> {
+    fn doom_port(&mut self, id: String, why: String) {
+        self.doomed.insert(id.clone());
+        self.leaks.push(Leak::Port { id, why });
+    }
+
+    /// Ports bound to this host whose Docker endpoint is gone.
+    async fn bound_ports(&mut self) -> Result<(), String> {
+        let ports: Vec<Port> = self
+            .neutron
+            .list(
+                &Filters::new()
+                    .add("device_owner", names::DEVICE_OWNER)
+                    .add("binding:host_id", self.cfg.host.as_str()),
+            )
+            .await
+            .map_err(neutron_err)?;
+        for port in ports {
+            let ep = names::id_from_tags(&port.tags);
+            let gone = match &ep {
+                Some(ep) => !self.live.endpoints.contains(ep),
+                None => {
+                    port.device_id.len() == 64 && !self.live.endpoints.contains(&port.device_id)
+                }
+            };
+            if gone && crate::driver::kuryr_made(&port) {
+                let why = format!(
                     "endpoint {} is not in Docker",
                     ep.unwrap_or(port.device_id.clone())
-                ),
-            });
+                );
+                self.doom_port(port.id, why);
+            }
         }
+        Ok(())
     }
-    // IPAM's reservations that never became an endpoint (a crash in between).
-    let unbound: Vec<Value> = neutron
-        .list_raw(
-            "ports",
-            &Filters::new().add("name", names::UNBOUND_PORT_NAME),
-        )
-        .await
-        .map_err(e)?;
-    for p in &unbound {
-        let Ok(port) = serde_json::from_value::<Port>(p.clone()) else {
-            continue;
-        };
-        if port.device_id.is_empty()
-            && port.host_id.is_empty()
-            && !port.tags.iter().any(|t| t == names::TAG_PORT_EXISTING)
-            && age(&p["created_at"]).is_some_and(|a| a > opts.grace)
-            && names::id_from_tags(&port.tags).is_none()
-        {
+
+    /// IPAM's reservations that never became an endpoint (a crash in between).
+    async fn stray_reservations(&mut self) -> Result<(), String> {
+        // Raw JSON for created_at, which the typed Port does not keep.
+        let unbound: Vec<Value> = self
+            .neutron
+            .list_raw(
+                "ports",
+                &Filters::new().add("name", names::UNBOUND_PORT_NAME),
+            )
+            .await
+            .map_err(neutron_err)?;
+        for p in &unbound {
+            let Ok(port) = serde_json::from_value::<Port>(p.clone()) else {
+                continue;
+            };
+            if !port.device_id.is_empty()
+                || !port.host_id.is_empty()
+                || port.tags.iter().any(|t| t == names::TAG_PORT_EXISTING)
+                || age(&p["created_at"]).is_none_or(|a| a <= self.grace)
+                || names::id_from_tags(&port.tags).is_some()
+            {
+                continue;
+            }
             // Under Docker's own bridge driver IPAM ports never get an endpoint: only
             // those on networks kuryr's driver made are known to be stray.
-            let on_kuryr_net = match neutron.get::<Network>(&port.network_id).await {
+            let on_kuryr_net = match self.neutron.get::<Network>(&port.network_id).await {
                 Ok(n) => names::id_from_tags(&n.tags).is_some(),
                 Err(_) => false,
             };
             if on_kuryr_net {
-                doomed_ports.insert(port.id.clone());
-                leaks.push(Leak::Port {
-                    id: port.id,
+                let why = format!(
+                    "address reserved more than {} s ago, never bound",
+                    self.grace.as_secs()
+                );
+                self.doom_port(port.id, why);
+            }
+        }
+        Ok(())
+    }
+
+    /// Nested (kuryr in a VM): container ports are never bound; they hang off the VM's
+    /// port as address pairs (macvlan/ipvlan) or trunk subports (vlan).
+    async fn nested(&mut self) -> Result<(), String> {
+        let PortDriver::Nested { link_iface, kind } =
+            crate::driver::nested::port_driver(self.cfg).map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        let found = nested_leaks(
+            self.neutron,
+            self.host,
+            &link_iface,
+            kind,
+            &self.live.endpoints,
+        )
+        .await?;
+        for l in &found {
+            if let Leak::Port { id, .. } = l {
+                self.doomed.insert(id.clone());
+            }
+        }
+        self.leaks.extend(found);
+        Ok(())
+    }
+
+    /// Veths `tap<port[0:11]>` / `t_c<port[0:11]>` with no port behind them.
+    async fn veths(&mut self, all_ports: &[Port]) -> Result<(), String> {
+        let prefixes: HashSet<String> = all_ports
+            .iter()
+            .filter(|p| !self.doomed.contains(&p.id))
+            .map(|p| p.id.chars().take(11).collect())
+            .collect();
+        for prefix in [names::HOST_VETH_PREFIX, names::CONTAINER_VETH_PREFIX] {
+            let links = self
+                .host
+                .links_with_prefix(prefix)
+                .await
+                .map_err(|e| e.to_string())?;
+            for name in links {
+                let short = &name[prefix.len()..];
+                if short.len() == 11 && !prefixes.contains(short) {
+                    self.leaks.push(Leak::Veth {
+                        name,
+                        why: "no Neutron port behind it".into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Exposed-port groups whose port is gone.
+    async fn exposed_groups(&mut self, all_ports: &[Port]) -> Result<(), String> {
+        let groups: Vec<SecurityGroup> = self
+            .neutron
+            .list(&Filters::new().add("description", names::SG_DESCRIPTION))
+            .await
+            .map_err(neutron_err)?;
+        let port_ids: HashSet<&str> = all_ports.iter().map(|p| p.id.as_str()).collect();
+        for g in groups {
+            if let Some(port) = g.name.strip_suffix("-exposed_ports") {
+                if !port_ids.contains(port) || self.doomed.contains(port) {
+                    self.leaks.push(Leak::SecurityGroup {
+                        id: g.id,
+                        why: format!("port {port} is gone"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// kuryr networks (not adopted ones) whose Docker network is gone; only those without
+    /// ports bound elsewhere, since another host may use them.
+    async fn networks(&mut self) -> Result<(), String> {
+        let all_nets: Vec<Network> = self
+            .neutron
+            .list(&Filters::new())
+            .await
+            .map_err(neutron_err)?;
+        for n in all_nets {
+            let Some(docker_id) = names::id_from_tags(&n.tags) else {
+                continue;
+            };
+            let adopted = n
+                .tags
+                .iter()
+                .any(|t| t.starts_with(names::TAG_NET_EXISTING));
+            if adopted
+                || !n.name.starts_with(names::NET_NAME_PREFIX)
+                || self.live.networks.contains(&docker_id)
+            {
+                continue;
+            }
+            let in_use: Vec<Port> = self
+                .neutron
+                .list(
+                    &Filters::new()
+                        .add("network_id", &n.id)
+                        .add("device_owner", names::DEVICE_OWNER),
+                )
+                .await
+                .map_err(neutron_err)?;
+            if in_use.iter().all(|p| self.doomed.contains(&p.id)) {
+                self.leaks.push(Leak::Network {
+                    id: n.id,
                     why: format!(
-                        "address reserved more than {} s ago, never bound",
-                        opts.grace.as_secs()
+                        "Docker network {} is gone",
+                        &docker_id[..12.min(docker_id.len())]
                     ),
                 });
             }
         }
+        Ok(())
     }
 
-    // Nested (kuryr in a VM): container ports are never bound; they hang off the VM's
-    // port as address pairs (macvlan/ipvlan) or trunk subports (vlan).
-    if let PortDriver::Nested { link_iface, kind } =
-        crate::driver::nested::port_driver(cfg).map_err(|e| e.to_string())?
-    {
-        let found = nested_leaks(neutron, nl, &link_iface, kind, &live_eps).await?;
-        for l in &found {
-            if let Leak::Port { id, .. } = l {
-                doomed_ports.insert(id.clone());
-            }
-        }
-        leaks.extend(found);
-    }
-
-    // Veths: tap<port[0:11]> / t_c<port[0:11]> with no port behind them.
-    let all_ports: Vec<Port> = neutron
-        .list(&Filters::new().add("fields", "id"))
-        .await
-        .map_err(e)?;
-    let prefixes: HashSet<String> = all_ports
-        .iter()
-        .filter(|p| !doomed_ports.contains(&p.id))
-        .map(|p| p.id.chars().take(11).collect())
-        .collect();
-    for prefix in [names::HOST_VETH_PREFIX, names::CONTAINER_VETH_PREFIX] {
-        for link in nl
-            .links_with_prefix(prefix)
+    /// kuryr pools with no subnet, older than the grace period.
+    async fn pools(&mut self) -> Result<(), String> {
+        let pools: Vec<Value> = self
+            .neutron
+            .list_raw("subnetpools", &Filters::new())
             .await
-            .map_err(|e| e.to_string())?
-        {
-            let short = &link.name[prefix.len()..];
-            if short.len() == 11 && !prefixes.contains(short) {
-                leaks.push(Leak::Veth {
-                    name: link.name.clone(),
-                    why: "no Neutron port behind it".into(),
+            .map_err(neutron_err)?;
+        let prefix = format!("{}-", self.cfg.subnetpool_name_prefix);
+        for p in pools {
+            let Ok(pool) = serde_json::from_value::<SubnetPool>(p.clone()) else {
+                continue;
+            };
+            if !pool.name.starts_with(&prefix)
+                || pool.tags.iter().any(|t| t == names::TAG_POOL_EXISTING)
+                || age(&p["created_at"]).is_none_or(|a| a <= self.grace)
+            {
+                continue;
+            }
+            let subnets: Vec<Subnet> = self
+                .neutron
+                .list(&Filters::new().add("subnetpool_id", &pool.id))
+                .await
+                .map_err(neutron_err)?;
+            if subnets.is_empty() {
+                self.leaks.push(Leak::Pool {
+                    id: pool.id,
+                    why: "kuryr pool without a subnet".into(),
                 });
             }
         }
+        Ok(())
     }
-
-    // Exposed-port groups whose port is gone.
-    let groups: Vec<SecurityGroup> = neutron
-        .list(&Filters::new().add("description", names::SG_DESCRIPTION))
-        .await
-        .map_err(e)?;
-    let port_ids: HashSet<&str> = all_ports.iter().map(|p| p.id.as_str()).collect();
-    for g in groups {
-        if let Some(port) = g.name.strip_suffix("-exposed_ports") {
-            if !port_ids.contains(port) || doomed_ports.contains(port) {
-                leaks.push(Leak::SecurityGroup {
-                    id: g.id,
-                    why: format!("port {port} is gone"),
-                });
-            }
-        }
-    }
-
-    // kuryr networks (not adopted ones) whose Docker network is gone; only those without
-    // ports bound elsewhere, since another host may use them.
-    let all_nets: Vec<Network> = neutron.list(&Filters::new()).await.map_err(e)?;
-    for n in all_nets {
-        let Some(docker_id) = names::id_from_tags(&n.tags) else {
-            continue;
-        };
-        if n.tags
-            .iter()
-            .any(|t| t.starts_with(names::TAG_NET_EXISTING))
-            || !n.name.starts_with(names::NET_NAME_PREFIX)
-        {
-            continue;
-        }
-        if live_nets.contains(&docker_id) {
-            continue;
-        }
-        let in_use: Vec<Port> = neutron
-            .list(
-                &Filters::new()
-                    .add("network_id", &n.id)
-                    .add("device_owner", names::DEVICE_OWNER),
-            )
-            .await
-            .map_err(e)?;
-        if in_use.iter().all(|p| doomed_ports.contains(&p.id)) {
-            leaks.push(Leak::Network {
-                id: n.id,
-                why: format!(
-                    "Docker network {} is gone",
-                    &docker_id[..12.min(docker_id.len())]
-                ),
-            });
-        }
-    }
-
-    // kuryr pools with no subnet, older than the grace period.
-    let pools: Vec<Value> = neutron
-        .list_raw("subnetpools", &Filters::new())
-        .await
-        .map_err(e)?;
-    for p in pools {
-        let Ok(pool) = serde_json::from_value::<SubnetPool>(p.clone()) else {
-            continue;
-        };
-        if !pool
-            .name
-            .starts_with(&format!("{}-", cfg.subnetpool_name_prefix))
-            || pool.tags.iter().any(|t| t == names::TAG_POOL_EXISTING)
-            || age(&p["created_at"]).is_none_or(|a| a <= opts.grace)
-        {
-            continue;
-        }
-        let subnets: Vec<Subnet> = neutron
-            .list(&Filters::new().add("subnetpool_id", &pool.id))
-            .await
-            .map_err(e)?;
-        if subnets.is_empty() {
-            leaks.push(Leak::Pool {
-                id: pool.id,
-                why: "kuryr pool without a subnet".into(),
-            });
-        }
-    }
-    Ok(leaks)
 }
 
 /// What a nested endpoint whose Docker endpoint is gone left on the VM's port: its pairs
@@ -297,13 +380,13 @@ pub async fn find(
 /// are looked at: the VM's own pairs (a VIP, say) are never touched.
 async fn nested_leaks(
     neutron: &Neutron,
-    nl: &Netlink,
+    host: &dyn Plumbing,
     link_iface: &str,
     kind: NestedKind,
     live_eps: &HashSet<String>,
 ) -> Result<Vec<Leak>, String> {
     let e = |e: crate::neutron::NeutronError| e.to_string();
-    let vm = crate::driver::nested::find_vm_port(neutron, nl, link_iface)
+    let vm = crate::driver::nested::find_vm_port(neutron, host, link_iface)
         .await
         .map_err(|e| e.to_string())?;
     // (container port, what it is attached by)
@@ -397,7 +480,7 @@ async fn remove_vm_pair(neutron: &Neutron, vm_port: &str, ip: &str) -> Result<()
 }
 
 /// Removes leaks; keeps going after a failure and reports every one.
-pub async fn apply(neutron: &Neutron, nl: &Netlink, leaks: &[Leak]) -> Vec<String> {
+pub async fn apply(neutron: &Neutron, host: &dyn Plumbing, leaks: &[Leak]) -> Vec<String> {
     let mut errors = Vec::new();
     // Order: a port comes off the VM port / trunk before it is deleted (Neutron refuses
     // to delete a subport); ports and groups before the networks and pools they keep busy.
@@ -413,7 +496,11 @@ pub async fn apply(neutron: &Neutron, nl: &Netlink, leaks: &[Leak]) -> Vec<Strin
     sorted.sort_by_key(|l| rank(l));
     for l in sorted {
         let r = match l {
-            Leak::Veth { name, .. } => nl.delete(name).await.map(|_| ()).map_err(|e| e.to_string()),
+            Leak::Veth { name, .. } => host
+                .delete_link(name)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             Leak::Port { id, .. } => neutron
                 .delete_if_exists::<Port>(id)
                 .await
@@ -455,8 +542,11 @@ pub fn run(cfg: &Config, opts: Options, do_apply: bool) -> anyhow::Result<bool> 
         .build()?;
     rt.block_on(async {
         let neutron = Neutron::new(&cfg.neutron)?;
-        let nl = Netlink::connect()?;
-        let leaks = find(cfg, &neutron, &nl, &opts)
+        let host = Plumber::new(cfg.bindir.clone(), cfg.host.clone())?;
+        let live = Live::from_docker(&opts.docker_socket)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let leaks = find(cfg, &neutron, &host, &live, &opts)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
         if leaks.is_empty() {
@@ -473,7 +563,7 @@ pub fn run(cfg: &Config, opts: Options, do_apply: bool) -> anyhow::Result<bool> 
             );
             return Ok(true);
         }
-        let errors = apply(&neutron, &nl, &leaks).await;
+        let errors = apply(&neutron, &host, &leaks).await;
         for e in &errors {
             eprintln!("failed: {e}");
         }

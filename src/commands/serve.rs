@@ -69,7 +69,7 @@ async fn connect(cfg: Arc<Config>) -> Result<Driver> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(250);
     loop {
-        match Driver::new(cfg.clone(), neutron.clone()).await {
+        match Driver::on_host(cfg.clone(), neutron.clone()).await {
             Ok(d) => return Ok(d),
             // Unreachable or failing Neutron: wait for it (it may be starting too).
             Err(DriverError::Neutron(e)) if started.elapsed() < NEUTRON_WAIT => {
@@ -161,23 +161,24 @@ async fn serve(
     }
     if cfg.reconcile_on_start {
         // In the background: Docker may already be calling us.
-        let (cfg, neutron) = (cfg.clone(), driver.neutron().clone());
+        let (cfg, neutron, driver) = (cfg.clone(), driver.neutron().clone(), driver.clone());
         tokio::spawn(async move {
             let opts = gc::Options {
                 docker_socket: crate::docker::DEFAULT_SOCKET.into(),
                 grace: Duration::from_secs(600),
             };
-            let nl = match crate::host::netlink::Netlink::connect() {
-                Ok(nl) => nl,
-                Err(e) => return tracing::warn!(error = %e, "reconcile: no netlink"),
+            let live = match gc::Live::from_docker(&opts.docker_socket).await {
+                Ok(l) => l,
+                Err(e) => return tracing::warn!(error = %e, "reconcile skipped: Docker"),
             };
-            match gc::find(&cfg, &neutron, &nl, &opts).await {
+            let host = driver.plumbing();
+            match gc::find(&cfg, &neutron, host, &live, &opts).await {
                 Ok(leaks) if leaks.is_empty() => tracing::info!("reconcile: nothing leaked"),
                 Ok(leaks) => {
                     for l in &leaks {
                         tracing::info!(leak = %l, "reconcile: removing");
                     }
-                    for e in gc::apply(&neutron, &nl, &leaks).await {
+                    for e in gc::apply(&neutron, host, &leaks).await {
                         tracing::warn!(error = %e, "reconcile: could not remove");
                     }
                 }

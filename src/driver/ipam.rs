@@ -611,7 +611,7 @@ impl Driver {
         // so a veth of this port still on this host goes now.
         if p.host_id.is_empty() || p.host_id == self.cfg.host {
             for ifname in [names::host_veth(&p.id), names::container_veth(&p.id)] {
-                if let Err(e) = self.plumber.netlink().delete(&ifname).await {
+                if let Err(e) = self.plumber.delete_link(&ifname).await {
                     tracing::warn!(%ifname, error = %e, "cannot delete a left-over veth");
                 }
             }

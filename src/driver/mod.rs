@@ -8,6 +8,8 @@ pub mod nested;
 mod network;
 pub mod pool;
 mod sriov;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use ipnet::IpNet;
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::host::{HostError, Plumber};
+use crate::host::{HostError, Plumber, Plumbing};
 use crate::names;
 use crate::neutron::{Extensions, Filters, Network, Neutron, NeutronError, Port, Subnet};
 use cache::{Cache, EndpointInfo, KeyedLocks, NetInfo};
@@ -67,7 +69,7 @@ pub struct Driver {
     pub(crate) cfg: Arc<Config>,
     pub(crate) neutron: Neutron,
     pub(crate) ext: Extensions,
-    pub(crate) plumber: Plumber,
+    pub(crate) plumber: Arc<dyn Plumbing>,
     pub(crate) cache: Cache,
     pub(crate) locks: KeyedLocks,
     pub(crate) pool: std::sync::Arc<pool::PortPool>,
@@ -77,8 +79,18 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// Connects to Neutron (extension detection) and opens the netlink socket.
-    pub async fn new(cfg: Arc<Config>, neutron: Neutron) -> Result<Self> {
+    /// The driver of `kuryr serve`: this host's netlink, sysfs and binding programs.
+    pub async fn on_host(cfg: Arc<Config>, neutron: Neutron) -> Result<Self> {
+        let plumber = Plumber::new(cfg.bindir.clone(), cfg.host.clone())?;
+        Self::new(cfg, neutron, Arc::new(plumber)).await
+    }
+
+    /// A driver on this Neutron and this host plumbing (detects Neutron's extensions).
+    pub async fn new(
+        cfg: Arc<Config>,
+        neutron: Neutron,
+        plumber: Arc<dyn Plumbing>,
+    ) -> Result<Self> {
         let ext = neutron.extensions().await?;
         if !ext.has("subnet_allocation") {
             return Err(DriverError::Internal(
@@ -91,9 +103,8 @@ impl Driver {
             ));
         }
         let port_driver = nested::port_driver(&cfg).map_err(DriverError::Internal)?;
-        let plumber = Plumber::new(cfg.bindir.clone(), cfg.host.clone())?;
         if let nested::PortDriver::Nested { link_iface, .. } = &port_driver {
-            if plumber.netlink().link(link_iface).await?.is_none() {
+            if plumber.link_mac(link_iface).await?.is_none() {
                 return Err(DriverError::Internal(format!(
                     "[binding] link_iface {link_iface} does not exist on this host"
                 )));
@@ -117,14 +128,13 @@ impl Driver {
         Ok(d)
     }
 
-    /// Looks SR-IOV devices up under another sysfs mount than /sys (kuryr in a container
-    /// with the host's /sys elsewhere; tests).
-    pub fn set_sysfs(&mut self, sysfs: crate::host::sriov::Sysfs) {
-        self.plumber.set_sysfs(sysfs);
-    }
-
     pub fn neutron(&self) -> &Neutron {
         &self.neutron
+    }
+
+    /// The host plumbing this driver uses (gc and reconcile share it).
+    pub fn plumbing(&self) -> &dyn Plumbing {
+        self.plumber.as_ref()
     }
 
     pub fn extensions(&self) -> &Extensions {
@@ -237,7 +247,7 @@ pub fn kuryr_made(port: &Port) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+mod unit {
     use super::*;
 
     fn port(name: &str, tags: &[&str], device_id: &str) -> Port {

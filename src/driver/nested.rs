@@ -19,8 +19,8 @@ use serde_json::json;
 
 use super::{Driver, DriverError, Result};
 use crate::config::Config;
-use crate::host::netlink::Netlink;
 use crate::host::netlink::SubKind;
+use crate::host::Plumbing;
 use crate::neutron::{AddressPair, Filters, Neutron, Port, Trunk, TrunkDetails};
 
 /// The port driver an endpoint of this configuration uses.
@@ -175,12 +175,16 @@ fn same_pair(a: &AddressPair, b: &AddressPair) -> bool {
 
 /// The VM's own Neutron port: the one with `link_iface`'s MAC (the driver, and `kuryr gc`
 /// inside a VM).
-pub async fn find_vm_port(neutron: &Neutron, nl: &Netlink, link_iface: &str) -> Result<Port> {
-    let link = nl
-        .link(link_iface)
+pub async fn find_vm_port(
+    neutron: &Neutron,
+    host: &dyn Plumbing,
+    link_iface: &str,
+) -> Result<Port> {
+    let mac = host
+        .link_mac(link_iface)
         .await?
         .ok_or_else(|| DriverError::Internal(format!("link_iface {link_iface} does not exist")))?;
-    let mac = link.mac.ok_or_else(|| {
+    let mac = mac.ok_or_else(|| {
         DriverError::Internal(format!("link_iface {link_iface} has no MAC address"))
     })?;
     let mut ports: Vec<Port> = neutron
@@ -208,7 +212,7 @@ impl Driver {
 
     /// The VM's own Neutron port: the one with `link_iface`'s MAC.
     pub(crate) async fn vm_port(&self, link_iface: &str) -> Result<Port> {
-        find_vm_port(&self.neutron, self.plumber.netlink(), link_iface).await
+        find_vm_port(&self.neutron, self.plumber.as_ref(), link_iface).await
     }
 
     /// Reads the VM port's trunk at start (vlan driver).

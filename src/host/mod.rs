@@ -7,6 +7,7 @@ pub mod sriov;
 
 use std::path::PathBuf;
 
+use async_trait::async_trait;
 use thiserror::Error;
 
 use crate::names;
@@ -29,6 +30,77 @@ pub enum HostError {
     NotFound(String),
     #[error("invalid: {0}")]
     Invalid(String),
+    /// Several steps of a teardown failed; each is reported.
+    #[error("{}", join_errors(.0))]
+    Many(Vec<HostError>),
+}
+
+fn join_errors(errors: &[HostError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl HostError {
+    /// The kernel's errno of a failed netlink request.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            HostError::Netlink { errno, .. } => *errno,
+            _ => None,
+        }
+    }
+
+    /// None, one error, or all of them: what a teardown that went on after a failure
+    /// reports.
+    pub fn all(mut errors: Vec<HostError>) -> Result<(), HostError> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(HostError::Many(errors)),
+        }
+    }
+}
+
+/// What the driver asks of the host, and nothing else: the seam between the CNM mapping
+/// and the kernel. [`Plumber`] does it with netlink, sysfs and binding programs; tests use
+/// the recording fake of `crate::testkit`.
+#[async_trait]
+pub trait Plumbing: Send + Sync {
+    /// A veth pair `tap<port>`/`t_c<port>` for the endpoint, bound per vif_type.
+    async fn plug(&self, req: &PlugRequest) -> Result<Plugged, HostError>;
+    /// Undoes `plug`; devices already gone are fine; every failure is reported.
+    async fn unplug(&self, bind: &BindContext) -> Result<(), HostError>;
+    /// Nested: a sub-interface `t_c<port>` of the VM's NIC.
+    async fn plug_sub(
+        &self,
+        port_id: &str,
+        mac: Option<&str>,
+        mtu: Option<u32>,
+        link_iface: &str,
+        kind: netlink::SubKind,
+    ) -> Result<Plugged, HostError>;
+    async fn unplug_sub(&self, port_id: &str) -> Result<(), HostError>;
+    /// SR-IOV: MAC and VLAN of a VF through its PF, and the VF netdev's MTU; the netdev.
+    async fn plug_vf(
+        &self,
+        dev: &PciNetDevice,
+        mac: &str,
+        vlan: u16,
+        mtu: Option<u32>,
+    ) -> Result<String, HostError>;
+    async fn unplug_vf(&self, dev: &PciNetDevice) -> Result<(), HostError>;
+    /// The PCI device (SR-IOV VF or passed-through NIC) at `pci_slot`.
+    fn pci_device(&self, pci_slot: &str) -> Result<PciNetDevice, HostError>;
+    /// The VFs of PF netdev `pf`: (number, PCI address).
+    fn sriov_vfs(&self, pf: &str) -> Result<Vec<(u32, String)>, HostError>;
+    /// Whether a link exists, and its MAC.
+    async fn link_mac(&self, name: &str) -> Result<Option<Option<String>>, HostError>;
+    /// Deletes a link; true if there was one.
+    async fn delete_link(&self, name: &str) -> Result<bool, HostError>;
+    /// Names of the links whose name starts with `prefix`.
+    async fn links_with_prefix(&self, prefix: &str) -> Result<Vec<String>, HostError>;
 }
 
 /// What the container side of an endpoint needs.
@@ -68,13 +140,20 @@ impl Plumber {
         self.sysfs = sysfs;
     }
 
+    pub fn netlink(&self) -> &Netlink {
+        &self.nl
+    }
+}
+
+#[async_trait]
+impl Plumbing for Plumber {
     /// The PCI device (SR-IOV VF or passed-through NIC) at `pci_slot`.
-    pub fn pci_device(&self, pci_slot: &str) -> Result<PciNetDevice, HostError> {
+    fn pci_device(&self, pci_slot: &str) -> Result<PciNetDevice, HostError> {
         self.sysfs.device(pci_slot)
     }
 
     /// The VFs of PF netdev `pf`: (number, PCI address).
-    pub fn sriov_vfs(&self, pf: &str) -> Result<Vec<(u32, String)>, HostError> {
+    fn sriov_vfs(&self, pf: &str) -> Result<Vec<(u32, String)>, HostError> {
         self.sysfs.vfs_of(pf)
     }
 
@@ -82,7 +161,7 @@ impl Plumber {
     /// the MTU of its netdev, which Docker then moves into the container (libnetwork
     /// brings it up there). A passed-through NIC (no PF) takes the MAC itself and cannot
     /// tag. Returns the netdev's name.
-    pub async fn plug_vf(
+    async fn plug_vf(
         &self,
         dev: &PciNetDevice,
         mac: &str,
@@ -112,21 +191,17 @@ impl Plumber {
     }
 
     /// SR-IOV: clears the VF's VLAN (as the reference does; the next bind sets the MAC).
-    pub async fn unplug_vf(&self, dev: &PciNetDevice) -> Result<(), HostError> {
+    async fn unplug_vf(&self, dev: &PciNetDevice) -> Result<(), HostError> {
         if let Some((pf, n)) = &dev.vf_of {
             self.nl.set_vf(pf, *n, None, 0).await?;
         }
         Ok(())
     }
 
-    pub fn netlink(&self) -> &Netlink {
-        &self.nl
-    }
-
     /// Creates `tap<port>`/`t_c<port>`, sets MAC and MTU, brings both up and binds the host
     /// end. On any failure the pair is deleted again. A pair left by an earlier attempt is
     /// replaced, so a retried call converges.
-    pub async fn plug(&self, req: &PlugRequest) -> Result<Plugged, HostError> {
+    async fn plug(&self, req: &PlugRequest) -> Result<Plugged, HostError> {
         let port_id = &req.bind.port_id;
         let host_if = names::host_veth(port_id);
         let cont_if = names::container_veth(port_id);
@@ -164,7 +239,7 @@ impl Plumber {
     /// VLAN), with the port's MAC where the kind allows one, MTU, up. Nothing is bound on
     /// the host side: the VM's own Neutron port carries the traffic. One left by an
     /// earlier attempt is replaced.
-    pub async fn plug_sub(
+    async fn plug_sub(
         &self,
         port_id: &str,
         mac: Option<&str>,
@@ -191,30 +266,48 @@ impl Plumber {
     }
 
     /// Deletes the sub-interface of a nested endpoint; one already gone is fine.
-    pub async fn unplug_sub(&self, port_id: &str) -> Result<(), HostError> {
+    async fn unplug_sub(&self, port_id: &str) -> Result<(), HostError> {
         self.nl.delete(&names::container_veth(port_id)).await?;
         Ok(())
     }
 
-    /// Unbinds and deletes the host end (which removes the pair). Missing devices are fine;
-    /// errors of the binder are reported after the veth is gone.
-    pub async fn unplug(&self, bind: &BindContext) -> Result<(), HostError> {
+    /// Unbinds and deletes both ends. Missing devices are fine; every step runs, and every
+    /// failure is reported.
+    async fn unplug(&self, bind: &BindContext) -> Result<(), HostError> {
         let host_if = names::host_veth(&bind.port_id);
         let cont_if = names::container_veth(&bind.port_id);
-        let mut first_err = None;
+        let mut errors = Vec::new();
         if let Ok(binder) = binding::select(&bind.vif_type, &self.bindir, &self.host) {
             let mut ctx = bind.clone();
             ctx.ifname = host_if.clone();
             if let Err(e) = binder.unbind(&self.nl, &ctx).await {
-                first_err = Some(e);
+                errors.push(e);
             }
         }
-        self.nl.delete(&host_if).await?;
         // Docker moves the container end back under its own name before DeleteEndpoint.
-        self.nl.delete(&cont_if).await?;
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
+        for ifname in [&host_if, &cont_if] {
+            if let Err(e) = self.nl.delete(ifname).await {
+                errors.push(e);
+            }
         }
+        HostError::all(errors)
+    }
+
+    async fn link_mac(&self, name: &str) -> Result<Option<Option<String>>, HostError> {
+        Ok(self.nl.link(name).await?.map(|l| l.mac))
+    }
+
+    async fn delete_link(&self, name: &str) -> Result<bool, HostError> {
+        self.nl.delete(name).await
+    }
+
+    async fn links_with_prefix(&self, prefix: &str) -> Result<Vec<String>, HostError> {
+        Ok(self
+            .nl
+            .links_with_prefix(prefix)
+            .await?
+            .into_iter()
+            .map(|l| l.name)
+            .collect())
     }
 }

@@ -104,56 +104,63 @@ impl Extensions {
     }
 }
 
+/// Where requests go: Neutron over HTTP or, in tests, the in-memory Neutron of
+/// [`crate::testkit`] (compiled only into test builds).
+#[derive(Clone)]
+enum Backend {
+    Http,
+    #[cfg(any(test, feature = "testkit"))]
+    Memory(crate::testkit::MemoryNeutron),
+}
+
+/// An answered request.
+struct Answer {
+    status: u16,
+    body: String,
+    request_id: String,
+}
+
+/// A request that got no answer; `connect` when it never reached Neutron.
+struct NoAnswer {
+    connect: bool,
+    message: String,
+}
+
 #[derive(Clone)]
 pub struct Neutron {
+    /// Neutron's requests (HTTP backend) and Keystone's (always).
     http: reqwest::Client,
+    backend: Backend,
     auth: Arc<auth::Authenticator>,
     stats: Arc<Stats>,
 }
 
 impl Neutron {
     pub fn new(cfg: &NeutronConfig) -> Result<Self> {
-        install_crypto_provider();
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5).min(cfg.timeout))
-            .timeout(cfg.timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(16)
-            .user_agent(concat!("kuryr-rs/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &cfg.cafile {
-            let pem = std::fs::read(ca)
-                .map_err(|e| NeutronError::Auth(format!("cafile {}: {e}", ca.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| NeutronError::Auth(format!("cafile {}: {e}", ca.display())))?;
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
-        if let (Some(cert), Some(key)) = (&cfg.certfile, &cfg.keyfile) {
-            let mut pem = std::fs::read(cert)
-                .map_err(|e| NeutronError::Auth(format!("certfile {}: {e}", cert.display())))?;
-            pem.extend(
-                std::fs::read(key)
-                    .map_err(|e| NeutronError::Auth(format!("keyfile {}: {e}", key.display())))?,
-            );
-            let id = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| NeutronError::Auth(format!("client certificate: {e}")))?;
-            b = b.identity(id);
-        }
-        if cfg.insecure {
-            b = b.danger_accept_invalid_certs(true);
-        }
-        let http = b.build().map_err(|e| {
-            let cause = std::error::Error::source(&e)
-                .map(|s| format!(": {s}"))
-                .unwrap_or_default();
-            NeutronError::Transport(format!("HTTP client: {e}{cause}"))
-        })?;
         Ok(Neutron {
-            http,
+            http: http_client(cfg)?,
+            backend: Backend::Http,
             auth: Arc::new(auth::Authenticator::new(cfg.clone())),
             stats: Arc::new(Stats::default()),
         })
+    }
+
+    /// A client of the in-memory Neutron (no Keystone): same requests, same counting,
+    /// same error mapping and retries as over HTTP.
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn memory(m: crate::testkit::MemoryNeutron) -> Self {
+        install_crypto_provider();
+        let cfg = crate::config::Config::default().neutron;
+        let cfg = NeutronConfig {
+            endpoint: Some("memory://neutron".into()),
+            ..cfg
+        };
+        Neutron {
+            http: reqwest::Client::new(),
+            backend: Backend::Memory(m),
+            auth: Arc::new(auth::Authenticator::new(cfg)),
+            stats: Arc::new(Stats::default()),
+        }
     }
 
     pub fn stats(&self) -> &Stats {
@@ -165,7 +172,7 @@ impl Neutron {
         self.auth.tokens_issued()
     }
 
-    /// One HTTP exchange with retries and a single token renewal on 401.
+    /// One request with retries and a single token renewal on 401.
     async fn send(
         &self,
         method: Method,
@@ -179,66 +186,34 @@ impl Neutron {
         loop {
             attempt += 1;
             let session = self.auth.session(&self.http).await?;
-            let url = format!("{}{}", session.endpoint.trim_end_matches('/'), path);
-            let mut req = self.http.request(method.clone(), &url).query(query);
-            if !session.token.is_empty() {
-                req = req.header("X-Auth-Token", session.token.expose());
-            }
-            let rid = REQUEST_ID.try_with(|r| r.clone()).ok();
-            if let Some(r) = &rid {
-                req = req.header("X-OpenStack-Request-ID", r.as_str());
-            }
-            if let Some(b) = body {
-                req = req.json(b);
-            }
             self.stats.record(&method, path);
             let started = Instant::now();
-            let result = req.send().await;
-            let elapsed_ms = started.elapsed().as_millis() as u64;
-            let resp = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    // A refused connection never reached Neutron: safe to retry even a POST.
-                    let retry = (idempotent || e.is_connect()) && attempt < MAX_ATTEMPTS;
-                    tracing::debug!(%method, path, elapsed_ms, error = %e, retry, "neutron request failed");
-                    crate::metrics::global().observe_neutron(
-                        method.as_str(),
-                        collection_of(path),
-                        0,
-                        started.elapsed().as_secs_f64(),
-                    );
-                    if retry {
-                        backoff(attempt).await;
-                        continue;
-                    }
-                    return Err(NeutronError::Transport(e.without_url().to_string()));
-                }
-            };
-            let status = resp.status().as_u16();
-            let neutron_rid = resp
-                .headers()
-                .get("x-openstack-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            tracing::debug!(%method, path, status, elapsed_ms, neutron_request_id = %neutron_rid, "neutron request");
+            let result = self.exchange(&session, &method, path, query, body).await;
+            let elapsed = started.elapsed();
+            let elapsed_ms = elapsed.as_millis() as u64;
+            let status = result.as_ref().map_or(0, |a| a.status);
             crate::metrics::global().observe_neutron(
                 method.as_str(),
                 collection_of(path),
                 status,
-                started.elapsed().as_secs_f64(),
+                elapsed.as_secs_f64(),
             );
-            let text = resp
-                .text()
-                .await
-                .map_err(|e| NeutronError::Transport(e.without_url().to_string()))?;
-            if (200..300).contains(&status) {
-                if text.trim().is_empty() {
-                    return Ok(None);
+            let answer = match result {
+                Ok(a) => a,
+                Err(e) => {
+                    // A refused connection never reached Neutron: safe to retry even a POST.
+                    let retry = (idempotent || e.connect) && attempt < MAX_ATTEMPTS;
+                    tracing::debug!(%method, path, elapsed_ms, error = %e.message, retry, "neutron request failed");
+                    if retry {
+                        backoff(attempt).await;
+                        continue;
+                    }
+                    return Err(NeutronError::Transport(e.message));
                 }
-                return serde_json::from_str(&text)
-                    .map(Some)
-                    .map_err(|e| NeutronError::Decode(format!("{method} {path}: {e}")));
+            };
+            tracing::debug!(%method, path, status, elapsed_ms, neutron_request_id = %answer.request_id, "neutron request");
+            if (200..300).contains(&status) {
+                return decode_body(&method, path, &answer.body);
             }
             if status == 401 && self.auth.uses_keystone() && !renewed {
                 renewed = true;
@@ -251,9 +226,78 @@ impl Neutron {
             }
             return Err(NeutronError::from_status(
                 status,
-                error::message_from_body(&text),
+                error::message_from_body(&answer.body),
             ));
         }
+    }
+
+    /// One exchange with the backend, no retries.
+    async fn exchange(
+        &self,
+        session: &auth::Session,
+        method: &Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> std::result::Result<Answer, NoAnswer> {
+        match &self.backend {
+            Backend::Http => self.http_exchange(session, method, path, query, body).await,
+            #[cfg(any(test, feature = "testkit"))]
+            Backend::Memory(m) => match m.exchange(method.as_str(), path, query, body) {
+                Ok((status, body)) => Ok(Answer {
+                    status,
+                    body,
+                    request_id: String::new(),
+                }),
+                Err(crate::testkit::Refused) => Err(NoAnswer {
+                    connect: true,
+                    message: "error sending request: connection refused".into(),
+                }),
+            },
+        }
+    }
+
+    async fn http_exchange(
+        &self,
+        session: &auth::Session,
+        method: &Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> std::result::Result<Answer, NoAnswer> {
+        let url = format!("{}{}", session.endpoint.trim_end_matches('/'), path);
+        let mut req = self.http.request(method.clone(), &url).query(query);
+        if !session.token.is_empty() {
+            req = req.header("X-Auth-Token", session.token.expose());
+        }
+        if let Ok(rid) = REQUEST_ID.try_with(|r| r.clone()) {
+            req = req.header("X-OpenStack-Request-ID", rid);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let no_answer = |e: reqwest::Error| NoAnswer {
+            connect: e.is_connect(),
+            message: e.without_url().to_string(),
+        };
+        let resp = req.send().await.map_err(no_answer)?;
+        let status = resp.status().as_u16();
+        let request_id = resp
+            .headers()
+            .get("x-openstack-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        // A body cut off mid-way is no answer either, but the request did reach Neutron.
+        let body = resp.text().await.map_err(|e| NoAnswer {
+            connect: false,
+            message: e.without_url().to_string(),
+        })?;
+        Ok(Answer {
+            status,
+            body,
+            request_id,
+        })
     }
 
     fn decode<T: serde::de::DeserializeOwned>(v: Option<Value>, key: &str) -> Result<T> {
@@ -443,6 +487,56 @@ impl Neutron {
             aliases: list.into_iter().map(|e| e.alias).collect(),
         })
     }
+}
+
+/// The reqwest client for Neutron and Keystone: timeouts, CA, client certificate.
+fn http_client(cfg: &NeutronConfig) -> Result<reqwest::Client> {
+    install_crypto_provider();
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5).min(cfg.timeout))
+        .timeout(cfg.timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(16)
+        .user_agent(concat!("kuryr-rs/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = &cfg.cafile {
+        let pem = std::fs::read(ca)
+            .map_err(|e| NeutronError::Auth(format!("cafile {}: {e}", ca.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| NeutronError::Auth(format!("cafile {}: {e}", ca.display())))?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&cfg.certfile, &cfg.keyfile) {
+        let mut pem = std::fs::read(cert)
+            .map_err(|e| NeutronError::Auth(format!("certfile {}: {e}", cert.display())))?;
+        pem.extend(
+            std::fs::read(key)
+                .map_err(|e| NeutronError::Auth(format!("keyfile {}: {e}", key.display())))?,
+        );
+        let id = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| NeutronError::Auth(format!("client certificate: {e}")))?;
+        b = b.identity(id);
+    }
+    if cfg.insecure {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| {
+        let cause = std::error::Error::source(&e)
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default();
+        NeutronError::Transport(format!("HTTP client: {e}{cause}"))
+    })
+}
+
+/// A 2xx answer's body: empty, or JSON.
+fn decode_body(method: &Method, path: &str, text: &str) -> Result<Option<Value>> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|e| NeutronError::Decode(format!("{method} {path}: {e}")))
 }
 
 /// The collection a request path is about (`/v2.0/ports/<id>/tags` -> `ports`).

@@ -1,14 +1,10 @@
 //! Request-handling harness shared by the `handle_sequence` fuzz target and the replay test:
 //! a sequence of libnetwork calls goes through the real router and driver against the
-//! in-memory [`fake_neutron::FakeNeutron`], and every answer is checked:
+//! in-memory Neutron and the fake host plumbing, and every answer is checked:
 //!
 //! - the server never panics (a panic is the fuzzer's finding);
 //! - every non-200 answer is JSON with a non-empty `Err`;
 //! - a 400 (bad input) changes nothing in Neutron.
-//!
-//! Host plumbing runs for real, so callers isolate it with [`isolate_network`] first.
-
-pub mod fake_neutron;
 
 use std::sync::Arc;
 
@@ -18,13 +14,11 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
+use super::{FakeHost, MemoryNeutron, HOST};
 use crate::config::Config;
 use crate::driver::Driver;
 use crate::neutron::Neutron;
-use fake_neutron::FakeNeutron;
-
-/// The methods an input byte selects from (modulo its length): all the server serves.
-pub use crate::server::METHODS;
+use crate::protocol::Method;
 
 /// Separates calls in an input; never part of UTF-8 text, so JSON bodies cannot contain it.
 pub const SEPARATOR: u8 = 0xff;
@@ -38,62 +32,36 @@ pub fn encode(calls: &[(&str, &str)]) -> Vec<u8> {
         if i > 0 {
             out.push(SEPARATOR);
         }
-        let idx = METHODS.iter().position(|m| m == method).unwrap_or(0);
+        let idx = Method::ALL
+            .iter()
+            .position(|m| m.path() == *method)
+            .unwrap_or(0);
         out.push(idx as u8);
         out.extend_from_slice(body.as_bytes());
     }
     out
 }
 
-/// Moves the calling thread into a new, empty network namespace with loopback up, so host
-/// plumbing exercised by fuzzing cannot touch the machine's interfaces. Returns false when
-/// not permitted (unprivileged: netlink changes then fail with EPERM, equally harmless).
-/// Must run before the thread opens sockets or starts a runtime.
-pub fn isolate_network() -> bool {
-    // SAFETY: unshare only changes this thread's namespace membership.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return false;
-    }
-    // Loopback starts down in a new namespace; the fake Neutron listens on it.
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return false;
-    };
-    rt.block_on(async {
-        match crate::host::netlink::Netlink::connect() {
-            Ok(nl) => nl.configure("lo", None, None, true).await.is_ok(),
-            Err(_) => false,
-        }
-    })
-}
-
 /// One answer: method, HTTP status, JSON body.
 pub type Answer = (String, u16, Value);
 
 pub struct Harness {
-    pub fake: FakeNeutron,
+    pub fake: MemoryNeutron,
     cfg: Arc<Config>,
-    /// Shared across inputs: a client per input would spend most of the time on TLS set-up
-    /// and connections, and it keeps no state that changes what a handler does.
+    /// Shared across inputs: it keeps no state that changes what a handler does.
     neutron: Neutron,
 }
 
 impl Harness {
     pub async fn new() -> std::io::Result<Self> {
-        crate::neutron::install_crypto_provider();
-        let fake = FakeNeutron::default();
-        let endpoint = fake.start().await?;
+        let fake = MemoryNeutron::with_short_ids();
         let conf = format!(
-            "[DEFAULT]\nhost = fuzz-host\nbindir = /nonexistent/kuryr-fuzz\n\
-             [neutron]\nendpoint = {endpoint}\ntimeout = 5\n"
+            "[DEFAULT]\nhost = {HOST}\nbindir = /nonexistent/kuryr-fuzz\n[neutron]\nendpoint = http://memory.invalid:9696\n"
         );
         let cfg = Config::parse("fuzz", &conf)
             .map_err(|e| std::io::Error::other(format!("harness config: {e}")))?
             .config;
-        let neutron = Neutron::new(&cfg.neutron)
-            .map_err(|e| std::io::Error::other(format!("harness client: {e}")))?;
+        let neutron = Neutron::memory(fake.clone());
         Ok(Harness {
             fake,
             cfg: Arc::new(cfg),
@@ -105,7 +73,8 @@ impl Harness {
     /// invariant.
     pub async fn run(&self, data: &[u8]) -> Result<Vec<Answer>, String> {
         self.fake.reset();
-        let driver = Driver::new(self.cfg.clone(), self.neutron.clone())
+        let host = Arc::new(FakeHost::default());
+        let driver = Driver::new(self.cfg.clone(), self.neutron.clone(), host)
             .await
             .map_err(|e| format!("driver start: {e}"))?;
         let app = crate::server::router(Arc::new(driver));
@@ -114,7 +83,7 @@ impl Harness {
             let Some((sel, body)) = chunk.split_first() else {
                 continue;
             };
-            let method = METHODS[*sel as usize % METHODS.len()];
+            let method = Method::ALL[*sel as usize % Method::ALL.len()].path();
             let before = self.fake.snapshot();
             let req = Request::post(format!("/{method}"))
                 .body(Body::from(body.to_vec()))

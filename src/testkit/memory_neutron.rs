@@ -1,24 +1,25 @@
-//! An in-memory Neutron speaking the REST subset kuryr uses (networks, subnets, subnetpools,
-//! ports, security groups and rules, tags, filters). It exists to drive the real handlers
-//! fast and deterministically under fuzzing; features are tested against the real Neutron.
+//! An in-memory Neutron behind the client's `Memory` backend: the REST subset kuryr uses
+//! (networks, subnets, subnetpools, ports, trunks, security groups and rules, tags,
+//! filters, agents), answered in-process, with no socket, so the driver's mapping can be
+//! tested without a network, and faults (an answer of any status, a refused connection)
+//! can be scripted per request. It models Neutron's behaviour where kuryr depends on it
+//! (all-or-nothing bulk creates, a bound port keeps its MAC, in-use conflicts); what it
+//! does not model is tested against the real Neutron by the integration tests.
 //!
 //! Ids are counters formatted as UUIDs, so a seed corpus can name the pool or port a
 //! previous call made. Errors use Neutron's `{"NeutronError": ...}` shape.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
-use http_body_util::BodyExt;
 use ipnet::IpNet;
 use serde_json::{json, Map, Value};
 
 type Obj = Map<String, Value>;
+
+/// An answer: HTTP status and JSON body (`Null` for an empty one).
+type Reply = (u16, Value);
 
 /// Collections served, with the key of one object in request and answer bodies.
 const COLLECTIONS: &[(&str, &str)] = &[
@@ -26,8 +27,10 @@ const COLLECTIONS: &[(&str, &str)] = &[
     ("subnets", "subnet"),
     ("subnetpools", "subnetpool"),
     ("ports", "port"),
+    ("trunks", "trunk"),
     ("security-groups", "security_group"),
     ("security-group-rules", "security_group_rule"),
+    ("agents", "agent"),
 ];
 
 const EXTENSIONS: &[&str] = &[
@@ -36,43 +39,67 @@ const EXTENSIONS: &[&str] = &[
     "binding",
     "security-group",
     "allowed-address-pairs",
+    "trunk",
 ];
+
+/// A scripted fault: the next `times` requests whose method is `method` and whose path
+/// contains `path` get `status` (0: the connection is refused instead of answered).
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub times: u32,
+}
+
+impl Fault {
+    /// Fails the next matching request once with `status`.
+    pub fn once(method: &str, path: &str, status: u16) -> Self {
+        Fault {
+            method: method.into(),
+            path: path.into(),
+            status,
+            times: 1,
+        }
+    }
+}
 
 #[derive(Default, Debug)]
 pub struct FakeState {
     next_id: u64,
+    /// Ids `00000000-0000-4000-8000-<n>` (the fuzz corpus names them) instead of ids
+    /// that differ in their first characters too, as Neutron's do (interface names are
+    /// made of an id's first 11).
+    short_ids: bool,
     /// collection -> id -> object; BTreeMap so listings and snapshots are ordered.
     res: BTreeMap<String, BTreeMap<String, Obj>>,
+    faults: Vec<Fault>,
+    /// Every request, as `METHOD /path?k=v&...`, in order.
+    log: Vec<String>,
 }
 
 #[derive(Clone, Default)]
-pub struct FakeNeutron {
+pub struct MemoryNeutron {
     state: Arc<Mutex<FakeState>>,
 }
 
-fn err(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    let body = json!({"NeutronError": {"type": kind, "message": message.into(), "detail": ""}});
-    (status, body.to_string()).into_response()
-}
-
-/// An error answer on its way out of a helper (boxed: a Response is large).
-type Fail = Box<Response>;
-
-fn fail(status: StatusCode, kind: &str, message: impl Into<String>) -> Fail {
-    Box::new(err(status, kind, message))
-}
-
-fn missing(c: &str, id: &str) -> Fail {
-    Box::new(not_found(c, id))
-}
-
-fn ok(status: StatusCode, body: Value) -> Response {
+fn err(status: u16, kind: &str, message: impl Into<String>) -> Reply {
     (
         status,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
+        json!({"NeutronError": {"type": kind, "message": message.into(), "detail": ""}}),
     )
-        .into_response()
+}
+
+fn fail(status: u16, kind: &str, message: impl Into<String>) -> Reply {
+    err(status, kind, message)
+}
+
+fn missing(c: &str, id: &str) -> Reply {
+    not_found(c, id)
+}
+
+fn ok(status: u16, body: Value) -> Reply {
+    (status, body)
 }
 
 fn singular(coll: &str) -> Option<&'static str> {
@@ -86,22 +113,92 @@ fn s<'a>(o: &'a Obj, k: &str) -> &'a str {
     o.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
-impl FakeNeutron {
-    /// Serves on an ephemeral loopback port; returns the endpoint URL (with `/v2.0`'s parent).
-    pub async fn start(&self) -> std::io::Result<String> {
-        let l = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let addr = l.local_addr()?;
-        let app = Router::new().fallback(handle).with_state(self.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(l, app).await;
+/// A refused connection (a scripted fault of status 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused;
+
+impl MemoryNeutron {
+    /// One request, as the client's Memory backend sends it: the answer's status and body
+    /// text, or `Refused` for a scripted refused connection.
+    pub fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<(u16, String), Refused> {
+        let Ok(mut st) = self.state.lock() else {
+            return Ok((500, "poisoned".into()));
+        };
+        let q: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        st.log.push(if q.is_empty() {
+            format!("{method} {path}")
+        } else {
+            format!("{method} {path}?{}", q.join("&"))
         });
-        Ok(format!("http://{addr}"))
+        if let Some(status) = st.take_fault(method, path) {
+            if status == 0 {
+                return Err(Refused);
+            }
+            let (status, v) = err(status, "Injected", format!("injected fault {status}"));
+            return Ok((status, v.to_string()));
+        }
+        let parts: Vec<&str> = path
+            .trim_start_matches('/')
+            .trim_start_matches("v2.0/")
+            .split('/')
+            .collect();
+        let (status, v) = st.route(method, &parts, query, body.cloned().unwrap_or(Value::Null));
+        Ok((
+            status,
+            if v.is_null() {
+                String::new()
+            } else {
+                v.to_string()
+            },
+        ))
+    }
+
+    /// Scripts a fault for the requests to come.
+    pub fn inject(&self, fault: Fault) {
+        if let Ok(mut st) = self.state.lock() {
+            st.faults.push(fault);
+        }
+    }
+
+    /// Every request so far, as `METHOD /v2.0/path?query`.
+    pub fn requests(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .map(|st| st.log.clone())
+            .unwrap_or_default()
+    }
+
+    /// Forgets the request log (e.g. after setting a test up).
+    pub fn clear_requests(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            st.log.clear();
+        }
+    }
+
+    /// One whose ids are `00000000-0000-4000-8000-<counter>`, as the kept fuzz corpus
+    /// expects.
+    pub fn with_short_ids() -> Self {
+        let m = MemoryNeutron::default();
+        if let Ok(mut st) = m.state.lock() {
+            st.short_ids = true;
+        }
+        m
     }
 
     /// Forgets every resource (ids restart too, so a replayed input sees the same ids).
     pub fn reset(&self) {
         if let Ok(mut st) = self.state.lock() {
-            *st = FakeState::default();
+            let short_ids = st.short_ids;
+            *st = FakeState {
+                short_ids,
+                ..FakeState::default()
+            };
         }
     }
 
@@ -120,69 +217,53 @@ impl FakeNeutron {
             .map(|st| st.res.get(coll).map_or(0, BTreeMap::len))
             .unwrap_or(0)
     }
-}
 
-async fn handle(State(fake): State<FakeNeutron>, req: Request) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return err(StatusCode::BAD_REQUEST, "BadRequest", "unreadable body"),
-    };
-    let Ok(mut st) = fake.state.lock() else {
-        return err(StatusCode::INTERNAL_SERVER_ERROR, "Internal", "poisoned");
-    };
-    let parts: Vec<&str> = path
-        .trim_start_matches('/')
-        .trim_start_matches("v2.0/")
-        .split('/')
-        .collect();
-    let body: Value = if body.is_empty() {
-        Value::Null
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => return err(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
-        }
-    };
-    st.route(&method, &parts, &query, body)
-}
-
-/// Decodes `a=1&b=x%2Cy` into pairs (repeated keys kept).
-fn query_pairs(q: &str) -> Vec<(String, String)> {
-    fn dec(s: &str) -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < b.len() => {
-                    match std::str::from_utf8(&b[i + 1..i + 3])
-                        .ok()
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    {
-                        Some(v) => {
-                            out.push(v);
-                            i += 2;
-                        }
-                        None => out.push(b'%'),
-                    }
-                }
-                c => out.push(c),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
+    /// The objects of a collection, as Neutron would list them.
+    pub fn all(&self, coll: &str) -> Vec<Value> {
+        self.state
+            .lock()
+            .map(|st| st.all(coll).map(|o| Value::Object(o.clone())).collect())
+            .unwrap_or_default()
     }
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (dec(k), dec(v)),
-            None => (dec(p), String::new()),
-        })
-        .collect()
+
+    /// Creates an object directly (set-up of a test: a user's port, a VM's port, an agent),
+    /// filled in as a create request would be; not logged as a request.
+    pub fn seed(&self, coll: &str, obj: Value) -> Value {
+        let Ok(mut st) = self.state.lock() else {
+            return Value::Null;
+        };
+        match st.create_one(coll, &obj) {
+            Ok(o) => Value::Object(o),
+            Err((status, v)) => json!({"seed_failed": status, "answer": v}),
+        }
+    }
+
+    /// Changes fields of an object directly, as Neutron's agents would (a port's status,
+    /// a binding that failed); not logged as a request.
+    pub fn set(&self, coll: &str, id: &str, fields: Value) {
+        if let (Ok(mut st), Some(f)) = (self.state.lock(), fields.as_object()) {
+            if let Some(o) = st.coll(coll).get_mut(id) {
+                for (k, v) in f {
+                    o.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+}
+
+impl FakeState {
+    fn take_fault(&mut self, method: &str, path: &str) -> Option<u16> {
+        let i = self
+            .faults
+            .iter()
+            .position(|f| f.method == method && path.contains(&f.path))?;
+        let status = self.faults[i].status;
+        self.faults[i].times -= 1;
+        if self.faults[i].times == 0 {
+            self.faults.remove(i);
+        }
+        Some(status)
+    }
 }
 
 fn tags_of(o: &Obj) -> Vec<String> {
@@ -254,7 +335,16 @@ fn matches(o: &Obj, filters: &BTreeMap<String, Vec<String>>) -> bool {
 impl FakeState {
     fn new_id(&mut self) -> String {
         self.next_id += 1;
-        format!("00000000-0000-4000-8000-{:012x}", self.next_id)
+        let n = self.next_id;
+        if self.short_ids {
+            format!("00000000-0000-4000-8000-{n:012x}")
+        } else {
+            format!(
+                "{:08x}-{:04x}-4000-8000-{n:012x}",
+                n.wrapping_mul(0x9e37_79b9) as u32,
+                n & 0xffff
+            )
+        }
     }
 
     fn coll(&mut self, c: &str) -> &mut BTreeMap<String, Obj> {
@@ -269,89 +359,87 @@ impl FakeState {
         self.res.get(c).into_iter().flat_map(|m| m.values())
     }
 
-    fn route(&mut self, method: &Method, parts: &[&str], query: &str, body: Value) -> Response {
+    fn route(
+        &mut self,
+        method: &str,
+        parts: &[&str],
+        query: &[(String, String)],
+        body: Value,
+    ) -> Reply {
         match (method, parts) {
-            (&Method::GET, ["extensions"]) => ok(
-                StatusCode::OK,
+            ("GET", ["extensions"]) => ok(
+                200,
                 json!({"extensions": EXTENSIONS.iter().map(|a| json!({"alias": a, "name": a})).collect::<Vec<_>>()}),
             ),
-            (&Method::GET, [c]) => {
+            ("GET", [c]) => {
                 let Some(_) = singular(c) else {
-                    return err(
-                        StatusCode::NOT_FOUND,
-                        "NotFound",
-                        format!("no resource {c}"),
-                    );
+                    return err(404, "NotFound", format!("no resource {c}"));
                 };
                 let mut filters: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                for (k, v) in query_pairs(query) {
-                    filters.entry(k).or_default().push(v);
+                for (k, v) in query {
+                    filters.entry(k.clone()).or_default().push(v.clone());
                 }
                 let found: Vec<Value> = self
                     .all(c)
                     .filter(|o| matches(o, &filters))
                     .map(|o| Value::Object(o.clone()))
                     .collect();
-                ok(StatusCode::OK, json!({ *c: found }))
+                ok(200, json!({ c.replace('-', "_"): found }))
             }
-            (&Method::POST, [c]) => self.create(c, body),
-            (&Method::GET, [c, id]) => match (singular(c), self.get(c, id)) {
-                (Some(key), Some(o)) => ok(StatusCode::OK, json!({ key: o })),
+            ("POST", [c]) => self.create(c, body),
+            ("GET", [c, id]) => match (singular(c), self.get(c, id)) {
+                (Some(key), Some(o)) => ok(200, json!({ key: o })),
                 _ => not_found(c, id),
             },
-            (&Method::PUT, [c, id]) => self.update(c, id, body),
-            (&Method::DELETE, [c, id]) => self.delete(c, id),
-            (&Method::PUT, [c, id, "tags"]) => {
+            ("PUT", [c, id]) => self.update(c, id, body),
+            ("DELETE", [c, id]) => self.delete(c, id),
+            ("PUT", [c, id, "tags"]) => {
                 let Some(tags) = body.get("tags").and_then(Value::as_array).cloned() else {
-                    return err(StatusCode::BAD_REQUEST, "BadRequest", "tags must be a list");
+                    return err(400, "BadRequest", "tags must be a list");
                 };
                 match self.coll(c).get_mut(*id) {
                     Some(o) => {
                         o.insert("tags".into(), Value::Array(tags.clone()));
-                        ok(StatusCode::OK, json!({ "tags": tags }))
+                        ok(200, json!({ "tags": tags }))
                     }
                     None => not_found(c, id),
                 }
             }
-            (&Method::PUT, [c, id, "tags", tag]) => match self.coll(c).get_mut(*id) {
+            ("PUT", [c, id, "tags", tag]) => match self.coll(c).get_mut(*id) {
                 Some(o) => {
                     let mut tags = tags_of(o);
                     if !tags.iter().any(|t| t == tag) {
                         tags.push(tag.to_string());
                     }
                     o.insert("tags".into(), json!(tags));
-                    StatusCode::CREATED.into_response()
+                    (201, Value::Null)
                 }
                 None => not_found(c, id),
             },
-            (&Method::DELETE, [c, id, "tags", tag]) => match self.coll(c).get_mut(*id) {
+            ("DELETE", [c, id, "tags", tag]) => match self.coll(c).get_mut(*id) {
                 Some(o) => {
                     let mut tags = tags_of(o);
                     let before = tags.len();
                     tags.retain(|t| t != tag);
                     if tags.len() == before {
-                        return err(StatusCode::NOT_FOUND, "TagNotFound", format!("tag {tag}"));
+                        return err(404, "TagNotFound", format!("tag {tag}"));
                     }
                     o.insert("tags".into(), json!(tags));
-                    StatusCode::NO_CONTENT.into_response()
+                    (204, Value::Null)
                 }
                 None => not_found(c, id),
             },
             _ => err(
-                StatusCode::NOT_FOUND,
+                404,
                 "NotFound",
                 format!("{method} /{} is not served", parts.join("/")),
             ),
         }
     }
 
-    fn create(&mut self, c: &str, body: Value) -> Response {
+    fn create(&mut self, c: &str, body: Value) -> Reply {
         let Some(key) = singular(c) else {
-            return err(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("no resource {c}"),
-            );
+            return err(404, "NotFound", format!("no resource {c}"));
         };
         // Bulk: `{"ports": [...]}`; all or nothing, as Neutron's bulk is.
         if let Some(list) = body.get(c).and_then(Value::as_array) {
@@ -362,28 +450,24 @@ impl FakeState {
                     Ok(o) => made.push(Value::Object(o)),
                     Err(e) => {
                         self.res = snapshot;
-                        return *e;
+                        return e;
                     }
                 }
             }
-            return ok(StatusCode::CREATED, json!({ c: made }));
+            return ok(201, json!({ c.replace('-', "_"): made }));
         }
         match body.get(key) {
             Some(item) => match self.create_one(c, item) {
-                Ok(o) => ok(StatusCode::CREATED, json!({ key: o })),
-                Err(e) => *e,
+                Ok(o) => ok(201, json!({ key: o })),
+                Err(e) => e,
             },
-            None => err(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                format!("body lacks {key}"),
-            ),
+            None => err(400, "BadRequest", format!("body lacks {key}")),
         }
     }
 
-    fn create_one(&mut self, c: &str, item: &Value) -> Result<Obj, Fail> {
+    fn create_one(&mut self, c: &str, item: &Value) -> Result<Obj, Reply> {
         let Some(input) = item.as_object() else {
-            return Err(fail(StatusCode::BAD_REQUEST, "BadRequest", "not an object"));
+            return Err(fail(400, "BadRequest", "not an object"));
         };
         let mut o = input.clone();
         let id = self.new_id();
@@ -407,11 +491,7 @@ impl FakeState {
                     .map(|a| a.iter().filter_map(|p| p.as_str()?.parse().ok()).collect())
                     .unwrap_or_default();
                 let Some(first) = prefixes.first() else {
-                    return Err(fail(
-                        StatusCode::BAD_REQUEST,
-                        "BadRequest",
-                        "prefixes required",
-                    ));
+                    return Err(fail(400, "BadRequest", "prefixes required"));
                 };
                 let version = if first.addr().is_ipv4() { 4 } else { 6 };
                 o.insert("ip_version".into(), json!(version));
@@ -451,7 +531,7 @@ impl FakeState {
         Ok(o)
     }
 
-    fn fill_subnet(&mut self, o: &mut Obj) -> Result<(), Fail> {
+    fn fill_subnet(&mut self, o: &mut Obj) -> Result<(), Reply> {
         let net = s(o, "network_id").to_string();
         if self.get("networks", &net).is_none() {
             return Err(missing("networks", &net));
@@ -460,21 +540,11 @@ impl FakeState {
         let cidr: IpNet = match o.get("cidr").and_then(Value::as_str) {
             Some(c) => c
                 .parse::<IpNet>()
-                .map_err(|_| {
-                    fail(
-                        StatusCode::BAD_REQUEST,
-                        "BadRequest",
-                        format!("invalid cidr {c}"),
-                    )
-                })?
+                .map_err(|_| fail(400, "BadRequest", format!("invalid cidr {c}")))?
                 .trunc(),
             None => {
                 let Some(pool) = self.get("subnetpools", &pool_id).cloned() else {
-                    return Err(fail(
-                        StatusCode::BAD_REQUEST,
-                        "BadRequest",
-                        "cidr or subnetpool_id required",
-                    ));
+                    return Err(fail(400, "BadRequest", "cidr or subnetpool_id required"));
                 };
                 let len = o
                     .get("prefixlen")
@@ -498,13 +568,7 @@ impl FakeState {
                             .any(|u| u.contains(&c.network()) || c.contains(&u.network()))
                     })
                 });
-                free.ok_or_else(|| {
-                    fail(
-                        StatusCode::CONFLICT,
-                        "SubnetAllocationError",
-                        "pool exhausted",
-                    )
-                })?
+                free.ok_or_else(|| fail(409, "SubnetAllocationError", "pool exhausted"))?
             }
         };
         if !pool_id.is_empty() {
@@ -521,7 +585,7 @@ impl FakeState {
                 });
             if !inside {
                 return Err(fail(
-                    StatusCode::BAD_REQUEST,
+                    400,
                     "BadRequest",
                     format!("{cidr} is not in pool {pool_id}"),
                 ));
@@ -535,7 +599,7 @@ impl FakeState {
         });
         if overlaps {
             return Err(fail(
-                StatusCode::BAD_REQUEST,
+                400,
                 "BadRequest",
                 format!("{cidr} overlaps another subnet"),
             ));
@@ -556,7 +620,7 @@ impl FakeState {
 
     /// Allocates addresses and a MAC; `id` is the port's own id on update (its addresses and
     /// MAC do not conflict with themselves).
-    fn fill_port(&mut self, o: &mut Obj, id: Option<&str>) -> Result<(), Fail> {
+    fn fill_port(&mut self, o: &mut Obj, id: Option<&str>) -> Result<(), Reply> {
         let net = s(o, "network_id").to_string();
         if self.get("networks", &net).is_none() {
             return Err(missing("networks", &net));
@@ -590,7 +654,7 @@ impl FakeState {
         };
         if others.iter().any(|p| s(p, "mac_address") == mac) {
             return Err(fail(
-                StatusCode::CONFLICT,
+                409,
                 "MacAddressInUse",
                 format!("MAC {mac} is in use on network {net}"),
             ));
@@ -624,34 +688,26 @@ impl FakeState {
                 }),
             };
             let Some(sub) = sub else {
-                return Err(fail(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidInput",
-                    format!("no subnet for {w}"),
-                ));
+                return Err(fail(400, "InvalidInput", format!("no subnet for {w}")));
             };
             let cidr: IpNet = s(sub, "cidr")
                 .parse()
-                .map_err(|_| fail(StatusCode::INTERNAL_SERVER_ERROR, "Internal", "bad cidr"))?;
+                .map_err(|_| fail(500, "Internal", "bad cidr"))?;
             let ip = match ip_req {
                 Some(ip) => {
-                    let addr: IpAddr = ip.parse().map_err(|_| {
-                        fail(
-                            StatusCode::BAD_REQUEST,
-                            "InvalidInput",
-                            format!("invalid IP {ip}"),
-                        )
-                    })?;
+                    let addr: IpAddr = ip
+                        .parse()
+                        .map_err(|_| fail(400, "InvalidInput", format!("invalid IP {ip}")))?;
                     if !cidr.contains(&addr) {
                         return Err(fail(
-                            StatusCode::BAD_REQUEST,
+                            400,
                             "InvalidIpForSubnet",
                             format!("{ip} not in {cidr}"),
                         ));
                     }
                     if taken.iter().any(|t| t == ip) {
                         return Err(fail(
-                            StatusCode::CONFLICT,
+                            409,
                             "IpAddressAlreadyAllocated",
                             format!(
                                 "IP address {ip} already allocated in subnet {}",
@@ -669,7 +725,7 @@ impl FakeState {
                         .find(|h| *h != gw && !taken.contains(h))
                         .ok_or_else(|| {
                             fail(
-                                StatusCode::CONFLICT,
+                                409,
                                 "IpAddressGenerationFailure",
                                 format!("no more addresses in {cidr}"),
                             )
@@ -700,33 +756,21 @@ impl FakeState {
         Ok(())
     }
 
-    fn update(&mut self, c: &str, id: &str, body: Value) -> Response {
+    fn update(&mut self, c: &str, id: &str, body: Value) -> Reply {
         let Some(key) = singular(c) else {
-            return err(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("no resource {c}"),
-            );
+            return err(404, "NotFound", format!("no resource {c}"));
         };
         let Some(mut o) = self.get(c, id).cloned() else {
             return not_found(c, id);
         };
         let Some(changes) = body.get(key).and_then(Value::as_object) else {
-            return err(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                format!("body lacks {key}"),
-            );
+            return err(400, "BadRequest", format!("body lacks {key}"));
         };
         if c == "ports" {
             let bound = s(&o, "binding:vif_type") != "unbound";
             if let Some(m) = changes.get("mac_address").and_then(Value::as_str) {
                 if bound && !m.eq_ignore_ascii_case(s(&o, "mac_address")) {
-                    return err(
-                        StatusCode::CONFLICT,
-                        "PortBound",
-                        "cannot change the MAC of a bound port",
-                    );
+                    return err(409, "PortBound", "cannot change the MAC of a bound port");
                 }
             }
         }
@@ -737,18 +781,18 @@ impl FakeState {
         }
         if c == "ports" {
             if let Err(e) = self.fill_port(&mut o, Some(id)) {
-                return *e;
+                return e;
             }
         }
         self.coll(c).insert(id.to_string(), o.clone());
-        ok(StatusCode::OK, json!({ key: o }))
+        ok(200, json!({ key: o }))
     }
 
-    fn delete(&mut self, c: &str, id: &str) -> Response {
+    fn delete(&mut self, c: &str, id: &str) -> Reply {
         if self.get(c, id).is_none() {
             return not_found(c, id);
         }
-        let in_use = |msg: String| err(StatusCode::CONFLICT, "InUse", msg);
+        let in_use = |msg: String| err(409, "InUse", msg);
         match c {
             "networks" => {
                 if self.all("ports").any(|p| {
@@ -796,23 +840,16 @@ impl FakeState {
             _ => {}
         }
         self.coll(c).remove(id);
-        Response::builder()
-            .status(StatusCode::NO_CONTENT)
-            .body(Body::empty())
-            .unwrap_or_else(|_| StatusCode::NO_CONTENT.into_response())
+        (204, Value::Null)
     }
 }
 
-fn not_found(c: &str, id: &str) -> Response {
+fn not_found(c: &str, id: &str) -> Reply {
     let kind = match singular(c) {
         Some("network") => "NetworkNotFound",
         Some("subnet") => "SubnetNotFound",
         Some("port") => "PortNotFound",
         _ => "NotFound",
     };
-    err(
-        StatusCode::NOT_FOUND,
-        kind,
-        format!("{c} {id} could not be found"),
-    )
+    err(404, kind, format!("{c} {id} could not be found"))
 }

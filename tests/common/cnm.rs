@@ -15,7 +15,9 @@ pub fn hexid() -> String {
 
 /// One libnetwork call through the server's dispatch: the answer, or the error text.
 pub async fn call(d: &Driver, method: &str, body: Value) -> Result<Value, String> {
-    kuryr::server::dispatch(d, method, body.to_string().as_bytes())
+    let m = kuryr::protocol::Method::from_path(method)
+        .unwrap_or_else(|| panic!("{method} is no libnetwork method"));
+    kuryr::server::dispatch(d, m, body.to_string().as_bytes())
         .await
         .map_err(|e| e.to_string())
 }
@@ -146,13 +148,26 @@ pub fn driver_conf(sections: &str) -> String {
     )
 }
 
-/// An in-process driver with that configuration.
+/// An in-process driver with that configuration, on this host.
 pub async fn driver(sections: &str) -> Driver {
+    driver_with_sysfs(sections, None).await
+}
+
+/// As `driver`, with SR-IOV devices looked up under `sysfs` instead of /sys.
+pub async fn driver_with_sysfs(sections: &str, sysfs: Option<kuryr::host::sriov::Sysfs>) -> Driver {
     let cfg = kuryr::config::Config::parse("t", &driver_conf(sections))
         .unwrap()
         .config;
     let neutron = kuryr::neutron::Neutron::new(&cfg.neutron).unwrap();
-    Driver::new(std::sync::Arc::new(cfg), neutron)
-        .await
-        .unwrap()
+    let mut plumber = kuryr::host::Plumber::new(cfg.bindir.clone(), cfg.host.clone()).unwrap();
+    if let Some(s) = sysfs {
+        plumber.set_sysfs(s);
+    }
+    Driver::new(
+        std::sync::Arc::new(cfg),
+        neutron,
+        std::sync::Arc::new(plumber),
+    )
+    .await
+    .unwrap()
 }

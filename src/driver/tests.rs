@@ -1,0 +1,725 @@
+//! The unit tier of the CNM-to-Neutron mapping: every libnetwork method of both drivers
+//! through the real router, against the in-memory Neutron and the recording fake host
+//! (`crate::testkit`). Each test asserts the Neutron requests a call makes (kind and
+//! order) and what it does on the host; no root, no service, no network needed. The same
+//! behaviour against the real Neutron, kernel and dockerd is the integration tier's
+//! (tests/, `cargo test --features integration`).
+
+use serde_json::{json, Value};
+
+use crate::names;
+use crate::testkit::{Fault, TestDriver};
+
+const NET: &str = "4a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+const EP: &str = "e1e2e3e4e5e6e7e8e9f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff000102030405ab";
+const EP2: &str = "a1a2a3a4a5a6a7a8a9b0b1b2b3b4b5b6b7b8b9babbbcbdbebf000102030405ab";
+const MAC: &str = "02:42:0a:0a:00:05";
+
+fn pool_req(cidr: &str) -> Value {
+    json!({"AddressSpace": "", "Pool": cidr, "SubPool": "", "Options": {}, "V6": false})
+}
+
+fn net_req(id: &str, cidr: &str, gw: &str, opts: Value) -> Value {
+    json!({"NetworkID": id, "Options": {"com.docker.network.generic": opts},
+        "IPv4Data": [{"AddressSpace": "", "Pool": cidr, "Gateway": gw}], "IPv6Data": []})
+}
+
+fn ep_req(ep: &str, ip: &str, mac: &str) -> Value {
+    json!({"NetworkID": NET, "EndpointID": ep, "Options": {},
+        "Interface": {"Address": ip, "AddressIPv6": "", "MacAddress": mac}})
+}
+
+fn ep_ref(ep: &str) -> Value {
+    json!({"NetworkID": NET, "EndpointID": ep, "Options": {}})
+}
+
+/// What Docker does before a container: RequestPool, the gateway, CreateNetwork.
+/// Returns the pool id.
+async fn network(t: &TestDriver, cidr: &str, gw: &str) -> String {
+    let pool = t.ok("IpamDriver.RequestPool", &pool_req(cidr)).await;
+    let pool_id = pool["PoolID"].as_str().unwrap_or_default().to_string();
+    t.ok(
+        "IpamDriver.RequestAddress",
+        &json!({"PoolID": pool_id, "Address": "",
+            "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
+    )
+    .await;
+    t.ok(
+        "NetworkDriver.CreateNetwork",
+        &net_req(NET, cidr, &format!("{gw}/24"), json!({})),
+    )
+    .await;
+    pool_id
+}
+
+/// RequestAddress + CreateEndpoint, as for `docker run`; the container's address.
+async fn endpoint(t: &TestDriver, pool_id: &str, ep: &str, mac: &str) -> String {
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "",
+                "Options": {"com.docker.network.endpoint.macaddress": mac}}),
+        )
+        .await;
+    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    t.ok("NetworkDriver.CreateEndpoint", &ep_req(ep, &addr, mac))
+        .await;
+    addr
+}
+
+fn ports(t: &TestDriver) -> Vec<Value> {
+    t.neutron.all("ports")
+}
+
+fn port_of(t: &TestDriver, ip: &str) -> Value {
+    let ip = ip.split('/').next().unwrap_or_default();
+    ports(t)
+        .into_iter()
+        .find(|p| p["fixed_ips"][0]["ip_address"] == ip)
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn capabilities_and_activate_make_no_request() {
+    let t = TestDriver::new("").await;
+    let a = t.ok("Plugin.Activate", &json!({})).await;
+    assert_eq!(a["Implements"], json!(["NetworkDriver", "IpamDriver"]));
+    let c = t.ok("NetworkDriver.GetCapabilities", &json!({})).await;
+    assert_eq!(c["Scope"], "local");
+    let i = t.ok("IpamDriver.GetCapabilities", &json!({})).await;
+    assert_eq!(i["RequiresMACAddress"], true);
+    let s = t.ok("IpamDriver.GetDefaultAddressSpaces", &json!({})).await;
+    assert_eq!(s["LocalDefaultAddressSpace"], "no_address_space");
+    for m in [
+        "NetworkDriver.DiscoverNew",
+        "NetworkDriver.DiscoverDelete",
+        "NetworkDriver.FreeNetwork",
+    ] {
+        assert_eq!(t.ok(m, &json!({})).await, json!({}));
+    }
+    let alloc = t
+        .ok(
+            "NetworkDriver.AllocateNetwork",
+            &json!({"Options": {"a": "b"}}),
+        )
+        .await;
+    assert_eq!(alloc["Options"], json!({"a": "b"}));
+    assert!(t.take_requests().is_empty());
+}
+
+#[tokio::test]
+async fn request_pool_makes_a_kuryr_subnetpool_once() {
+    let t = TestDriver::new("").await;
+    let a = t
+        .ok("IpamDriver.RequestPool", &pool_req("10.10.0.0/24"))
+        .await;
+    assert_eq!(a["Pool"], "10.10.0.0/24");
+    assert_eq!(
+        t.take_requests(),
+        ["GET subnetpools", "POST subnetpools"],
+        "look the pool up by name, then make it"
+    );
+    let pools = t.neutron.all("subnetpools");
+    assert_eq!(pools.len(), 1);
+    assert_eq!(pools[0]["name"], "kuryrPool-10.10.0.0/24");
+    assert_eq!(pools[0]["id"], a["PoolID"]);
+    // A retry (libnetwork retries) is answered from memory, with the same pool.
+    let b = t
+        .ok("IpamDriver.RequestPool", &pool_req("10.10.0.0/24"))
+        .await;
+    assert_eq!(a, b);
+    assert!(t.take_requests().is_empty());
+}
+
+#[tokio::test]
+async fn request_pool_bad_input_is_400_and_touches_nothing() {
+    let t = TestDriver::new("").await;
+    for (body, needle) in [
+        (json!({"Pool": "300.1.1.0/24"}), "Pool"),
+        (json!({"Pool": "", "SubPool": "10.0.0.0/24"}), "SubPool"),
+        (
+            json!({"Pool": "10.0.0.0/24", "SubPool": "10.1.0.0/24"}),
+            "not inside",
+        ),
+        (json!({"Pool": "10.0.0.0/24", "V6": true}), "IPv6"),
+    ] {
+        let (s, v) = t.call("IpamDriver.RequestPool", &body).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        assert!(
+            v["Err"].as_str().unwrap_or_default().contains(needle),
+            "{v}"
+        );
+    }
+    assert!(t.take_requests().is_empty());
+}
+
+#[tokio::test]
+async fn create_network_makes_a_tagged_network_and_subnet() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let nets = t.neutron.all("networks");
+    assert_eq!(nets.len(), 1);
+    assert_eq!(nets[0]["name"], names::network_name(NET));
+    let tags: Vec<String> = serde_json::from_value(nets[0]["tags"].clone()).unwrap_or_default();
+    assert_eq!(tags, names::id_tags(NET));
+    let subnets = t.neutron.all("subnets");
+    assert_eq!(subnets.len(), 1);
+    assert_eq!(subnets[0]["subnetpool_id"], pool_id.as_str());
+    assert_eq!(subnets[0]["gateway_ip"], "10.10.0.1");
+    assert_eq!(subnets[0]["name"], "kuryr-subnet-10.10.0.0/24");
+    // A retried CreateNetwork finds the network (cache) and makes nothing.
+    t.take_requests();
+    t.ok(
+        "NetworkDriver.CreateNetwork",
+        &net_req(NET, "10.10.0.0/24", "10.10.0.1/24", json!({})),
+    )
+    .await;
+    assert!(t.take_requests().is_empty());
+    assert_eq!(t.neutron.count("networks"), 1);
+}
+
+#[tokio::test]
+async fn create_network_failing_half_way_undoes_what_it_made() {
+    let t = TestDriver::new("").await;
+    t.ok("IpamDriver.RequestPool", &pool_req("10.10.0.0/24"))
+        .await;
+    // The subnet create fails after the network and its tags were made.
+    t.neutron.inject(Fault::once("POST", "/v2.0/subnets", 500));
+    let (s, v) = t
+        .call(
+            "NetworkDriver.CreateNetwork",
+            &net_req(NET, "10.10.0.0/24", "10.10.0.1/24", json!({})),
+        )
+        .await;
+    assert_eq!(s, 500, "{v}");
+    assert_eq!(t.neutron.count("networks"), 0, "the network was not undone");
+    assert_eq!(t.neutron.count("subnets"), 0);
+    // Docker retries: this time it works.
+    t.ok(
+        "NetworkDriver.CreateNetwork",
+        &net_req(NET, "10.10.0.0/24", "10.10.0.1/24", json!({})),
+    )
+    .await;
+    assert_eq!(t.neutron.count("networks"), 1);
+}
+
+#[tokio::test]
+async fn adopted_network_gets_tags_and_keeps_its_own() {
+    let t = TestDriver::new("").await;
+    let own = t
+        .neutron
+        .seed("networks", json!({"name": "user-net", "tags": ["mine"]}));
+    t.ok("IpamDriver.RequestPool", &pool_req("10.20.0.0/24"))
+        .await;
+    t.ok(
+        "NetworkDriver.CreateNetwork",
+        &net_req(
+            NET,
+            "10.20.0.0/24",
+            "10.20.0.1/24",
+            json!({"neutron.net.name": "user-net"}),
+        ),
+    )
+    .await;
+    let n = &t.neutron.all("networks")[0];
+    let tags: Vec<String> = serde_json::from_value(n["tags"].clone()).unwrap_or_default();
+    assert!(tags.contains(&"mine".to_string()));
+    assert!(tags.contains(&names::existing_net_tag(NET)));
+    assert!(names::has_id_tags(&tags, NET));
+    // DeleteNetwork gives it back: our tags and our subnet go, the network stays.
+    t.ok("NetworkDriver.DeleteNetwork", &json!({"NetworkID": NET}))
+        .await;
+    let n = &t.neutron.all("networks")[0];
+    assert_eq!(n["id"], own["id"]);
+    assert_eq!(n["tags"], json!(["mine"]));
+    assert_eq!(t.neutron.count("subnets"), 0);
+}
+
+#[tokio::test]
+async fn unknown_network_option_names_are_a_clear_err_before_anything_is_made() {
+    let t = TestDriver::new("").await;
+    t.ok("IpamDriver.RequestPool", &pool_req("10.20.0.0/24"))
+        .await;
+    t.take_requests();
+    let (s, v) = t
+        .call(
+            "NetworkDriver.CreateNetwork",
+            &net_req(
+                NET,
+                "10.20.0.0/24",
+                "10.20.0.1/24",
+                json!({"neutron.net.name": "nope"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+    assert!(v["Err"].as_str().unwrap_or_default().contains("nope"));
+    assert!(
+        t.take_requests().iter().all(|r| r.starts_with("GET")),
+        "only lookups before the answer"
+    );
+    assert_eq!(t.neutron.count("networks"), 0);
+}
+
+#[tokio::test]
+async fn a_container_lifecycle_plugs_binds_and_cleans_up() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    t.take_requests();
+
+    // RequestAddress: one port create holding the address, with Docker's MAC.
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "",
+                "Options": {"com.docker.network.endpoint.macaddress": MAC}}),
+        )
+        .await;
+    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    assert!(
+        addr.starts_with("10.10.0.") && addr.ends_with("/24"),
+        "{addr}"
+    );
+    assert_eq!(t.take_requests(), ["POST ports"]);
+    let p = port_of(&t, &addr);
+    assert_eq!(p["name"], names::UNBOUND_PORT_NAME);
+    assert_eq!(p["mac_address"], MAC);
+
+    // CreateEndpoint: binding and tags side by side, then the veth.
+    let ce = t
+        .ok("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, MAC))
+        .await;
+    assert_eq!(ce, json!({"Interface": {}}), "Docker's MAC is kept");
+    let mut reqs = t.take_requests();
+    reqs.sort();
+    assert_eq!(reqs, ["PUT ports", "PUT ports/tags"]);
+    let p = port_of(&t, &addr);
+    let id = p["id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(p["binding:host_id"], crate::testkit::HOST);
+    assert_eq!(p["device_owner"], names::DEVICE_OWNER);
+    assert_eq!(p["device_id"], EP);
+    let tags: Vec<String> = serde_json::from_value(p["tags"].clone()).unwrap_or_default();
+    assert!(names::has_id_tags(&tags, EP));
+    assert_eq!(
+        t.host.calls(),
+        [format!("plug {} bridge", names::host_veth(&id))]
+    );
+    assert!(t.host.links().contains(&names::container_veth(&id)));
+
+    // Join and EndpointOperInfo answer from what CreateEndpoint learnt.
+    let j = t
+        .ok(
+            "NetworkDriver.Join",
+            &json!({"NetworkID": NET, "EndpointID": EP, "SandboxKey": "/var/run/docker/netns/x"}),
+        )
+        .await;
+    assert_eq!(j["InterfaceName"]["SrcName"], names::container_veth(&id));
+    assert_eq!(j["InterfaceName"]["DstPrefix"], "eth");
+    assert_eq!(j["Gateway"], "10.10.0.1");
+    assert_eq!(j["DisableGatewayService"], true);
+    let info = t.ok("NetworkDriver.EndpointOperInfo", &ep_ref(EP)).await;
+    assert_eq!(info["Value"]["status"], "ACTIVE");
+    assert!(
+        t.take_requests().is_empty(),
+        "Join and EndpointOperInfo asked Neutron"
+    );
+
+    // Leave, DeleteEndpoint (veth goes), ReleaseAddress (port goes).
+    t.ok("NetworkDriver.Leave", &ep_ref(EP)).await;
+    t.host.clear_calls();
+    t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
+    assert_eq!(
+        t.host.calls(),
+        [format!("unplug {}", names::host_veth(&id))]
+    );
+    assert!(t.host.links().is_empty());
+    assert!(
+        t.take_requests().is_empty(),
+        "DeleteEndpoint of a kuryr port asks nothing"
+    );
+    t.ok(
+        "IpamDriver.ReleaseAddress",
+        &json!({"PoolID": pool_id, "Address": addr}),
+    )
+    .await;
+    assert_eq!(t.take_requests(), ["DELETE ports"]);
+    assert_eq!(t.neutron.count("ports"), 0);
+
+    // The network and the pool go with Docker's DeleteNetwork and ReleasePool.
+    t.ok("NetworkDriver.DeleteNetwork", &json!({"NetworkID": NET}))
+        .await;
+    t.ok("IpamDriver.ReleasePool", &json!({"PoolID": pool_id}))
+        .await;
+    for c in ["networks", "subnets", "subnetpools", "ports"] {
+        assert_eq!(t.neutron.count(c), 0, "{c} left");
+    }
+}
+
+#[tokio::test]
+async fn create_endpoint_is_idempotent() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let addr = endpoint(&t, &pool_id, EP, MAC).await;
+    t.take_requests();
+    t.host.clear_calls();
+    // libnetwork retries: the second call finds the bound, tagged port and changes nothing
+    // in Neutron; the veth is made again so the endpoint converges.
+    t.ok("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, MAC))
+        .await;
+    assert!(t.take_requests().is_empty());
+    assert_eq!(t.neutron.count("ports"), 1);
+    assert_eq!(t.host.links().len(), 2);
+}
+
+#[tokio::test]
+async fn create_endpoint_whose_plug_fails_gives_the_port_back() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "",
+                "Options": {"com.docker.network.endpoint.macaddress": MAC}}),
+        )
+        .await;
+    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    let before = port_of(&t, &addr);
+    t.host.fail("plug", 1);
+    let (s, v) = t
+        .call("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, MAC))
+        .await;
+    assert_eq!(s, 500, "{v}");
+    let after = port_of(&t, &addr);
+    for k in ["binding:host_id", "device_owner", "device_id", "tags"] {
+        assert_eq!(after[k], before[k], "{k} not restored");
+    }
+    assert!(t.host.links().is_empty());
+}
+
+#[tokio::test]
+async fn create_endpoint_whose_binding_update_fails_leaves_the_host_untouched() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "",
+                "Options": {"com.docker.network.endpoint.macaddress": MAC}}),
+        )
+        .await;
+    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    t.neutron.inject(Fault::once("PUT", "/v2.0/ports/", 500));
+    let (s, v) = t
+        .call("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, MAC))
+        .await;
+    assert_eq!(s, 500, "{v}");
+    assert!(t.host.calls().is_empty(), "plugged after a failed binding");
+    let p = port_of(&t, &addr);
+    assert_eq!(p["binding:host_id"], "");
+    let tags: Vec<String> = serde_json::from_value(p["tags"].clone()).unwrap_or_default();
+    assert!(
+        !names::has_id_tags(&tags, EP),
+        "endpoint tags left: {tags:?}"
+    );
+}
+
+#[tokio::test]
+async fn endpoint_calls_validate_before_anything() {
+    let t = TestDriver::new("").await;
+    let cases = [
+        (
+            "NetworkDriver.CreateEndpoint",
+            ep_req(EP, "nope", MAC),
+            "Interface.Address",
+        ),
+        (
+            "NetworkDriver.CreateEndpoint",
+            ep_req(EP, "10.0.0.2/24", "zz"),
+            "MacAddress",
+        ),
+        (
+            "NetworkDriver.CreateEndpoint",
+            ep_req(EP, "", ""),
+            "not provided",
+        ),
+        (
+            "NetworkDriver.Join",
+            json!({"NetworkID": NET, "EndpointID": EP, "SandboxKey": "../x"}),
+            "SandboxKey",
+        ),
+        (
+            "NetworkDriver.DeleteEndpoint",
+            json!({"NetworkID": NET, "EndpointID": "../x"}),
+            "EndpointID",
+        ),
+        (
+            "NetworkDriver.EndpointOperInfo",
+            json!({"NetworkID": "x", "EndpointID": EP}),
+            "NetworkID",
+        ),
+        (
+            "NetworkDriver.Leave",
+            json!({"NetworkID": NET, "EndpointID": "1"}),
+            "EndpointID",
+        ),
+        (
+            "NetworkDriver.ProgramExternalConnectivity",
+            json!({"NetworkID": "n", "EndpointID": EP}),
+            "NetworkID",
+        ),
+        (
+            "NetworkDriver.RevokeExternalConnectivity",
+            json!({"NetworkID": NET, "EndpointID": "e"}),
+            "EndpointID",
+        ),
+        (
+            "NetworkDriver.DeleteNetwork",
+            json!({"NetworkID": "zz"}),
+            "NetworkID",
+        ),
+        (
+            "NetworkDriver.CreateNetwork",
+            json!({"NetworkID": 5}),
+            "invalid request body",
+        ),
+        (
+            "IpamDriver.RequestAddress",
+            json!({"PoolID": "not-a-uuid"}),
+            "PoolID",
+        ),
+        (
+            "IpamDriver.ReleaseAddress",
+            json!({"PoolID": uuid::Uuid::new_v4().to_string(), "Address": "x"}),
+            "Address",
+        ),
+        ("IpamDriver.ReleasePool", json!({}), "PoolID"),
+    ];
+    for (m, body, needle) in cases {
+        let (s, v) = t.call(m, &body).await;
+        assert_eq!(s, 400, "{m} {body}: {v}");
+        assert!(
+            v["Err"].as_str().unwrap_or_default().contains(needle),
+            "{m}: {v}"
+        );
+    }
+    assert!(t.take_requests().is_empty(), "bad input reached Neutron");
+    assert!(t.host.calls().is_empty(), "bad input reached the host");
+}
+
+#[tokio::test]
+async fn calls_on_unknown_objects_answer_without_changing_anything() {
+    let t = TestDriver::new("").await;
+    // Deletes of what is already gone succeed (Docker retries, or another host deleted it).
+    t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
+    t.ok("NetworkDriver.DeleteNetwork", &json!({"NetworkID": NET}))
+        .await;
+    let pool = uuid::Uuid::new_v4().to_string();
+    t.ok("IpamDriver.ReleasePool", &json!({"PoolID": pool}))
+        .await;
+    t.ok(
+        "IpamDriver.ReleaseAddress",
+        &json!({"PoolID": pool, "Address": "10.0.0.9"}),
+    )
+    .await;
+    assert_eq!(
+        t.ok("NetworkDriver.EndpointOperInfo", &ep_ref(EP)).await,
+        json!({"Value": {}})
+    );
+    // Join of an endpoint that does not exist is a 404 with a reason.
+    let (s, v) = t
+        .call(
+            "NetworkDriver.Join",
+            &json!({"NetworkID": NET, "EndpointID": EP, "SandboxKey": "/x"}),
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+    assert!(t.take_requests().iter().all(|r| r.starts_with("GET")));
+    assert!(t.host.calls().is_empty());
+}
+
+#[tokio::test]
+async fn exposed_ports_get_a_security_group_that_goes_with_the_endpoint() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let addr = endpoint(&t, &pool_id, EP, MAC).await;
+    let opts = json!({"com.docker.network.endpoint.exposedports":
+        [{"Proto": 6, "Port": 80}, {"Proto": 6, "Port": 81}, {"Proto": 17, "Port": 53}]});
+    t.ok(
+        "NetworkDriver.ProgramExternalConnectivity",
+        &json!({"NetworkID": NET, "EndpointID": EP, "Options": opts}),
+    )
+    .await;
+    let groups = t.neutron.all("security-groups");
+    assert_eq!(groups.len(), 1);
+    let port = port_of(&t, &addr);
+    let port_id = port["id"].as_str().unwrap_or_default();
+    assert_eq!(groups[0]["name"], names::exposed_sg_name(port_id));
+    assert_eq!(port["security_groups"][0], groups[0]["id"]);
+    // tcp 80-81 and udp 53, each for IPv4 and IPv6.
+    assert_eq!(t.neutron.count("security-group-rules"), 4);
+    t.ok("NetworkDriver.RevokeExternalConnectivity", &ep_ref(EP))
+        .await;
+    assert_eq!(t.neutron.count("security-groups"), 0);
+    assert_eq!(port_of(&t, &addr)["security_groups"], json!([]));
+}
+
+#[tokio::test]
+async fn revoke_without_exposed_ports_asks_nothing() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    endpoint(&t, &pool_id, EP, MAC).await;
+    t.take_requests();
+    t.ok("NetworkDriver.ProgramExternalConnectivity", &ep_ref(EP))
+        .await;
+    t.ok("NetworkDriver.RevokeExternalConnectivity", &ep_ref(EP))
+        .await;
+    assert!(t.take_requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_requested_address_is_reserved_and_an_adopted_port_given_back() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let subnet = t.neutron.all("subnets")[0]["id"].clone();
+    let net = t.neutron.all("networks")[0]["id"].clone();
+    // A user's port holding 10.10.0.50 (docker run --ip 10.10.0.50).
+    let user = t.neutron.seed(
+        "ports",
+        json!({"name": "web", "network_id": net,
+            "fixed_ips": [{"subnet_id": subnet, "ip_address": "10.10.0.50"}]}),
+    );
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "10.10.0.50", "Options": {}}),
+        )
+        .await;
+    assert_eq!(a["Address"], "10.10.0.50/24");
+    let p = port_of(&t, "10.10.0.50");
+    assert_eq!(
+        p["id"], user["id"],
+        "the user's port is adopted, not duplicated"
+    );
+    let tags: Vec<String> = serde_json::from_value(p["tags"].clone()).unwrap_or_default();
+    assert!(tags.contains(&names::TAG_PORT_EXISTING.to_string()));
+    t.ok(
+        "NetworkDriver.CreateEndpoint",
+        &ep_req(EP, "10.10.0.50/24", ""),
+    )
+    .await;
+    t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
+    t.ok(
+        "IpamDriver.ReleaseAddress",
+        &json!({"PoolID": pool_id, "Address": "10.10.0.50"}),
+    )
+    .await;
+    let p = port_of(&t, "10.10.0.50");
+    assert_eq!(p["id"], user["id"], "an adopted port is never deleted");
+    assert_eq!(p["name"], "web");
+    assert_eq!(p["binding:host_id"], "");
+    assert_eq!(p["tags"], json!([]));
+}
+
+#[tokio::test]
+async fn a_port_of_something_else_is_never_taken_over() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let subnet = t.neutron.all("subnets")[0]["id"].clone();
+    let net = t.neutron.all("networks")[0]["id"].clone();
+    t.neutron.seed(
+        "ports",
+        json!({"name": "vm", "network_id": net, "device_owner": "compute:nova",
+            "device_id": "vm-1", "fixed_ips": [{"subnet_id": subnet, "ip_address": "10.10.0.60"}]}),
+    );
+    let (s, v) = t
+        .call(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "10.10.0.60", "Options": {}}),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    let p = port_of(&t, "10.10.0.60");
+    assert_eq!(p["tags"], json!([]));
+}
+
+#[tokio::test]
+async fn ipam_under_another_network_driver_makes_a_holding_network() {
+    let t = TestDriver::new("").await;
+    let pool = t
+        .ok("IpamDriver.RequestPool", &pool_req("10.30.0.0/24"))
+        .await;
+    let pool_id = pool["PoolID"].as_str().unwrap_or_default();
+    // Docker's bridge driver asks for addresses without a kuryr CreateNetwork.
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
+        )
+        .await;
+    assert!(a["Address"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("10.30.0."));
+    assert_eq!(t.neutron.count("networks"), 1);
+    assert_eq!(t.neutron.count("ports"), 1);
+    t.ok(
+        "IpamDriver.ReleaseAddress",
+        &json!({"PoolID": pool_id, "Address": a["Address"]}),
+    )
+    .await;
+    t.ok("IpamDriver.ReleasePool", &json!({"PoolID": pool_id}))
+        .await;
+    for c in ["networks", "subnets", "subnetpools", "ports"] {
+        assert_eq!(t.neutron.count(c), 0, "{c} left");
+    }
+}
+
+#[tokio::test]
+async fn default_pool_is_found_by_name_or_named_in_the_error() {
+    let t = TestDriver::new("").await;
+    let (s, v) = t
+        .call("IpamDriver.RequestPool", &json!({"Pool": "", "V6": false}))
+        .await;
+    assert_eq!(s, 404, "{v}");
+    assert!(v["Err"].as_str().unwrap_or_default().contains("kuryr"));
+    t.neutron.seed(
+        "subnetpools",
+        json!({"name": "kuryr", "prefixes": ["10.200.0.0/16"]}),
+    );
+    let p = t
+        .ok("IpamDriver.RequestPool", &json!({"Pool": "", "V6": false}))
+        .await;
+    assert_eq!(p["Pool"], "10.200.0.0/16");
+}
+
+#[tokio::test]
+async fn two_endpoints_get_two_ports_and_veths() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let a = endpoint(&t, &pool_id, EP, MAC).await;
+    let b = endpoint(&t, &pool_id, EP2, "02:42:0a:0a:00:06").await;
+    assert_ne!(a, b);
+    assert_eq!(t.neutron.count("ports"), 2);
+    assert_eq!(t.host.links().len(), 4);
+}
+
+#[tokio::test]
+async fn neutron_unreachable_is_a_clear_err() {
+    let t = TestDriver::new("").await;
+    // Refused connections, each retried: the call fails with what happened.
+    t.neutron.inject(Fault {
+        method: "GET".into(),
+        path: "/v2.0/subnetpools".into(),
+        status: 0,
+        times: 3,
+    });
+    let (s, v) = t
+        .call("IpamDriver.RequestPool", &pool_req("10.40.0.0/24"))
+        .await;
+    assert_eq!(s, 503, "{v}");
+    assert!(v["Err"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("Neutron did not answer"));
+    assert_eq!(t.neutron.count("subnetpools"), 0);
+}
