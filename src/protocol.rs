@@ -110,6 +110,72 @@ impl std::fmt::Display for Method {
     }
 }
 
+/// A Docker object id (network, endpoint), checked when the request is parsed: 64
+/// lowercase hex (local) or 25 `[0-9a-z]` (swarm).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DockerId(String);
+
+/// A Neutron id (a UUID, as Neutron prints it), checked when the request is parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NeutronId(String);
+
+macro_rules! id_type {
+    ($t:ident, $check:path) => {
+        impl $t {
+            /// `field` names the value in the error.
+            pub fn parse(field: &str, s: &str) -> Result<Self, validate::Invalid> {
+                $check(field, s).map(|_| $t(s.to_string()))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl std::ops::Deref for $t {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl AsRef<str> for $t {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+        impl From<$t> for String {
+            fn from(id: $t) -> String {
+                id.0
+            }
+        }
+    };
+}
+id_type!(DockerId, validate::docker_id);
+id_type!(NeutronId, validate::uuid);
+
+/// Field deserializers that check a value as it is parsed, so a handler only ever sees
+/// valid ids; the error names the field.
+mod de {
+    use serde::{Deserialize, Deserializer};
+
+    use super::{DockerId, NeutronId};
+
+    macro_rules! id_field {
+        ($name:ident, $t:ty, $field:literal) => {
+            pub fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+                let s = String::deserialize(d)?;
+                <$t>::parse($field, &s).map_err(serde::de::Error::custom)
+            }
+        };
+    }
+    id_field!(network_id, DockerId, "NetworkID");
+    id_field!(endpoint_id, DockerId, "EndpointID");
+    id_field!(pool_id, NeutronId, "PoolID");
+}
+
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -132,8 +198,8 @@ pub struct IpamData {
 
 #[derive(Debug, Deserialize)]
 pub struct CreateNetworkRequest {
-    #[serde(rename = "NetworkID")]
-    pub network_id: String,
+    #[serde(rename = "NetworkID", deserialize_with = "de::network_id")]
+    pub network_id: DockerId,
     #[serde(rename = "IPv4Data", default, deserialize_with = "null_as_default")]
     pub ipv4_data: Vec<IpamData>,
     #[serde(rename = "IPv6Data", default, deserialize_with = "null_as_default")]
@@ -144,8 +210,8 @@ pub struct CreateNetworkRequest {
 
 #[derive(Debug, Deserialize)]
 pub struct NetworkRequest {
-    #[serde(rename = "NetworkID")]
-    pub network_id: String,
+    #[serde(rename = "NetworkID", deserialize_with = "de::network_id")]
+    pub network_id: DockerId,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -160,10 +226,10 @@ pub struct EndpointInterface {
 
 #[derive(Debug, Deserialize)]
 pub struct CreateEndpointRequest {
-    #[serde(rename = "NetworkID")]
-    pub network_id: String,
-    #[serde(rename = "EndpointID")]
-    pub endpoint_id: String,
+    #[serde(rename = "NetworkID", deserialize_with = "de::network_id")]
+    pub network_id: DockerId,
+    #[serde(rename = "EndpointID", deserialize_with = "de::endpoint_id")]
+    pub endpoint_id: DockerId,
     #[serde(rename = "Interface", default, deserialize_with = "null_as_default")]
     pub interface: EndpointInterface,
     #[serde(rename = "Options", default, deserialize_with = "null_as_default")]
@@ -188,20 +254,20 @@ pub struct CreateEndpointResponse {
 
 #[derive(Debug, Deserialize)]
 pub struct EndpointRequest {
-    #[serde(rename = "NetworkID")]
-    pub network_id: String,
-    #[serde(rename = "EndpointID")]
-    pub endpoint_id: String,
+    #[serde(rename = "NetworkID", deserialize_with = "de::network_id")]
+    pub network_id: DockerId,
+    #[serde(rename = "EndpointID", deserialize_with = "de::endpoint_id")]
+    pub endpoint_id: DockerId,
     #[serde(rename = "Options", default, deserialize_with = "null_as_default")]
     pub options: Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct JoinRequest {
-    #[serde(rename = "NetworkID")]
-    pub network_id: String,
-    #[serde(rename = "EndpointID")]
-    pub endpoint_id: String,
+    #[serde(rename = "NetworkID", deserialize_with = "de::network_id")]
+    pub network_id: DockerId,
+    #[serde(rename = "EndpointID", deserialize_with = "de::endpoint_id")]
+    pub endpoint_id: DockerId,
     #[serde(rename = "SandboxKey", default, deserialize_with = "null_as_default")]
     pub sandbox_key: String,
     #[serde(rename = "Options", default, deserialize_with = "null_as_default")]
@@ -266,14 +332,14 @@ pub struct RequestPoolResponse {
 
 #[derive(Debug, Deserialize)]
 pub struct ReleasePoolRequest {
-    #[serde(rename = "PoolID")]
-    pub pool_id: String,
+    #[serde(rename = "PoolID", deserialize_with = "de::pool_id")]
+    pub pool_id: NeutronId,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct RequestAddressRequest {
-    #[serde(rename = "PoolID")]
-    pub pool_id: String,
+    #[serde(rename = "PoolID", deserialize_with = "de::pool_id")]
+    pub pool_id: NeutronId,
     #[serde(rename = "Address", default, deserialize_with = "null_as_default")]
     pub address: String,
     #[serde(rename = "Options", default, deserialize_with = "null_as_default")]
@@ -290,8 +356,8 @@ pub struct RequestAddressResponse {
 
 #[derive(Debug, Deserialize)]
 pub struct ReleaseAddressRequest {
-    #[serde(rename = "PoolID")]
-    pub pool_id: String,
+    #[serde(rename = "PoolID", deserialize_with = "de::pool_id")]
+    pub pool_id: NeutronId,
     #[serde(rename = "Address")]
     pub address: String,
 }
@@ -309,8 +375,15 @@ pub struct ExposedPort {
 pub mod validate {
     use super::*;
 
+    /// A value of a request that is not what the field needs: a 400, nothing changed.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[error("{0}")]
+    pub struct Invalid(pub String);
+
+    type Result<T> = std::result::Result<T, Invalid>;
+
     /// Docker ids: 64 lowercase hex (local) or 25 `[0-9a-z]` (swarm).
-    pub fn docker_id(field: &str, id: &str) -> Result<(), String> {
+    pub fn docker_id(field: &str, id: &str) -> Result<()> {
         let ok = (id.len() == 64
             && id
                 .bytes()
@@ -322,15 +395,15 @@ pub mod validate {
         if ok {
             Ok(())
         } else {
-            Err(format!(
+            Err(Invalid(format!(
                 "{field} {:?} is not a Docker id (64 hex characters)",
                 truncate(id)
-            ))
+            )))
         }
     }
 
     /// A Linux interface name: 1-15 of `[A-Za-z0-9_.-]`, not `.` or `..`.
-    pub fn ifname(field: &str, s: &str) -> Result<(), String> {
+    pub fn ifname(field: &str, s: &str) -> Result<()> {
         let ok = !s.is_empty()
             && s.len() <= 15
             && s != "."
@@ -340,32 +413,36 @@ pub mod validate {
         if ok {
             Ok(())
         } else {
-            Err(format!(
+            Err(Invalid(format!(
                 "{field} {:?} is not an interface name (1-15 letters, digits, -, _ or .)",
                 truncate(s)
-            ))
+            )))
         }
     }
 
     /// A Neutron id (UUID, as Neutron prints it).
-    pub fn uuid(field: &str, id: &str) -> Result<(), String> {
+    pub fn uuid(field: &str, id: &str) -> Result<()> {
         uuid::Uuid::parse_str(id)
             .map(|_| ())
-            .map_err(|_| format!("{field} {:?} is not a UUID", truncate(id)))
+            .map_err(|_| Invalid(format!("{field} {:?} is not a UUID", truncate(id))))
     }
 
-    pub fn cidr(field: &str, s: &str) -> Result<IpNet, String> {
-        s.parse::<IpNet>()
-            .map_err(|_| format!("{field} {:?} is not a CIDR (e.g. 10.0.0.0/24)", truncate(s)))
+    pub fn cidr(field: &str, s: &str) -> Result<IpNet> {
+        s.parse::<IpNet>().map_err(|_| {
+            Invalid(format!(
+                "{field} {:?} is not a CIDR (e.g. 10.0.0.0/24)",
+                truncate(s)
+            ))
+        })
     }
 
-    pub fn ip(field: &str, s: &str) -> Result<IpAddr, String> {
+    pub fn ip(field: &str, s: &str) -> Result<IpAddr> {
         s.parse::<IpAddr>()
-            .map_err(|_| format!("{field} {:?} is not an IP address", truncate(s)))
+            .map_err(|_| Invalid(format!("{field} {:?} is not an IP address", truncate(s))))
     }
 
     /// An address that may carry a prefix length (`10.0.0.1/24` or `10.0.0.1`).
-    pub fn ip_maybe_cidr(field: &str, s: &str) -> Result<(IpAddr, Option<u8>), String> {
+    pub fn ip_maybe_cidr(field: &str, s: &str) -> Result<(IpAddr, Option<u8>)> {
         if let Ok(net) = s.parse::<IpNet>() {
             return Ok((net.addr(), Some(net.prefix_len())));
         }
@@ -373,7 +450,7 @@ pub mod validate {
     }
 
     /// `xx:xx:xx:xx:xx:xx`; returns it lowercased.
-    pub fn mac(field: &str, s: &str) -> Result<String, String> {
+    pub fn mac(field: &str, s: &str) -> Result<String> {
         let parts: Vec<&str> = s.split(':').collect();
         if parts.len() == 6
             && parts
@@ -382,10 +459,10 @@ pub mod validate {
         {
             Ok(s.to_ascii_lowercase())
         } else {
-            Err(format!(
+            Err(Invalid(format!(
                 "{field} {:?} is not a MAC address (xx:xx:xx:xx:xx:xx)",
                 truncate(s)
-            ))
+            )))
         }
     }
 
@@ -428,7 +505,7 @@ mod tests {
     #[test]
     fn create_network_parses_nulls_and_extra_fields() {
         let r: CreateNetworkRequest = serde_json::from_str(
-            r#"{"NetworkID":"ab","IPv4Data":[{"AddressSpace":"x","Pool":"10.0.0.0/24","Gateway":"10.0.0.1/24","AuxAddresses":null}],"IPv6Data":null,"Options":{"com.docker.network.generic":{"neutron.net.uuid":"u","n":5}},"New":1}"#,
+            r#"{"NetworkID":"abababababababababababababababababababababababababababababababab","IPv4Data":[{"AddressSpace":"x","Pool":"10.0.0.0/24","Gateway":"10.0.0.1/24","AuxAddresses":null}],"IPv6Data":null,"Options":{"com.docker.network.generic":{"neutron.net.uuid":"u","n":5}},"New":1}"#,
         )
         .unwrap();
         assert_eq!(r.ipv4_data[0].gateway, "10.0.0.1/24");
@@ -436,6 +513,13 @@ mod tests {
         let g = generic_options(&r.options);
         assert_eq!(g["neutron.net.uuid"], "u");
         assert_eq!(g["n"], "5");
+        // Ids are checked as the request is parsed, naming the field.
+        let e = serde_json::from_str::<NetworkRequest>(r#"{"NetworkID":"ab"}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("NetworkID \"ab\" is not a Docker id"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -54,9 +54,9 @@ async fn thirty_containers_in_parallel() {
         .await
         .unwrap();
     assert_eq!(ports.len(), 30, "one port per container, no duplicate");
-    let ips: HashSet<&str> = ports
+    let ips: HashSet<String> = ports
         .iter()
-        .map(|p| p.fixed_ips[0].ip_address.as_str())
+        .map(|p| p.fixed_ips[0].ip_address.to_string())
         .collect();
     assert_eq!(ips.len(), 30);
     let ids: Vec<String> = ports.iter().map(|p| p.id.clone()).collect();

@@ -519,7 +519,7 @@ async fn unbound_port_fails_cleanly_and_rolls_back() {
         ports.iter().all(|p| !p
             .fixed_ips
             .iter()
-            .any(|f| f.ip_address.starts_with("10.29.0."))),
+            .any(|f| f.ip_address.to_string().starts_with("10.29.0."))),
         "{ports:?}"
     );
     let unbound: Vec<Port> = n
@@ -531,7 +531,7 @@ async fn unbound_port_fails_cleanly_and_rolls_back() {
         .filter(|p| {
             p.fixed_ips
                 .iter()
-                .any(|f| f.ip_address.starts_with("10.29.0."))
+                .any(|f| f.ip_address.to_string().starts_with("10.29.0."))
         })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");

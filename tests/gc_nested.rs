@@ -48,7 +48,7 @@ async fn gc_takes_what_a_dead_nested_kuryr_left_on_the_vm_port() {
         .await
         .unwrap()
         .remove(0);
-    let ip = port.fixed_ips[0].ip_address.clone();
+    let ip = port.fixed_ips[0].ip_address.to_string();
     let sub = names::container_veth(&port.id);
     assert_eq!(common::host_links(&sub).len(), 1);
 

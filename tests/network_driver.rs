@@ -44,7 +44,10 @@ async fn handlers_are_idempotent_and_survive_a_restart() {
         .await
         .unwrap();
     assert_eq!(subnets.len(), 1);
-    assert_eq!(subnets[0].gateway_ip.as_deref(), Some("10.253.20.1"));
+    assert_eq!(
+        subnets[0].gateway_ip.map(|g| g.to_string()).as_deref(),
+        Some("10.253.20.1")
+    );
 
     let mac = "02:42:0a:fd:14:05";
     let addr = ok(

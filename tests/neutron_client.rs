@@ -52,7 +52,10 @@ async fn networks_subnets_ports_crud_with_tags() {
                        "host_routes": [{"destination": "10.99.0.0/16", "nexthop": "10.251.0.254"}]}))
         .await
         .unwrap();
-    assert_eq!(subnet.gateway_ip.as_deref(), Some("10.251.0.1"));
+    assert_eq!(
+        subnet.gateway_ip.map(|g| g.to_string()).as_deref(),
+        Some("10.251.0.1")
+    );
     assert_eq!(subnet.host_routes.len(), 1);
     let by_cidr: Vec<Subnet> = n
         .list(
@@ -69,7 +72,7 @@ async fn networks_subnets_ports_crud_with_tags() {
                        "fixed_ips": [{"subnet_id": subnet.id, "ip_address": "10.251.0.10"}]}))
         .await
         .unwrap();
-    assert_eq!(port.fixed_ips[0].ip_address, "10.251.0.10");
+    assert_eq!(port.fixed_ips[0].ip_address.to_string(), "10.251.0.10");
     let by_ip: Vec<Port> = n
         .list(
             &Filters::new()

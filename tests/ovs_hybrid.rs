@@ -167,7 +167,7 @@ fn hybrid_plug_reaches_br_int_through_qbr_and_carries_traffic() {
         for p in &ports {
             let mut status = String::new();
             for _ in 0..60 {
-                status = n.get::<Port>(&p.id).await.unwrap().status;
+                status = n.get::<Port>(&p.id).await.unwrap().status.to_string();
                 if status == "ACTIVE" {
                     break;
                 }
@@ -175,7 +175,7 @@ fn hybrid_plug_reaches_br_int_through_qbr_and_carries_traffic() {
             }
             assert_eq!(status, "ACTIVE", "port {} never ACTIVE", p.id);
         }
-        let target = &ports[1].fixed_ips[0].ip_address;
+        let target = &ports[1].fixed_ips[0].ip_address.to_string();
         let pinged = wait_until(30, || {
             Command::new("ip")
                 .args([

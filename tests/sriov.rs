@@ -133,7 +133,7 @@ impl Setup {
             body["binding:profile"] = json!({"pci_slot": slot, "physical_network": physnet()});
         }
         let port: Port = self.n.create(body).await.unwrap();
-        let ip = port.fixed_ips[0].ip_address.clone();
+        let ip = port.fixed_ips[0].ip_address.to_string();
         cnm_address(&self.d, &mut self.c, Some(&ip), None).await;
         self.n.get(&port.id).await.unwrap()
     }

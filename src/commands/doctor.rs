@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::config::Config;
 use crate::docker::Docker;
 use crate::host::binding;
-use crate::neutron::{Agent, Filters, Neutron, Port, SubnetPool};
+use crate::neutron::{Agent, Filters, Neutron, Port, SubnetPool, VifType};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -142,7 +142,10 @@ pub async fn checks(opts: &Options) -> Vec<Check> {
         Some(c) => out.push(c),
         None => out.push(l2_agent(&neutron, &cfg.host).await),
     }
-    if cfg.enabled_port_drivers.iter().any(|d| d == "sriov") {
+    if cfg
+        .enabled_port_drivers
+        .contains(&crate::config::PortDriverName::Sriov)
+    {
         out.push(sriov_agent(&neutron, &cfg.host).await);
         if !cfg.binding.sriov_device_mappings.is_empty() {
             out.push(sriov_pfs(&cfg, &crate::host::sriov::Sysfs::default()));
@@ -365,12 +368,12 @@ async fn binding_programs(n: &Neutron, cfg: &Config) -> Check {
         Ok(p) => p,
         Err(e) => return Check::warn("binding for each vif_type in use", e.to_string(), ""),
     };
-    let mut types: Vec<String> = ports.into_iter().map(|p| p.vif_type).collect();
+    let mut types: Vec<String> = ports.into_iter().map(|p| p.vif_type.to_string()).collect();
     types.sort();
     types.dedup();
     let mut bad = Vec::new();
     for t in &types {
-        match binding::select(t, &cfg.bindir, &cfg.host) {
+        match binding::select(&VifType::from(t.as_str()), &cfg.bindir, &cfg.host) {
             Ok(_) => {}
             Err(e) => bad.push(format!("{t}: {e}")),
         }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub mod clouds;
+mod options;
 
 /// Default location of the plugin socket: Docker discovers `kuryr` here.
 pub const DEFAULT_UNIX_SOCKET: &str = "/run/docker/plugins/kuryr.sock";
@@ -73,6 +74,40 @@ impl Scope {
             Scope::Local => "local",
             Scope::Global => "global",
         }
+    }
+}
+
+/// A port driver, named in kuryr.conf by its short name or the reference's module path
+/// (`kuryr_libnetwork.port_driver.drivers.<name>`); parsed once, when the file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortDriverName {
+    Veth,
+    Nested,
+    Vlan,
+    Sriov,
+}
+
+impl std::str::FromStr for PortDriverName {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match driver_short_name(s).as_str() {
+            "veth" => Ok(PortDriverName::Veth),
+            "nested" => Ok(PortDriverName::Nested),
+            "vlan" => Ok(PortDriverName::Vlan),
+            "sriov" => Ok(PortDriverName::Sriov),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for PortDriverName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PortDriverName::Veth => "veth",
+            PortDriverName::Nested => "nested",
+            PortDriverName::Vlan => "vlan",
+            PortDriverName::Sriov => "sriov",
+        })
     }
 }
 
@@ -139,8 +174,8 @@ pub struct Config {
     pub capability_scope: Scope,
     pub local_default_address_space: String,
     pub global_default_address_space: String,
-    pub default_port_driver: String,
-    pub enabled_port_drivers: Vec<String>,
+    pub default_port_driver: PortDriverName,
+    pub enabled_port_drivers: Vec<PortDriverName>,
     pub process_external_connectivity: bool,
     pub enable_ssl: bool,
     pub ssl_cert_file: PathBuf,
@@ -172,8 +207,8 @@ impl Default for Config {
             capability_scope: Scope::Local,
             local_default_address_space: "no_address_space".into(),
             global_default_address_space: "no_address_space".into(),
-            default_port_driver: "veth".into(),
-            enabled_port_drivers: vec!["veth".into()],
+            default_port_driver: PortDriverName::Veth,
+            enabled_port_drivers: vec![PortDriverName::Veth],
             process_external_connectivity: true,
             enable_ssl: false,
             ssl_cert_file: PathBuf::from("/var/lib/kuryr/certs/cert.pem"),
@@ -237,201 +272,13 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// Options known per section (oslo names; `-` and `_` are equivalent).
-const KNOWN_DEFAULT: &[&str] = &[
-    "bindir",
-    "subnetpool_name_prefix",
-    "deployment_type",
-    "kuryr_uri",
-    "capability_scope",
-    "local_default_address_space",
-    "global_default_address_space",
-    "default_port_driver",
-    "enabled_port_drivers",
-    "port_driver",
-    "process_external_connectivity",
-    "enable_ssl",
-    "ssl_cert_file",
-    "ssl_key_file",
-    "ssl_ca_file",
-    "metrics_listen",
-    "reconcile_on_start",
-    "port_pool_size",
-    "pybasedir",
-    "host",
-    "unix_socket",
-    // oslo.log options: accepted, only `debug` has an effect here.
-    "debug",
-    "verbose",
-    "log_file",
-    "log_dir",
-    "use_syslog",
-    "use_stderr",
-    "log_config_append",
-    "log_date_format",
-    "logging_context_format_string",
-    "default_log_levels",
-    "use_journal",
-    "use_json",
-];
-const KNOWN_NEUTRON: &[&str] = &[
-    "auth_type",
-    "auth_plugin",
-    "auth_section",
-    "auth_url",
-    "endpoint",
-    "username",
-    "user_name",
-    "user_id",
-    "password",
-    "user_domain_name",
-    "user_domain_id",
-    "project_name",
-    "tenant_name",
-    "project_id",
-    "tenant_id",
-    "project_domain_name",
-    "project_domain_id",
-    "domain_name",
-    "domain_id",
-    "default_domain_name",
-    "default_domain_id",
-    "system_scope",
-    "trust_id",
-    "token",
-    "application_credential_id",
-    "application_credential_name",
-    "application_credential_secret",
-    "region_name",
-    "endpoint_type",
-    "cafile",
-    "certfile",
-    "keyfile",
-    "insecure",
-    "timeout",
-    "collect_timing",
-    "split_loggers",
-    "enable_dhcp",
-    "default_subnetpool_v4",
-    "default_subnetpool_v6",
-    "vif_plugging_is_fatal",
-    "vif_plugging_timeout",
-];
-const KNOWN_BINDING: &[&str] = &[
-    "veth_dst_prefix",
-    "default_driver",
-    "driver",
-    "enabled_drivers",
-    "link_iface",
-];
-const KNOWN_SRIOV: &[&str] = &["physical_device_mappings"];
-
-/// The option names known in a section (`DEFAULT`, `neutron`, `binding`).
-pub fn known_options(section: &str) -> &'static [&'static str] {
-    match section {
-        "DEFAULT" => KNOWN_DEFAULT,
-        "neutron" => KNOWN_NEUTRON,
-        "binding" => KNOWN_BINDING,
-        "sriov" => KNOWN_SRIOV,
-        _ => &[],
-    }
-}
+pub use options::known_options;
 
 /// The parsed file plus what deserves a warning.
 #[derive(Debug)]
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<String>,
-}
-
-struct Reader<'a> {
-    file: String,
-    sections: BTreeMap<String, BTreeMap<String, String>>,
-    warnings: &'a mut Vec<String>,
-}
-
-impl Reader<'_> {
-    fn get(&self, section: &str, option: &str) -> Option<&str> {
-        self.sections
-            .get(section)
-            .and_then(|s| s.get(option))
-            .map(|v| v.as_str())
-    }
-
-    fn err(&self, section: &str, option: &str, value: &str, expected: &str) -> ConfigError {
-        ConfigError::Value {
-            file: self.file.clone(),
-            section: section.into(),
-            option: option.into(),
-            // Never echo a secret back in an error message.
-            value: if is_secret_option(option) {
-                "***".into()
-            } else {
-                value.into()
-            },
-            expected: expected.into(),
-        }
-    }
-
-    fn string(&self, section: &str, option: &str, target: &mut String) {
-        if let Some(v) = self.get(section, option) {
-            *target = v.to_string();
-        }
-    }
-
-    fn opt_string(&self, section: &str, options: &[&str], target: &mut Option<String>) {
-        for o in options {
-            if let Some(v) = self.get(section, o) {
-                *target = if v.is_empty() {
-                    None
-                } else {
-                    Some(v.to_string())
-                };
-                return;
-            }
-        }
-    }
-
-    fn bool(&self, section: &str, option: &str, target: &mut bool) -> Result<(), ConfigError> {
-        if let Some(v) = self.get(section, option) {
-            *target = parse_bool(v).ok_or_else(|| {
-                self.err(
-                    section,
-                    option,
-                    v,
-                    "a boolean (true/false, yes/no, on/off, 1/0)",
-                )
-            })?;
-        }
-        Ok(())
-    }
-
-    fn uint(&self, section: &str, option: &str) -> Result<Option<u64>, ConfigError> {
-        match self.get(section, option) {
-            None | Some("") => Ok(None),
-            Some(v) => v
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| self.err(section, option, v, "a non-negative integer")),
-        }
-    }
-
-    fn list(&self, section: &str, option: &str) -> Option<Vec<String>> {
-        self.get(section, option).map(|v| {
-            v.trim_matches(|c| c == '[' || c == ']')
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-    }
-}
-
-fn is_secret_option(option: &str) -> bool {
-    matches!(
-        option,
-        "password" | "token" | "application_credential_secret"
-    )
 }
 
 pub fn parse_bool(v: &str) -> Option<bool> {
@@ -498,17 +345,11 @@ impl Config {
         let mut sections: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for (sec, props) in ini.iter() {
             let sec = sec.unwrap_or("DEFAULT");
-            let known: Option<&[&str]> = match sec {
-                "DEFAULT" => Some(KNOWN_DEFAULT),
-                "neutron" => Some(KNOWN_NEUTRON),
-                "binding" => Some(KNOWN_BINDING),
-                "sriov" => Some(KNOWN_SRIOV),
-                _ => None,
-            };
-            let Some(known) = known else {
+            if !options::is_section(sec) {
                 warnings.push(format!("{file}: unknown section [{sec}] ignored"));
                 continue;
-            };
+            }
+            let known = options::known_options(sec);
             let entry = sections.entry(sec.to_string()).or_default();
             for (k, v) in props.iter() {
                 let key = k.trim().replace('-', "_");
@@ -537,320 +378,63 @@ impl Config {
                 }
             }
         }
-        let r = Reader {
-            file: file.to_string(),
-            sections,
-            warnings: &mut warnings,
-        };
-        let config = Self::from_reader(&r)?;
-        let _ = r.warnings;
+        let mut config = Config::default();
+        let get = |section: &str, option: &str| sections.get(section)?.get(option).cloned();
+        options::apply(&mut config, file, &get)?;
+        config.check(file)?;
         Ok(Loaded { config, warnings })
     }
 
-    fn from_reader(r: &Reader<'_>) -> Result<Config, ConfigError> {
-        let mut c = Config::default();
-        const D: &str = "DEFAULT";
-        if let Some(v) = r.get(D, "bindir") {
-            c.bindir = PathBuf::from(v);
+    /// What no single option can say: options that must go together.
+    fn check(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            file: file.into(),
+            message,
+        };
+        if !self
+            .enabled_port_drivers
+            .contains(&self.default_port_driver)
+        {
+            return Err(invalid(format!(
+                "[DEFAULT] default_port_driver {} is not in enabled_port_drivers ({})",
+                self.default_port_driver,
+                self.enabled_port_drivers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
-        r.string(D, "subnetpool_name_prefix", &mut c.subnetpool_name_prefix);
-        if c.subnetpool_name_prefix.is_empty() {
-            return Err(r.err(D, "subnetpool_name_prefix", "", "a non-empty name prefix"));
-        }
-        if let Some(v) = r.get(D, "kuryr_uri") {
-            parse_listen_uri(v)
-                .ok_or_else(|| r.err(D, "kuryr_uri", v, "a URL like http://127.0.0.1:23750"))?;
-            c.kuryr_uri = v.to_string();
-            c.tcp_configured = true;
-        }
-        if let Some(v) = r.get(D, "unix_socket") {
-            c.unix_socket = if v.is_empty() {
-                None
+        let n = &self.neutron;
+        let url = |option: &str, v: &str| {
+            if v.starts_with("http://") || v.starts_with("https://") {
+                Ok(())
             } else {
-                Some(PathBuf::from(v))
-            };
-        }
-        if let Some(v) = r.get(D, "capability_scope") {
-            c.capability_scope = match v {
-                "local" => Scope::Local,
-                "global" => Scope::Global,
-                _ => return Err(r.err(D, "capability_scope", v, "one of: local, global")),
-            };
-        }
-        r.string(
-            D,
-            "local_default_address_space",
-            &mut c.local_default_address_space,
-        );
-        r.string(
-            D,
-            "global_default_address_space",
-            &mut c.global_default_address_space,
-        );
-        const PORT_DRIVERS: &[&str] = &["veth", "nested", "vlan", "sriov"];
-        if let Some(v) = r.get(D, "default_port_driver") {
-            let short = driver_short_name(v);
-            if !PORT_DRIVERS.contains(&short.as_str()) {
-                return Err(r.err(
-                    D,
-                    "default_port_driver",
-                    v,
-                    "one of: veth, nested, vlan, sriov (or kuryr_libnetwork.port_driver.drivers.<name>)",
-                ));
+                Err(ConfigError::Value {
+                    file: file.into(),
+                    section: "neutron".into(),
+                    option: option.into(),
+                    value: v.into(),
+                    expected: "an http:// or https:// URL".into(),
+                })
             }
-            c.default_port_driver = short;
-        }
-        if let Some(list) = r.list(D, "enabled_port_drivers") {
-            c.enabled_port_drivers = list.iter().map(|s| driver_short_name(s)).collect();
-            for d in &c.enabled_port_drivers {
-                if !PORT_DRIVERS.contains(&d.as_str()) {
-                    return Err(r.err(
-                        D,
-                        "enabled_port_drivers",
-                        d,
-                        "a list of: veth, nested, vlan, sriov",
-                    ));
-                }
+        };
+        match (&n.auth_type, &n.endpoint, &n.auth_url) {
+            (AuthType::None, None, _) => return Err(invalid(
+                "[neutron] auth_type = none needs `endpoint` (Neutron's URL, e.g. http://127.0.0.1:9696)".into(),
+            )),
+            (AuthType::None, Some(ep), _) => url("endpoint", ep)?,
+            (_, _, None) => {
+                return Err(invalid("[neutron] Keystone authentication needs `auth_url`".into()))
             }
-        }
-        if !c.enabled_port_drivers.contains(&c.default_port_driver) {
-            return Err(ConfigError::Invalid {
-                file: r.file.clone(),
-                message: format!(
-                    "[DEFAULT] default_port_driver {} is not in enabled_port_drivers ({})",
-                    c.default_port_driver,
-                    c.enabled_port_drivers.join(", ")
-                ),
-            });
-        }
-        r.bool(
-            D,
-            "process_external_connectivity",
-            &mut c.process_external_connectivity,
-        )?;
-        r.bool(D, "enable_ssl", &mut c.enable_ssl)?;
-        if let Some(v) = r.get(D, "ssl_cert_file") {
-            c.ssl_cert_file = PathBuf::from(v);
-        }
-        if let Some(v) = r.get(D, "ssl_key_file") {
-            c.ssl_key_file = PathBuf::from(v);
-        }
-        if let Some(v) = r.get(D, "ssl_ca_file") {
-            c.ssl_ca_file = (!v.is_empty()).then(|| PathBuf::from(v));
-        }
-        if let Some(v) = r.get(D, "metrics_listen") {
-            if !v.is_empty() {
-                c.metrics_listen = Some(v.parse().map_err(|_| {
-                    r.err(
-                        D,
-                        "metrics_listen",
-                        v,
-                        "an address and port, e.g. 127.0.0.1:9309",
-                    )
-                })?);
-            }
-        }
-        r.bool(D, "reconcile_on_start", &mut c.reconcile_on_start)?;
-        if let Some(n) = r.uint(D, "port_pool_size")? {
-            if n > 100 {
-                return Err(r.err(
-                    D,
-                    "port_pool_size",
-                    &n.to_string(),
-                    "0 to 100 ports per subnet",
-                ));
-            }
-            c.port_pool_size = n as usize;
-        }
-        if let Some(v) = r.get(D, "host") {
-            if v.is_empty() || v.len() > 255 || v.chars().any(|ch| ch.is_whitespace()) {
-                return Err(r.err(D, "host", v, "a host name without spaces"));
-            }
-            c.host = v.to_string();
-        }
-        r.bool(D, "debug", &mut c.debug)?;
-
-        // [neutron]
-        const N: &str = "neutron";
-        let n = &mut c.neutron;
-        let auth = r.get(N, "auth_type").or_else(|| r.get(N, "auth_plugin"));
-        n.auth_type =
-            match auth {
-                None | Some("") | Some("none") | Some("noauth") => AuthType::None,
-                Some("password") | Some("v3password") => AuthType::Password,
-                Some("token") | Some("v3token") => AuthType::Token,
-                Some("v3applicationcredential") | Some("applicationcredential") => {
-                    AuthType::ApplicationCredential
-                }
-                Some(v) => return Err(r.err(
-                    N,
-                    "auth_type",
-                    v,
-                    "one of: none, password, v3password, token, v3token, v3applicationcredential",
-                )),
-            };
-        r.opt_string(N, &["auth_url"], &mut n.auth_url);
-        r.opt_string(N, &["endpoint"], &mut n.endpoint);
-        r.opt_string(N, &["username", "user_name"], &mut n.username);
-        r.opt_string(N, &["user_id"], &mut n.user_id);
-        if let Some(v) = r.get(N, "password") {
-            n.password = Secret::new(v);
-        }
-        r.opt_string(
-            N,
-            &["user_domain_name", "default_domain_name", "domain_name"],
-            &mut n.user_domain_name,
-        );
-        r.opt_string(
-            N,
-            &["user_domain_id", "default_domain_id", "domain_id"],
-            &mut n.user_domain_id,
-        );
-        r.opt_string(N, &["project_name", "tenant_name"], &mut n.project_name);
-        r.opt_string(N, &["project_id", "tenant_id"], &mut n.project_id);
-        r.opt_string(
-            N,
-            &["project_domain_name", "default_domain_name"],
-            &mut n.project_domain_name,
-        );
-        r.opt_string(
-            N,
-            &["project_domain_id", "default_domain_id"],
-            &mut n.project_domain_id,
-        );
-        if let Some(v) = r.get(N, "token") {
-            n.token = Secret::new(v);
-        }
-        r.opt_string(
-            N,
-            &["application_credential_id"],
-            &mut n.application_credential_id,
-        );
-        r.opt_string(
-            N,
-            &["application_credential_name"],
-            &mut n.application_credential_name,
-        );
-        if let Some(v) = r.get(N, "application_credential_secret") {
-            n.application_credential_secret = Secret::new(v);
-        }
-        r.opt_string(N, &["region_name"], &mut n.region_name);
-        if let Some(v) = r.get(N, "endpoint_type") {
-            let v = v.trim_end_matches("URL");
-            if !matches!(v, "public" | "internal" | "admin") {
-                return Err(r.err(N, "endpoint_type", v, "one of: public, internal, admin"));
-            }
-            n.endpoint_type = v.to_string();
-        }
-        for (opt, target) in [
-            ("cafile", &mut n.cafile),
-            ("certfile", &mut n.certfile),
-            ("keyfile", &mut n.keyfile),
-        ] {
-            if let Some(v) = r.get(N, opt) {
-                *target = if v.is_empty() {
-                    None
-                } else {
-                    Some(PathBuf::from(v))
-                };
-            }
-        }
-        r.bool(N, "insecure", &mut n.insecure)?;
-        if let Some(v) = r.get(N, "timeout") {
-            if !v.is_empty() {
-                let secs: f64 = v
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s < 86_400.0)
-                    .ok_or_else(|| r.err(N, "timeout", v, "a positive number of seconds"))?;
-                n.timeout = Duration::from_secs_f64(secs);
-            }
-        }
-        r.bool(N, "enable_dhcp", &mut n.enable_dhcp)?;
-        r.string(N, "default_subnetpool_v4", &mut n.default_subnetpool_v4);
-        r.string(N, "default_subnetpool_v6", &mut n.default_subnetpool_v6);
-        r.bool(N, "vif_plugging_is_fatal", &mut n.vif_plugging_is_fatal)?;
-        if let Some(t) = r.uint(N, "vif_plugging_timeout")? {
-            n.vif_plugging_timeout = t;
-        }
-        match n.auth_type {
-            AuthType::None => {
-                let Some(ep) = &n.endpoint else {
-                    return Err(ConfigError::Invalid {
-                        file: r.file.clone(),
-                        message: "[neutron] auth_type = none needs `endpoint` (Neutron's URL, e.g. http://127.0.0.1:9696)".into(),
-                    });
-                };
-                if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                    return Err(r.err(N, "endpoint", ep, "an http:// or https:// URL"));
-                }
-            }
-            _ => {
-                let Some(url) = &n.auth_url else {
-                    return Err(ConfigError::Invalid {
-                        file: r.file.clone(),
-                        message: "[neutron] Keystone authentication needs `auth_url`".into(),
-                    });
-                };
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(r.err(N, "auth_url", url, "an http:// or https:// URL"));
-                }
-            }
+            (_, _, Some(u)) => url("auth_url", u)?,
         }
         if n.auth_type == AuthType::Password && n.password.is_empty() {
-            return Err(ConfigError::Invalid {
-                file: r.file.clone(),
-                message: "[neutron] auth_type = password needs `password`".into(),
-            });
-        }
-
-        // [binding]
-        const B: &str = "binding";
-        r.string(B, "veth_dst_prefix", &mut c.binding.veth_dst_prefix);
-        if c.binding.veth_dst_prefix.is_empty()
-            || c.binding.veth_dst_prefix.len() > 10
-            || !c
-                .binding
-                .veth_dst_prefix
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
-        {
-            return Err(r.err(
-                B,
-                "veth_dst_prefix",
-                &c.binding.veth_dst_prefix,
-                "1 to 10 letters, digits or _",
+            return Err(invalid(
+                "[neutron] auth_type = password needs `password`".into(),
             ));
         }
-        if let Some(v) = r.get(B, "default_driver").or_else(|| r.get(B, "driver")) {
-            c.binding.default_driver = driver_short_name(v);
-        }
-        if let Some(list) = r.list(B, "enabled_drivers") {
-            c.binding.enabled_drivers = list.iter().map(|s| driver_short_name(s)).collect();
-        }
-        let mut link = None;
-        r.opt_string(B, &["link_iface"], &mut link);
-        c.binding.link_iface = link;
-        if let Some(list) = r.list("sriov", "physical_device_mappings") {
-            for entry in list {
-                let pair = entry
-                    .split_once(':')
-                    .map(|(n, d)| (n.trim().to_string(), d.trim().to_string()))
-                    .filter(|(n, d)| {
-                        !n.is_empty() && crate::protocol::validate::ifname("PF", d).is_ok()
-                    });
-                let Some(pair) = pair else {
-                    return Err(r.err(
-                        "sriov",
-                        "physical_device_mappings",
-                        &entry,
-                        "a list of <physical network>:<PF interface>",
-                    ));
-                };
-                c.binding.sriov_device_mappings.push(pair);
-            }
-        }
-        Ok(c)
+        Ok(())
     }
 }
 
@@ -913,8 +497,11 @@ mod tests {
         )
         .unwrap();
         let c = l.config;
-        assert_eq!(c.default_port_driver, "veth");
-        assert_eq!(c.enabled_port_drivers, vec!["veth", "nested"]);
+        assert_eq!(c.default_port_driver, PortDriverName::Veth);
+        assert_eq!(
+            c.enabled_port_drivers,
+            vec![PortDriverName::Veth, PortDriverName::Nested]
+        );
         assert_eq!(c.capability_scope, Scope::Global);
         assert!(c.tcp_configured);
         assert_eq!(c.binding.default_driver, "macvlan");

@@ -12,7 +12,7 @@ use super::{bad, kuryr_made, subnet_for_ip, Driver, DriverError, Result};
 use crate::host::binding::BindContext;
 use crate::host::PlugRequest;
 use crate::names;
-use crate::neutron::{Filters, Port, SecurityGroup, SecurityGroupRule, Subnet};
+use crate::neutron::{Filters, Port, PortStatus, SecurityGroup, SecurityGroupRule, Subnet};
 use crate::protocol::{validate, *};
 
 /// How long a port status read by EndpointOperInfo is answered again without asking.
@@ -37,8 +37,6 @@ impl Driver {
         &self,
         req: CreateEndpointRequest,
     ) -> Result<CreateEndpointResponse> {
-        validate::docker_id("NetworkID", &req.network_id)?;
-        validate::docker_id("EndpointID", &req.endpoint_id)?;
         let iface = &req.interface;
         let mut addrs: Vec<IpAddr> = Vec::new();
         if !iface.address.is_empty() {
@@ -123,7 +121,7 @@ impl Driver {
                     ep.to_string(),
                     EndpointInfo {
                         port,
-                        network_id: req.network_id.clone(),
+                        network_id: req.network_id.to_string(),
                         no_exposed_group: true,
                         // The update's answer is as fresh as a read.
                         status_read_at: Some(Instant::now()),
@@ -194,9 +192,10 @@ impl Driver {
         // port per family) replace kuryr's ports by one port holding both addresses.
         let single = ports.len() == 1
             && addrs.iter().zip(subnets).all(|(ip, s)| {
-                ports[0].fixed_ips.iter().any(|f| {
-                    f.subnet_id == s.id && f.ip_address.parse::<IpAddr>().ok() == Some(*ip)
-                })
+                ports[0]
+                    .fixed_ips
+                    .iter()
+                    .any(|f| f.subnet_id == s.id && f.ip_address == *ip)
             });
         let port = if single {
             let old = ports
@@ -219,7 +218,7 @@ impl Driver {
                 && (subport || old.device_id == ep)
                 && names::has_id_tags(&old.tags, ep);
             // binding_failed is retried: the agent may have come up since.
-            let bound = !matches!(old.vif_type.as_str(), "" | "unbound" | "binding_failed");
+            let bound = old.vif_type.is_bound();
             let port = if already && (nested || bound) {
                 old
             } else {
@@ -319,7 +318,7 @@ impl Driver {
         let deadline = (timeout > 0).then(|| Instant::now() + Duration::from_secs(timeout));
         loop {
             let p: Port = self.neutron.get(port_id).await?;
-            if p.status == "ACTIVE" {
+            if p.status == PortStatus::Active {
                 return Ok(());
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -366,8 +365,6 @@ impl Driver {
     }
 
     pub async fn delete_endpoint(&self, req: EndpointRequest) -> Result<Value> {
-        validate::docker_id("NetworkID", &req.network_id)?;
-        validate::docker_id("EndpointID", &req.endpoint_id)?;
         let ep = req.endpoint_id.as_str();
         let _g = self.locks.lock(&format!("ep:{ep}")).await;
         let Some(info) = self.endpoint_info(&req.network_id, ep).await? else {
@@ -408,8 +405,6 @@ impl Driver {
     }
 
     pub async fn endpoint_oper_info(&self, req: EndpointRequest) -> Result<Value> {
-        validate::docker_id("NetworkID", &req.network_id)?;
-        validate::docker_id("EndpointID", &req.endpoint_id)?;
         let Some(info) = self
             .endpoint_info(&req.network_id, &req.endpoint_id)
             .await?
@@ -422,7 +417,7 @@ impl Driver {
         let fresh = info
             .status_read_at
             .is_some_and(|t| t.elapsed() < STATUS_TTL);
-        if info.port.status == "ACTIVE" || fresh {
+        if info.port.status == PortStatus::Active || fresh {
             return Ok(json!({"Value": {"status": info.port.status}}));
         }
         match self.neutron.get::<Port>(&info.port.id).await {
@@ -430,7 +425,9 @@ impl Driver {
                 let mut updated = info.clone();
                 updated.port.status = p.status.clone();
                 updated.status_read_at = Some(Instant::now());
-                self.cache.endpoints.put(req.endpoint_id.clone(), updated);
+                self.cache
+                    .endpoints
+                    .put(req.endpoint_id.to_string(), updated);
                 Ok(json!({"Value": {"status": p.status}}))
             }
             Err(e) if e.is_not_found() => Ok(json!({"Value": {}})),
@@ -439,8 +436,6 @@ impl Driver {
     }
 
     pub async fn join(&self, req: JoinRequest) -> Result<JoinResponse> {
-        validate::docker_id("NetworkID", &req.network_id)?;
-        validate::docker_id("EndpointID", &req.endpoint_id)?;
         if req.sandbox_key.is_empty()
             || !req.sandbox_key.starts_with('/')
             || req.sandbox_key.contains("..")
@@ -468,8 +463,8 @@ impl Driver {
             let Some(s) = net.subnets.iter().find(|s| s.id == f.subnet_id) else {
                 continue;
             };
-            let gw = s.gateway_ip.clone().filter(|g| !g.is_empty());
-            if s.ip_version == 6 || s.cidr.contains(':') {
+            let gw = s.gateway_ip.map(|g| g.to_string());
+            if s.ip_version == 6 || s.cidr.addr().is_ipv6() {
                 gateway_v6 = gateway_v6.or(gw);
             } else {
                 gateway = gateway.or(gw);
@@ -499,15 +494,12 @@ impl Driver {
         })
     }
 
-    pub async fn leave(&self, req: EndpointRequest) -> Result<Value> {
-        validate::docker_id("NetworkID", &req.network_id)?;
-        validate::docker_id("EndpointID", &req.endpoint_id)?;
+    /// Nothing to undo of Join; the ids were checked when the request was parsed.
+    pub async fn leave(&self, _req: EndpointRequest) -> Result<Value> {
         Ok(json!({}))
     }
 
     pub async fn program_external_connectivity(&self, req: EndpointRequest) -> Result<Value> {
-        validate::docker_id("NetworkID", &req.network_id)?;
-        validate::docker_id("EndpointID", &req.endpoint_id)?;
         if !self.cfg.process_external_connectivity {
             return Ok(json!({}));
         }
@@ -525,7 +517,7 @@ impl Driver {
         };
         let port_id = info.port.id.clone();
         info.no_exposed_group = false;
-        self.cache.endpoints.put(req.endpoint_id.clone(), info);
+        self.cache.endpoints.put(req.endpoint_id.to_string(), info);
         let name = names::exposed_sg_name(&port_id);
         let existing: Vec<SecurityGroup> = self
             .neutron
@@ -571,8 +563,6 @@ impl Driver {
     }
 
     pub async fn revoke_external_connectivity(&self, req: EndpointRequest) -> Result<Value> {
-        validate::docker_id("NetworkID", &req.network_id)?;
-        validate::docker_id("EndpointID", &req.endpoint_id)?;
         if !self.cfg.process_external_connectivity {
             return Ok(json!({}));
         }

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use serde_json::{json, Value};
 
 use super::cache::PoolInfo;
-use super::{bad, kuryr_made, prefix_len, Driver, DriverError, Result};
+use super::{bad, kuryr_made, Driver, DriverError, Result};
 use crate::names;
 use crate::neutron::{Filters, Network, Port, Subnet, SubnetPool};
 use crate::protocol::{validate, *};
@@ -257,9 +257,10 @@ impl Driver {
             subnets.into_iter().next()
         } else {
             let cidr = self.pool_cidr(pool_id).await?;
-            subnets
-                .into_iter()
-                .find(|s| cidr.as_deref().is_some_and(|c| same_cidr(c, &s.cidr)))
+            subnets.into_iter().find(|s| {
+                cidr.as_deref()
+                    .is_some_and(|c| same_cidr(c, &s.cidr.to_string()))
+            })
         };
         let subnet = match subnet {
             Some(s) => Some(s),
@@ -282,7 +283,7 @@ impl Driver {
             .pools
             .get(&pool_id.to_string())
             .unwrap_or(PoolInfo {
-                cidr: s.cidr.clone(),
+                cidr: s.cidr.to_string(),
                 subnet: None,
                 gateway: None,
             });
@@ -294,7 +295,6 @@ impl Driver {
         &self,
         req: RequestAddressRequest,
     ) -> Result<RequestAddressResponse> {
-        validate::uuid("PoolID", &req.pool_id)?;
         let requested = if req.address.is_empty() {
             None
         } else {
@@ -315,9 +315,7 @@ impl Driver {
             Some(s) => s,
             None => self.ipam_subnet(&req.pool_id).await?,
         };
-        let net: IpNet = subnet.cidr.parse().map_err(|_| {
-            DriverError::Internal(format!("subnet {} has cidr {:?}", subnet.id, subnet.cidr))
-        })?;
+        let net: IpNet = subnet.cidr;
         if let Some(ip) = requested {
             if !net.contains(&ip) {
                 return Err(bad(format!("Address {ip} is not in pool {}", subnet.cidr)));
@@ -348,7 +346,7 @@ impl Driver {
             .fixed_ips
             .iter()
             .find(|f| f.subnet_id == subnet.id)
-            .map(|f| f.ip_address.clone())
+            .map(|f| f.ip_address)
             .ok_or_else(|| {
                 DriverError::Internal(format!(
                     "port {} has no IP on subnet {}",
@@ -357,7 +355,7 @@ impl Driver {
             })?;
         self.cache
             .addresses
-            .put((subnet.id.clone(), ip.clone()), port);
+            .put((subnet.id.clone(), ip.to_string()), port);
         Ok(RequestAddressResponse {
             address: format!("{ip}/{}", net.prefix_len()),
             data: BTreeMap::new(),
@@ -373,9 +371,9 @@ impl Driver {
     ) -> Result<RequestAddressResponse> {
         let address = match subnet {
             Some(s) => {
-                let len = prefix_len(&s.cidr);
-                match (requested, s.gateway_ip.as_deref().filter(|g| !g.is_empty())) {
-                    (Some(ip), Some(gw)) if gw.parse::<IpAddr>().ok() == Some(ip) => format!("{ip}/{len}"),
+                let len = s.cidr.prefix_len();
+                match (requested, s.gateway_ip) {
+                    (Some(ip), Some(gw)) if gw == ip => format!("{ip}/{len}"),
                     (Some(ip), Some(gw)) => {
                         return Err(DriverError::Conflict(format!(
                             "Requested gateway {ip} does not match with gateway {gw} in existed network."
@@ -556,7 +554,6 @@ impl Driver {
     }
 
     pub async fn release_address(&self, req: ReleaseAddressRequest) -> Result<Value> {
-        validate::uuid("PoolID", &req.pool_id)?;
         let ip = validate::ip_maybe_cidr("Address", &req.address)?
             .0
             .to_string();
@@ -649,8 +646,7 @@ impl Driver {
     }
 
     pub async fn release_pool(&self, req: ReleasePoolRequest) -> Result<Value> {
-        validate::uuid("PoolID", &req.pool_id)?;
-        let pool_id = req.pool_id;
+        let pool_id = String::from(req.pool_id);
         let pool = match self.neutron.get::<SubnetPool>(&pool_id).await {
             Ok(p) => p,
             Err(e) if e.is_not_found() => {

@@ -13,7 +13,6 @@ mod tests;
 
 use std::sync::Arc;
 
-use ipnet::IpNet;
 use thiserror::Error;
 
 use crate::config::Config;
@@ -54,10 +53,10 @@ impl DriverError {
 
 pub type Result<T> = std::result::Result<T, DriverError>;
 
-/// Validation messages from `protocol::validate` are bad requests.
-impl From<String> for DriverError {
-    fn from(msg: String) -> Self {
-        DriverError::BadRequest(msg)
+/// A request value `protocol::validate` refused: a bad request.
+impl From<crate::protocol::validate::Invalid> for DriverError {
+    fn from(e: crate::protocol::validate::Invalid) -> Self {
+        DriverError::BadRequest(e.0)
     }
 }
 
@@ -222,17 +221,7 @@ impl Driver {
 
 /// The subnet of `subnets` that contains `ip`.
 pub(crate) fn subnet_for_ip(subnets: &[Subnet], ip: std::net::IpAddr) -> Option<&Subnet> {
-    subnets.iter().find(|s| {
-        s.cidr
-            .parse::<IpNet>()
-            .map(|n| n.contains(&ip))
-            .unwrap_or(false)
-    })
-}
-
-/// Prefix length of a CIDR string (0 if unparsable, never for Neutron's own values).
-pub(crate) fn prefix_len(cidr: &str) -> u8 {
-    cidr.parse::<IpNet>().map(|n| n.prefix_len()).unwrap_or(0)
+    subnets.iter().find(|s| s.cidr.contains(&ip))
 }
 
 /// Whether a port was made by kuryr (ours to delete) rather than adopted.
@@ -288,12 +277,12 @@ mod unit {
         let s = vec![
             Subnet {
                 id: "a".into(),
-                cidr: "10.0.0.0/24".into(),
+                cidr: "10.0.0.0/24".parse().unwrap(),
                 ..Default::default()
             },
             Subnet {
                 id: "b".into(),
-                cidr: "fd00::/64".into(),
+                cidr: "fd00::/64".parse().unwrap(),
                 ..Default::default()
             },
         ];
@@ -306,6 +295,5 @@ mod unit {
             "a"
         );
         assert!(subnet_for_ip(&s, "10.0.1.9".parse().unwrap()).is_none());
-        assert_eq!(prefix_len("10.0.0.0/24"), 24);
     }
 }

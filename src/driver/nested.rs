@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use serde_json::json;
 
 use super::{Driver, DriverError, Result};
-use crate::config::Config;
+use crate::config::{Config, PortDriverName};
 use crate::host::netlink::SubKind;
 use crate::host::Plumbing;
 use crate::neutron::{AddressPair, Filters, Neutron, Port, Trunk, TrunkDetails};
@@ -52,12 +52,12 @@ pub fn port_driver(cfg: &Config) -> std::result::Result<PortDriver, String> {
                 cfg.default_port_driver
             ));
         };
-        crate::protocol::validate::ifname("[binding] link_iface", &link)?;
+        crate::protocol::validate::ifname("[binding] link_iface", &link).map_err(|e| e.0)?;
         Ok(link)
     };
-    match cfg.default_port_driver.as_str() {
-        "veth" => Ok(PortDriver::Veth),
-        "nested" => {
+    match cfg.default_port_driver {
+        PortDriverName::Veth => Ok(PortDriver::Veth),
+        PortDriverName::Nested => {
             let kind = match cfg.binding.default_driver.as_str() {
                 "macvlan" => NestedKind::Macvlan,
                 "ipvlan" => NestedKind::Ipvlan,
@@ -72,7 +72,7 @@ pub fn port_driver(cfg: &Config) -> std::result::Result<PortDriver, String> {
                 kind,
             })
         }
-        "vlan" => match cfg.binding.default_driver.as_str() {
+        PortDriverName::Vlan => match cfg.binding.default_driver.as_str() {
             "vlan" | "veth" => Ok(PortDriver::Nested {
                 link_iface: link()?,
                 kind: NestedKind::Vlan,
@@ -82,10 +82,7 @@ pub fn port_driver(cfg: &Config) -> std::result::Result<PortDriver, String> {
             )),
         },
         // The reference would serve every normal port with it and fail them all.
-        "sriov" => Err("[DEFAULT] default_port_driver = sriov: the sriov driver serves only ports made with an SR-IOV binding:vnic_type; keep veth (or nested, vlan) as the default and add sriov to enabled_port_drivers".into()),
-        other => Err(format!(
-            "[DEFAULT] default_port_driver = {other} is not implemented in this version (use veth, nested or vlan)"
-        )),
+        PortDriverName::Sriov => Err("[DEFAULT] default_port_driver = sriov: the sriov driver serves only ports made with an SR-IOV binding:vnic_type; keep veth (or nested, vlan) as the default and add sriov to enabled_port_drivers".into()),
     }
 }
 
@@ -243,7 +240,7 @@ impl Driver {
         let ips: Vec<String> = port
             .fixed_ips
             .iter()
-            .map(|f| f.ip_address.clone())
+            .map(|f| f.ip_address.to_string())
             .collect();
         let mac = if kind == NestedKind::Ipvlan {
             &vm.mac_address

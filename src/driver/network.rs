@@ -74,7 +74,6 @@ impl Driver {
     }
 
     pub async fn create_network(&self, req: CreateNetworkRequest) -> Result<Value> {
-        validate::docker_id("NetworkID", &req.network_id)?;
         let fams: Vec<Family> = [
             Self::family(&req.ipv4_data, false)?,
             Self::family(&req.ipv6_data, true)?,
@@ -216,7 +215,7 @@ impl Driver {
             let found = current.iter().find(|s| {
                 named_uuid.map(|u| s.id == u).unwrap_or(false)
                     || named_name.map(|n| s.name == n).unwrap_or(false)
-                    || same_cidr(&s.cidr, &f.pool.to_string())
+                    || s.cidr.trunc() == f.pool
             });
             if let Some(s) = found {
                 if let Some(pid) = pool_id {
@@ -359,7 +358,6 @@ impl Driver {
     }
 
     pub async fn delete_network(&self, req: NetworkRequest) -> Result<Value> {
-        validate::docker_id("NetworkID", &req.network_id)?;
         let id = req.network_id.as_str();
         let _g = self.locks.lock(&format!("net:{id}")).await;
         let Some(info) = self.net_info(id).await? else {

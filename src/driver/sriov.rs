@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use serde_json::{json, Map, Value};
 
 use super::{Driver, DriverError, Result};
+use crate::config::PortDriverName;
 use crate::host::sriov::PciNetDevice;
 use crate::host::HostError;
 use crate::neutron::{Filters, Port};
@@ -104,7 +105,11 @@ impl Driver {
     }
 
     fn require_sriov(&self, port: &Port) -> Result<()> {
-        if self.cfg.enabled_port_drivers.iter().any(|d| d == "sriov") {
+        if self
+            .cfg
+            .enabled_port_drivers
+            .contains(&PortDriverName::Sriov)
+        {
             return Ok(());
         }
         Err(DriverError::Conflict(format!(

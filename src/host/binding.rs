@@ -11,11 +11,12 @@ use tokio::process::Command;
 use super::netlink::Netlink;
 use super::HostError;
 use crate::names;
+use crate::neutron::VifType;
 
 /// Everything a binder may need about the port.
 #[derive(Debug, Clone)]
 pub struct BindContext {
-    pub vif_type: String,
+    pub vif_type: VifType,
     pub vif_details: Map<String, Value>,
     pub port_id: String,
     pub endpoint_id: String,
@@ -39,7 +40,7 @@ pub enum Binder {
 }
 
 /// Neutron did not bind the port: no agent on this host, or a host name mismatch.
-pub fn unbound_error(vif_type: &str, host: &str) -> HostError {
+pub fn unbound_error(vif_type: &VifType, host: &str) -> HostError {
     HostError::Binding(format!(
         "Neutron did not bind the port (binding:vif_type {vif_type}): is an L2 agent running with host = {host}?"
     ))
@@ -54,14 +55,15 @@ pub fn valid_vif_type(t: &str) -> bool {
 }
 
 /// Picks the binder for a vif_type.
-pub fn select(vif_type: &str, bindir: &Path, host: &str) -> Result<Binder, HostError> {
+pub fn select(vif_type: &VifType, bindir: &Path, host: &str) -> Result<Binder, HostError> {
     match vif_type {
-        "bridge" => return Ok(Binder::Bridge),
-        "tap" => return Ok(Binder::Tap),
-        "ovs" => return Ok(Binder::Ovs),
-        "" | "unbound" | "binding_failed" => return Err(unbound_error(vif_type, host)),
+        VifType::Bridge => return Ok(Binder::Bridge),
+        VifType::Tap => return Ok(Binder::Tap),
+        VifType::Ovs => return Ok(Binder::Ovs),
+        VifType::Unbound | VifType::BindingFailed => return Err(unbound_error(vif_type, host)),
         _ => {}
     }
+    let vif_type = vif_type.as_str();
     if !valid_vif_type(vif_type) {
         return Err(HostError::Binding(format!(
             "binding:vif_type {:?} is not a valid type name",
@@ -270,16 +272,18 @@ mod tests {
             "x y",
             &"a".repeat(40),
         ] {
-            let e = select(bad, dir.path(), "h").unwrap_err().to_string();
+            let e = select(&VifType::from(bad), dir.path(), "h")
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("not a valid type name"), "{bad}: {e}");
         }
-        assert!(select("midonet", dir.path(), "h")
+        assert!(select(&VifType::from("midonet"), dir.path(), "h")
             .unwrap_err()
             .to_string()
             .contains("not supported"));
         std::fs::write(dir.path().join("midonet"), "#!/bin/sh\n").unwrap();
         assert_eq!(
-            select("midonet", dir.path(), "h").unwrap(),
+            select(&VifType::from("midonet"), dir.path(), "h").unwrap(),
             Binder::Script(dir.path().join("midonet"))
         );
     }
@@ -287,12 +291,17 @@ mod tests {
     #[test]
     fn natives_and_unbound() {
         let d = Path::new("/nonexistent");
-        assert_eq!(select("bridge", d, "h").unwrap(), Binder::Bridge);
-        assert_eq!(select("ovs", d, "h").unwrap(), Binder::Ovs);
-        assert_eq!(select("tap", d, "h").unwrap(), Binder::Tap);
-        let e = select("unbound", d, "myhost").unwrap_err().to_string();
+        assert_eq!(
+            select(&VifType::from("bridge"), d, "h").unwrap(),
+            Binder::Bridge
+        );
+        assert_eq!(select(&VifType::from("ovs"), d, "h").unwrap(), Binder::Ovs);
+        assert_eq!(select(&VifType::from("tap"), d, "h").unwrap(), Binder::Tap);
+        let e = select(&VifType::from("unbound"), d, "myhost")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("host = myhost"), "{e}");
-        assert!(select("binding_failed", d, "h").is_err());
+        assert!(select(&VifType::from("binding_failed"), d, "h").is_err());
     }
 
     #[test]
@@ -307,7 +316,7 @@ mod tests {
     #[test]
     fn ovs_args_carry_external_ids() {
         let ctx = BindContext {
-            vif_type: "ovs".into(),
+            vif_type: VifType::Ovs,
             vif_details: Map::new(),
             port_id: "p".into(),
             endpoint_id: "e".into(),

@@ -80,7 +80,7 @@ impl Sysfs {
 
     /// The VFs of PF netdev `pf` (its `device/virtfnN` links), by number.
     pub fn vfs_of(&self, pf: &str) -> Result<Vec<(u32, String)>, HostError> {
-        crate::protocol::validate::ifname("PF", pf).map_err(HostError::Invalid)?;
+        crate::protocol::validate::ifname("PF", pf).map_err(|e| HostError::Invalid(e.0))?;
         let dev = self.root.join("class/net").join(pf).join("device");
         let entries = std::fs::read_dir(&dev)
             .map_err(|e| HostError::NotFound(format!("PF {pf} ({}: {e})", dev.display())))?;

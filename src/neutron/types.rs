@@ -1,6 +1,9 @@
 //! Neutron v2.0 resources, with only the fields kuryr reads. Unknown fields are ignored;
 //! absent or null ones take their default so an older or newer Neutron still parses.
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -11,6 +14,14 @@ where
     T: Default + Deserialize<'de>,
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+fn ip_or_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 /// A Neutron collection: URL path segment and JSON keys.
@@ -32,6 +43,130 @@ macro_rules! resource {
         }
     };
 }
+
+/// `binding:vif_type`: how the port's host interface must be plugged, as Neutron's
+/// mechanism driver decided it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum VifType {
+    /// Not bound (also `""`: an older Neutron, or no binding extension).
+    #[default]
+    Unbound,
+    /// Bound, but no mechanism driver took it (no live agent with that host name).
+    BindingFailed,
+    /// neutron-linuxbridge-agent: the tap joins `brq<network>`.
+    Bridge,
+    /// Open vSwitch: the tap joins the integration bridge.
+    Ovs,
+    /// Nothing to plug (e.g. Calico).
+    Tap,
+    /// SR-IOV: a VF (`hw_veb`), macvtap on a VF, a whole PCI device.
+    HwVeb,
+    Macvtap,
+    HostdevPhysical,
+    /// Anything else: bound by `<bindir>/<name>`, if the name is a valid program name.
+    Other(String),
+}
+
+impl VifType {
+    pub fn as_str(&self) -> &str {
+        match self {
+            VifType::Unbound => "unbound",
+            VifType::BindingFailed => "binding_failed",
+            VifType::Bridge => "bridge",
+            VifType::Ovs => "ovs",
+            VifType::Tap => "tap",
+            VifType::HwVeb => "hw_veb",
+            VifType::Macvtap => "macvtap",
+            VifType::HostdevPhysical => "hostdev_physical",
+            VifType::Other(s) => s,
+        }
+    }
+
+    /// A mechanism driver bound the port.
+    pub fn is_bound(&self) -> bool {
+        !matches!(self, VifType::Unbound | VifType::BindingFailed)
+    }
+}
+
+impl From<&str> for VifType {
+    fn from(s: &str) -> Self {
+        match s {
+            "" | "unbound" => VifType::Unbound,
+            "binding_failed" => VifType::BindingFailed,
+            "bridge" => VifType::Bridge,
+            "ovs" => VifType::Ovs,
+            "tap" => VifType::Tap,
+            "hw_veb" => VifType::HwVeb,
+            "macvtap" => VifType::Macvtap,
+            "hostdev_physical" => VifType::HostdevPhysical,
+            other => VifType::Other(other.to_string()),
+        }
+    }
+}
+
+/// A port's `status`, as Neutron's agents report it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PortStatus {
+    Active,
+    #[default]
+    Down,
+    Build,
+    Error,
+    Other(String),
+}
+
+impl PortStatus {
+    pub fn as_str(&self) -> &str {
+        match self {
+            PortStatus::Active => "ACTIVE",
+            PortStatus::Down => "DOWN",
+            PortStatus::Build => "BUILD",
+            PortStatus::Error => "ERROR",
+            PortStatus::Other(s) => s,
+        }
+    }
+}
+
+impl From<&str> for PortStatus {
+    fn from(s: &str) -> Self {
+        match s {
+            "ACTIVE" => PortStatus::Active,
+            "DOWN" | "" => PortStatus::Down,
+            "BUILD" => PortStatus::Build,
+            "ERROR" => PortStatus::Error,
+            other => PortStatus::Other(other.to_string()),
+        }
+    }
+}
+
+/// String-valued enums on the wire: parsed once, compared and printed as Neutron says them.
+macro_rules! wire_string {
+    ($t:ty) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = Option::<String>::deserialize(d)?.unwrap_or_default();
+                Ok(<$t>::from(s.as_str()))
+            }
+        }
+    };
+}
+wire_string!(VifType);
+wire_string!(PortStatus);
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 pub struct Network {
@@ -72,11 +207,12 @@ pub struct Subnet {
     #[serde(default, deserialize_with = "null_default")]
     pub name: String,
     pub network_id: String,
-    pub cidr: String,
+    pub cidr: IpNet,
     #[serde(default)]
     pub ip_version: u8,
-    #[serde(default)]
-    pub gateway_ip: Option<String>,
+    /// None also when Neutron says `""` (no gateway).
+    #[serde(default, deserialize_with = "ip_or_none")]
+    pub gateway_ip: Option<IpAddr>,
     #[serde(default, deserialize_with = "null_default")]
     pub host_routes: Vec<HostRoute>,
     #[serde(default)]
@@ -106,10 +242,10 @@ pub struct SubnetPool {
 }
 resource!(SubnetPool, "subnetpools", "subnetpool", "subnetpools");
 
-#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 pub struct FixedIp {
     pub subnet_id: String,
-    pub ip_address: String,
+    pub ip_address: IpAddr,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
@@ -134,8 +270,8 @@ pub struct Port {
     pub device_id: String,
     #[serde(default, deserialize_with = "null_default")]
     pub device_owner: String,
-    #[serde(default, deserialize_with = "null_default")]
-    pub status: String,
+    #[serde(default)]
+    pub status: PortStatus,
     #[serde(default, deserialize_with = "null_default")]
     pub admin_state_up: bool,
     #[serde(default, deserialize_with = "null_default")]
@@ -148,12 +284,8 @@ pub struct Port {
     pub project_id: String,
     #[serde(rename = "binding:host_id", default, deserialize_with = "null_default")]
     pub host_id: String,
-    #[serde(
-        rename = "binding:vif_type",
-        default,
-        deserialize_with = "null_default"
-    )]
-    pub vif_type: String,
+    #[serde(rename = "binding:vif_type", default)]
+    pub vif_type: VifType,
     #[serde(
         rename = "binding:vnic_type",
         default,
