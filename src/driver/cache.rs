@@ -20,7 +20,7 @@ pub struct NetInfo {
 }
 
 #[derive(Debug, Clone)]
-pub struct PoolInfo {
+pub struct SubnetPoolInfo {
     pub cidr: String,
     pub subnet: Option<Subnet>,
     /// The gateway Docker was given before any subnet existed.
@@ -85,10 +85,10 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
 pub struct Cache {
     /// Docker network id -> Neutron network facts.
     pub networks: Map<String, NetInfo>,
-    /// Subnetpool id -> CIDR and (once made) its subnet.
-    pub pools: Map<String, PoolInfo>,
+    /// Subnetpool id (a Docker IPAM pool) -> CIDR and (once made) its subnet.
+    pub subnetpools: Map<String, SubnetPoolInfo>,
     /// Subnetpool name -> id (kuryr pools, found or made by RequestPool).
-    pub pool_names: Map<String, String>,
+    pub subnetpool_names: Map<String, String>,
     /// (subnet id, IP) -> the port IPAM reserved or adopted for it.
     pub addresses: Map<(String, String), Port>,
     /// Docker endpoint id -> its port.

@@ -18,10 +18,46 @@ use crate::protocol::{validate, *};
 /// How long a port status read by EndpointOperInfo is answered again without asking.
 const STATUS_TTL: Duration = Duration::from_secs(2);
 
-/// What CreateEndpoint changed on a port, to give it back on failure.
-enum PortChange {
-    Created(String),
-    Updated { port: Box<Port> },
+/// What CreateEndpoint does to Neutron, decided before anything changes.
+enum PortPlan {
+    /// The port is bound and tagged for this endpoint already (a retry): nothing to do.
+    Keep(Box<Port>),
+    /// One update of the port (binding, device, maybe MAC, name or VF profile) and of its
+    /// tags.
+    Update {
+        port: Box<Port>,
+        body: Value,
+        tags: Vec<String>,
+    },
+    /// Dual stack from IPAM (one port per family): kuryr's ports are replaced by one port
+    /// holding every address, as Neutron models an endpoint.
+    Replace {
+        delete: Vec<Port>,
+        body: Value,
+        tags: Vec<String>,
+    },
+}
+
+/// How the host side of the endpoint is made.
+enum HostPlan {
+    Veth,
+    Nested(String, super::nested::NestedKind),
+    Sriov(super::sriov::SriovPlan),
+}
+
+/// The rollback record of the Neutron step: what to give back if a later step fails.
+enum PortUndo {
+    Nothing,
+    Delete(String),
+    Restore(Box<Port>),
+}
+
+/// A validated CreateEndpoint: its addresses, their subnets and the MAC Docker asks for.
+struct EndpointAsk<'a> {
+    ep: &'a str,
+    addrs: Vec<IpAddr>,
+    subnets: Vec<Subnet>,
+    mac: Option<String>,
 }
 
 impl Driver {
@@ -37,39 +73,47 @@ impl Driver {
         &self,
         req: CreateEndpointRequest,
     ) -> Result<CreateEndpointResponse> {
-        let iface = &req.interface;
-        let mut addrs: Vec<IpAddr> = Vec::new();
-        if !iface.address.is_empty() {
-            addrs.push(validate::ip_maybe_cidr("Interface.Address", &iface.address)?.0);
-        }
-        if !iface.address_ipv6.is_empty() {
-            addrs.push(validate::ip_maybe_cidr("Interface.AddressIPv6", &iface.address_ipv6)?.0);
-        }
-        if addrs.is_empty() {
-            return Err(bad("Interface address v4 or v6 not provided."));
-        }
-        let mac = if iface.mac_address.is_empty() {
-            None
-        } else {
-            Some(validate::mac("Interface.MacAddress", &iface.mac_address)?)
-        };
+        let (addrs, mac) = endpoint_addresses(&req.interface)?;
         let ep = req.endpoint_id.as_str();
         let _g = self.locks.lock(&format!("ep:{ep}")).await;
         let net = self.require_net(&req.network_id).await?;
-        let mut subnets: Vec<Subnet> = Vec::new();
-        for ip in &addrs {
-            let s = subnet_for_ip(&net.subnets, *ip).ok_or_else(|| {
-                DriverError::NotFound(format!(
-                    "No subnet exist for the address {ip} on network {}",
-                    net.neutron_id
-                ))
-            })?;
-            subnets.push(s.clone());
+        let subnets = subnets_of(&net, &addrs)?;
+        let ask = EndpointAsk {
+            ep,
+            addrs,
+            subnets,
+            mac,
+        };
+        let ports = self.reserved_ports(&ask).await?;
+        // Plan: checks and reads only. Picking a free VF (an SR-IOV port without a
+        // pci_slot) and claiming it with the binding are serialised.
+        let _vf_lock = match ports.as_slice() {
+            [p] if super::sriov::is_sriov(&p.vnic_type) && super::sriov::pci_slot(p).is_none() => {
+                Some(self.locks.lock("sriov-vf").await)
+            }
+            _ => None,
+        };
+        let host = self.host_plan(&ports, &net).await?;
+        let plan = self.port_plan(&ask, &net, &host, ports)?;
+        // Apply: Neutron, then the host; a failed host step gives the port back.
+        let (port, undo) = self.apply_port(plan).await?;
+        crate::kill_point!("CreateEndpoint.after_port");
+        if let Err(e) = self.plug_endpoint(&host, &port, ep, &net).await {
+            return Err(self.undo_port(undo, ep, e).await);
         }
+        self.remember_endpoint(&ask, &req.network_id, &port);
+        Ok(CreateEndpointResponse {
+            interface: EndpointInterfaceResponse {
+                mac_address: response_mac(&req.interface, &port),
+                ..Default::default()
+            },
+        })
+    }
 
-        // The ports IPAM reserved for these addresses.
+    /// The ports IPAM reserved (or adopted) for these addresses.
+    async fn reserved_ports(&self, ask: &EndpointAsk<'_>) -> Result<Vec<Port>> {
         let mut ports: Vec<Port> = Vec::new();
-        for (ip, s) in addrs.iter().zip(&subnets) {
+        for (ip, s) in ask.addrs.iter().zip(&ask.subnets) {
             let key = (s.id.clone(), ip.to_string());
             let found = match self.cache.addresses.get(&key) {
                 Some(p) => vec![p],
@@ -89,227 +133,247 @@ impl Driver {
                 }
             }
         }
-
-        let mut change = None;
-        let result = self
-            .bind_endpoint(
-                &req,
-                &net,
-                &subnets,
-                &addrs,
-                mac.as_deref(),
-                ports,
-                &mut change,
-            )
-            .await;
-        match result {
-            Ok(port) => {
-                // A VF's MAC is set through its PF; one set from inside the container
-                // would be refused (or spoof the port), so Docker gets none to set.
-                let response_mac =
-                    if iface.mac_address.is_empty() && !super::sriov::is_sriov(&port.vnic_type) {
-                        port.mac_address.clone()
-                    } else {
-                        String::new()
-                    };
-                for (ip, s) in addrs.iter().zip(&subnets) {
-                    self.cache
-                        .addresses
-                        .put((s.id.clone(), ip.to_string()), port.clone());
-                }
-                self.cache.endpoints.put(
-                    ep.to_string(),
-                    EndpointInfo {
-                        port,
-                        network_id: req.network_id.to_string(),
-                        no_exposed_group: true,
-                        // The update's answer is as fresh as a read.
-                        status_read_at: Some(Instant::now()),
-                    },
-                );
-                Ok(CreateEndpointResponse {
-                    interface: EndpointInterfaceResponse {
-                        mac_address: response_mac,
-                        ..Default::default()
-                    },
-                })
-            }
-            Err(e) => {
-                self.undo_port_change(change, ep).await;
-                Err(e)
-            }
-        }
+        Ok(ports)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn bind_endpoint(
-        &self,
-        req: &CreateEndpointRequest,
-        net: &NetInfo,
-        subnets: &[Subnet],
-        addrs: &[IpAddr],
-        mac: Option<&str>,
-        ports: Vec<Port>,
-        change: &mut Option<PortChange>,
-    ) -> Result<Port> {
-        let ep = req.endpoint_id.as_str();
-        // The port's vnic_type picks the driver: an SR-IOV port (made beforehand with
-        // `--vnic-type direct` and adopted) gets a VF whatever the default driver is.
-        // Checked before Neutron is touched. Picking a free VF (a port without a
-        // pci_slot) and claiming it with the binding are serialised.
-        let _vf_lock;
-        let sriov = match ports.as_slice() {
-            [p] if super::sriov::is_sriov(&p.vnic_type) => {
-                if super::sriov::pci_slot(p).is_none() {
-                    _vf_lock = self.locks.lock("sriov-vf").await;
-                }
-                Some(self.sriov_plan(p, &net.physical_network).await?)
+    /// The port's vnic_type picks the driver: an SR-IOV port (made beforehand with
+    /// `--vnic-type direct` and adopted) gets a VF whatever the default driver is; checked
+    /// before Neutron is touched.
+    async fn host_plan(&self, ports: &[Port], net: &NetInfo) -> Result<HostPlan> {
+        if let [p] = ports {
+            if super::sriov::is_sriov(&p.vnic_type) {
+                return Ok(HostPlan::Sriov(
+                    self.sriov_plan(p, &net.physical_network).await?,
+                ));
             }
-            _ => None,
-        };
-        let picked_profile = sriov.as_ref().and_then(|plan| plan.profile.clone());
-        let nested = self.nested().is_some() && sriov.is_none();
-        let subport = nested && matches!(self.nested(), Some((_, super::nested::NestedKind::Vlan)));
+        }
+        Ok(match self.nested() {
+            Some((link, kind)) => HostPlan::Nested(link.to_string(), kind),
+            None => HostPlan::Veth,
+        })
+    }
+
+    /// The port's binding body for this endpoint and host plan.
+    fn binding_body(&self, ep: &str, host: &HostPlan) -> Value {
         let mut binding = json!({
             "binding:host_id": self.cfg.host,
             "device_owner": names::DEVICE_OWNER,
             "device_id": ep,
             "admin_state_up": true,
         });
-        if nested {
+        if let (HostPlan::Nested(_, kind), Some(b)) = (host, binding.as_object_mut()) {
             // The container port stays unbound: the VM's port carries its traffic.
-            if let Some(b) = binding.as_object_mut() {
-                b.remove("binding:host_id");
-                // Neutron takes only ports nobody owns as subports; the trunk plugin then
-                // owns it (`trunk:subport`). The endpoint tags still say whose it is.
-                if subport {
-                    b.remove("device_owner");
-                    b.remove("device_id");
-                }
+            b.remove("binding:host_id");
+            // Neutron takes only ports nobody owns as subports; the trunk plugin then
+            // owns it (`trunk:subport`). The endpoint tags still say whose it is.
+            if *kind == super::nested::NestedKind::Vlan {
+                b.remove("device_owner");
+                b.remove("device_id");
             }
         }
-        // One port holding every address: bind it. Otherwise (dual stack from IPAM: one
-        // port per family) replace kuryr's ports by one port holding both addresses.
-        let single = ports.len() == 1
-            && addrs.iter().zip(subnets).all(|(ip, s)| {
-                ports[0]
-                    .fixed_ips
-                    .iter()
-                    .any(|f| f.subnet_id == s.id && f.ip_address == *ip)
-            });
-        let port = if single {
-            let old = ports
-                .into_iter()
-                .next()
-                .ok_or_else(|| DriverError::Internal("no port".into()))?;
-            if old.name == super::pool::POOL_PORT_NAME {
-                // A pool port becomes an ordinary kuryr port in the same update.
-                binding["name"] = json!(names::UNBOUND_PORT_NAME);
+        if let HostPlan::Sriov(super::sriov::SriovPlan {
+            profile: Some(profile),
+            ..
+        }) = host
+        {
+            binding["binding:profile"] = json!(profile);
+        }
+        binding
+    }
+
+    fn port_plan(
+        &self,
+        ask: &EndpointAsk<'_>,
+        net: &NetInfo,
+        host: &HostPlan,
+        ports: Vec<Port>,
+    ) -> Result<PortPlan> {
+        let ep = ask.ep;
+        let mut body = self.binding_body(ep, host);
+        let picked = matches!(host, HostPlan::Sriov(p) if p.profile.is_some());
+        // One port holding every address: bind it.
+        if let [old] = ports.as_slice() {
+            if holds_all(old, ask) {
+                return Ok(self.update_plan(old.clone(), body, ask, host, picked));
             }
-            if let Some(m) = mac {
-                if !old.mac_address.eq_ignore_ascii_case(m) {
-                    binding["mac_address"] = json!(m);
-                }
+        }
+        for p in &ports {
+            if !kuryr_made(p) {
+                return Err(DriverError::Conflict(format!(
+                    "addresses of endpoint {ep} are held by different ports, one of them not kuryr's ({})",
+                    p.id
+                )));
             }
-            if let Some(profile) = &picked_profile {
-                binding["binding:profile"] = json!(profile);
+        }
+        let fixed: Vec<Value> = ask
+            .addrs
+            .iter()
+            .zip(&ask.subnets)
+            .map(|(ip, s)| json!({"subnet_id": s.id, "ip_address": ip.to_string()}))
+            .collect();
+        body["name"] = json!(names::UNBOUND_PORT_NAME);
+        body["network_id"] = json!(net.neutron_id);
+        body["fixed_ips"] = json!(fixed);
+        if let Some(m) = &ask.mac {
+            body["mac_address"] = json!(m);
+        }
+        let mut tags = vec![names::TAG_KURYR_PORT.to_string()];
+        tags.extend(names::id_tags(ep));
+        Ok(PortPlan::Replace {
+            delete: ports,
+            body,
+            tags,
+        })
+    }
+
+    fn update_plan(
+        &self,
+        old: Port,
+        mut body: Value,
+        ask: &EndpointAsk<'_>,
+        host: &HostPlan,
+        picked: bool,
+    ) -> PortPlan {
+        let ep = ask.ep;
+        if old.name == super::port_pool::POOL_PORT_NAME {
+            // A pool port becomes an ordinary kuryr port in the same update.
+            body["name"] = json!(names::UNBOUND_PORT_NAME);
+        }
+        if let Some(m) = &ask.mac {
+            if !old.mac_address.eq_ignore_ascii_case(m) {
+                body["mac_address"] = json!(m);
             }
-            let already = (nested || old.host_id == self.cfg.host)
-                && (subport || old.device_id == ep)
-                && names::has_id_tags(&old.tags, ep);
-            // binding_failed is retried: the agent may have come up since.
-            let bound = old.vif_type.is_bound();
-            let port = if already && (nested || bound) {
-                old
-            } else {
-                *change = Some(PortChange::Updated {
-                    port: Box::new(old.clone()),
-                });
-                let mut tags = old.tags.clone();
-                let mut add = names::id_tags(ep);
-                if picked_profile.is_some() {
-                    add.push(names::TAG_VF_PICKED.to_string());
-                }
-                for t in add {
-                    if !tags.contains(&t) {
-                        tags.push(t);
+        }
+        let nested = matches!(host, HostPlan::Nested(..));
+        let subport = matches!(host, HostPlan::Nested(_, super::nested::NestedKind::Vlan));
+        let already = (nested || old.host_id == self.cfg.host)
+            && (subport || old.device_id == ep)
+            && names::has_id_tags(&old.tags, ep);
+        // binding_failed is retried: the agent may have come up since.
+        if already && (nested || old.vif_type.is_bound()) {
+            return PortPlan::Keep(Box::new(old));
+        }
+        let mut tags = old.tags.clone();
+        let mut add = names::id_tags(ep);
+        if picked {
+            add.push(names::TAG_VF_PICKED.to_string());
+        }
+        for t in add {
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        PortPlan::Update {
+            port: Box::new(old),
+            body,
+            tags,
+        }
+    }
+
+    /// Carries the port plan out; on failure what it did is undone before it returns.
+    /// On success: the port, and what to give back if a later step fails.
+    async fn apply_port(&self, plan: PortPlan) -> Result<(Port, PortUndo)> {
+        match plan {
+            PortPlan::Keep(port) => Ok((*port, PortUndo::Nothing)),
+            PortPlan::Update { port, body, tags } => {
+                // Independent requests: binding and tags go to Neutron side by side.
+                let update = self.neutron.update::<Port>(&port.id, body);
+                let result = if tags != port.tags {
+                    tokio::try_join!(update, self.neutron.replace_tags::<Port>(&port.id, &tags))
+                        .map(|(p, ())| p)
+                } else {
+                    update.await
+                };
+                match result {
+                    Ok(mut updated) => {
+                        updated.tags = tags;
+                        Ok((updated, PortUndo::Restore(port)))
+                    }
+                    Err(e) => {
+                        let id = port.id.clone();
+                        Err(self.undo_port(PortUndo::Restore(port), &id, e.into()).await)
                     }
                 }
-                // Independent requests: binding and tags go to Neutron side by side.
-                let update = self.neutron.update::<Port>(&old.id, binding);
-                let mut port = if tags != old.tags {
-                    let (port, ()) = tokio::try_join!(
-                        update,
-                        self.neutron.replace_tags::<Port>(&old.id, &tags)
-                    )?;
-                    port
-                } else {
-                    update.await?
-                };
-                port.tags = tags;
-                port
-            };
-            port
-        } else {
-            for p in &ports {
-                if kuryr_made(p) {
+            }
+            PortPlan::Replace { delete, body, tags } => {
+                for p in &delete {
                     self.neutron.delete_if_exists::<Port>(&p.id).await?;
-                } else {
-                    return Err(DriverError::Conflict(format!(
-                        "addresses of endpoint {ep} are held by different ports, one of them not kuryr's ({})",
-                        p.id
-                    )));
                 }
+                let mut port: Port = self.neutron.create(body).await?;
+                let undo = PortUndo::Delete(port.id.clone());
+                if let Err(e) = self.neutron.replace_tags::<Port>(&port.id, &tags).await {
+                    let id = port.id.clone();
+                    return Err(self.undo_port(undo, &id, e.into()).await);
+                }
+                port.tags = tags;
+                Ok((port, undo))
             }
-            let fixed: Vec<Value> = addrs
-                .iter()
-                .zip(subnets)
-                .map(|(ip, s)| json!({"subnet_id": s.id, "ip_address": ip.to_string()}))
-                .collect();
-            binding["name"] = json!(names::UNBOUND_PORT_NAME);
-            binding["network_id"] = json!(net.neutron_id);
-            binding["fixed_ips"] = json!(fixed);
-            if let Some(m) = mac {
-                binding["mac_address"] = json!(m);
-            }
-            let mut port: Port = self.neutron.create(binding).await?;
-            *change = Some(PortChange::Created(port.id.clone()));
-            let mut tags = vec![names::TAG_KURYR_PORT.to_string()];
-            tags.extend(names::id_tags(ep));
-            self.neutron.replace_tags::<Port>(&port.id, &tags).await?;
-            port.tags = tags;
-            port
-        };
+        }
+    }
 
-        if let Some(plan) = &sriov {
-            let vf = self.plug_sriov(&plan.dev, &port, net.mtu).await?;
-            tracing::info!(port = %port.id, pci_slot = %plan.dev.pci_slot, netdev = %vf, "SR-IOV VF programmed");
-            if self.cfg.neutron.vif_plugging_is_fatal {
-                if let Err(e) = self.wait_active(&port.id).await {
-                    self.unplug_sriov(&port).await;
-                    return Err(e);
+    /// The host side: a VF, a sub-interface of the VM's NIC, or a veth bound per vif_type;
+    /// with `vif_plugging_is_fatal`, until Neutron reports the port ACTIVE. Undone on
+    /// failure.
+    async fn plug_endpoint(
+        &self,
+        host: &HostPlan,
+        port: &Port,
+        ep: &str,
+        net: &NetInfo,
+    ) -> Result<()> {
+        let fatal = self.cfg.neutron.vif_plugging_is_fatal;
+        match host {
+            HostPlan::Sriov(plan) => {
+                let vf = self.plug_sriov(&plan.dev, port, net.mtu).await?;
+                tracing::info!(port = %port.id, pci_slot = %plan.dev.pci_slot, netdev = %vf, "SR-IOV VF programmed");
+                if fatal {
+                    if let Err(e) = self.wait_active(&port.id).await {
+                        self.unplug_sriov(port).await;
+                        return Err(e);
+                    }
                 }
             }
-            return Ok(port);
-        }
-        if let Some((link, kind)) = self.nested() {
-            self.plug_nested(link, kind, &port, net.mtu).await?;
-            return Ok(port);
-        }
-        let bind = bind_context(&port, ep, &net.project_id);
-        self.plumber
-            .plug(&PlugRequest {
-                bind: bind.clone(),
-                mtu: net.mtu,
-            })
-            .await?;
-        if self.cfg.neutron.vif_plugging_is_fatal {
-            if let Err(e) = self.wait_active(&port.id).await {
-                let _ = self.plumber.unplug(&bind).await;
-                return Err(e);
+            HostPlan::Nested(link, kind) => {
+                self.plug_nested(link, *kind, port, net.mtu).await?;
+            }
+            HostPlan::Veth => {
+                let bind = bind_context(port, ep, &net.project_id);
+                self.plumber
+                    .plug(&PlugRequest {
+                        bind: bind.clone(),
+                        mtu: net.mtu,
+                    })
+                    .await?;
+                if fatal {
+                    if let Err(e) = self.wait_active(&port.id).await {
+                        return Err(match self.plumber.unplug(&bind).await {
+                            Ok(()) => e,
+                            Err(u) => e.rolled_back_with(vec![u.into()]),
+                        });
+                    }
+                }
             }
         }
-        Ok(port)
+        Ok(())
+    }
+
+    /// What the endpoint's later calls answer from memory.
+    fn remember_endpoint(&self, ask: &EndpointAsk<'_>, network_id: &str, port: &Port) {
+        for (ip, s) in ask.addrs.iter().zip(&ask.subnets) {
+            self.cache
+                .addresses
+                .put((s.id.clone(), ip.to_string()), port.clone());
+        }
+        self.cache.endpoints.put(
+            ask.ep.to_string(),
+            EndpointInfo {
+                port: port.clone(),
+                network_id: network_id.to_string(),
+                no_exposed_group: true,
+                // The update's answer is as fresh as a read.
+                status_read_at: Some(Instant::now()),
+            },
+        );
     }
 
     /// Polls the port until Neutron's agent reports it ACTIVE; only this call waits.
@@ -331,37 +395,59 @@ impl Driver {
         }
     }
 
-    async fn undo_port_change(&self, change: Option<PortChange>, ep: &str) {
-        match change {
-            None => {}
-            Some(PortChange::Created(id)) => {
+    /// Gives the port back as it was (a failed CreateEndpoint); every step is tried, and
+    /// what could not be undone is added to `error`, which is returned.
+    async fn undo_port(&self, undo: PortUndo, ep: &str, error: DriverError) -> DriverError {
+        let mut failures: Vec<DriverError> = Vec::new();
+        match undo {
+            PortUndo::Nothing => {}
+            PortUndo::Delete(id) => {
                 if let Err(e) = self.neutron.delete_if_exists::<Port>(&id).await {
-                    tracing::warn!(port = %id, error = %e, "rollback: could not delete port");
+                    failures.push(e.into());
                 }
             }
-            Some(PortChange::Updated { port }) => {
+            PortUndo::Restore(port) => {
                 let mut body = json!({
                     "binding:host_id": port.host_id,
                     "device_owner": port.device_owner,
                     "device_id": port.device_id,
+                    "name": port.name,
+                    "mac_address": port.mac_address,
                 });
                 // A VF kuryr picked is given back with the rest.
                 if super::sriov::is_sriov(&port.vnic_type) {
                     body["binding:profile"] = json!(port.profile);
                 }
+                // A port still bound elsewhere refuses a MAC change: the MAC goes back
+                // only once the binding is gone, so it is sent after the rest.
+                let mac = body.as_object_mut().and_then(|b| b.remove("mac_address"));
                 if let Err(e) = self.neutron.update::<Port>(&port.id, body).await {
-                    tracing::warn!(port = %port.id, error = %e, "rollback: could not restore port");
+                    failures.push(e.into());
+                } else if let Some(mac) = mac {
+                    if let Err(e) = self
+                        .neutron
+                        .update::<Port>(&port.id, json!({"mac_address": mac}))
+                        .await
+                    {
+                        failures.push(e.into());
+                    }
                 }
                 if let Err(e) = self
                     .neutron
                     .replace_tags::<Port>(&port.id, &port.tags)
                     .await
                 {
-                    tracing::warn!(port = %port.id, error = %e, "rollback: could not restore tags");
+                    failures.push(e.into());
                 }
             }
         }
         self.cache.endpoints.remove(&ep.to_string());
+        if failures.is_empty() {
+            error
+        } else {
+            tracing::warn!(endpoint = %ep, failures = failures.len(), "rollback incomplete");
+            error.rolled_back_with(failures)
+        }
     }
 
     pub async fn delete_endpoint(&self, req: EndpointRequest) -> Result<Value> {
@@ -604,6 +690,60 @@ impl Driver {
                 .await?;
         }
         Ok(json!({}))
+    }
+}
+
+/// The addresses and the MAC of a CreateEndpoint, checked.
+fn endpoint_addresses(iface: &EndpointInterface) -> Result<(Vec<IpAddr>, Option<String>)> {
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    if !iface.address.is_empty() {
+        addrs.push(validate::ip_maybe_cidr("Interface.Address", &iface.address)?.0);
+    }
+    if !iface.address_ipv6.is_empty() {
+        addrs.push(validate::ip_maybe_cidr("Interface.AddressIPv6", &iface.address_ipv6)?.0);
+    }
+    if addrs.is_empty() {
+        return Err(bad("Interface address v4 or v6 not provided."));
+    }
+    let mac = match iface.mac_address.as_str() {
+        "" => None,
+        m => Some(validate::mac("Interface.MacAddress", m)?),
+    };
+    Ok((addrs, mac))
+}
+
+/// The subnet of each address.
+fn subnets_of(net: &NetInfo, addrs: &[IpAddr]) -> Result<Vec<Subnet>> {
+    addrs
+        .iter()
+        .map(|ip| {
+            subnet_for_ip(&net.subnets, *ip).cloned().ok_or_else(|| {
+                DriverError::NotFound(format!(
+                    "No subnet exist for the address {ip} on network {}",
+                    net.neutron_id
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Whether `port` holds every address of the endpoint.
+fn holds_all(port: &Port, ask: &EndpointAsk<'_>) -> bool {
+    ask.addrs.iter().zip(&ask.subnets).all(|(ip, s)| {
+        port.fixed_ips
+            .iter()
+            .any(|f| f.subnet_id == s.id && f.ip_address == *ip)
+    })
+}
+
+/// The MAC CreateEndpoint answers: the port's, unless Docker chose one, or the port is a
+/// VF (its MAC is set through the PF; one set from inside the container would be refused
+/// or spoof the port).
+fn response_mac(iface: &EndpointInterface, port: &Port) -> String {
+    if iface.mac_address.is_empty() && !super::sriov::is_sriov(&port.vnic_type) {
+        port.mac_address.clone()
+    } else {
+        String::new()
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde_json::{json, Value};
 
-use super::cache::PoolInfo;
+use super::cache::SubnetPoolInfo;
 use super::{bad, kuryr_made, Driver, DriverError, Result};
 use crate::names;
 use crate::neutron::{Filters, Network, Port, Subnet, SubnetPool};
@@ -122,8 +122,8 @@ impl Driver {
         let name = names::subnetpool_name(&self.cfg.subnetpool_name_prefix, &cidr);
         let _g = self.locks.lock(&format!("pool:{name}")).await;
         if subnet_id.is_none() {
-            if let Some(id) = self.cache.pool_names.get(&name) {
-                if self.cache.pools.get(&id).is_some() {
+            if let Some(id) = self.cache.subnetpool_names.get(&name) {
+                if self.cache.subnetpools.get(&id).is_some() {
                     return Ok(pool_response(id, cidr));
                 }
             }
@@ -154,7 +154,7 @@ impl Driver {
                 p
             }
         };
-        self.cache.pool_names.put(name, pool.id.clone());
+        self.cache.subnetpool_names.put(name, pool.id.clone());
         self.remember_pool(&pool.id, &cidr);
         Ok(pool_response(pool.id, cidr))
     }
@@ -185,10 +185,10 @@ impl Driver {
     }
 
     fn remember_pool(&self, id: &str, cidr: &str) {
-        if self.cache.pools.get(&id.to_string()).is_none() {
-            self.cache.pools.put(
+        if self.cache.subnetpools.get(&id.to_string()).is_none() {
+            self.cache.subnetpools.put(
                 id.to_string(),
-                PoolInfo {
+                SubnetPoolInfo {
                     cidr: cidr.to_string(),
                     subnet: None,
                     gateway: None,
@@ -225,7 +225,7 @@ impl Driver {
 
     /// The pool's CIDR: cache, else Neutron (first prefix).
     async fn pool_cidr(&self, pool_id: &str) -> Result<Option<String>> {
-        if let Some(p) = self.cache.pools.get(&pool_id.to_string()) {
+        if let Some(p) = self.cache.subnetpools.get(&pool_id.to_string()) {
             return Ok(Some(p.cidr));
         }
         match self.neutron.get::<SubnetPool>(pool_id).await {
@@ -243,9 +243,9 @@ impl Driver {
 
     /// The Neutron subnet that holds a pool's addresses, if it exists yet.
     pub(crate) async fn pool_subnet(&self, pool_id: &str) -> Result<Option<Subnet>> {
-        if let Some(PoolInfo {
+        if let Some(SubnetPoolInfo {
             subnet: Some(s), ..
-        }) = self.cache.pools.get(&pool_id.to_string())
+        }) = self.cache.subnetpools.get(&pool_id.to_string())
         {
             return Ok(Some(s));
         }
@@ -280,15 +280,15 @@ impl Driver {
     pub(crate) fn cache_pool_subnet(&self, pool_id: &str, s: &Subnet) {
         let mut info = self
             .cache
-            .pools
+            .subnetpools
             .get(&pool_id.to_string())
-            .unwrap_or(PoolInfo {
+            .unwrap_or(SubnetPoolInfo {
                 cidr: s.cidr.to_string(),
                 subnet: None,
                 gateway: None,
             });
         info.subnet = Some(s.clone());
-        self.cache.pools.put(pool_id.to_string(), info);
+        self.cache.subnetpools.put(pool_id.to_string(), info);
     }
 
     pub async fn request_address(
@@ -321,22 +321,22 @@ impl Driver {
                 return Err(bad(format!("Address {ip} is not in pool {}", subnet.cidr)));
             }
         }
-        let eligible = requested.is_none() && super::pool::PortPool::eligible(&subnet);
-        if eligible && !self.pool.loaded(&subnet.id) {
+        let eligible = requested.is_none() && super::port_pool::PortPool::eligible(&subnet);
+        if eligible && !self.port_pool.loaded(&subnet.id) {
             // First start on this subnet since kuryr started: read the pool back (a
             // list, much cheaper than a create).
-            if let Err(e) = self.pool.load(&self.neutron, &subnet).await {
+            if let Err(e) = self.port_pool.load(&self.neutron, &subnet).await {
                 tracing::warn!(subnet = %subnet.id, error = %e, "cannot read the port pool back");
             }
         }
         let pooled = if eligible {
-            self.pool.take_or_wait(&subnet.id).await
+            self.port_pool.take_or_wait(&subnet.id).await
         } else {
             None
         };
         if eligible {
             // Keep the pool topped up, off this call's path.
-            self.pool.refill(&self.neutron, &subnet);
+            self.port_pool.refill(&self.neutron, &subnet);
         }
         let port = match pooled {
             Some(p) => p,
@@ -400,9 +400,9 @@ impl Driver {
                     None => first_host(&net)
                         .ok_or_else(|| bad(format!("pool {cidr} has no host address")))?,
                 };
-                if let Some(mut p) = self.cache.pools.get(&pool_id.to_string()) {
+                if let Some(mut p) = self.cache.subnetpools.get(&pool_id.to_string()) {
                     p.gateway = Some(ip.to_string());
-                    self.cache.pools.put(pool_id.to_string(), p);
+                    self.cache.subnetpools.put(pool_id.to_string(), p);
                 }
                 format!("{ip}/{}", net.prefix_len())
             }
@@ -418,9 +418,9 @@ impl Driver {
     /// hold the reservations; they go away with the pool.
     async fn ipam_subnet(&self, pool_id: &str) -> Result<Subnet> {
         let _g = self.locks.lock(&format!("ipam-subnet:{pool_id}")).await;
-        if let Some(PoolInfo {
+        if let Some(SubnetPoolInfo {
             subnet: Some(s), ..
-        }) = self.cache.pools.get(&pool_id.to_string())
+        }) = self.cache.subnetpools.get(&pool_id.to_string())
         {
             return Ok(s);
         }
@@ -432,7 +432,7 @@ impl Driver {
             .map_err(|_| DriverError::Internal(format!("pool {pool_id} has prefix {cidr:?}")))?;
         let gateway = self
             .cache
-            .pools
+            .subnetpools
             .get(&pool_id.to_string())
             .and_then(|p| p.gateway)
             .or_else(|| first_host(&net_cidr).map(|i| i.to_string()));
@@ -650,7 +650,7 @@ impl Driver {
         let pool = match self.neutron.get::<SubnetPool>(&pool_id).await {
             Ok(p) => p,
             Err(e) if e.is_not_found() => {
-                self.cache.pools.remove(&pool_id);
+                self.cache.subnetpools.remove(&pool_id);
                 return Ok(json!({}));
             }
             Err(e) => return Err(e.into()),
@@ -666,8 +666,8 @@ impl Driver {
                 subnets.push(s);
             }
         }
-        self.cache.pools.remove(&pool_id);
-        self.cache.pool_names.retain(|_, id| *id != pool_id);
+        self.cache.subnetpools.remove(&pool_id);
+        self.cache.subnetpool_names.retain(|_, id| *id != pool_id);
         self.cache
             .addresses
             .retain(|(sid, _), _| !subnets.iter().any(|s| &s.id == sid));
@@ -711,7 +711,7 @@ impl Driver {
                     continue;
                 }
                 // Pool ports, and reservations a crash left, would keep the subnet busy.
-                self.pool.drain(&self.neutron, &s.network_id).await;
+                self.port_pool.drain(&self.neutron, &s.network_id).await;
                 self.sweep_ports(Filters::new().add("fixed_ips", format!("subnet_id={}", s.id)))
                     .await;
             }
@@ -762,8 +762,8 @@ impl Driver {
         {
             return;
         }
-        self.cache.pools.remove(&pool.id);
-        self.cache.pool_names.retain(|_, id| *id != pool.id);
+        self.cache.subnetpools.remove(&pool.id);
+        self.cache.subnetpool_names.retain(|_, id| *id != pool.id);
         match self.neutron.delete_if_exists::<SubnetPool>(pool_id).await {
             Ok(()) => tracing::info!(pool = %pool_id, "empty kuryr subnetpool deleted"),
             Err(e) => tracing::info!(pool = %pool_id, error = %e, "subnetpool kept"),

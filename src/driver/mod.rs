@@ -6,7 +6,7 @@ mod endpoint;
 mod ipam;
 pub mod nested;
 mod network;
-pub mod pool;
+pub mod port_pool;
 mod sriov;
 #[cfg(test)]
 mod tests;
@@ -36,6 +36,21 @@ pub enum DriverError {
     Host(#[from] HostError),
     #[error("{0}")]
     Internal(String),
+    /// A call failed, and undoing what it had done failed too: both are reported.
+    #[error("{error} (and undoing it failed: {})", join(.failures))]
+    RolledBack {
+        #[source]
+        error: Box<DriverError>,
+        failures: Vec<DriverError>,
+    },
+}
+
+fn join(errors: &[DriverError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl DriverError {
@@ -47,6 +62,18 @@ impl DriverError {
             DriverError::Conflict(_) => 409,
             DriverError::Neutron(e) => e.http_status(),
             DriverError::Host(_) | DriverError::Internal(_) => 500,
+            DriverError::RolledBack { error, .. } => error.status(),
+        }
+    }
+
+    /// This error, with what its rollback could not undo.
+    pub fn rolled_back_with(self, failures: Vec<DriverError>) -> DriverError {
+        if failures.is_empty() {
+            return self;
+        }
+        DriverError::RolledBack {
+            error: Box::new(self),
+            failures,
         }
     }
 }
@@ -71,7 +98,7 @@ pub struct Driver {
     pub(crate) plumber: Arc<dyn Plumbing>,
     pub(crate) cache: Cache,
     pub(crate) locks: KeyedLocks,
-    pub(crate) pool: std::sync::Arc<pool::PortPool>,
+    pub(crate) port_pool: std::sync::Arc<port_pool::PortPool>,
     pub(crate) port_driver: nested::PortDriver,
     /// The VM's trunk (vlan port driver only).
     pub(crate) trunk: Option<nested::TrunkIds>,
@@ -116,7 +143,7 @@ impl Driver {
             plumber,
             cache: Cache::default(),
             locks: KeyedLocks::default(),
-            pool: pool::PortPool::new(cfg.port_pool_size),
+            port_pool: port_pool::PortPool::new(cfg.port_pool_size),
             port_driver,
             trunk: None,
         };
@@ -231,7 +258,7 @@ pub fn kuryr_made(port: &Port) -> bool {
     }
     port.tags.iter().any(|t| t == names::TAG_KURYR_PORT)
         || port.name == names::UNBOUND_PORT_NAME
-        || port.name == pool::POOL_PORT_NAME
+        || port.name == port_pool::POOL_PORT_NAME
         || (!port.device_id.is_empty() && port.name == names::endpoint_port_name(&port.device_id))
 }
 

@@ -21,15 +21,15 @@ struct Family {
     gateway: Option<std::net::IpAddr>,
 }
 
-/// What CreateNetwork made, so a failure can undo it.
-#[derive(Default)]
-struct Undo {
-    network: Option<String>,
-    subnets: Vec<String>,
-    /// An adopted network's tags before we touched them.
-    tags: Option<(String, Vec<String>)>,
-    /// Adopted subnets we tagged with a pool id.
-    subnet_tags: Vec<(String, String)>,
+/// The rollback record of CreateNetwork's steps: what to give back if a later one fails.
+enum NetUndo {
+    /// Delete a network kuryr made.
+    DeleteNetwork(String),
+    /// Give an adopted network its tags back.
+    RestoreTags(String, Vec<String>),
+    DeleteSubnet(String),
+    /// Take a pool's tag off an adopted subnet.
+    UntagSubnet(String, String),
 }
 
 impl Driver {
@@ -104,38 +104,40 @@ impl Driver {
         if self.net_info(id).await?.is_some() {
             return Ok(json!({}));
         }
-        let mut undo = Undo::default();
-        match self
-            .create_network_steps(id, &fams, &opts, shared, &mut undo)
-            .await
-        {
-            Ok(info) => {
-                for s in &info.subnets {
-                    self.pool.refill(&self.neutron, s);
-                }
-                self.cache.networks.put(id.to_string(), info);
-                Ok(json!({}))
-            }
-            Err(e) => {
-                self.undo_create_network(undo).await;
-                Err(e)
-            }
-        }
-    }
-
-    async fn create_network_steps(
-        &self,
-        id: &str,
-        fams: &[Family],
-        opts: &BTreeMap<String, String>,
-        shared: bool,
-        undo: &mut Undo,
-    ) -> Result<NetInfo> {
         // Pools first: nothing is created if one is missing.
         let mut pools = Vec::new();
-        for f in fams {
-            pools.push(self.pool_for(f, opts).await?);
+        for f in &fams {
+            pools.push(self.pool_for(f, &opts).await?);
         }
+        let (net, adopted, net_undo) = self.network_for(id, &opts, shared).await?;
+        crate::kill_point!("CreateNetwork.after_network");
+        let subnets = match self.subnets_for(&net, adopted, &fams, &pools, &opts).await {
+            Ok(s) => s,
+            Err(e) => return Err(self.undo_network(vec![net_undo], e).await),
+        };
+        let info = NetInfo {
+            neutron_id: net.id,
+            mtu: net.mtu,
+            existing: adopted,
+            project_id: net.project_id,
+            physical_network: net.physical_network,
+            subnets,
+        };
+        for s in &info.subnets {
+            self.port_pool.refill(&self.neutron, s);
+        }
+        self.cache.networks.put(id.to_string(), info);
+        Ok(json!({}))
+    }
+
+    /// The Neutron network: the one named by option (adopted: tagged for this Docker
+    /// network), else a new one. Also: whether it was adopted, and how to undo this step.
+    async fn network_for(
+        &self,
+        id: &str,
+        opts: &BTreeMap<String, String>,
+        shared: bool,
+    ) -> Result<(Network, bool, NetUndo)> {
         let existing = match (
             Self::net_option(opts, "neutron.net.uuid"),
             Self::net_option(opts, "neutron.net.name"),
@@ -151,42 +153,54 @@ impl Driver {
             (None, None) => None,
         };
         let mut id_tags = names::id_tags(id);
-        let net = match existing {
-            Some(net) => {
-                if opts.contains_key("neutron.net.shared") && net.shared != shared {
-                    return Err(DriverError::Conflict(format!(
-                        "Neutron network {} has shared={} but neutron.net.shared={shared} was asked",
-                        net.id, net.shared
-                    )));
-                }
-                id_tags.push(names::existing_net_tag(id));
-                let mut tags = net.tags.clone();
-                for t in &id_tags {
-                    if !tags.contains(t) {
-                        tags.push(t.clone());
-                    }
-                }
-                undo.tags = Some((net.id.clone(), net.tags.clone()));
-                self.neutron.replace_tags::<Network>(&net.id, &tags).await?;
-                net
+        let Some(net) = existing else {
+            let net: Network = self
+                .neutron
+                .create(json!({
+                    "name": names::network_name(id),
+                    "admin_state_up": true,
+                    "shared": shared,
+                }))
+                .await?;
+            let undo = NetUndo::DeleteNetwork(net.id.clone());
+            if let Err(e) = self
+                .neutron
+                .replace_tags::<Network>(&net.id, &id_tags)
+                .await
+            {
+                return Err(self.undo_network(vec![undo], e.into()).await);
             }
-            None => {
-                let net: Network = self
-                    .neutron
-                    .create(json!({
-                        "name": names::network_name(id),
-                        "admin_state_up": true,
-                        "shared": shared,
-                    }))
-                    .await?;
-                undo.network = Some(net.id.clone());
-                self.neutron
-                    .replace_tags::<Network>(&net.id, &id_tags)
-                    .await?;
-                net
-            }
+            return Ok((net, false, undo));
         };
-        let adopted = undo.tags.is_some();
+        if opts.contains_key("neutron.net.shared") && net.shared != shared {
+            return Err(DriverError::Conflict(format!(
+                "Neutron network {} has shared={} but neutron.net.shared={shared} was asked",
+                net.id, net.shared
+            )));
+        }
+        id_tags.push(names::existing_net_tag(id));
+        let mut tags = net.tags.clone();
+        for t in &id_tags {
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+        self.neutron.replace_tags::<Network>(&net.id, &tags).await?;
+        let undo = NetUndo::RestoreTags(net.id.clone(), net.tags.clone());
+        Ok((net, true, undo))
+    }
+
+    /// A subnet per family: an adopted network's own (named by option, or of the same
+    /// CIDR), tagged with the pool; else a new one from the pool. On failure what this
+    /// step made is undone.
+    async fn subnets_for(
+        &self,
+        net: &Network,
+        adopted: bool,
+        fams: &[Family],
+        pools: &[Option<String>],
+        opts: &BTreeMap<String, String>,
+    ) -> Result<Vec<Subnet>> {
         let current: Vec<Subnet> = if adopted {
             self.neutron
                 .list(&Filters::new().add("network_id", &net.id))
@@ -195,69 +209,97 @@ impl Driver {
             Vec::new()
         };
         let mut subnets = current.clone();
-        for (f, pool_id) in fams.iter().zip(&pools) {
-            let named_uuid = Self::net_option(
-                opts,
-                if f.v6 {
-                    "neutron.subnet.v6.uuid"
-                } else {
-                    "neutron.subnet.uuid"
-                },
-            );
-            let named_name = Self::net_option(
-                opts,
-                if f.v6 {
-                    "neutron.subnet.v6.name"
-                } else {
-                    "neutron.subnet.name"
-                },
-            );
-            let found = current.iter().find(|s| {
-                named_uuid.map(|u| s.id == u).unwrap_or(false)
-                    || named_name.map(|n| s.name == n).unwrap_or(false)
-                    || s.cidr.trunc() == f.pool
-            });
-            if let Some(s) = found {
-                if let Some(pid) = pool_id {
-                    if !s.tags.contains(pid) {
-                        self.neutron.add_tag::<Subnet>(&s.id, pid).await?;
-                        undo.subnet_tags.push((s.id.clone(), pid.clone()));
-                    }
-                    self.cache_pool_subnet(pid, s);
+        let mut undo = Vec::new();
+        for (f, pool_id) in fams.iter().zip(pools) {
+            match self
+                .subnet_for(net, &current, f, pool_id.as_deref(), opts)
+                .await
+            {
+                Ok((None, step)) => undo.extend(step),
+                Ok((Some(s), step)) => {
+                    undo.extend(step);
+                    subnets.push(s);
                 }
-                continue;
+                Err(e) => return Err(self.undo_network(undo, e).await),
             }
-            let mut body = json!({
-                "name": names::subnet_name(&f.pool_text),
-                "network_id": net.id,
-                "ip_version": if f.v6 { 6 } else { 4 },
-                "cidr": f.pool.to_string(),
-                "enable_dhcp": self.cfg.neutron.enable_dhcp,
-            });
-            if let Some(pid) = pool_id {
-                body["subnetpool_id"] = json!(pid);
-            }
-            if let Some(gw) = f.gateway {
-                body["gateway_ip"] = json!(gw.to_string());
-            }
-            let s: Subnet = self.neutron.create(body).await?;
-            undo.subnets.push(s.id.clone());
-            if let Some(pid) = pool_id {
-                self.neutron
-                    .replace_tags::<Subnet>(&s.id, std::slice::from_ref(pid))
-                    .await?;
-                self.cache_pool_subnet(pid, &s);
-            }
-            subnets.push(s);
         }
-        Ok(NetInfo {
-            neutron_id: net.id,
-            mtu: net.mtu,
-            existing: adopted,
-            project_id: net.project_id,
-            physical_network: net.physical_network,
-            subnets,
-        })
+        Ok(subnets)
+    }
+
+    /// One family's subnet: None when an adopted one serves it.
+    async fn subnet_for(
+        &self,
+        net: &Network,
+        current: &[Subnet],
+        f: &Family,
+        pool_id: Option<&str>,
+        opts: &BTreeMap<String, String>,
+    ) -> Result<(Option<Subnet>, Option<NetUndo>)> {
+        let v6 = if f.v6 { ".v6" } else { "" };
+        let named_uuid = Self::net_option(opts, &format!("neutron.subnet{v6}.uuid"));
+        let named_name = Self::net_option(opts, &format!("neutron.subnet{v6}.name"));
+        let found = current.iter().find(|s| {
+            named_uuid.is_some_and(|u| s.id == u)
+                || named_name.is_some_and(|n| s.name == n)
+                || s.cidr.trunc() == f.pool
+        });
+        if let Some(s) = found {
+            let mut undo = None;
+            if let Some(pid) = pool_id {
+                if !s.tags.iter().any(|t| t == pid) {
+                    self.neutron.add_tag::<Subnet>(&s.id, pid).await?;
+                    undo = Some(NetUndo::UntagSubnet(s.id.clone(), pid.to_string()));
+                }
+                self.cache_pool_subnet(pid, s);
+            }
+            return Ok((None, undo));
+        }
+        let mut body = json!({
+            "name": names::subnet_name(&f.pool_text),
+            "network_id": net.id,
+            "ip_version": if f.v6 { 6 } else { 4 },
+            "cidr": f.pool.to_string(),
+            "enable_dhcp": self.cfg.neutron.enable_dhcp,
+        });
+        if let Some(pid) = pool_id {
+            body["subnetpool_id"] = json!(pid);
+        }
+        if let Some(gw) = f.gateway {
+            body["gateway_ip"] = json!(gw.to_string());
+        }
+        let s: Subnet = self.neutron.create(body).await?;
+        let undo = NetUndo::DeleteSubnet(s.id.clone());
+        if let Some(pid) = pool_id {
+            let tagged = self
+                .neutron
+                .replace_tags::<Subnet>(&s.id, &[pid.to_string()])
+                .await;
+            if let Err(e) = tagged {
+                return Err(self.undo_network(vec![undo], e.into()).await);
+            }
+            self.cache_pool_subnet(pid, &s);
+        }
+        Ok((Some(s), Some(undo)))
+    }
+
+    /// Undoes CreateNetwork steps, last first; every one is tried, and what could not be
+    /// undone is added to `error`, which is returned.
+    async fn undo_network(&self, undo: Vec<NetUndo>, error: DriverError) -> DriverError {
+        let mut failures: Vec<DriverError> = Vec::new();
+        for u in undo.into_iter().rev() {
+            let r = match &u {
+                NetUndo::DeleteNetwork(n) => self.neutron.delete_if_exists::<Network>(n).await,
+                NetUndo::RestoreTags(n, tags) => {
+                    self.neutron.replace_tags::<Network>(n, tags).await
+                }
+                NetUndo::DeleteSubnet(s) => self.neutron.delete_if_exists::<Subnet>(s).await,
+                NetUndo::UntagSubnet(s, t) => self.neutron.remove_tag::<Subnet>(s, t).await,
+            };
+            if let Err(e) = r {
+                failures.push(e.into());
+            }
+        }
+        error.rolled_back_with(failures)
     }
 
     /// The subnetpool of one family: named by option, else the kuryr pool of the CIDR,
@@ -286,7 +328,7 @@ impl Driver {
             Some(n) => n.to_string(),
             None => names::subnetpool_name(&self.cfg.subnetpool_name_prefix, &f.pool_text),
         };
-        if let Some(id) = self.cache.pool_names.get(&name) {
+        if let Some(id) = self.cache.subnetpool_names.get(&name) {
             return Ok(Some(id));
         }
         let pools: Vec<SubnetPool> = self
@@ -331,29 +373,6 @@ impl Driver {
             n => Err(DriverError::Conflict(format!(
                 "{n} Neutron networks match {what}"
             ))),
-        }
-    }
-
-    async fn undo_create_network(&self, undo: Undo) {
-        for s in undo.subnets.iter().rev() {
-            if let Err(e) = self.neutron.delete_if_exists::<Subnet>(s).await {
-                tracing::warn!(subnet = %s, error = %e, "rollback: could not delete subnet");
-            }
-        }
-        if let Some(n) = &undo.network {
-            if let Err(e) = self.neutron.delete_if_exists::<Network>(n).await {
-                tracing::warn!(network = %n, error = %e, "rollback: could not delete network");
-            }
-        }
-        if let Some((n, tags)) = &undo.tags {
-            if let Err(e) = self.neutron.replace_tags::<Network>(n, tags).await {
-                tracing::warn!(network = %n, error = %e, "rollback: could not restore tags");
-            }
-        }
-        for (s, t) in &undo.subnet_tags {
-            if let Err(e) = self.neutron.remove_tag::<Subnet>(s, t).await {
-                tracing::warn!(subnet = %s, error = %e, "rollback: could not untag subnet");
-            }
         }
     }
 
@@ -426,7 +445,7 @@ impl Driver {
             return Ok(json!({}));
         }
         // Neutron deletes the network's subnets (and DHCP ports) with it, not ports.
-        self.pool.drain(&self.neutron, &info.neutron_id).await;
+        self.port_pool.drain(&self.neutron, &info.neutron_id).await;
         self.sweep_ports(Filters::new().add("network_id", &info.neutron_id))
             .await;
         self.neutron

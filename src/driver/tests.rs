@@ -712,6 +712,7 @@ async fn neutron_unreachable_is_a_clear_err() {
         path: "/v2.0/subnetpools".into(),
         status: 0,
         times: 3,
+        skip: 0,
     });
     let (s, v) = t
         .call("IpamDriver.RequestPool", &pool_req("10.40.0.0/24"))
@@ -722,4 +723,109 @@ async fn neutron_unreachable_is_a_clear_err() {
         .unwrap_or_default()
         .contains("Neutron did not answer"));
     assert_eq!(t.neutron.count("subnetpools"), 0);
+}
+
+#[tokio::test]
+async fn a_failed_create_endpoint_restores_the_mac_it_changed() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "",
+                "Options": {"com.docker.network.endpoint.macaddress": MAC}}),
+        )
+        .await;
+    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    // `docker run --mac-address`: CreateEndpoint brings another MAC than IPAM saw.
+    t.host.fail("plug", 1);
+    let (s, v) = t
+        .call(
+            "NetworkDriver.CreateEndpoint",
+            &ep_req(EP, &addr, "02:42:0a:0a:00:77"),
+        )
+        .await;
+    assert_eq!(s, 500, "{v}");
+    let p = port_of(&t, &addr);
+    assert_eq!(p["mac_address"], MAC, "the MAC was not given back");
+    assert_eq!(p["name"], names::UNBOUND_PORT_NAME);
+    assert_eq!(p["binding:host_id"], "");
+}
+
+#[tokio::test]
+async fn a_rollback_that_fails_is_reported_with_the_error() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "",
+                "Options": {"com.docker.network.endpoint.macaddress": MAC}}),
+        )
+        .await;
+    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    t.host.fail("plug", 1);
+    // The binding and tag PUTs work; the restoring PUTs after the failed plug do not.
+    t.neutron.inject(Fault {
+        method: "PUT".into(),
+        path: "/v2.0/ports/".into(),
+        status: 500,
+        times: 10,
+        skip: 2,
+    });
+    let _ = t.take_requests();
+    let (s, v) = t
+        .call("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, MAC))
+        .await;
+    assert_eq!(s, 500, "{v}");
+    let err = v["Err"].as_str().unwrap_or_default();
+    assert!(err.contains("injected failure"), "the plug error: {err}");
+    assert!(
+        err.contains("undoing it failed"),
+        "the rollback failure: {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_create_network_on_an_adopted_network_gives_everything_back() {
+    let t = TestDriver::new("").await;
+    let net = t
+        .neutron
+        .seed("networks", json!({"name": "user-net", "tags": ["mine"]}));
+    let v4 = t.neutron.seed(
+        "subnets",
+        json!({"network_id": net["id"], "cidr": "10.50.0.0/24", "name": "user-v4"}),
+    );
+    let p4 = t
+        .ok("IpamDriver.RequestPool", &pool_req("10.50.0.0/24"))
+        .await;
+    let p6 = t
+        .ok(
+            "IpamDriver.RequestPool",
+            &json!({"Pool": "fd50::/64", "V6": true, "Options": {}}),
+        )
+        .await;
+    // The v6 subnet create fails after the network and the v4 subnet were tagged.
+    t.neutron.inject(Fault::once("POST", "/v2.0/subnets", 500));
+    let req = json!({"NetworkID": NET, "Options": {"com.docker.network.generic": {"neutron.net.name": "user-net"}},
+        "IPv4Data": [{"Pool": "10.50.0.0/24", "Gateway": "10.50.0.1/24"}],
+        "IPv6Data": [{"Pool": "fd50::/64", "Gateway": "fd50::1/64"}]});
+    let (s, v) = t.call("NetworkDriver.CreateNetwork", &req).await;
+    assert_eq!(s, 500, "{v}");
+    let n = &t.neutron.all("networks")[0];
+    assert_eq!(n["tags"], json!(["mine"]), "network tags not given back");
+    let s4 = t
+        .neutron
+        .all("subnets")
+        .into_iter()
+        .find(|s| s["id"] == v4["id"])
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        s4["tags"],
+        json!([]),
+        "the adopted subnet kept the pool tag {}",
+        p4["PoolID"]
+    );
+    assert_eq!(t.neutron.count("subnets"), 1, "a v6 subnet was left");
+    assert!(p6["PoolID"].is_string());
 }

@@ -42,14 +42,16 @@ const EXTENSIONS: &[&str] = &[
     "trunk",
 ];
 
-/// A scripted fault: the next `times` requests whose method is `method` and whose path
-/// contains `path` get `status` (0: the connection is refused instead of answered).
+/// A scripted fault: of the requests whose method is `method` and whose path contains
+/// `path`, the first `skip` go through, the next `times` get `status` (0: the connection
+/// is refused instead of answered).
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub method: String,
     pub path: String,
     pub status: u16,
     pub times: u32,
+    pub skip: u32,
 }
 
 impl Fault {
@@ -60,6 +62,7 @@ impl Fault {
             path: path.into(),
             status,
             times: 1,
+            skip: 0,
         }
     }
 }
@@ -257,6 +260,10 @@ impl FakeState {
             .faults
             .iter()
             .position(|f| f.method == method && path.contains(&f.path))?;
+        if self.faults[i].skip > 0 {
+            self.faults[i].skip -= 1;
+            return None;
+        }
         let status = self.faults[i].status;
         self.faults[i].times -= 1;
         if self.faults[i].times == 0 {
