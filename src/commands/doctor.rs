@@ -58,29 +58,8 @@ pub struct Options {
 /// Runs every check; never stops at the first failure.
 pub async fn checks(opts: &Options) -> Vec<Check> {
     let mut out = Vec::new();
-    let cfg = match Config::load_with_env(&opts.config_file) {
-        Ok(l) => {
-            let detail = if l.warnings.is_empty() {
-                opts.config_file.display().to_string()
-            } else {
-                format!(
-                    "{} ({} warnings: {})",
-                    opts.config_file.display(),
-                    l.warnings.len(),
-                    l.warnings.join("; ")
-                )
-            };
-            out.push(Check::ok("configuration parses", detail));
-            l.config
-        }
-        Err(e) => {
-            out.push(Check::fail(
-                "configuration parses",
-                e.to_string(),
-                "fix the option named above",
-            ));
-            return out;
-        }
+    let Some(cfg) = config(opts, &mut out) else {
+        return out;
     };
     let neutron = match Neutron::new(&cfg.neutron) {
         Ok(n) => n,
@@ -93,48 +72,8 @@ pub async fn checks(opts: &Options) -> Vec<Check> {
             return out;
         }
     };
-    match neutron.extensions().await {
-        Ok(ext) => {
-            out.push(Check::ok(
-                "Neutron reachable, credentials accepted",
-                format!("{} extensions", ext.aliases().len()),
-            ));
-            let missing: Vec<&str> = ["subnet_allocation", "standard-attr-tag", "binding"]
-                .into_iter()
-                .filter(|a| !ext.has(a))
-                .collect();
-            if missing.is_empty() {
-                out.push(Check::ok(
-                    "required Neutron extensions",
-                    "subnet_allocation, standard-attr-tag, binding",
-                ));
-            } else {
-                out.push(Check::fail(
-                    "required Neutron extensions",
-                    format!("missing: {}", missing.join(", ")),
-                    "enable them in neutron-server (ML2 with a mechanism driver that binds ports)",
-                ));
-            }
-            let optional: Vec<&str> = ["security-group", "allowed-address-pairs", "trunk"]
-                .into_iter()
-                .filter(|a| !ext.has(a))
-                .collect();
-            if !optional.is_empty() {
-                out.push(Check::warn(
-                    "optional Neutron extensions",
-                    format!("missing: {}", optional.join(", ")),
-                    "--expose needs security-group; nested drivers need allowed-address-pairs / trunk",
-                ));
-            }
-        }
-        Err(e) => {
-            out.push(Check::fail(
-                "Neutron reachable, credentials accepted",
-                e.to_string(),
-                "check [neutron] endpoint / auth_url and credentials; try `openstack network list` with the same values",
-            ));
-            return out;
-        }
+    if !extensions(&neutron, &mut out).await {
+        return out;
     }
     out.push(default_pools(&neutron, &cfg).await);
     // Nested hosts (VMs) have no L2 agent: their VM port carries the traffic.
@@ -156,6 +95,82 @@ pub async fn checks(opts: &Options) -> Vec<Check> {
     out.push(docker_plugin(&opts.docker_socket, &opts.plugin).await);
     out.push(forward_policy());
     out
+}
+
+/// The configuration, or None (with the failed check) when it does not parse.
+fn config(opts: &Options, out: &mut Vec<Check>) -> Option<Config> {
+    match Config::load_with_env(&opts.config_file) {
+        Ok(l) => {
+            let detail = if l.warnings.is_empty() {
+                opts.config_file.display().to_string()
+            } else {
+                format!(
+                    "{} ({} warnings: {})",
+                    opts.config_file.display(),
+                    l.warnings.len(),
+                    l.warnings.join("; ")
+                )
+            };
+            out.push(Check::ok("configuration parses", detail));
+            Some(l.config)
+        }
+        Err(e) => {
+            out.push(Check::fail(
+                "configuration parses",
+                e.to_string(),
+                "fix the option named above",
+            ));
+            None
+        }
+    }
+}
+
+/// Neutron answers with these credentials, and has the extensions kuryr needs; false
+/// when it does not answer (nothing else can be checked then).
+async fn extensions(neutron: &Neutron, out: &mut Vec<Check>) -> bool {
+    let ext = match neutron.extensions().await {
+        Ok(ext) => ext,
+        Err(e) => {
+            out.push(Check::fail(
+                "Neutron reachable, credentials accepted",
+                e.to_string(),
+                "check [neutron] endpoint / auth_url and credentials; try `openstack network list` with the same values",
+            ));
+            return false;
+        }
+    };
+    out.push(Check::ok(
+        "Neutron reachable, credentials accepted",
+        format!("{} extensions", ext.aliases().len()),
+    ));
+    let missing: Vec<&str> = ["subnet_allocation", "standard-attr-tag", "binding"]
+        .into_iter()
+        .filter(|a| !ext.has(a))
+        .collect();
+    if missing.is_empty() {
+        out.push(Check::ok(
+            "required Neutron extensions",
+            "subnet_allocation, standard-attr-tag, binding",
+        ));
+    } else {
+        out.push(Check::fail(
+            "required Neutron extensions",
+            format!("missing: {}", missing.join(", ")),
+            "enable them in neutron-server (ML2 with a mechanism driver that binds ports)",
+        ));
+    }
+    let optional: Vec<&str> = ["security-group", "allowed-address-pairs", "trunk"]
+        .into_iter()
+        .filter(|a| !ext.has(a))
+        .collect();
+    if !optional.is_empty() {
+        out.push(Check::warn(
+            "optional Neutron extensions",
+            format!("missing: {}", optional.join(", ")),
+            "--expose needs security-group; nested drivers need allowed-address-pairs / trunk",
+        ));
+    }
+    true
 }
 
 async fn default_pools(n: &Neutron, cfg: &Config) -> Check {

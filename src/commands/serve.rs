@@ -88,18 +88,15 @@ async fn serve(
     discovery_dir: Option<PathBuf>,
 ) -> Result<()> {
     let driver = Arc::new(connect(cfg.clone()).await?);
-    let driver_for_ops = driver.clone();
     tracing::info!(
         host = %cfg.host,
         extensions = driver.extensions().aliases().len(),
         "connected to Neutron"
     );
-    let app = server::router(driver);
-    let driver = driver_for_ops;
+    let app = server::router(driver.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut guards = Vec::new();
-
     if let Some(path) = &cfg.unix_socket {
         let l =
             server::bind_unix(path).with_context(|| format!("listening on {}", path.display()))?;
@@ -108,17 +105,7 @@ async fn serve(
         spawn_serve(&mut tasks, l, app.clone(), stop_rx.clone());
     }
     if cfg.tcp_configured {
-        let (host, port) = parse_listen_uri(&cfg.kuryr_uri)
-            .with_context(|| format!("kuryr_uri {}", cfg.kuryr_uri))?;
-        let ip: std::net::IpAddr = host
-            .parse()
-            .with_context(|| format!("kuryr_uri host {host} is not an IP address"))?;
-        if !ip.is_loopback() {
-            tracing::warn!(%ip, port, "listening on a non-loopback address: anyone who reaches it can create and delete Neutron ports with kuryr's credentials");
-        }
-        let l = tokio::net::TcpListener::bind((ip, port))
-            .await
-            .with_context(|| format!("listening on {ip}:{port}"))?;
+        let l = listen_tcp(&cfg).await?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let addr = format!(
             "{scheme}://{}",
@@ -161,32 +148,62 @@ async fn serve(
     }
     if cfg.reconcile_on_start {
         // In the background: Docker may already be calling us.
-        let (cfg, neutron, driver) = (cfg.clone(), driver.neutron().clone(), driver.clone());
-        tokio::spawn(async move {
-            let opts = gc::Options {
-                docker_socket: crate::docker::DEFAULT_SOCKET.into(),
-                grace: Duration::from_secs(600),
-            };
-            let live = match gc::Live::from_docker(&opts.docker_socket).await {
-                Ok(l) => l,
-                Err(e) => return tracing::warn!(error = %e, "reconcile skipped: Docker"),
-            };
-            let host = driver.plumbing();
-            match gc::find(&cfg, &neutron, host, &live, &opts).await {
-                Ok(leaks) if leaks.is_empty() => tracing::info!("reconcile: nothing leaked"),
-                Ok(leaks) => {
-                    for l in &leaks {
-                        tracing::info!(leak = %l, "reconcile: removing");
-                    }
-                    for e in gc::apply(&neutron, host, &leaks).await {
-                        tracing::warn!(error = %e, "reconcile: could not remove");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "reconcile skipped"),
-            }
-        });
+        tokio::spawn(reconcile(cfg.clone(), driver.clone()));
     }
+    wait_for_stop(&mut tasks).await?;
+    let _ = stop_tx.send(true);
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(Err(e)) = r {
+            tracing::warn!(error = %e, "listener stopped with an error");
+        }
+    }
+    drop(guards);
+    tracing::info!("stopped");
+    Ok(())
+}
 
+/// The TCP listener of `kuryr_uri`, with a loud warning off loopback.
+async fn listen_tcp(cfg: &Config) -> Result<tokio::net::TcpListener> {
+    let (host, port) =
+        parse_listen_uri(&cfg.kuryr_uri).with_context(|| format!("kuryr_uri {}", cfg.kuryr_uri))?;
+    let ip: std::net::IpAddr = host
+        .parse()
+        .with_context(|| format!("kuryr_uri host {host} is not an IP address"))?;
+    if !ip.is_loopback() {
+        tracing::warn!(%ip, port, "listening on a non-loopback address: anyone who reaches it can create and delete Neutron ports with kuryr's credentials");
+    }
+    tokio::net::TcpListener::bind((ip, port))
+        .await
+        .with_context(|| format!("listening on {ip}:{port}"))
+}
+
+/// `reconcile_on_start`: `gc --apply` for this host, once.
+async fn reconcile(cfg: Arc<Config>, driver: Arc<Driver>) {
+    let opts = gc::Options {
+        docker_socket: crate::docker::DEFAULT_SOCKET.into(),
+        grace: Duration::from_secs(600),
+    };
+    let live = match gc::Live::from_docker(&opts.docker_socket).await {
+        Ok(l) => l,
+        Err(e) => return tracing::warn!(error = %e, "reconcile skipped: Docker"),
+    };
+    let (neutron, host) = (driver.neutron(), driver.plumbing());
+    match gc::find(&cfg, neutron, host, &live, &opts).await {
+        Ok(leaks) if leaks.is_empty() => tracing::info!("reconcile: nothing leaked"),
+        Ok(leaks) => {
+            for l in &leaks {
+                tracing::info!(leak = %l, "reconcile: removing");
+            }
+            for e in gc::apply(neutron, host, &leaks).await {
+                tracing::warn!(error = %e, "reconcile: could not remove");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reconcile skipped"),
+    }
+}
+
+/// Until SIGTERM or SIGINT, or a listener fails.
+async fn wait_for_stop(tasks: &mut tokio::task::JoinSet<std::io::Result<()>>) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     tokio::select! {
@@ -196,14 +213,6 @@ async fn serve(
             if let Some(Ok(Err(e))) = r { bail!("listener failed: {e}"); }
         }
     }
-    let _ = stop_tx.send(true);
-    while let Some(r) = tasks.join_next().await {
-        if let Ok(Err(e)) = r {
-            tracing::warn!(error = %e, "listener stopped with an error");
-        }
-    }
-    drop(guards);
-    tracing::info!("stopped");
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use super::cache::SubnetPoolInfo;
 use super::{bad, kuryr_made, Driver, DriverError, Result};
 use crate::names;
 use crate::neutron::{Filters, Network, Port, Subnet, SubnetPool};
-use crate::protocol::{validate, *};
+use crate::protocol::{validate, NeutronId, *};
 
 /// Name prefix of subnets made on demand when kuryr's IPAM serves another network driver.
 pub(crate) const IPAM_SUBNET_PREFIX: &str = "kuryr-ipam-subnet-";
@@ -55,70 +55,72 @@ impl Driver {
         if req.pool.is_empty() {
             return self.default_pool(req.v6).await;
         }
-        let pool_net = validate::cidr("Pool", &req.pool)?.trunc();
-        let cidr_net = if req.sub_pool.is_empty() {
-            pool_net
-        } else {
-            let sub = validate::cidr("SubPool", &req.sub_pool)?.trunc();
-            if !pool_net.contains(&sub) {
-                return Err(bad(format!("SubPool {sub} is not inside Pool {pool_net}")));
-            }
-            sub
-        };
-        if cidr_net.addr().is_ipv6() != req.v6 {
-            return Err(bad(format!(
-                "Pool {cidr_net} is not an IPv{} network",
-                if req.v6 { 6 } else { 4 }
-            )));
-        }
+        let cidr_net = requested_cidr(&req)?;
         let cidr = cidr_net.to_string();
         let opts = &req.options;
-
         // An existing subnet named by option: the kuryr pool is tagged with its id.
         let subnet_id = match (
             Self::option(opts, req.v6, "subnet.uuid"),
             Self::option(opts, req.v6, "subnet.name"),
         ) {
-            (Some(id), _) => {
-                validate::uuid("neutron.subnet.uuid", id)?;
-                Some(id.to_string())
-            }
+            (Some(id), _) => Some(NeutronId::parse("neutron.subnet.uuid", id)?.to_string()),
             (None, Some(name)) => Some(self.subnet_by_name(name).await?.id),
             (None, None) => None,
         };
+        if let Some(pool) = self.named_pool(opts, req.v6, &cidr, shared).await? {
+            return Ok(pool);
+        }
+        self.kuryr_pool(cidr_net, shared, subnet_id).await
+    }
 
-        // A named existing pool is used when its first prefix is the requested CIDR.
-        let named = match (
-            Self::option(opts, req.v6, "pool.uuid"),
-            Self::option(opts, req.v6, "pool.name"),
+    /// A pool named by option, used when its first prefix is the requested CIDR (it is
+    /// tagged `existing` only then, so a refused one is left as it was).
+    async fn named_pool(
+        &self,
+        opts: &BTreeMap<String, String>,
+        v6: bool,
+        cidr: &str,
+        shared: bool,
+    ) -> Result<Option<RequestPoolResponse>> {
+        let pool = match (
+            Self::option(opts, v6, "pool.uuid"),
+            Self::option(opts, v6, "pool.name"),
         ) {
             (Some(id), _) => {
-                validate::uuid("neutron.pool.uuid", id)?;
-                Some(self.pool_by(Filters::new().add("id", id), id).await?)
+                NeutronId::parse("neutron.pool.uuid", id)?;
+                self.pool_by(Filters::new().add("id", id), id).await?
             }
-            (None, Some(name)) => Some(self.pool_by(Filters::new().add("name", name), name).await?),
-            (None, None) => None,
+            (None, Some(name)) => self.pool_by(Filters::new().add("name", name), name).await?,
+            (None, None) => return Ok(None),
         };
-        if let Some(pool) = named {
-            if !pool.tags.iter().any(|t| t == names::TAG_POOL_EXISTING) {
-                self.neutron
-                    .add_tag::<SubnetPool>(&pool.id, names::TAG_POOL_EXISTING)
-                    .await?;
-            }
-            let first = pool.prefixes.first().cloned().unwrap_or_default();
-            if same_cidr(&first, &cidr) {
-                if pool.shared != shared {
-                    return Err(DriverError::Conflict(format!(
-                        "subnetpool {} has shared={} but neutron.net.shared={shared} was asked",
-                        pool.id, pool.shared
-                    )));
-                }
-                self.remember_pool(&pool.id, &cidr);
-                return Ok(pool_response(pool.id, cidr));
-            }
+        let first = pool.prefixes.first().cloned().unwrap_or_default();
+        if !same_cidr(&first, cidr) {
             tracing::info!(pool = %pool.id, %first, %cidr, "named pool's prefix differs; using a kuryr pool");
+            return Ok(None);
         }
+        if pool.shared != shared {
+            return Err(DriverError::Conflict(format!(
+                "subnetpool {} has shared={} but neutron.net.shared={shared} was asked",
+                pool.id, pool.shared
+            )));
+        }
+        if !pool.tags.iter().any(|t| t == names::TAG_POOL_EXISTING) {
+            self.neutron
+                .add_tag::<SubnetPool>(&pool.id, names::TAG_POOL_EXISTING)
+                .await?;
+        }
+        self.remember_pool(&pool.id, cidr);
+        Ok(Some(pool_response(pool.id, cidr.to_string())))
+    }
 
+    /// kuryr's own pool of the CIDR (`kuryrPool-<cidr>`): found, or made.
+    async fn kuryr_pool(
+        &self,
+        cidr_net: IpNet,
+        shared: bool,
+        subnet_id: Option<String>,
+    ) -> Result<RequestPoolResponse> {
+        let cidr = cidr_net.to_string();
         let name = names::subnetpool_name(&self.cfg.subnetpool_name_prefix, &cidr);
         let _g = self.locks.lock(&format!("pool:{name}")).await;
         if subnet_id.is_none() {
@@ -655,83 +657,29 @@ impl Driver {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut subnets: Vec<Subnet> = self
-            .neutron
-            .list(&Filters::new().add("subnetpool_id", &pool_id))
-            .await?;
-        // Adopted subnets keep their own pool (or none) and only carry our tag.
-        let tagged: Vec<Subnet> = self.neutron.list(&Filters::new().tags(&[&pool_id])).await?;
-        for s in tagged {
-            if !subnets.iter().any(|x| x.id == s.id) {
-                subnets.push(s);
-            }
-        }
+        let subnets = self.subnets_of_pool(&pool_id).await?;
         self.cache.subnetpools.remove(&pool_id);
         self.cache.subnetpool_names.retain(|_, id| *id != pool_id);
         self.cache
             .addresses
             .retain(|(sid, _), _| !subnets.iter().any(|s| &s.id == sid));
-
         if pool.tags.iter().any(|t| t == names::TAG_POOL_EXISTING) {
+            // A user's pool: only our tags go.
             self.neutron
                 .remove_tag::<SubnetPool>(&pool_id, names::TAG_POOL_EXISTING)
                 .await?;
             for s in subnets.iter().filter(|s| s.tags.contains(&pool_id)) {
-                self.neutron
-                    .remove_tag::<crate::neutron::Subnet>(&s.id, &pool_id)
-                    .await?;
+                self.neutron.remove_tag::<Subnet>(&s.id, &pool_id).await?;
             }
             return Ok(json!({}));
         }
-        let is_default = pool.name == self.cfg.neutron.default_subnetpool_v4
-            || pool.name == self.cfg.neutron.default_subnetpool_v6;
-        let is_kuryr = pool
-            .name
-            .starts_with(&format!("{}-", self.cfg.subnetpool_name_prefix));
+        let is_kuryr = self.is_kuryr_pool(&pool);
         let mut shared = false;
         for s in &subnets {
-            if s.name.starts_with(names::SUBNET_NAME_PREFIX) {
-                // Another host's Docker network still uses this subnet: it stays, with
-                // its pool and its ports.
-                let net: Option<Network> = match self.neutron.get(&s.network_id).await {
-                    Ok(n) => Some(n),
-                    Err(e) if e.is_not_found() => None,
-                    Err(e) => return Err(e.into()),
-                };
-                // This host's Docker networks on it, as far as this process knows them.
-                let ours = self
-                    .cache
-                    .networks
-                    .keys_where(|ni| ni.neutron_id == s.network_id);
-                if net
-                    .is_some_and(|n| names::used_by_other_docker_networks(&n.name, &n.tags, &ours))
-                {
-                    tracing::info!(subnet = %s.id, "still used by another Docker network (another host?): kept");
-                    shared = true;
-                    continue;
-                }
-                // Pool ports, and reservations a crash left, would keep the subnet busy.
-                self.port_pool.drain(&self.neutron, &s.network_id).await;
-                self.sweep_ports(Filters::new().add("fixed_ips", format!("subnet_id={}", s.id)))
-                    .await;
-            }
-            if s.name.starts_with(IPAM_SUBNET_PREFIX) {
-                // Made on demand for another network driver: its network goes with it.
-                if let Err(e) = self
-                    .neutron
-                    .delete_if_exists::<Network>(&s.network_id)
-                    .await
-                {
-                    tracing::warn!(subnet = %s.id, error = %e, "could not delete IPAM network");
-                }
-            } else if is_kuryr && s.name.starts_with(names::SUBNET_NAME_PREFIX) {
-                if let Err(e) = self.neutron.delete_if_exists::<Subnet>(&s.id).await {
-                    tracing::warn!(subnet = %s.id, error = %e, "could not delete subnet (in use?)");
-                }
-            } else if s.tags.contains(&pool_id) {
-                self.neutron.remove_tag::<Subnet>(&s.id, &pool_id).await?;
-            }
+            shared |= !self.release_pool_subnet(s, &pool_id, is_kuryr).await?;
         }
+        let is_default = pool.name == self.cfg.neutron.default_subnetpool_v4
+            || pool.name == self.cfg.neutron.default_subnetpool_v6;
         if is_kuryr && !is_default && !shared {
             match self.neutron.delete_if_exists::<SubnetPool>(&pool_id).await {
                 Ok(()) => {}
@@ -742,6 +690,78 @@ impl Driver {
             }
         }
         Ok(json!({}))
+    }
+
+    fn is_kuryr_pool(&self, pool: &SubnetPool) -> bool {
+        pool.name
+            .starts_with(&format!("{}-", self.cfg.subnetpool_name_prefix))
+    }
+
+    /// The subnets of a pool: from it, and adopted ones that keep their own pool (or
+    /// none) and only carry its id as a tag.
+    async fn subnets_of_pool(&self, pool_id: &str) -> Result<Vec<Subnet>> {
+        let mut subnets: Vec<Subnet> = self
+            .neutron
+            .list(&Filters::new().add("subnetpool_id", pool_id))
+            .await?;
+        let tagged: Vec<Subnet> = self.neutron.list(&Filters::new().tags(&[pool_id])).await?;
+        for s in tagged {
+            if !subnets.iter().any(|x| x.id == s.id) {
+                subnets.push(s);
+            }
+        }
+        Ok(subnets)
+    }
+
+    /// ReleasePool of one subnet: what kuryr made goes, an adopted one loses the pool's
+    /// tag. False when another Docker network (another host) still uses it: it stays,
+    /// with its pool and its ports.
+    async fn release_pool_subnet(&self, s: &Subnet, pool_id: &str, is_kuryr: bool) -> Result<bool> {
+        if s.name.starts_with(names::SUBNET_NAME_PREFIX) {
+            if self.subnet_used_elsewhere(s).await? {
+                tracing::info!(subnet = %s.id, "still used by another Docker network (another host?): kept");
+                return Ok(false);
+            }
+            // Pool ports, and reservations a crash left, would keep the subnet busy.
+            self.port_pool.drain(&self.neutron, &s.network_id).await;
+            self.sweep_ports(Filters::new().add("fixed_ips", format!("subnet_id={}", s.id)))
+                .await;
+        }
+        if s.name.starts_with(IPAM_SUBNET_PREFIX) {
+            // Made on demand for another network driver: its network goes with it.
+            if let Err(e) = self
+                .neutron
+                .delete_if_exists::<Network>(&s.network_id)
+                .await
+            {
+                tracing::warn!(subnet = %s.id, error = %e, "could not delete IPAM network");
+            }
+        } else if is_kuryr && s.name.starts_with(names::SUBNET_NAME_PREFIX) {
+            if let Err(e) = self.neutron.delete_if_exists::<Subnet>(&s.id).await {
+                tracing::warn!(subnet = %s.id, error = %e, "could not delete subnet (in use?)");
+            }
+        } else if s.tags.iter().any(|t| t == pool_id) {
+            self.neutron.remove_tag::<Subnet>(&s.id, pool_id).await?;
+        }
+        Ok(true)
+    }
+
+    /// Whether a Docker network this host does not know of (another host's) names the
+    /// subnet's Neutron network.
+    async fn subnet_used_elsewhere(&self, s: &Subnet) -> Result<bool> {
+        let net: Network = match self.neutron.get(&s.network_id).await {
+            Ok(n) => n,
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        // This host's Docker networks on it, as far as this process knows them.
+        let ours = self
+            .cache
+            .networks
+            .keys_where(|ni| ni.neutron_id == s.network_id);
+        Ok(names::used_by_other_docker_networks(
+            &net.name, &net.tags, &ours,
+        ))
     }
 }
 
@@ -769,6 +789,27 @@ impl Driver {
             Err(e) => tracing::info!(pool = %pool_id, error = %e, "subnetpool kept"),
         }
     }
+}
+
+/// The CIDR a RequestPool asks for: SubPool within Pool, or Pool, of the family asked.
+fn requested_cidr(req: &RequestPoolRequest) -> Result<IpNet> {
+    let pool_net = validate::cidr("Pool", &req.pool)?.trunc();
+    let cidr_net = if req.sub_pool.is_empty() {
+        pool_net
+    } else {
+        let sub = validate::cidr("SubPool", &req.sub_pool)?.trunc();
+        if !pool_net.contains(&sub) {
+            return Err(bad(format!("SubPool {sub} is not inside Pool {pool_net}")));
+        }
+        sub
+    };
+    if cidr_net.addr().is_ipv6() != req.v6 {
+        return Err(bad(format!(
+            "Pool {cidr_net} is not an IPv{} network",
+            if req.v6 { 6 } else { 4 }
+        )));
+    }
+    Ok(cidr_net)
 }
 
 fn pool_response(pool_id: String, cidr: String) -> RequestPoolResponse {

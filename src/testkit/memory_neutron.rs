@@ -679,69 +679,7 @@ impl FakeState {
                 .map(|sn| json!({"subnet_id": s(sn, "id")}))
                 .collect(),
         };
-        let mut fixed = Vec::new();
-        let mut taken = used.clone();
-        for w in &wanted {
-            let ip_req = w.get("ip_address").and_then(Value::as_str);
-            let sub = match w.get("subnet_id").and_then(Value::as_str) {
-                Some(id) => subnets.iter().find(|sn| s(sn, "id") == id),
-                None => ip_req.and_then(|ip| {
-                    let ip: IpAddr = ip.parse().ok()?;
-                    subnets.iter().find(|sn| {
-                        s(sn, "cidr")
-                            .parse::<IpNet>()
-                            .is_ok_and(|c| c.contains(&ip))
-                    })
-                }),
-            };
-            let Some(sub) = sub else {
-                return Err(fail(400, "InvalidInput", format!("no subnet for {w}")));
-            };
-            let cidr: IpNet = s(sub, "cidr")
-                .parse()
-                .map_err(|_| fail(500, "Internal", "bad cidr"))?;
-            let ip = match ip_req {
-                Some(ip) => {
-                    let addr: IpAddr = ip
-                        .parse()
-                        .map_err(|_| fail(400, "InvalidInput", format!("invalid IP {ip}")))?;
-                    if !cidr.contains(&addr) {
-                        return Err(fail(
-                            400,
-                            "InvalidIpForSubnet",
-                            format!("{ip} not in {cidr}"),
-                        ));
-                    }
-                    if taken.iter().any(|t| t == ip) {
-                        return Err(fail(
-                            409,
-                            "IpAddressAlreadyAllocated",
-                            format!(
-                                "IP address {ip} already allocated in subnet {}",
-                                s(sub, "id")
-                            ),
-                        ));
-                    }
-                    addr.to_string()
-                }
-                None => {
-                    let gw = s(sub, "gateway_ip").to_string();
-                    cidr.hosts()
-                        .take(4096)
-                        .map(|h| h.to_string())
-                        .find(|h| *h != gw && !taken.contains(h))
-                        .ok_or_else(|| {
-                            fail(
-                                409,
-                                "IpAddressGenerationFailure",
-                                format!("no more addresses in {cidr}"),
-                            )
-                        })?
-                }
-            };
-            taken.push(ip.clone());
-            fixed.push(json!({"subnet_id": s(sub, "id"), "ip_address": ip}));
-        }
+        let fixed = allocate(&subnets, &wanted, used)?;
         o.insert("fixed_ips".into(), json!(fixed));
         o.insert("mac_address".into(), json!(mac));
         o.entry("status").or_insert(json!("DOWN"));
@@ -849,6 +787,77 @@ impl FakeState {
         self.coll(c).remove(id);
         (204, Value::Null)
     }
+}
+
+/// Addresses for the `fixed_ips` a port asks for, avoiding those `taken`.
+fn allocate(
+    subnets: &[Obj],
+    wanted: &[Value],
+    mut taken: Vec<String>,
+) -> Result<Vec<Value>, Reply> {
+    let mut fixed = Vec::new();
+    for w in wanted {
+        let ip_req = w.get("ip_address").and_then(Value::as_str);
+        let sub = match w.get("subnet_id").and_then(Value::as_str) {
+            Some(id) => subnets.iter().find(|sn| s(sn, "id") == id),
+            None => ip_req.and_then(|ip| {
+                let ip: IpAddr = ip.parse().ok()?;
+                subnets.iter().find(|sn| {
+                    s(sn, "cidr")
+                        .parse::<IpNet>()
+                        .is_ok_and(|c| c.contains(&ip))
+                })
+            }),
+        };
+        let Some(sub) = sub else {
+            return Err(fail(400, "InvalidInput", format!("no subnet for {w}")));
+        };
+        let cidr: IpNet = s(sub, "cidr")
+            .parse()
+            .map_err(|_| fail(500, "Internal", "bad cidr"))?;
+        let ip = match ip_req {
+            Some(ip) => {
+                let addr: IpAddr = ip
+                    .parse()
+                    .map_err(|_| fail(400, "InvalidInput", format!("invalid IP {ip}")))?;
+                if !cidr.contains(&addr) {
+                    return Err(fail(
+                        400,
+                        "InvalidIpForSubnet",
+                        format!("{ip} not in {cidr}"),
+                    ));
+                }
+                if taken.iter().any(|t| t == ip) {
+                    return Err(fail(
+                        409,
+                        "IpAddressAlreadyAllocated",
+                        format!(
+                            "IP address {ip} already allocated in subnet {}",
+                            s(sub, "id")
+                        ),
+                    ));
+                }
+                addr.to_string()
+            }
+            None => {
+                let gw = s(sub, "gateway_ip").to_string();
+                cidr.hosts()
+                    .take(4096)
+                    .map(|h| h.to_string())
+                    .find(|h| *h != gw && !taken.contains(h))
+                    .ok_or_else(|| {
+                        fail(
+                            409,
+                            "IpAddressGenerationFailure",
+                            format!("no more addresses in {cidr}"),
+                        )
+                    })?
+            }
+        };
+        taken.push(ip.clone());
+        fixed.push(json!({"subnet_id": s(sub, "id"), "ip_address": ip}));
+    }
+    Ok(fixed)
 }
 
 fn not_found(c: &str, id: &str) -> Reply {
