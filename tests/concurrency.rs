@@ -15,7 +15,7 @@ async fn thirty_containers_in_parallel() {
     common::require_docker();
     let n = common::neutron().await;
     let p = common::unique("kt");
-    let _k = Kuryr::start(&p, "");
+    let _k = Kuryr::plugin(&p).start();
     let net = common::unique("kc30-");
     common::kuryr_network(&p, "10.38.0.0/24", "10.38.0.1", &net);
     let names: Vec<String> = (0..30)
@@ -86,7 +86,7 @@ async fn thirty_containers_in_parallel() {
     assert!(unbound.is_empty(), "{} reservations leaked", unbound.len());
     for id in &ids {
         assert!(
-            common::host_links(&format!("tap{}", &id[..11])).is_empty(),
+            common::host_links(&kuryr::names::host_veth(&id)).is_empty(),
             "veth of {id} leaked"
         );
     }
@@ -103,7 +103,7 @@ async fn five_networks_in_parallel() {
     common::require_docker();
     let n = common::neutron().await;
     let p = common::unique("kt");
-    let _k = Kuryr::start(&p, "");
+    let _k = Kuryr::plugin(&p).start();
     let nets: Vec<(String, String)> = (0..5)
         .map(|i| {
             (
@@ -173,7 +173,7 @@ async fn five_networks_in_parallel() {
 #[test]
 fn racing_request_pool_makes_one_pool() {
     let dir = tempfile::tempdir().unwrap();
-    let k = Kuryr::start_at(dir.path().join("k.sock"), "");
+    let k = Kuryr::at(dir.path().join("k.sock")).start();
     let ids: HashSet<String> = thread::scope(|s| {
         let hs: Vec<_> = (0..10)
             .map(|_| {

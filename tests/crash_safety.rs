@@ -25,12 +25,10 @@ async fn crash_at(n: &Neutron, step: &str, subnet: &str) {
         sock.display(),
         common::neutron_url()
     );
-    let mut k = Kuryr::start_env(
-        sock.clone(),
-        &conf,
-        &[],
-        &[("KURYR_TEST_CRASH_AFTER", step)],
-    );
+    let mut k = Kuryr::at(sock.clone())
+        .conf(&conf)
+        .envs(&[("KURYR_TEST_CRASH_AFTER", step)])
+        .start();
     let (net, ct) = (common::unique("kx-"), common::unique("kxc-"));
     let gw = subnet.replace("0/24", "1");
     common::kuryr_network(&p, subnet, &gw, &net);
@@ -54,7 +52,7 @@ async fn crash_at(n: &Neutron, step: &str, subnet: &str) {
         assert!(Instant::now() < deadline, "kuryr never reached {step}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _k2 = Kuryr::start_conf(sock, &conf, &[]);
+    let _k2 = Kuryr::at(sock).conf(&conf).start();
     let out = run.join().unwrap();
     eprintln!(
         "{step}: docker run {} ({})",

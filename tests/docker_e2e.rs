@@ -63,7 +63,7 @@ async fn wait_port_active(n: &Neutron, id: &str) -> Port {
 fn plugin() -> (String, Kuryr) {
     common::require_docker();
     let name = common::unique("kt");
-    let k = Kuryr::start(&name, "");
+    let k = Kuryr::plugin(&name).start();
     (name, k)
 }
 
@@ -169,7 +169,7 @@ async fn kuryr_network_two_containers_ping_and_clean_up() {
         assert!(port_with_ip(&n, ip).await.is_empty(), "port of {ip} left");
     }
     for id in &port_ids {
-        let leftovers = common::host_links(&format!("tap{}", &id[..11]));
+        let leftovers = common::host_links(&kuryr::names::host_veth(&id));
         assert!(leftovers.is_empty(), "host veth left: {leftovers:?}");
         assert!(common::host_links(&format!("t_c{}", &id[..11])).is_empty());
     }
@@ -493,7 +493,9 @@ async fn unbound_port_fails_cleanly_and_rolls_back() {
     common::require_docker();
     let p = common::unique("kt");
     // No L2 agent reports this host name, so Neutron cannot bind the port.
-    let _k = Kuryr::start(&p, "host = no-such-agent-host\n");
+    let _k = Kuryr::plugin(&p)
+        .extra("host = no-such-agent-host\n")
+        .start();
     let mut c = Cleanup::new();
     let net = common::unique("ku-");
     c.networks.push(net.clone());
@@ -547,10 +549,9 @@ async fn vif_plugging_wait_returns_an_active_port() {
     let n = common::neutron().await;
     common::require_docker();
     let p = common::unique("kt");
-    let _k = Kuryr::start(
-        &p,
-        "[neutron]\nvif_plugging_is_fatal = true\nvif_plugging_timeout = 30\n",
-    );
+    let _k = Kuryr::plugin(&p)
+        .extra("[neutron]\nvif_plugging_is_fatal = true\nvif_plugging_timeout = 30\n")
+        .start();
     let mut c = Cleanup::new();
     let net = common::unique("kv-");
     c.networks.push(net.clone());

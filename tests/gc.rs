@@ -15,7 +15,7 @@ async fn gc_finds_and_removes_what_a_killed_kuryr_left() {
     let n = common::neutron().await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("k.sock");
-    let mut k = Kuryr::start_at(sock, "");
+    let mut k = Kuryr::at(sock).start();
     let conf = std::fs::read_to_string(k.dir.path().join("kuryr.conf")).unwrap();
     let (net_id, ep_id) = (hexid(), hexid());
     let ok = |r: (u16, serde_json::Value)| {

@@ -231,15 +231,13 @@ async fn token_renewed_after_revocation_and_expiry() {
 fn no_secret_in_kuryr_logs() {
     let (pw, ks) = (admin_password(), keystone_url());
     let dir = tempfile::tempdir().unwrap();
-    let k = common::Kuryr::start_conf(
-        dir.path().join("k.sock"),
-        &format!(
+    let k = common::Kuryr::at(dir.path().join("k.sock"))
+        .conf(&format!(
             "[DEFAULT]\nunix_socket = {}\ndebug = true\n{}",
             dir.path().join("k.sock").display(),
             password_conf()
-        ),
-        &[],
-    );
+        ))
+        .start();
     // Calls that reach Neutron through Keystone, including a failing one.
     let (s, v) = k.call("IpamDriver.RequestPool", &json!({"Pool": "10.254.9.0/24"}));
     assert_eq!(s, 200, "{v}");

@@ -21,7 +21,7 @@ fn free_port() -> u16 {
 fn unix_socket_is_0660_and_removed_at_exit() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("nested/kuryr.sock");
-    let mut k = Kuryr::start_at(sock.clone(), "");
+    let mut k = Kuryr::at(sock.clone()).start();
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
     // A second instance must not steal a live socket.
@@ -42,11 +42,10 @@ fn tcp_listener_and_spec_file() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let disc = dir.path().join("plugins");
-    let k = Kuryr::start_with(
-        dir.path().join("k.sock"),
-        &format!("kuryr_uri = http://127.0.0.1:{port}\n"),
-        &["--discovery-dir", disc.to_str().unwrap()],
-    );
+    let k = Kuryr::at(dir.path().join("k.sock"))
+        .extra(&format!("kuryr_uri = http://127.0.0.1:{port}\n"))
+        .args(&["--discovery-dir", disc.to_str().unwrap()])
+        .start();
     let spec = std::fs::read_to_string(disc.join("kuryr.spec")).unwrap();
     assert_eq!(spec.trim(), format!("http://127.0.0.1:{port}"));
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -70,14 +69,10 @@ async fn tls_listener_and_json_file() {
     let [ca, cert, key, _, _] = common::make_certs(dir.path());
     let port = free_port();
     let disc = dir.path().join("plugins");
-    let _k = Kuryr::start_with(
-        dir.path().join("k.sock"),
-        &format!(
+    let _k = Kuryr::at(dir.path().join("k.sock")).extra(&format!(
             "kuryr_uri = https://127.0.0.1:{port}\nenable_ssl = true\nssl_cert_file = {}\nssl_key_file = {}\nssl_ca_file = {}\n",
             cert.display(), key.display(), ca.display()
-        ),
-        &["--discovery-dir", disc.to_str().unwrap()],
-    );
+        )).args(&["--discovery-dir", disc.to_str().unwrap()]).start();
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(disc.join("kuryr.json")).unwrap()).unwrap();
     assert_eq!(v["Addr"], format!("https://127.0.0.1:{port}"));

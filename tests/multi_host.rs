@@ -79,7 +79,10 @@ fn start_hosts(dir: &str) -> Vec<Host> {
                 socket.display(),
                 common::neutron_url()
             );
-            let k = Kuryr::start_in_netns(&format!("kmh-{h}"), socket, &conf);
+            let k = Kuryr::at(socket)
+                .conf(&conf)
+                .netns(&format!("kmh-{h}"))
+                .start();
             Host {
                 name: if h == "a" { "mh-a" } else { "mh-b" },
                 sock: format!("{dir}/{h}/docker.sock"),

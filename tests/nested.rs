@@ -26,7 +26,7 @@ async fn nested_macvlan_container_talks_through_the_vm_port() {
 
     // The "hypervisor" side: an ordinary kuryr network and a container on it.
     let plain = unique("kuryr-np-");
-    let _k = Kuryr::start(&plain, "");
+    let _k = Kuryr::plugin(&plain).start();
     let net1 = unique("nested-plain-");
     kuryr_network(&plain, &cidr, &gw, &net1);
     let c1 = unique("nested-c1-");
@@ -48,7 +48,7 @@ async fn nested_macvlan_container_talks_through_the_vm_port() {
         )
         .await
         .unwrap();
-    let tap = format!("tap{}", &vm.id[..11]);
+    let tap = kuryr::names::host_veth(&vm.id);
     let nic = format!("kvm{}", &vm.id[..8]);
     ip(&["link", "add", &tap, "type", "veth", "peer", "name", &nic]);
     let _nic = LinkGuard(tap.clone());
@@ -72,14 +72,13 @@ async fn nested_macvlan_container_talks_through_the_vm_port() {
 
     // The kuryr inside the "VM".
     let nplug = unique("kuryr-nn-");
-    let k = Kuryr::start(
-        &nplug,
-        &format!(
+    let k = Kuryr::plugin(&nplug)
+        .extra(&format!(
             "default_port_driver = kuryr_libnetwork.port_driver.drivers.nested\n\
              enabled_port_drivers = veth, nested\n[binding]\n\
              driver = kuryr.lib.binding.drivers.macvlan\nlink_iface = {nic}\n"
-        ),
-    );
+        ))
+        .start();
     let net2 = unique("nested-vm-");
     common::kuryr_network_with(
         &nplug,
@@ -127,7 +126,7 @@ async fn nested_macvlan_container_talks_through_the_vm_port() {
         k.log_text()
     );
     assert!(
-        common::host_links(&format!("tap{}", &ports[0].id[..11])).is_empty(),
+        common::host_links(&kuryr::names::host_veth(&ports[0].id)).is_empty(),
         "a nested endpoint has no host veth"
     );
 

@@ -20,7 +20,7 @@ async fn handlers_are_idempotent_and_survive_a_restart() {
     let n = common::neutron().await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("k.sock");
-    let mut k = Kuryr::start_at(sock.clone(), "");
+    let mut k = Kuryr::at(sock.clone()).start();
     let (net_id, ep_id) = (hexid(), hexid());
     let cidr = "10.253.20.0/24";
 
@@ -85,7 +85,7 @@ async fn handlers_are_idempotent_and_survive_a_restart() {
 
     // Restart: a new process knows nothing but Neutron's tags.
     k.stop();
-    let k = Kuryr::start_at(sock.clone(), "");
+    let k = Kuryr::at(sock.clone()).start();
     assert_eq!(
         ok(&k, "NetworkDriver.Join", &join),
         j,
@@ -140,7 +140,7 @@ async fn handlers_are_idempotent_and_survive_a_restart() {
 async fn failed_create_network_leaves_nothing() {
     let n = common::neutron().await;
     let dir = tempfile::tempdir().unwrap();
-    let k = Kuryr::start_at(dir.path().join("k.sock"), "");
+    let k = Kuryr::at(dir.path().join("k.sock")).start();
     let net_id = hexid();
     // A named pool that does not exist: refused before anything is made.
     let (s, v) = k.call(
@@ -178,7 +178,7 @@ async fn failed_create_network_leaves_nothing() {
 async fn sriov_port_is_refused_and_left_as_it_was() {
     let n = common::neutron().await;
     let dir = tempfile::tempdir().unwrap();
-    let k = Kuryr::start_at(dir.path().join("k.sock"), "");
+    let k = Kuryr::at(dir.path().join("k.sock")).start();
     let (net_id, ep_id) = (hexid(), hexid());
     let cidr = "10.253.21.0/24";
     let pool = ok(&k, "IpamDriver.RequestPool", &json!({"Pool": cidr}));
@@ -225,7 +225,7 @@ async fn sriov_port_is_refused_and_left_as_it_was() {
         ("", "", ""),
         "refused port was changed: {after:?}"
     );
-    assert!(common::host_links(&format!("tap{}", &vf.id[..11])).is_empty());
+    assert!(common::host_links(&kuryr::names::host_veth(&vf.id)).is_empty());
 
     let release = json!({"PoolID": pool_id, "Address": "10.253.21.50"});
     ok(&k, "IpamDriver.ReleaseAddress", &release);

@@ -67,11 +67,7 @@ async fn neutron_faults_during_container_starts() {
     let port = fault_proxy(mode.clone()).await;
     let p = common::unique("kt");
     let sock = std::path::PathBuf::from(format!("/run/docker/plugins/{p}.sock"));
-    let _k = Kuryr::start_conf(
-        sock.clone(),
-        &format!("[DEFAULT]\nunix_socket = {}\n[neutron]\nendpoint = http://127.0.0.1:{port}\ntimeout = 3\n", sock.display()),
-        &[],
-    );
+    let _k = Kuryr::at(sock.clone()).conf(&format!("[DEFAULT]\nunix_socket = {}\n[neutron]\nendpoint = http://127.0.0.1:{port}\ntimeout = 3\n", sock.display())).start();
     let net = common::unique("ko-");
     common::kuryr_network(&p, "10.42.0.0/24", "10.42.0.1", &net);
     let docker_id = common::network_id(&net);

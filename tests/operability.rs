@@ -20,7 +20,9 @@ fn metrics_count_a_real_container_start() {
         .local_addr()
         .unwrap()
         .port();
-    let k = Kuryr::start(&p, &format!("metrics_listen = 127.0.0.1:{port}\n"));
+    let k = Kuryr::plugin(&p)
+        .extra(&format!("metrics_listen = 127.0.0.1:{port}\n"))
+        .start();
     let net = common::unique("km-");
     let ct = common::unique("kmc-");
     common::kuryr_network(&p, "10.33.0.0/24", "10.33.0.1", &net);
@@ -93,11 +95,7 @@ fn readyz_fails_when_neutron_is_gone() {
     });
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("k.sock");
-    let k = Kuryr::start_conf(
-        sock.clone(),
-        &format!("[DEFAULT]\nunix_socket = {}\n[neutron]\nendpoint = http://127.0.0.1:{port}\ntimeout = 2\n", sock.display()),
-        &[],
-    );
+    let k = Kuryr::at(sock.clone()).conf(&format!("[DEFAULT]\nunix_socket = {}\n[neutron]\nendpoint = http://127.0.0.1:{port}\ntimeout = 2\n", sock.display())).start();
     assert_eq!(get(&k, "/healthz").0, 200);
     let (s, body) = get(&k, "/readyz");
     assert_eq!(s, 503, "{body}");
@@ -123,7 +121,7 @@ fn doctor(conf: &str, plugin: &str) -> (bool, String) {
 fn doctor_passes_on_a_working_setup() {
     common::require_docker();
     let p = common::unique("kt");
-    let k = Kuryr::start(&p, "");
+    let k = Kuryr::plugin(&p).start();
     // Docker activates a plugin when a network first uses it.
     let net = common::unique("kdoc-");
     common::kuryr_network(&p, "10.34.0.0/24", "10.34.0.1", &net);

@@ -26,7 +26,10 @@ async fn containers_on_ovs_bound_ports_ping_each_other() {
         common::neutron_url()
     );
     // ovs-vsctl finds this ovsdb-server through OVS_RUNDIR.
-    let k = Kuryr::start_env(socket, &conf, &[], &[("OVS_RUNDIR", &rundir)]);
+    let k = Kuryr::at(socket)
+        .conf(&conf)
+        .envs(&[("OVS_RUNDIR", &rundir)])
+        .start();
 
     let third = (uuid::Uuid::new_v4().as_bytes()[0] % 200) + 20;
     let net = unique("ovs-net-");
@@ -57,7 +60,7 @@ async fn containers_on_ovs_bound_ports_ping_each_other() {
     for p in &ours {
         assert_eq!(p.vif_type, "ovs", "{p:#?}");
         assert_eq!(p.status, "ACTIVE", "{p:#?}");
-        let tap = format!("tap{}", &p.id[..11]);
+        let tap = kuryr::names::host_veth(&p.id);
         assert!(
             on_bridge.contains(&tap),
             "{tap} not on br-int: {on_bridge:?}"
@@ -78,7 +81,7 @@ async fn containers_on_ovs_bound_ports_ping_each_other() {
     docker(&["network", "rm", &net]);
     let on_bridge = br_int_ports(&rundir);
     for p in &ours {
-        let tap = format!("tap{}", &p.id[..11]);
+        let tap = kuryr::names::host_veth(&p.id);
         assert!(!on_bridge.contains(&tap), "{tap} left on br-int");
     }
     let left: Vec<Port> = n

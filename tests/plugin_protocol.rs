@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 fn kuryr() -> Kuryr {
     let dir = tempfile::tempdir().unwrap().keep();
-    Kuryr::start_at(dir.join("kuryr.sock"), "")
+    Kuryr::at(dir.join("kuryr.sock")).start()
 }
 
 #[test]

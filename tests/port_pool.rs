@@ -33,7 +33,7 @@ async fn pool_serves_starts_without_a_port_create() {
     common::require_docker();
     let n = common::neutron().await;
     let p = common::unique("kt");
-    let mut k = Kuryr::start(&p, "port_pool_size = 2\n");
+    let mut k = Kuryr::plugin(&p).extra("port_pool_size = 2\n").start();
     let (net, c1, c2) = (
         common::unique("kp-"),
         common::unique("kpa-"),
@@ -72,7 +72,7 @@ async fn pool_serves_starts_without_a_port_create() {
 
     // A restarted kuryr finds the pool again and uses it.
     k.stop();
-    let _k = Kuryr::start(&p, "port_pool_size = 2\n");
+    let _k = Kuryr::plugin(&p).extra("port_pool_size = 2\n").start();
     let before: Vec<String> = pool_ports(&n, &neutron_net)
         .await
         .into_iter()

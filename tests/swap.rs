@@ -118,14 +118,12 @@ async fn python_reference_network_survives_the_swap() {
     // Swap: the reference stops, ours starts with the same file (plus a private socket
     // path, so this test does not collide with a running demo).
     drop(py);
-    let ours = Kuryr::start_conf(
-        dir.path().join("ours.sock"),
-        &format!(
+    let ours = Kuryr::at(dir.path().join("ours.sock"))
+        .conf(&format!(
             "{conf_text}\n[DEFAULT]\nunix_socket = {}\n",
             dir.path().join("ours.sock").display()
-        ),
-        &[],
-    );
+        ))
+        .start();
     assert!(common::wait_until(10, || TcpStream::connect(("127.0.0.1", port)).ok()).is_some());
 
     // A new container joins the reference's network; both talk.
@@ -161,7 +159,7 @@ async fn python_reference_network_survives_the_swap() {
     }
     let id = &made_by_python[0].id;
     assert!(
-        common::host_links(&format!("tap{}", &id[..11])).is_empty(),
+        common::host_links(&kuryr::names::host_veth(&id)).is_empty(),
         "reference's veth left"
     );
     docker(&["network", "rm", &net]);

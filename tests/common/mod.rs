@@ -61,48 +61,90 @@ pub struct Kuryr {
     pub log: PathBuf,
 }
 
+/// How to start a `kuryr serve` for a test: one builder instead of a constructor per
+/// combination.
+pub struct KuryrBuilder {
+    socket: PathBuf,
+    /// Lines added to the default test kuryr.conf, or (`conf`) the whole file.
+    extra: String,
+    text: Option<String>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    netns: Option<String>,
+}
+
+impl KuryrBuilder {
+    /// Lines for the default kuryr.conf: `[DEFAULT]` options, then optionally a
+    /// `[neutron]` section whose lines join the test Neutron's.
+    pub fn extra(mut self, conf: &str) -> Self {
+        self.extra = conf.to_string();
+        self
+    }
+
+    /// This exact kuryr.conf instead of the default one.
+    pub fn conf(mut self, text: &str) -> Self {
+        self.text = Some(text.to_string());
+        self
+    }
+
+    /// Extra `kuryr serve` arguments.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
+    /// Extra environment variables.
+    pub fn envs(mut self, env: &[(&str, &str)]) -> Self {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self
+    }
+
+    /// Inside network namespace `ns` (another "host").
+    pub fn netns(mut self, ns: &str) -> Self {
+        self.netns = Some(ns.to_string());
+        self
+    }
+
+    /// Starts it and waits until its socket answers.
+    pub fn start(self) -> Kuryr {
+        let text = self.text.clone().unwrap_or_else(|| {
+            let (default_extra, neutron_extra) = split_extra(&self.extra);
+            format!(
+                "[DEFAULT]\nunix_socket = {}\ndebug = true\n{default_extra}\n[neutron]\nauth_type = none\nendpoint = {}\n{neutron_extra}\n",
+                self.socket.display(),
+                neutron_url()
+            )
+        });
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Kuryr::spawn(self.netns.as_deref(), self.socket, &text, &args, &env)
+    }
+}
+
 impl Kuryr {
-    /// Starts kuryr serving plugin `name` (socket `/run/docker/plugins/<name>.sock`).
-    pub fn start(name: &str, extra_conf: &str) -> Kuryr {
-        Self::start_at(
-            PathBuf::from(format!("/run/docker/plugins/{name}.sock")),
-            extra_conf,
-        )
+    /// Serving plugin `name` (socket `/run/docker/plugins/<name>.sock`, where Docker
+    /// finds it).
+    pub fn plugin(name: &str) -> KuryrBuilder {
+        Self::at(PathBuf::from(format!("/run/docker/plugins/{name}.sock")))
     }
 
-    pub fn start_at(socket: PathBuf, extra_conf: &str) -> Kuryr {
-        Self::start_with(socket, extra_conf, &[])
-    }
-
-    /// Starts kuryr with extra `kuryr serve` arguments.
-    pub fn start_with(socket: PathBuf, extra_conf: &str, args: &[&str]) -> Kuryr {
-        let (default_extra, neutron_extra) = split_extra(extra_conf);
-        let text = format!(
-            "[DEFAULT]\nunix_socket = {}\ndebug = true\n{default_extra}\n[neutron]\nauth_type = none\nendpoint = {}\n{neutron_extra}\n",
-            socket.display(),
-            neutron_url()
-        );
-        Self::start_conf(socket, &text, args)
-    }
-
-    /// Starts kuryr with this exact kuryr.conf text; `socket` is where it will listen.
-    pub fn start_conf(socket: PathBuf, conf_text: &str, args: &[&str]) -> Kuryr {
-        Self::start_env(socket, conf_text, args, &[])
-    }
-
-    /// As `start_conf`, with extra environment variables.
-    pub fn start_env(
-        socket: PathBuf,
-        conf_text: &str,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Kuryr {
-        Self::spawn(None, socket, conf_text, args, env)
-    }
-
-    /// Starts kuryr inside network namespace `ns` with this kuryr.conf text.
-    pub fn start_in_netns(ns: &str, socket: PathBuf, conf_text: &str) -> Kuryr {
-        Self::spawn(Some(ns), socket, conf_text, &[], &[])
+    /// Listening on `socket`.
+    pub fn at(socket: PathBuf) -> KuryrBuilder {
+        KuryrBuilder {
+            socket,
+            extra: String::new(),
+            text: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            netns: None,
+        }
     }
 
     fn spawn(
