@@ -86,7 +86,7 @@ async fn thirty_containers_in_parallel() {
     assert!(unbound.is_empty(), "{} reservations leaked", unbound.len());
     for id in &ids {
         assert!(
-            common::host_links(&kuryr::names::host_veth(&id)).is_empty(),
+            common::host_links(&kuryr::names::host_veth(id)).is_empty(),
             "veth of {id} leaked"
         );
     }

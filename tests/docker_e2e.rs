@@ -169,7 +169,7 @@ async fn kuryr_network_two_containers_ping_and_clean_up() {
         assert!(port_with_ip(&n, ip).await.is_empty(), "port of {ip} left");
     }
     for id in &port_ids {
-        let leftovers = common::host_links(&kuryr::names::host_veth(&id));
+        let leftovers = common::host_links(&kuryr::names::host_veth(id));
         assert!(leftovers.is_empty(), "host veth left: {leftovers:?}");
         assert!(common::host_links(&format!("t_c{}", &id[..11])).is_empty());
     }

@@ -159,7 +159,7 @@ async fn python_reference_network_survives_the_swap() {
     }
     let id = &made_by_python[0].id;
     assert!(
-        common::host_links(&kuryr::names::host_veth(&id)).is_empty(),
+        common::host_links(&kuryr::names::host_veth(id)).is_empty(),
         "reference's veth left"
     );
     docker(&["network", "rm", &net]);
