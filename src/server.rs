@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::driver::{Driver, DriverError};
-use crate::neutron::REQUEST_ID;
+use crate::neutron::{CALL, REQUEST_ID};
 use crate::protocol::{Method, CONTENT_TYPE};
 
 /// Largest request body accepted; libnetwork's bodies are a few KiB.
@@ -51,7 +51,9 @@ async fn ops(driver: &Driver, path: &str) -> Option<Response> {
             let n = driver.neutron().stats();
             Some(reply(
                 StatusCode::OK,
-                &json!({"neutron_requests": n.total(), "by_kind": n.snapshot(), "keystone_tokens": driver.neutron().tokens_issued()}),
+                &json!({"neutron_requests": n.total(), "by_kind": n.snapshot(), "by_call": n.by_call(),
+                    "background_pending": driver.background_pending(),
+                    "keystone_tokens": driver.neutron().tokens_issued()}),
             ))
         }
         "metrics" => Some(
@@ -120,7 +122,10 @@ async fn handle(State(driver): State<App>, method: http::Method, uri: Uri, body:
     let rid = format!("req-{}", uuid::Uuid::new_v4());
     let started = Instant::now();
     let result = REQUEST_ID
-        .scope(rid.clone(), dispatch(&driver, call, &bytes))
+        .scope(
+            rid.clone(),
+            CALL.scope(call.path(), dispatch(&driver, call, &bytes)),
+        )
         .await;
     #[cfg(feature = "testkit")]
     crate::testkit::crash_after(&path);

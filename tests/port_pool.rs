@@ -60,10 +60,21 @@ async fn pool_serves_starts_without_a_port_create() {
         ready_ids.contains(&port.id),
         "the container got a pool port, made before `docker run`"
     );
-    assert_eq!(
-        port.name, "kuryr-unbound-port",
-        "claimed ports lose the pool name"
-    );
+    // Named after its endpoint, as the reference names it, once the bookkeeping that
+    // follows the start is written.
+    let ep = docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").EndpointID}}}}"),
+        &c1,
+    ]);
+    let named = common::wait_until(10, || {
+        let rt = tokio::runtime::Handle::current();
+        let p: Port = tokio::task::block_in_place(|| rt.block_on(n.get(&port.id))).ok()?;
+        (p.name == kuryr::names::endpoint_port_name(&ep)).then_some(p)
+    });
+    let port = named.expect("claimed ports lose the pool name");
+    assert_eq!(port.device_id, ep);
     assert_eq!(port.host_id, kuryr::config::hostname());
     let mac = docker(&["exec", &c1, "cat", "/sys/class/net/eth0/address"]);
     assert_eq!(port.mac_address, mac, "the port took Docker's MAC");
@@ -107,4 +118,64 @@ async fn pool_serves_starts_without_a_port_create() {
             .is_not_found(),
         "network removed with its pool"
     );
+}
+
+/// A pooled start makes no Neutron request before Join returns (RequestAddress,
+/// CreateEndpoint and Join, counted by kuryr per libnetwork method); the endpoint's
+/// device_id and tags reach its port within seconds after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_start_makes_no_neutron_request() {
+    common::require_docker();
+    let n = common::neutron().await;
+    let p = common::unique("kt");
+    let k = Kuryr::plugin(&p).extra("port_pool_size = 3\n").start();
+    let (net, c1) = (common::unique("kp0-"), common::unique("kp0a-"));
+    common::kuryr_network(&p, "10.36.0.0/24", "10.36.0.1", &net);
+    let docker_id = common::network_id(&net);
+    let neutron_net = n
+        .list::<Network>(&Filters::new().tags(&kuryr::names::id_tags(&docker_id)))
+        .await
+        .unwrap()
+        .remove(0)
+        .id;
+    wait_pool(&n, &neutron_net, 3).await;
+    let start = [
+        "IpamDriver.RequestAddress",
+        "NetworkDriver.CreateEndpoint",
+        "NetworkDriver.Join",
+    ];
+    let before: Vec<u64> = start.iter().map(|m| k.call_requests(m)).collect();
+    common::run_container(&c1, &net, &[]);
+    let after: Vec<u64> = start.iter().map(|m| k.call_requests(m)).collect();
+    assert_eq!(
+        before, after,
+        "Neutron requests on the start path {start:?}"
+    );
+    let ip = common::container_ip(&c1, &net);
+    let ep = docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").EndpointID}}}}"),
+        &c1,
+    ]);
+    let tagged = common::wait_until(10, || {
+        let rt = tokio::runtime::Handle::current();
+        let ports: Vec<Port> = tokio::task::block_in_place(|| {
+            rt.block_on(n.list(&Filters::new().add("fixed_ips", format!("ip_address={ip}"))))
+        })
+        .ok()?;
+        let p = ports.into_iter().next()?;
+        (p.device_id == ep && kuryr::names::has_id_tags(&p.tags, &ep)).then_some(p)
+    });
+    assert!(
+        tagged.is_some(),
+        "the endpoint's bookkeeping never reached its port"
+    );
+    docker(&["rm", "-f", &c1]);
+    docker(&["network", "rm", &net]);
+    assert!(n
+        .get::<Network>(&neutron_net)
+        .await
+        .unwrap_err()
+        .is_not_found());
 }

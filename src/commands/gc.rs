@@ -200,8 +200,19 @@ impl Finder<'_> {
             let Ok(port) = serde_json::from_value::<Port>(p.clone()) else {
                 continue;
             };
+            // RequestAddress binds kuryr's ports to this host ahead of CreateEndpoint: one
+            // with no endpoint is stray only once no veth of it is here either.
+            let other_host = !port.host_id.is_empty() && port.host_id != self.cfg.host;
+            let plugged = !port.host_id.is_empty()
+                && self
+                    .host
+                    .link_mac(&names::host_veth(&port.id))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some();
             if !port.device_id.is_empty()
-                || !port.host_id.is_empty()
+                || other_host
+                || plugged
                 || port.tags.iter().any(|t| t == names::TAG_PORT_EXISTING)
                 || age(&p["created_at"]).is_none_or(|a| a <= self.grace)
                 || names::id_from_tags(&port.tags).is_some()
@@ -328,6 +339,15 @@ impl Finder<'_> {
                 )
                 .await
                 .map_err(neutron_err)?;
+            // Pool ports (no endpoint) of a network Docker no longer has go with it.
+            for p in &in_use {
+                let pooled = p.name == crate::driver::port_pool::POOL_PORT_NAME
+                    && p.device_id.is_empty()
+                    && (p.host_id.is_empty() || p.host_id == self.cfg.host);
+                if pooled && !self.doomed.contains(&p.id) {
+                    self.doom_port(p.id.clone(), "pool port of a network Docker removed".into());
+                }
+            }
             if in_use.iter().all(|p| self.doomed.contains(&p.id)) {
                 self.leaks.push(Leak::Network {
                     id: n.id,

@@ -56,8 +56,20 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
             m.insert(k, v);
         }
     }
+    /// Changes an entry that exists; never adds one.
+    pub fn update(&self, k: &K, f: impl FnOnce(&mut V)) {
+        if let Ok(mut m) = self.0.lock() {
+            if let Some(v) = m.get_mut(k) {
+                f(v);
+            }
+        }
+    }
     pub fn remove(&self, k: &K) -> Option<V> {
         self.0.lock().ok()?.remove(k)
+    }
+    /// A value that matches `f`.
+    pub fn find(&self, f: impl Fn(&V) -> bool) -> Option<V> {
+        self.0.lock().ok()?.values().find(|v| f(v)).cloned()
     }
     /// Keys of the entries whose value matches `f`.
     pub fn keys_where(&self, f: impl Fn(&V) -> bool) -> Vec<K>
@@ -91,6 +103,9 @@ pub struct Cache {
     pub subnetpool_names: Map<String, String>,
     /// (subnet id, IP) -> the port IPAM reserved or adopted for it.
     pub addresses: Map<(String, String), Port>,
+    /// Neutron network id -> its subnets (networks this process did not create or see
+    /// CreateNetwork for, e.g. after a restart).
+    pub network_subnets: Map<String, Vec<Subnet>>,
     /// Docker endpoint id -> its port.
     pub endpoints: Map<String, EndpointInfo>,
 }

@@ -22,12 +22,22 @@ const STATUS_TTL: Duration = Duration::from_secs(2);
 enum PortPlan {
     /// The port is bound and tagged for this endpoint already (a retry): nothing to do.
     Keep(Box<Port>),
+    /// The port is bound to this host already (made so by RequestAddress or the pool):
+    /// nothing on the start path; its endpoint bookkeeping (device_id, name, tags) is
+    /// written after the answer.
+    Finish {
+        port: Box<Port>,
+        body: Value,
+        tags: Vec<String>,
+    },
     /// One update of the port (binding, device, maybe MAC, name or VF profile) and of its
-    /// tags.
+    /// tags; a bound port whose MAC changes is unbound first (Neutron refuses a new MAC
+    /// on a bound port).
     Update {
         port: Box<Port>,
         body: Value,
         tags: Vec<String>,
+        unbind_first: bool,
     },
     /// Dual stack from IPAM (one port per family): kuryr's ports are replaced by one port
     /// holding every address, as Neutron models an endpoint.
@@ -95,6 +105,12 @@ impl Driver {
         };
         let host = self.host_plan(&ports, &net).await?;
         let plan = self.port_plan(&ask, &net, &host, ports)?;
+        let bookkeeping = match &plan {
+            PortPlan::Finish { port, body, tags } => {
+                Some((port.id.clone(), body.clone(), tags.clone()))
+            }
+            _ => None,
+        };
         // Apply: Neutron, then the host; a failed host step gives the port back.
         let (port, undo) = self.apply_port(plan).await?;
         crate::kill_point!("CreateEndpoint.after_port");
@@ -102,6 +118,9 @@ impl Driver {
             return Err(self.undo_port(undo, ep, e).await);
         }
         self.remember_endpoint(&ask, &req.network_id, &port);
+        if let Some((id, body, tags)) = bookkeeping {
+            self.write_bookkeeping(id, body, tags);
+        }
         Ok(CreateEndpointResponse {
             interface: EndpointInterfaceResponse {
                 mac_address: response_mac(&req.interface, &port),
@@ -235,14 +254,17 @@ impl Driver {
         picked: bool,
     ) -> PortPlan {
         let ep = ask.ep;
-        if old.name == super::port_pool::POOL_PORT_NAME {
-            // A pool port becomes an ordinary kuryr port in the same update.
-            body["name"] = json!(names::UNBOUND_PORT_NAME);
+        // kuryr's own ports are named after their endpoint, as the reference names them;
+        // a user's port keeps its name.
+        if kuryr_made(&old) {
+            body["name"] = json!(names::endpoint_port_name(ep));
         }
-        if let Some(m) = &ask.mac {
-            if !old.mac_address.eq_ignore_ascii_case(m) {
-                body["mac_address"] = json!(m);
-            }
+        let new_mac = ask
+            .mac
+            .as_ref()
+            .filter(|m| !old.mac_address.eq_ignore_ascii_case(m));
+        if let Some(m) = new_mac {
+            body["mac_address"] = json!(m);
         }
         let nested = matches!(host, HostPlan::Nested(..));
         let subport = matches!(host, HostPlan::Nested(_, super::nested::NestedKind::Vlan));
@@ -258,15 +280,34 @@ impl Driver {
         if picked {
             add.push(names::TAG_VF_PICKED.to_string());
         }
+        if kuryr_made(&old) {
+            add.push(names::TAG_KURYR_PORT.to_string());
+        }
         for t in add {
             if !tags.contains(&t) {
                 tags.push(t);
             }
         }
+        let bound_here = old.host_id == self.cfg.host && old.vif_type.is_bound();
+        let free = old.device_id.is_empty() || old.device_id == ep;
+        if matches!(host, HostPlan::Veth) && bound_here && free && new_mac.is_none() {
+            if let Some(b) = body.as_object_mut() {
+                // Already so: bound here, admin up.
+                b.remove("binding:host_id");
+                b.remove("admin_state_up");
+            }
+            return PortPlan::Finish {
+                port: Box::new(old),
+                body,
+                tags,
+            };
+        }
+        let unbind_first = new_mac.is_some() && old.vif_type.is_bound();
         PortPlan::Update {
             port: Box::new(old),
             body,
             tags,
+            unbind_first,
         }
     }
 
@@ -275,7 +316,30 @@ impl Driver {
     async fn apply_port(&self, plan: PortPlan) -> Result<(Port, PortUndo)> {
         match plan {
             PortPlan::Keep(port) => Ok((*port, PortUndo::Nothing)),
-            PortPlan::Update { port, body, tags } => {
+            PortPlan::Finish { port, body, tags } => {
+                // What the port will say once the bookkeeping is written.
+                let mut done = (*port).clone();
+                done.device_id = body["device_id"].as_str().unwrap_or_default().to_string();
+                done.device_owner = names::DEVICE_OWNER.to_string();
+                if let Some(n) = body["name"].as_str() {
+                    done.name = n.to_string();
+                }
+                done.tags = tags;
+                Ok((done, PortUndo::Nothing))
+            }
+            PortPlan::Update {
+                port,
+                body,
+                tags,
+                unbind_first,
+            } => {
+                if unbind_first {
+                    let unbind = json!({"binding:host_id": ""});
+                    if let Err(e) = self.neutron.update::<Port>(&port.id, unbind).await {
+                        let id = port.id.clone();
+                        return Err(self.undo_port(PortUndo::Restore(port), &id, e.into()).await);
+                    }
+                }
                 // Independent requests: binding and tags go to Neutron side by side.
                 let update = self.neutron.update::<Port>(&port.id, body);
                 let result = if tags != port.tags {
@@ -357,6 +421,21 @@ impl Driver {
         Ok(())
     }
 
+    /// The endpoint's device_id, name and tags on its port, after the answer: off the
+    /// start path. Until they are written the port is known to be taken by its host veth.
+    fn write_bookkeeping(&self, port_id: String, body: Value, tags: Vec<String>) {
+        let neutron = self.neutron.clone();
+        let id = port_id.clone();
+        self.background.spawn(&port_id, async move {
+            crate::kill_point!("CreateEndpoint.bookkeeping");
+            let update = neutron.update::<Port>(&id, body);
+            let tagged = neutron.replace_tags::<Port>(&id, &tags);
+            if let Err(e) = tokio::try_join!(update, tagged) {
+                tracing::warn!(port = %id, error = %e, "endpoint bookkeeping on the port failed");
+            }
+        });
+    }
+
     /// What the endpoint's later calls answer from memory.
     fn remember_endpoint(&self, ask: &EndpointAsk<'_>, network_id: &str, port: &Port) {
         for (ip, s) in ask.addrs.iter().zip(&ask.subnets) {
@@ -407,6 +486,8 @@ impl Driver {
                 }
             }
             PortUndo::Restore(port) => {
+                // Unbound first: Neutron refuses a MAC change on a bound port, and the
+                // update may have changed the MAC (`--mac-address`).
                 let mut body = json!({
                     "binding:host_id": port.host_id,
                     "device_owner": port.device_owner,
@@ -418,19 +499,17 @@ impl Driver {
                 if super::sriov::is_sriov(&port.vnic_type) {
                     body["binding:profile"] = json!(port.profile);
                 }
-                // A port still bound elsewhere refuses a MAC change: the MAC goes back
-                // only once the binding is gone, so it is sent after the rest.
-                let mac = body.as_object_mut().and_then(|b| b.remove("mac_address"));
-                if let Err(e) = self.neutron.update::<Port>(&port.id, body).await {
-                    failures.push(e.into());
-                } else if let Some(mac) = mac {
-                    if let Err(e) = self
+                let unbind = json!({"binding:host_id": ""});
+                let restored = match self.neutron.update::<Port>(&port.id, unbind).await {
+                    Ok(_) => self
                         .neutron
-                        .update::<Port>(&port.id, json!({"mac_address": mac}))
+                        .update::<Port>(&port.id, body)
                         .await
-                    {
-                        failures.push(e.into());
-                    }
+                        .map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = restored {
+                    failures.push(e.into());
                 }
                 if let Err(e) = self
                     .neutron
@@ -458,6 +537,7 @@ impl Driver {
             return Ok(json!({}));
         };
         let port = &info.port;
+        self.background.settle(&port.id).await;
         if super::sriov::is_sriov(&port.vnic_type) {
             self.unplug_sriov(port).await;
         } else if let Some((link, kind)) = self.nested() {
@@ -497,28 +577,37 @@ impl Driver {
         else {
             return Ok(json!({"Value": {}}));
         };
-        // Status changes as the agent works: read it live until it is ACTIVE, which is
-        // where it stays. Docker asks several times per start: a read (or the binding
-        // update's answer) less than two seconds old is answered again.
-        let fresh = info
+        // Status changes as the agent works. Docker asks several times per start: the
+        // answer comes from memory, and a status that is not ACTIVE yet (where it then
+        // stays) is read again in the background, at most every two seconds.
+        let status = info.port.status.clone();
+        let stale = info
             .status_read_at
-            .is_some_and(|t| t.elapsed() < STATUS_TTL);
-        if info.port.status == PortStatus::Active || fresh {
-            return Ok(json!({"Value": {"status": info.port.status}}));
+            .is_none_or(|t| t.elapsed() >= STATUS_TTL);
+        if status != PortStatus::Active && stale {
+            self.refresh_status(req.endpoint_id.to_string(), info.port.id.clone());
         }
-        match self.neutron.get::<Port>(&info.port.id).await {
-            Ok(p) => {
-                let mut updated = info.clone();
-                updated.port.status = p.status.clone();
-                updated.status_read_at = Some(Instant::now());
-                self.cache
-                    .endpoints
-                    .put(req.endpoint_id.to_string(), updated);
-                Ok(json!({"Value": {"status": p.status}}))
+        Ok(json!({"Value": {"status": status}}))
+    }
+
+    /// Reads a port's status into the endpoint's cache entry, in the background; an entry
+    /// gone meanwhile (DeleteEndpoint) is not brought back.
+    fn refresh_status(&self, ep: String, port_id: String) {
+        let (neutron, cache) = (self.neutron.clone(), self.cache.clone());
+        if let Some(mut e) = cache.endpoints.get(&ep) {
+            // Marks the read as under way, so concurrent calls start no second one.
+            e.status_read_at = Some(Instant::now());
+            cache.endpoints.update(&ep, |v| *v = e);
+        }
+        self.background.spawn(&port_id.clone(), async move {
+            match neutron.get::<Port>(&port_id).await {
+                Ok(p) => cache.endpoints.update(&ep, |v| {
+                    v.port.status = p.status;
+                    v.status_read_at = Some(Instant::now());
+                }),
+                Err(e) => tracing::debug!(port = %port_id, error = %e, "port status not read"),
             }
-            Err(e) if e.is_not_found() => Ok(json!({"Value": {}})),
-            Err(e) => Err(e.into()),
-        }
+        });
     }
 
     pub async fn join(&self, req: JoinRequest) -> Result<JoinResponse> {
@@ -602,6 +691,7 @@ impl Driver {
             return Ok(json!({}));
         };
         let port_id = info.port.id.clone();
+        self.background.settle(&port_id).await;
         info.no_exposed_group = false;
         self.cache.endpoints.put(req.endpoint_id.to_string(), info);
         let name = names::exposed_sg_name(&port_id);
@@ -663,6 +753,7 @@ impl Driver {
             return Ok(json!({}));
         }
         let port_id = info.port.id.clone();
+        self.background.settle(&port_id).await;
         let groups: Vec<SecurityGroup> = self
             .neutron
             .list(&Filters::new().add("name", names::exposed_sg_name(&port_id)))

@@ -18,7 +18,10 @@ const IPAM_NET_PREFIX: &str = "kuryr-ipam-net-";
 
 impl Driver {
     pub fn ipam_capabilities(&self) -> Value {
-        json!({"RequiresMACAddress": true})
+        // Docker then makes no MAC of its own: CreateEndpoint gets an empty MacAddress
+        // (unless the user set one) and the container takes the port's MAC, which a port
+        // bound ahead of time cannot change.
+        json!({"RequiresMACAddress": false})
     }
 
     pub fn default_address_spaces(&self) -> Value {
@@ -323,27 +326,15 @@ impl Driver {
                 return Err(bad(format!("Address {ip} is not in pool {}", subnet.cidr)));
             }
         }
-        let eligible = requested.is_none() && super::port_pool::PortPool::eligible(&subnet);
-        if eligible && !self.port_pool.loaded(&subnet.id) {
-            // First start on this subnet since kuryr started: read the pool back (a
-            // list, much cheaper than a create).
-            if let Err(e) = self.port_pool.load(&self.neutron, &subnet).await {
-                tracing::warn!(subnet = %subnet.id, error = %e, "cannot read the port pool back");
-            }
-        }
-        let pooled = if eligible {
-            self.port_pool.take_or_wait(&subnet.id).await
-        } else {
-            None
+        let port = match requested {
+            Some(ip) => self.reserve(&subnet, Some(ip), mac.as_deref()).await?,
+            None => match self.take_companion(&subnet) {
+                Some(p) => p,
+                None if self.binds_ahead(&subnet) => self.bound_port(&subnet).await?,
+                None => self.reserve(&subnet, None, mac.as_deref()).await?,
+            },
         };
-        if eligible {
-            // Keep the pool topped up, off this call's path.
-            self.port_pool.refill(&self.neutron, &subnet);
-        }
-        let port = match pooled {
-            Some(p) => p,
-            None => self.reserve(&subnet, requested, mac.as_deref()).await?,
-        };
+        self.set_companion(&subnet, &port);
         let ip = port
             .fixed_ips
             .iter()
@@ -362,6 +353,91 @@ impl Driver {
             address: format!("{ip}/{}", net.prefix_len()),
             data: BTreeMap::new(),
         })
+    }
+
+    /// Whether a container address of this subnet is a port bound to this host ahead of
+    /// CreateEndpoint: on kuryr's own networks, for veth endpoints (nested ports are never
+    /// bound; an SR-IOV port is made by its user and adopted with `--ip`).
+    fn binds_ahead(&self, subnet: &Subnet) -> bool {
+        super::port_pool::eligible(subnet) && self.nested().is_none()
+    }
+
+    /// A port bound to this host with an address on each kuryr subnet of the network:
+    /// from the pool (no request), else created bound (one request).
+    async fn bound_port(&self, subnet: &Subnet) -> Result<Port> {
+        let subnets = self.kuryr_subnets(subnet).await?;
+        if self.port_pool.enabled() {
+            let pooled = self.port_pool.take(&self.neutron, &subnets).await;
+            // Keep the pool topped up, off this call's path.
+            self.port_pool.refill(&self.neutron, &subnets);
+            if let Some(p) = pooled {
+                return Ok(p);
+            }
+        }
+        let body =
+            self.port_pool
+                .bound_body(names::UNBOUND_PORT_NAME, &subnet.network_id, &subnets);
+        Ok(self.neutron.create(body).await?)
+    }
+
+    /// The kuryr subnets of the subnet's network, one per IP version: what a bound port
+    /// gets an address on.
+    async fn kuryr_subnets(&self, subnet: &Subnet) -> Result<Vec<Subnet>> {
+        let net = &subnet.network_id;
+        let known = self
+            .cache
+            .networks
+            .find(|ni| ni.neutron_id == *net)
+            .map(|ni| ni.subnets);
+        let all = match known {
+            Some(s) => s,
+            None => match self.cache.network_subnets.get(net) {
+                Some(s) => s,
+                None => {
+                    let s: Vec<Subnet> = self
+                        .neutron
+                        .list(&Filters::new().add("network_id", net))
+                        .await?;
+                    self.cache.network_subnets.put(net.clone(), s.clone());
+                    s
+                }
+            },
+        };
+        // The asked subnet first, then one more of the other family.
+        let mut out = vec![subnet.clone()];
+        for s in all {
+            if super::port_pool::eligible(&s)
+                && !out
+                    .iter()
+                    .any(|o| o.cidr.addr().is_ipv4() == s.cidr.addr().is_ipv4())
+            {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The port handed out for the other family of the endpoint being set up, if it holds
+    /// an address on this subnet.
+    fn take_companion(&self, subnet: &Subnet) -> Option<Port> {
+        let mut m = self.companion.lock().ok()?;
+        let holds = m
+            .get(&subnet.network_id)
+            .is_some_and(|p| p.fixed_ips.iter().any(|f| f.subnet_id == subnet.id));
+        holds.then(|| m.remove(&subnet.network_id)).flatten()
+    }
+
+    /// Remembers a port that holds addresses of other subnets too, for the endpoint's
+    /// second RequestAddress.
+    fn set_companion(&self, subnet: &Subnet, port: &Port) {
+        let Ok(mut m) = self.companion.lock() else {
+            return;
+        };
+        if port.fixed_ips.iter().any(|f| f.subnet_id != subnet.id) {
+            m.insert(subnet.network_id.clone(), port.clone());
+        } else {
+            m.remove(&subnet.network_id);
+        }
     }
 
     /// Gateway requests reserve nothing: the gateway belongs to the subnet.
@@ -577,7 +653,7 @@ impl Driver {
             }
         };
         for p in ports {
-            self.release_port(&p).await?;
+            self.release_port(&p, true).await?;
         }
         Ok(json!({}))
     }
@@ -596,15 +672,17 @@ impl Driver {
             let ours = kuryr_made(&p) || p.tags.iter().any(|t| t == names::TAG_PORT_EXISTING);
             if mine && ours && !p.device_owner.starts_with("network:") {
                 tracing::info!(port = %p.id, "removing a port left on a network Docker removes");
-                if let Err(e) = self.release_port(&p).await {
+                if let Err(e) = self.release_port(&p, false).await {
                     tracing::warn!(port = %p.id, error = %e, "cannot remove left-over port");
                 }
             }
         }
     }
 
-    /// Deletes a port kuryr made; gives an adopted one back as it was found.
-    pub(crate) async fn release_port(&self, p: &Port) -> Result<()> {
+    /// Deletes a port kuryr made (or, `recycle` with the pool on, gives it back to the pool
+    /// off the caller's path); gives an adopted one back as it was found.
+    pub(crate) async fn release_port(&self, p: &Port, recycle: bool) -> Result<()> {
+        self.background.settle(&p.id).await;
         // Docker does not call DeleteEndpoint for an endpoint whose CreateEndpoint failed
         // (e.g. kuryr crashed after plugging it): the address release is the last word,
         // so a veth of this port still on this host goes now.
@@ -640,7 +718,16 @@ impl Driver {
                 .collect();
             self.neutron.replace_tags::<Port>(&p.id, &keep).await?;
         } else if kuryr_made(p) {
-            self.neutron.delete_if_exists::<Port>(&p.id).await?;
+            let bound_here = p.host_id == self.cfg.host && p.vif_type.is_bound();
+            if recycle && self.port_pool.enabled() && bound_here && self.nested().is_none() {
+                let (pool, neutron, port) =
+                    (self.port_pool.clone(), self.neutron.clone(), p.clone());
+                self.background.spawn(&p.id, async move {
+                    pool.give_back(&neutron, port).await;
+                });
+            } else {
+                self.neutron.delete_if_exists::<Port>(&p.id).await?;
+            }
         } else {
             tracing::debug!(port = %p.id, "address held by a port kuryr does not own; left alone");
         }

@@ -1,6 +1,7 @@
 //! The CNM-to-Neutron mapping: what each libnetwork call means in Neutron and on the host.
 //! Handlers take typed requests and return typed answers; HTTP lives in `server`.
 
+mod background;
 pub mod cache;
 mod endpoint;
 mod ipam;
@@ -80,6 +81,10 @@ impl DriverError {
 
 pub type Result<T> = std::result::Result<T, DriverError>;
 
+/// Neutron's extension (ML2 `tag_ports_during_bulk_creation`) that keeps the tags given
+/// when ports are created; without it they are written by a request of their own.
+pub const TAG_AT_CREATE: &str = "tag-ports-during-bulk-creation";
+
 /// A request value `protocol::validate` refused: a bad request.
 impl From<crate::protocol::validate::Invalid> for DriverError {
     fn from(e: crate::protocol::validate::Invalid) -> Self {
@@ -96,9 +101,15 @@ pub struct Driver {
     pub(crate) neutron: Neutron,
     pub(crate) ext: Extensions,
     pub(crate) plumber: Arc<dyn Plumbing>,
-    pub(crate) cache: Cache,
+    pub(crate) cache: Arc<Cache>,
     pub(crate) locks: KeyedLocks,
-    pub(crate) port_pool: std::sync::Arc<port_pool::PortPool>,
+    pub(crate) port_pool: Arc<port_pool::PortPool>,
+    /// Per-port work that follows a call's answer (bookkeeping, scrubbing).
+    pub(crate) background: Arc<background::Background>,
+    /// Network -> the port RequestAddress gave one family of an endpoint, which also holds
+    /// its address of the other family (dual stack: the second RequestAddress of the same
+    /// endpoint comes next, under Docker's per-network lock).
+    pub(crate) companion: std::sync::Mutex<std::collections::HashMap<String, Port>>,
     pub(crate) port_driver: nested::PortDriver,
     /// The VM's trunk (vlan port driver only).
     pub(crate) trunk: Option<nested::TrunkIds>,
@@ -136,14 +147,21 @@ impl Driver {
                 )));
             }
         }
+        let pool_host = port_pool::PoolHost {
+            host: cfg.host.clone(),
+            tags_at_create: ext.has(TAG_AT_CREATE),
+            plumbing: plumber.clone(),
+        };
         let mut d = Driver {
             cfg: cfg.clone(),
             neutron,
             ext,
             plumber,
-            cache: Cache::default(),
+            cache: Arc::default(),
             locks: KeyedLocks::default(),
-            port_pool: port_pool::PortPool::new(cfg.port_pool_size),
+            port_pool: port_pool::PortPool::new(cfg.port_pool_size, pool_host),
+            background: Arc::default(),
+            companion: Default::default(),
             port_driver,
             trunk: None,
         };
@@ -161,6 +179,11 @@ impl Driver {
     /// The host plumbing this driver uses (gc and reconcile share it).
     pub fn plumbing(&self) -> &dyn Plumbing {
         self.plumber.as_ref()
+    }
+
+    /// Ports with background work (bookkeeping, scrubbing) queued or running.
+    pub fn background_pending(&self) -> usize {
+        self.background.pending()
     }
 
     pub fn extensions(&self) -> &Extensions {

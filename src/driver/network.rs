@@ -123,8 +123,14 @@ impl Driver {
             physical_network: net.physical_network,
             subnets,
         };
-        for s in &info.subnets {
-            self.port_pool.refill(&self.neutron, s);
+        let kuryr_subnets: Vec<Subnet> = info
+            .subnets
+            .iter()
+            .filter(|s| super::port_pool::eligible(s))
+            .cloned()
+            .collect();
+        if self.nested().is_none() {
+            self.port_pool.refill(&self.neutron, &kuryr_subnets);
         }
         self.cache.networks.put(id.to_string(), info);
         Ok(json!({}))

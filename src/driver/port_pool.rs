@@ -1,127 +1,201 @@
-//! Port pool (`port_pool_size`): ports made ahead of time on each kuryr subnet, so that
-//! RequestAddress answers without a Neutron request and a container start does not wait
-//! for a port create. Pool ports are found again after a restart by their name.
+//! Port pool (`port_pool_size`): ports made ahead of time on each kuryr network, already
+//! bound to this host, so that a container start makes no Neutron request: RequestAddress
+//! answers from the pool, CreateEndpoint plugs with the `binding:vif_type` Neutron gave
+//! at creation, and the port's endpoint bookkeeping (device_id, name, tags) is written
+//! after the answer. ReleaseAddress gives a port back (scrubbed) instead of deleting it;
+//! the pool trims itself back to its size in the background and is drained when Docker
+//! removes the network.
 //!
-//! Ports cannot change MAC once bound, so pool ports stay unbound: CreateEndpoint's one
-//! update gives them Docker's MAC, the host binding and their usual name.
+//! A pool port holds one address on each kuryr subnet of its network (dual stack: a v4
+//! and a v6 one), so the two RequestAddress calls of a dual-stack endpoint get one port.
+//!
+//! Which pool port is free is known without Neutron: a port is taken from the moment its
+//! host veth `tap<port>` exists (CreateEndpoint makes it before answering), so after a
+//! crash or restart the ports read back by name (`kuryr-pool-port`, bound to this host,
+//! no device_id) are free only if this host has no veth of theirs.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
+use crate::host::Plumbing;
 use crate::names;
-use crate::neutron::{Filters, Neutron, Port, Subnet};
+use crate::neutron::{Filters, Neutron, NeutronError, Port, Subnet};
 
 pub const POOL_PORT_NAME: &str = "kuryr-pool-port";
 
+/// What a pool needs of its host: the name Neutron binds to, and whether a veth exists.
+pub struct PoolHost {
+    pub host: String,
+    /// Neutron keeps tags given at create (ML2 `tag_ports_during_bulk_creation`).
+    pub tags_at_create: bool,
+    pub plumbing: Arc<dyn Plumbing>,
+}
+
+/// Per-network state; a network's pool holds ports with one address per kuryr subnet.
+#[derive(Default)]
+struct NetPool {
+    free: VecDeque<Port>,
+    /// The kuryr subnets a port of this network gets an address on.
+    subnets: Vec<Subnet>,
+    loaded: bool,
+    refilling: bool,
+    /// Docker is removing the network: ports coming back are deleted instead.
+    closed: bool,
+    /// Ports Neutron could not bind when they were made (agent down): rebound at the next
+    /// refill, never handed out before.
+    broken: Vec<Port>,
+}
+
 pub struct PortPool {
     size: usize,
-    free: Mutex<HashMap<String, VecDeque<Port>>>,
-    /// Subnets with a refill in flight, and those whose leftovers were read back.
-    busy: Mutex<HashSet<String>>,
-    loaded: Mutex<HashSet<String>>,
-    /// Networks being deleted: a refill that lands late gives its ports back.
-    closed: Mutex<HashSet<String>>,
+    host: PoolHost,
+    nets: Mutex<HashMap<String, NetPool>>,
     /// Held by a refill while it runs, so a start can wait for ports already on the way
     /// rather than make one more.
     filling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// Subnets kuryr's network driver made get a pool (not adopted ones, not IPAM-only).
+pub fn eligible(subnet: &Subnet) -> bool {
+    subnet.name.starts_with(names::SUBNET_NAME_PREFIX)
+}
+
+/// The body of a port bound to `host` with an address on each of `subnets`.
+pub fn bound_port_body(
+    name: &str,
+    network_id: &str,
+    subnets: &[Subnet],
+    host: &PoolHost,
+) -> serde_json::Value {
+    let fixed: Vec<_> = subnets.iter().map(|s| json!({"subnet_id": s.id})).collect();
+    let mut body = json!({
+        "name": name,
+        "admin_state_up": true,
+        "network_id": network_id,
+        "fixed_ips": fixed,
+        "binding:host_id": host.host,
+        "device_owner": names::DEVICE_OWNER,
+    });
+    if host.tags_at_create {
+        body["tags"] = json!([names::TAG_KURYR_PORT]);
+    }
+    body
+}
+
 impl PortPool {
-    pub fn new(size: usize) -> Arc<Self> {
+    pub fn new(size: usize, host: PoolHost) -> Arc<Self> {
         Arc::new(PortPool {
             size,
-            free: Mutex::new(HashMap::new()),
-            busy: Mutex::new(HashSet::new()),
-            loaded: Mutex::new(HashSet::new()),
-            closed: Mutex::new(HashSet::new()),
+            host,
+            nets: Mutex::new(HashMap::new()),
             filling: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Subnets kuryr's network driver made get a pool (not adopted ones, not IPAM-only).
-    pub fn eligible(subnet: &Subnet) -> bool {
-        subnet.name.starts_with(names::SUBNET_NAME_PREFIX)
+    pub fn enabled(&self) -> bool {
+        self.size > 0
     }
 
-    /// A ready port of the subnet, if any.
-    pub fn take(&self, subnet_id: &str) -> Option<Port> {
-        self.free.lock().ok()?.get_mut(subnet_id)?.pop_front()
+    /// The body of a port bound to this host with an address on each of `subnets`.
+    pub fn bound_body(
+        &self,
+        name: &str,
+        network_id: &str,
+        subnets: &[Subnet],
+    ) -> serde_json::Value {
+        bound_port_body(name, network_id, subnets, &self.host)
     }
 
-    fn fill_lock(&self, subnet_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn with<T>(&self, network_id: &str, f: impl FnOnce(&mut NetPool) -> T) -> Option<T> {
+        let mut nets = self.nets.lock().ok()?;
+        Some(f(nets.entry(network_id.to_string()).or_default()))
+    }
+
+    fn fill_lock(&self, network_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         match self.filling.lock() {
-            Ok(mut m) => m.entry(subnet_id.to_string()).or_default().clone(),
+            Ok(mut m) => m.entry(network_id.to_string()).or_default().clone(),
             Err(_) => Arc::default(),
         }
     }
 
-    /// A ready port, waiting (a bounded while) for a refill already under way.
-    pub async fn take_or_wait(&self, subnet_id: &str) -> Option<Port> {
-        if let Some(p) = self.take(subnet_id) {
+    /// A ready port of the network, waiting (a bounded while) for a refill already under
+    /// way; `subnets` are the network's kuryr subnets (what a new port would get).
+    pub async fn take(&self, neutron: &Neutron, subnets: &[Subnet]) -> Option<Port> {
+        let network_id = &subnets.first()?.network_id;
+        self.with(network_id, |p| {
+            if p.subnets.is_empty() {
+                p.subnets = subnets.to_vec();
+            }
+        });
+        if !self.with(network_id, |p| p.loaded).unwrap_or(true) {
+            // First start on this network since kuryr started: read the pool back (a
+            // list, much cheaper than a create).
+            if let Err(e) = self.load(neutron, network_id).await {
+                tracing::warn!(network = %network_id, error = %e, "cannot read the port pool back");
+            }
+        }
+        if let Some(p) = self.pop(network_id) {
             return Some(p);
         }
-        let refilling = self
-            .busy
-            .lock()
-            .map(|b| b.contains(subnet_id))
-            .unwrap_or(false);
-        if refilling {
-            let lock = self.fill_lock(subnet_id);
+        if self.with(network_id, |p| p.refilling).unwrap_or(false) {
+            let lock = self.fill_lock(network_id);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(3), lock.lock()).await;
         }
-        self.take(subnet_id)
+        self.pop(network_id)
     }
 
-    pub fn available(&self, subnet_id: &str) -> usize {
-        self.free
-            .lock()
-            .map(|m| m.get(subnet_id).map_or(0, |q| q.len()))
-            .unwrap_or(0)
+    fn pop(&self, network_id: &str) -> Option<Port> {
+        self.with(network_id, |p| p.free.pop_front()).flatten()
     }
 
-    /// Tops the subnet's pool up in the background once it is half empty, in one bulk
+    pub fn available(&self, network_id: &str) -> usize {
+        self.with(network_id, |p| p.free.len()).unwrap_or(0)
+    }
+
+    /// Tops the network's pool up in the background once it is half empty, in one bulk
     /// request, so refills stay rare and off Neutron's busy moments.
-    pub fn refill(self: &Arc<Self>, neutron: &Neutron, subnet: &Subnet) {
-        if self.size == 0 || !Self::eligible(subnet) {
+    pub fn refill(self: &Arc<Self>, neutron: &Neutron, subnets: &[Subnet]) {
+        let Some(first) = subnets.first() else { return };
+        if self.size == 0 || !eligible(first) {
             return;
         }
-        if self.loaded(&subnet.id) && self.available(&subnet.id) * 2 > self.size {
+        let network_id = first.network_id.clone();
+        let start = self
+            .with(&network_id, |p| {
+                if p.subnets.is_empty() {
+                    p.subnets = subnets.to_vec();
+                }
+                let low = !p.loaded || p.free.len() * 2 <= self.size || !p.broken.is_empty();
+                let go = low && !p.refilling && !p.closed;
+                if go {
+                    p.refilling = true;
+                }
+                go
+            })
+            .unwrap_or(false);
+        if !start {
             return;
         }
-        {
-            let Ok(mut busy) = self.busy.lock() else {
-                return;
-            };
-            if !busy.insert(subnet.id.clone()) {
-                return;
-            }
-        }
-        let (pool, neutron, subnet) = (self.clone(), neutron.clone(), subnet.clone());
+        let (pool, neutron) = (self.clone(), neutron.clone());
         // Taken before the task starts, so a start that sees the refill also waits for it.
-        let filling = self.fill_lock(&subnet.id).try_lock_owned().ok();
+        let filling = self.fill_lock(&network_id).try_lock_owned().ok();
         tokio::spawn(async move {
             let _filling = filling;
-            if let Err(e) = pool.fill(&neutron, &subnet).await {
-                tracing::warn!(subnet = %subnet.id, error = %e, "port pool refill failed");
+            if let Err(e) = pool.fill(&neutron, &network_id).await {
+                tracing::warn!(network = %network_id, error = %e, "port pool refill failed");
             }
-            if let Ok(mut busy) = pool.busy.lock() {
-                busy.remove(&subnet.id);
-            }
+            pool.with(&network_id, |p| p.refilling = false);
         });
     }
 
-    /// Reads back the pool ports an earlier process left on the subnet, once.
-    pub async fn load(
-        &self,
-        neutron: &Neutron,
-        subnet: &Subnet,
-    ) -> Result<(), crate::neutron::NeutronError> {
+    /// Reads back the pool ports an earlier process left on the network, once: bound to
+    /// this host, no device_id, and no veth of theirs on this host (one that has a veth
+    /// was handed to a container before a crash).
+    pub async fn load(&self, neutron: &Neutron, network_id: &str) -> Result<(), NeutronError> {
         let first = self
-            .loaded
-            .lock()
-            .map(|mut l| l.insert(subnet.id.clone()))
+            .with(network_id, |p| !std::mem::replace(&mut p.loaded, true))
             .unwrap_or(false);
         if !first || self.size == 0 {
             return Ok(());
@@ -130,86 +204,170 @@ impl PortPool {
             .list(
                 &Filters::new()
                     .add("name", POOL_PORT_NAME)
-                    .add("network_id", &subnet.network_id)
-                    .add("fixed_ips", format!("subnet_id={}", subnet.id)),
+                    .add("network_id", network_id)
+                    .add("binding:host_id", self.host.host.as_str()),
             )
             .await?;
-        if let Ok(mut m) = self.free.lock() {
-            let q = m.entry(subnet.id.clone()).or_default();
-            for p in left.into_iter().filter(|p| p.device_id.is_empty()) {
-                if !q.iter().any(|x| x.id == p.id) {
-                    q.push_back(p);
+        let mut free = Vec::new();
+        for p in left.into_iter().filter(|p| p.device_id.is_empty()) {
+            match self.host.plumbing.link_mac(&names::host_veth(&p.id)).await {
+                Ok(None) => free.push(p),
+                Ok(Some(_)) => {
+                    tracing::info!(port = %p.id, "pool port has a veth here: taken before a restart")
+                }
+                Err(e) => {
+                    tracing::warn!(port = %p.id, error = %e, "cannot tell whether the pool port is taken")
                 }
             }
         }
+        self.with(network_id, |pool| {
+            for p in free {
+                if !pool.free.iter().any(|x| x.id == p.id) {
+                    if p.vif_type.is_bound() {
+                        pool.free.push_back(p);
+                    } else {
+                        pool.broken.push(p);
+                    }
+                }
+            }
+        });
         Ok(())
     }
 
-    pub fn loaded(&self, subnet_id: &str) -> bool {
-        self.loaded
-            .lock()
-            .map(|l| l.contains(subnet_id))
-            .unwrap_or(true)
-    }
-
-    async fn fill(
-        &self,
-        neutron: &Neutron,
-        subnet: &Subnet,
-    ) -> Result<(), crate::neutron::NeutronError> {
-        self.load(neutron, subnet).await?;
-        let missing = self.size.saturating_sub(self.available(&subnet.id));
-        if missing == 0 {
+    async fn fill(&self, neutron: &Neutron, network_id: &str) -> Result<(), NeutronError> {
+        self.load(neutron, network_id).await?;
+        self.repair(neutron, network_id).await;
+        let Some((missing, subnets)) = self.with(network_id, |p| {
+            (self.size.saturating_sub(p.free.len()), p.subnets.clone())
+        }) else {
+            return Ok(());
+        };
+        if missing == 0 || subnets.is_empty() {
             return Ok(());
         }
         let body: Vec<_> = (0..missing)
-            .map(|_| {
-                json!({
-                    "name": POOL_PORT_NAME,
-                    "admin_state_up": true,
-                    "network_id": subnet.network_id,
-                    "fixed_ips": [{"subnet_id": subnet.id}],
-                })
-            })
+            .map(|_| bound_port_body(POOL_PORT_NAME, network_id, &subnets, &self.host))
             .collect();
-        // One bulk request for all of them.
+        // One bulk request for all of them, bound to this host in the same request.
         let made: Vec<Port> = neutron.create_bulk(body).await?;
-        tracing::debug!(subnet = %subnet.id, count = made.len(), "port pool refilled");
-        if self.is_closed(&subnet.network_id) {
+        tracing::debug!(network = %network_id, count = made.len(), "port pool refilled");
+        let closed = self.with(network_id, |p| p.closed).unwrap_or(true);
+        if closed {
             for p in made {
                 let _ = neutron.delete_if_exists::<Port>(&p.id).await;
             }
             return Ok(());
         }
-        if let Ok(mut m) = self.free.lock() {
-            m.entry(subnet.id.clone()).or_default().extend(made);
-        }
+        self.with(network_id, |pool| {
+            for p in made {
+                if p.vif_type.is_bound() {
+                    pool.free.push_back(p);
+                } else {
+                    tracing::warn!(port = %p.id, vif_type = %p.vif_type, "pool port not bound (L2 agent down?): kept back, rebound at the next refill");
+                    pool.broken.push(p);
+                }
+            }
+        });
         Ok(())
     }
 
-    fn is_closed(&self, network_id: &str) -> bool {
-        self.closed
-            .lock()
-            .map(|c| c.contains(network_id))
-            .unwrap_or(false)
+    /// Binds again the ports Neutron could not bind when they were made; those it binds
+    /// now join the pool.
+    async fn repair(&self, neutron: &Neutron, network_id: &str) {
+        let broken = self
+            .with(network_id, |p| std::mem::take(&mut p.broken))
+            .unwrap_or_default();
+        for p in broken {
+            // Unbind, then bind: Neutron retries the mechanism drivers on a new host_id.
+            let rebound = async {
+                neutron
+                    .update::<Port>(&p.id, json!({"binding:host_id": ""}))
+                    .await?;
+                neutron
+                    .update::<Port>(&p.id, json!({"binding:host_id": self.host.host}))
+                    .await
+            }
+            .await;
+            match rebound {
+                Ok(q) if q.vif_type.is_bound() => {
+                    self.with(network_id, |pool| pool.free.push_back(q));
+                }
+                Ok(q) => {
+                    self.with(network_id, |pool| pool.broken.push(q));
+                }
+                Err(e) => {
+                    tracing::warn!(port = %p.id, error = %e, "cannot rebind pool port");
+                    self.with(network_id, |pool| pool.broken.push(p));
+                }
+            }
+        }
     }
 
-    /// Deletes the pool ports of a network (before its subnets or itself go).
+    /// A released port back in the pool, once it is scrubbed of its endpoint (name,
+    /// device_id, tags); callers run it off ReleaseAddress's path. Beyond the pool's
+    /// size, or on a network being removed, the port is deleted instead.
+    pub async fn give_back(&self, neutron: &Neutron, port: Port) {
+        let pool = self;
+        {
+            let network_id = port.network_id.clone();
+            let keep = pool
+                .with(&network_id, |p| !p.closed && p.free.len() < pool.size)
+                .unwrap_or(false);
+            if !keep {
+                if let Err(e) = neutron.delete_if_exists::<Port>(&port.id).await {
+                    tracing::warn!(port = %port.id, error = %e, "cannot delete released port");
+                }
+                return;
+            }
+            let scrubbed = async {
+                let body = json!({"name": POOL_PORT_NAME, "device_id": ""});
+                let p = neutron.update::<Port>(&port.id, body).await?;
+                let tags = vec![names::TAG_KURYR_PORT.to_string()];
+                neutron.replace_tags::<Port>(&port.id, &tags).await?;
+                Ok::<Port, NeutronError>(Port { tags, ..p })
+            }
+            .await;
+            match scrubbed {
+                Ok(p) if p.vif_type.is_bound() => {
+                    let closed = pool.with(&network_id, |n| {
+                        if !n.closed {
+                            n.free.push_back(p.clone());
+                        }
+                        n.closed
+                    });
+                    if closed.unwrap_or(true) {
+                        let _ = neutron.delete_if_exists::<Port>(&p.id).await;
+                    }
+                }
+                Ok(p) => {
+                    pool.with(&network_id, |n| n.broken.push(p));
+                }
+                Err(e) => {
+                    tracing::warn!(port = %port.id, error = %e, "cannot give port back to the pool; deleting it");
+                    let _ = neutron.delete_if_exists::<Port>(&port.id).await;
+                }
+            }
+        }
+    }
+
+    /// Deletes this host's pool ports of a network (before its subnets or itself go).
     pub async fn drain(&self, neutron: &Neutron, network_id: &str) {
-        if let Ok(mut c) = self.closed.lock() {
-            c.insert(network_id.to_string());
-        }
-        if let Ok(mut m) = self.free.lock() {
-            m.retain(|_, q| {
-                q.retain(|p| p.network_id != network_id);
-                !q.is_empty()
-            });
-        }
+        let queued: HashSet<String> = self
+            .with(network_id, |p| {
+                p.closed = true;
+                p.free
+                    .drain(..)
+                    .chain(p.broken.drain(..))
+                    .map(|x| x.id)
+                    .collect()
+            })
+            .unwrap_or_default();
         let ports: Vec<Port> = match neutron
             .list(
                 &Filters::new()
                     .add("name", POOL_PORT_NAME)
-                    .add("network_id", network_id),
+                    .add("network_id", network_id)
+                    .add("binding:host_id", self.host.host.as_str()),
             )
             .await
         {
@@ -218,9 +376,15 @@ impl PortPool {
                 return tracing::warn!(network = %network_id, error = %e, "cannot list pool ports")
             }
         };
-        for p in ports.into_iter().filter(|p| p.device_id.is_empty()) {
-            if let Err(e) = neutron.delete_if_exists::<Port>(&p.id).await {
-                tracing::warn!(port = %p.id, error = %e, "cannot delete pool port");
+        let ids = ports
+            .into_iter()
+            .filter(|p| p.device_id.is_empty())
+            .map(|p| p.id)
+            .chain(queued);
+        let ids: HashSet<String> = ids.collect();
+        for id in ids {
+            if let Err(e) = neutron.delete_if_exists::<Port>(&id).await {
+                tracing::warn!(port = %id, error = %e, "cannot delete pool port");
             }
         }
     }

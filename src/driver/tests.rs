@@ -87,7 +87,8 @@ async fn capabilities_and_activate_make_no_request() {
     let c = t.ok("NetworkDriver.GetCapabilities", &json!({})).await;
     assert_eq!(c["Scope"], "local");
     let i = t.ok("IpamDriver.GetCapabilities", &json!({})).await;
-    assert_eq!(i["RequiresMACAddress"], true);
+    // Docker makes no MAC: the container takes its port's.
+    assert_eq!(i["RequiresMACAddress"], false);
     let s = t.ok("IpamDriver.GetDefaultAddressSpaces", &json!({})).await;
     assert_eq!(s["LocalDefaultAddressSpace"], "no_address_space");
     for m in [
@@ -267,12 +268,12 @@ async fn a_container_lifecycle_plugs_binds_and_cleans_up() {
     let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
     t.take_requests();
 
-    // RequestAddress: one port create holding the address, with Docker's MAC.
+    // RequestAddress: one request, a port created bound to this host. Docker asks no
+    // MAC (RequiresMACAddress is false).
     let a = t
         .ok(
             "IpamDriver.RequestAddress",
-            &json!({"PoolID": pool_id, "Address": "",
-                "Options": {"com.docker.network.endpoint.macaddress": MAC}}),
+            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
         )
         .await;
     let addr = a["Address"].as_str().unwrap_or_default().to_string();
@@ -283,28 +284,40 @@ async fn a_container_lifecycle_plugs_binds_and_cleans_up() {
     assert_eq!(t.take_requests(), ["POST ports"]);
     let p = port_of(&t, &addr);
     assert_eq!(p["name"], names::UNBOUND_PORT_NAME);
-    assert_eq!(p["mac_address"], MAC);
-
-    // CreateEndpoint: binding and tags side by side, then the veth.
-    let ce = t
-        .ok("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, MAC))
-        .await;
-    assert_eq!(ce, json!({"Interface": {}}), "Docker's MAC is kept");
-    let mut reqs = t.take_requests();
-    reqs.sort();
-    assert_eq!(reqs, ["PUT ports", "PUT ports/tags"]);
-    let p = port_of(&t, &addr);
-    let id = p["id"].as_str().unwrap_or_default().to_string();
     assert_eq!(p["binding:host_id"], crate::testkit::HOST);
-    assert_eq!(p["device_owner"], names::DEVICE_OWNER);
-    assert_eq!(p["device_id"], EP);
-    let tags: Vec<String> = serde_json::from_value(p["tags"].clone()).unwrap_or_default();
-    assert!(names::has_id_tags(&tags, EP));
+    let mac = p["mac_address"].as_str().unwrap_or_default().to_string();
+
+    // CreateEndpoint: nothing on the start path; the container takes the port's MAC;
+    // the endpoint's bookkeeping follows the answer.
+    let ce = t
+        .ok("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, ""))
+        .await;
+    assert_eq!(ce, json!({"Interface": {"MacAddress": mac}}));
+    let id = p["id"].as_str().unwrap_or_default().to_string();
     assert_eq!(
         t.host.calls(),
         [format!("plug {} bridge", names::host_veth(&id))]
     );
     assert!(t.host.links().contains(&names::container_veth(&id)));
+    t.driver.background.settle(&id).await;
+    let mut reqs = t.take_requests();
+    reqs.sort();
+    assert_eq!(
+        reqs,
+        ["PUT ports", "PUT ports/tags"],
+        "the bookkeeping, after the answer"
+    );
+    let p = port_of(&t, &addr);
+    assert_eq!(p["binding:host_id"], crate::testkit::HOST);
+    assert_eq!(p["device_owner"], names::DEVICE_OWNER);
+    assert_eq!(p["device_id"], EP);
+    assert_eq!(
+        p["name"],
+        names::endpoint_port_name(EP),
+        "named as the reference names it"
+    );
+    let tags: Vec<String> = serde_json::from_value(p["tags"].clone()).unwrap_or_default();
+    assert!(names::has_id_tags(&tags, EP));
 
     // Join and EndpointOperInfo answer from what CreateEndpoint learnt.
     let j = t
@@ -400,17 +413,11 @@ async fn create_endpoint_whose_plug_fails_gives_the_port_back() {
 async fn create_endpoint_whose_binding_update_fails_leaves_the_host_untouched() {
     let t = TestDriver::new("").await;
     let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
-    let a = t
-        .ok(
-            "IpamDriver.RequestAddress",
-            &json!({"PoolID": pool_id, "Address": "",
-                "Options": {"com.docker.network.endpoint.macaddress": MAC}}),
-        )
-        .await;
-    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    let addr = user_port_address(&t, &pool_id, "10.10.0.50").await;
+    // The user's port is bound on the start path (one update): it fails.
     t.neutron.inject(Fault::once("PUT", "/v2.0/ports/", 500));
     let (s, v) = t
-        .call("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, MAC))
+        .call("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, ""))
         .await;
     assert_eq!(s, 500, "{v}");
     assert!(t.host.calls().is_empty(), "plugged after a failed binding");
@@ -421,6 +428,24 @@ async fn create_endpoint_whose_binding_update_fails_leaves_the_host_untouched() 
         !names::has_id_tags(&tags, EP),
         "endpoint tags left: {tags:?}"
     );
+}
+
+/// A user's port holding `ip` (made beforehand, `docker run --ip`), reserved by IPAM.
+async fn user_port_address(t: &TestDriver, pool_id: &str, ip: &str) -> String {
+    let subnet = t.neutron.all("subnets")[0]["id"].clone();
+    let net = t.neutron.all("networks")[0]["id"].clone();
+    t.neutron.seed(
+        "ports",
+        json!({"name": "web", "network_id": net,
+            "fixed_ips": [{"subnet_id": subnet, "ip_address": ip}]}),
+    );
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": ip, "Options": {}}),
+        )
+        .await;
+    a["Address"].as_str().unwrap_or_default().to_string()
 }
 
 #[tokio::test]
@@ -732,11 +757,11 @@ async fn a_failed_create_endpoint_restores_the_mac_it_changed() {
     let a = t
         .ok(
             "IpamDriver.RequestAddress",
-            &json!({"PoolID": pool_id, "Address": "",
-                "Options": {"com.docker.network.endpoint.macaddress": MAC}}),
+            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
         )
         .await;
     let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    let before = port_of(&t, &addr);
     // `docker run --mac-address`: CreateEndpoint brings another MAC than IPAM saw.
     t.host.fail("plug", 1);
     let (s, v) = t
@@ -747,23 +772,24 @@ async fn a_failed_create_endpoint_restores_the_mac_it_changed() {
         .await;
     assert_eq!(s, 500, "{v}");
     let p = port_of(&t, &addr);
-    assert_eq!(p["mac_address"], MAC, "the MAC was not given back");
+    assert_eq!(
+        p["mac_address"], before["mac_address"],
+        "the MAC was not given back"
+    );
     assert_eq!(p["name"], names::UNBOUND_PORT_NAME);
-    assert_eq!(p["binding:host_id"], "");
+    assert_eq!(
+        p["binding:host_id"],
+        crate::testkit::HOST,
+        "bound again, as it was"
+    );
+    assert_eq!(p["binding:vif_type"], "bridge");
 }
 
 #[tokio::test]
 async fn a_rollback_that_fails_is_reported_with_the_error() {
     let t = TestDriver::new("").await;
     let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
-    let a = t
-        .ok(
-            "IpamDriver.RequestAddress",
-            &json!({"PoolID": pool_id, "Address": "",
-                "Options": {"com.docker.network.endpoint.macaddress": MAC}}),
-        )
-        .await;
-    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    let addr = user_port_address(&t, &pool_id, "10.10.0.51").await;
     t.host.fail("plug", 1);
     // The binding and tag PUTs work; the restoring PUTs after the failed plug do not.
     t.neutron.inject(Fault {
@@ -773,9 +799,8 @@ async fn a_rollback_that_fails_is_reported_with_the_error() {
         times: 10,
         skip: 2,
     });
-    let _ = t.take_requests();
     let (s, v) = t
-        .call("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, MAC))
+        .call("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, ""))
         .await;
     assert_eq!(s, 500, "{v}");
     let err = v["Err"].as_str().unwrap_or_default();
@@ -828,4 +853,265 @@ async fn a_failed_create_network_on_an_adopted_network_gives_everything_back() {
     );
     assert_eq!(t.neutron.count("subnets"), 1, "a v6 subnet was left");
     assert!(p6["PoolID"].is_string());
+}
+
+/// Requests made while serving `method` so far (background work excluded).
+fn call_requests(t: &TestDriver, method: &str) -> u64 {
+    t.driver
+        .neutron()
+        .stats()
+        .by_call()
+        .get(method)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Waits until the network's pool holds `n` ready ports.
+async fn pool_ready(t: &TestDriver, n: usize) -> String {
+    let net = t.neutron.all("networks")[0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for _ in 0..200 {
+        if t.driver.port_pool.available(&net) == n {
+            return net;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("pool of {net} never held {n} ports");
+}
+
+const START: [&str; 3] = [
+    "IpamDriver.RequestAddress",
+    "NetworkDriver.CreateEndpoint",
+    "NetworkDriver.Join",
+];
+
+async fn start_container(t: &TestDriver, pool_id: &str, ep: &str) -> String {
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
+        )
+        .await;
+    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    t.ok("NetworkDriver.CreateEndpoint", &ep_req(ep, &addr, ""))
+        .await;
+    t.ok(
+        "NetworkDriver.Join",
+        &json!({"NetworkID": NET, "EndpointID": ep, "SandboxKey": "/var/run/docker/netns/x"}),
+    )
+    .await;
+    addr
+}
+
+#[tokio::test]
+async fn a_pooled_start_makes_no_neutron_request() {
+    let t = TestDriver::new("[DEFAULT]\nport_pool_size = 3\n").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    pool_ready(&t, 3).await;
+    let ready: Vec<Value> = ports(&t);
+    let before: Vec<u64> = START.iter().map(|m| call_requests(&t, m)).collect();
+    let addr = start_container(&t, &pool_id, EP).await;
+    for (m, b) in START.iter().zip(before) {
+        assert_eq!(call_requests(&t, m), b, "{m} asked Neutron");
+    }
+    let p = port_of(&t, &addr);
+    assert!(
+        ready.iter().any(|r| r["id"] == p["id"]),
+        "the container got a pool port made before the start"
+    );
+    // Its bookkeeping follows, and the pool refills.
+    let id = p["id"].as_str().unwrap_or_default().to_string();
+    t.driver.background.settle(&id).await;
+    let p = port_of(&t, &addr);
+    assert_eq!(p["device_id"], EP);
+    assert_eq!(p["name"], names::endpoint_port_name(EP));
+    // Refilled only once half used: one bulk request for several.
+    pool_ready(&t, 2).await;
+}
+
+#[tokio::test]
+async fn without_the_pool_a_start_makes_one_request() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let before: Vec<u64> = START.iter().map(|m| call_requests(&t, m)).collect();
+    start_container(&t, &pool_id, EP).await;
+    let made: Vec<u64> = START
+        .iter()
+        .zip(before)
+        .map(|(m, b)| call_requests(&t, m) - b)
+        .collect();
+    assert_eq!(
+        made,
+        [1, 0, 0],
+        "requests of RequestAddress, CreateEndpoint, Join"
+    );
+}
+
+#[tokio::test]
+async fn dual_stack_gets_one_port_in_one_request() {
+    let t = TestDriver::new("").await;
+    let p4 = t
+        .ok("IpamDriver.RequestPool", &pool_req("10.60.0.0/24"))
+        .await;
+    let p6 = t
+        .ok(
+            "IpamDriver.RequestPool",
+            &json!({"Pool": "fd60::/64", "V6": true, "Options": {}}),
+        )
+        .await;
+    t.ok(
+        "NetworkDriver.CreateNetwork",
+        &json!({"NetworkID": NET, "Options": {},
+            "IPv4Data": [{"Pool": "10.60.0.0/24", "Gateway": "10.60.0.1/24"}],
+            "IPv6Data": [{"Pool": "fd60::/64", "Gateway": "fd60::1/64"}]}),
+    )
+    .await;
+    t.take_requests();
+    let a4 = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": p4["PoolID"], "Address": "", "Options": {}}),
+        )
+        .await;
+    let a6 = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": p6["PoolID"], "Address": "", "Options": {}}),
+        )
+        .await;
+    assert_eq!(
+        t.take_requests(),
+        ["POST ports"],
+        "one port for both families"
+    );
+    assert_eq!(t.neutron.count("ports"), 1);
+    let ce = json!({"NetworkID": NET, "EndpointID": EP, "Options": {},
+        "Interface": {"Address": a4["Address"], "AddressIPv6": a6["Address"], "MacAddress": ""}});
+    t.ok("NetworkDriver.CreateEndpoint", &ce).await;
+    assert_eq!(call_requests(&t, "NetworkDriver.CreateEndpoint"), 0);
+    let p = &ports(&t)[0];
+    assert_eq!(p["fixed_ips"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn release_gives_a_pool_port_back_scrubbed() {
+    let t = TestDriver::new("[DEFAULT]\nport_pool_size = 2\n").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let net = pool_ready(&t, 2).await;
+    // Neutron refuses new ports from now on: the pool cannot refill.
+    t.neutron.inject(Fault {
+        method: "POST".into(),
+        path: "/v2.0/ports".into(),
+        status: 500,
+        times: 100,
+        skip: 0,
+    });
+    let addr = start_container(&t, &pool_id, EP).await;
+    assert_eq!(t.driver.port_pool.available(&net), 1);
+    let id = port_of(&t, &addr)["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    t.driver.background.settle(&id).await;
+    t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
+    let before = t.neutron.count("ports");
+    let calls_before = (
+        call_requests(&t, "IpamDriver.ReleaseAddress"),
+        call_requests(&t, "NetworkDriver.DeleteEndpoint"),
+    );
+    t.ok(
+        "IpamDriver.ReleaseAddress",
+        &json!({"PoolID": pool_id, "Address": addr}),
+    )
+    .await;
+    assert_eq!(
+        (
+            call_requests(&t, "IpamDriver.ReleaseAddress"),
+            call_requests(&t, "NetworkDriver.DeleteEndpoint"),
+        ),
+        calls_before,
+        "DeleteEndpoint and ReleaseAddress asked Neutron"
+    );
+    t.driver.background.settle(&id).await;
+    let p = ports(&t).into_iter().find(|p| p["id"] == id.as_str());
+    let p = p.expect("the released port was deleted, not given back");
+    assert_eq!(p["name"], "kuryr-pool-port");
+    assert_eq!(p["device_id"], "");
+    assert_eq!(p["tags"], json!([names::TAG_KURYR_PORT]));
+    assert_eq!(t.neutron.count("ports"), before);
+    assert_eq!(t.driver.port_pool.available(&net), 2);
+    // The network's removal drains the pool.
+    t.ok("NetworkDriver.DeleteNetwork", &json!({"NetworkID": NET}))
+        .await;
+    assert_eq!(t.neutron.count("ports"), 0);
+}
+
+#[tokio::test]
+async fn pool_ports_neutron_could_not_bind_are_repaired_not_handed_out() {
+    let t = TestDriver::new("[DEFAULT]\nport_pool_size = 2\n").await;
+    // The L2 agent is down while the pool fills.
+    t.neutron.fail_bindings(true);
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let net = t.neutron.all("networks")[0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for _ in 0..200 {
+        if t.neutron.count("ports") == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let made: Vec<Value> = ports(&t);
+    assert_eq!(made.len(), 2);
+    assert!(made
+        .iter()
+        .all(|p| p["binding:vif_type"] == "binding_failed"));
+    assert_eq!(
+        t.driver.port_pool.available(&net),
+        0,
+        "broken ports were offered"
+    );
+    // The agent is back: the next start's refill rebinds them, and they serve starts.
+    t.neutron.fail_bindings(false);
+    start_container(&t, &pool_id, EP).await;
+    pool_ready(&t, 2).await;
+    let addr = start_container(&t, &pool_id, EP2).await;
+    let p = port_of(&t, &addr);
+    assert!(
+        made.iter().any(|m| m["id"] == p["id"]),
+        "a repaired pool port"
+    );
+    assert_eq!(p["binding:vif_type"], "bridge");
+}
+
+#[tokio::test]
+async fn a_chosen_mac_takes_the_slow_path_and_works() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
+        )
+        .await;
+    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    t.take_requests();
+    // `docker run --mac-address`: the bound port is unbound, given the MAC, bound again.
+    let ce = t
+        .ok(
+            "NetworkDriver.CreateEndpoint",
+            &ep_req(EP, &addr, "02:42:0a:0a:00:99"),
+        )
+        .await;
+    assert_eq!(ce, json!({"Interface": {}}), "Docker's MAC stays");
+    let p = port_of(&t, &addr);
+    assert_eq!(p["mac_address"], "02:42:0a:0a:00:99");
+    assert_eq!(p["binding:host_id"], crate::testkit::HOST);
+    assert_eq!(p["device_id"], EP);
+    let mut reqs = t.take_requests();
+    reqs.sort();
+    assert_eq!(reqs, ["PUT ports", "PUT ports", "PUT ports/tags"]);
 }

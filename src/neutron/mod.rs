@@ -23,6 +23,9 @@ tokio::task_local! {
     /// The request id of the libnetwork call being served, sent to Neutron as its
     /// global request id so both logs can be joined.
     pub static REQUEST_ID: String;
+    /// The libnetwork method being served: requests are counted per method (work a
+    /// call leaves to the background is not part of it).
+    pub static CALL: &'static str;
 }
 
 /// Attempts for idempotent requests on connection errors and 502/503/504.
@@ -67,6 +70,7 @@ impl Filters {
 pub struct Stats {
     total: AtomicU64,
     by_kind: Mutex<BTreeMap<String, u64>>,
+    by_call: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Stats {
@@ -76,11 +80,20 @@ impl Stats {
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
         self.by_kind.lock().map(|m| m.clone()).unwrap_or_default()
     }
+    /// Requests made while serving each libnetwork method, by method.
+    pub fn by_call(&self) -> BTreeMap<String, u64> {
+        self.by_call.lock().map(|m| m.clone()).unwrap_or_default()
+    }
     fn record(&self, method: &Method, path: &str) {
         self.total.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.by_kind.lock() {
             *m.entry(format!("{method} {}", collection_of(path)))
                 .or_default() += 1;
+        }
+        if let Ok(call) = CALL.try_with(|c| *c) {
+            if let Ok(mut m) = self.by_call.lock() {
+                *m.entry(call.to_string()).or_default() += 1;
+            }
         }
     }
 }

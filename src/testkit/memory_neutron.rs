@@ -40,6 +40,7 @@ const EXTENSIONS: &[&str] = &[
     "security-group",
     "allowed-address-pairs",
     "trunk",
+    "tag-ports-during-bulk-creation",
 ];
 
 /// A scripted fault: of the requests whose method is `method` and whose path contains
@@ -77,6 +78,8 @@ pub struct FakeState {
     /// collection -> id -> object; BTreeMap so listings and snapshots are ordered.
     res: BTreeMap<String, BTreeMap<String, Obj>>,
     faults: Vec<Fault>,
+    /// Ports bound to a host come back `binding_failed` (no live L2 agent there).
+    bindings_fail: bool,
     /// Every request, as `METHOD /path?k=v&...`, in order.
     log: Vec<String>,
 }
@@ -160,6 +163,13 @@ impl MemoryNeutron {
                 v.to_string()
             },
         ))
+    }
+
+    /// From now on, ports bound to a host come back `binding_failed` (`false`: bound).
+    pub fn fail_bindings(&self, fail: bool) {
+        if let Ok(mut st) = self.state.lock() {
+            st.bindings_fail = fail;
+        }
     }
 
     /// Scripts a fault for the requests to come.
@@ -693,6 +703,9 @@ impl FakeState {
         if s(o, "binding:host_id").is_empty() {
             o.insert("binding:host_id".into(), json!(""));
             o.insert("binding:vif_type".into(), json!("unbound"));
+        } else if self.bindings_fail {
+            o.insert("binding:vif_type".into(), json!("binding_failed"));
+            o.insert("status".into(), json!("DOWN"));
         } else {
             o.insert("binding:vif_type".into(), json!("bridge"));
             o.insert("binding:vif_details".into(), json!({}));

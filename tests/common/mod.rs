@@ -213,6 +213,17 @@ impl Kuryr {
         )
     }
 
+    /// `/kuryr/stats`: Neutron requests in all, by kind and by libnetwork method.
+    pub fn stats(&self) -> Value {
+        raw_call(&self.socket, "GET", "/kuryr/stats", "").1
+    }
+
+    /// Neutron requests made while serving `method` (work left to the background is not
+    /// counted).
+    pub fn call_requests(&self, method: &str) -> u64 {
+        self.stats()["by_call"][method].as_u64().unwrap_or(0)
+    }
+
     /// Neutron requests kuryr has made so far.
     pub fn neutron_requests(&self) -> u64 {
         let (_, v) = raw_call(&self.socket, "GET", "/kuryr/stats", "");

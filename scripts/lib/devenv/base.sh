@@ -111,7 +111,9 @@ tenant_network_types = local
 # sriovnicswitch: binds direct/macvtap ports of hosts with an SR-IOV NIC agent (the sriov
 # profile), on the VLAN networks of physical network kuryr-sriov.
 mechanism_drivers = linuxbridge,openvswitch,l2population,sriovnicswitch
-extension_drivers = port_security
+# tag_ports_during_bulk_creation: ports keep the tags they are created with (kuryr's
+# pool ports are made with their tag in the one bulk request).
+extension_drivers = port_security,tag_ports_during_bulk_creation
 [ml2_type_vxlan]
 vni_ranges = 1:1000
 [ml2_type_vlan]
