@@ -241,7 +241,7 @@ impl Driver {
             .list(&Filters::new().tags(&names::id_tags(endpoint_id)))
             .await?;
         match ports.len() {
-            0 => Ok(None),
+            0 => self.endpoint_by_veth(docker_net_id, endpoint_id).await,
             1 => {
                 let port = ports.into_iter().next().ok_or_else(|| {
                     DriverError::Internal("port list changed while reading".into())
@@ -261,6 +261,61 @@ impl Driver {
                 "{n} Neutron ports are tagged for endpoint {endpoint_id}"
             ))),
         }
+    }
+
+    /// An endpoint whose port is not tagged yet: its bookkeeping was to follow the
+    /// CreateEndpoint answer when kuryr stopped. The host veth's alias names the endpoint
+    /// and its name the port; the bookkeeping is written now.
+    async fn endpoint_by_veth(
+        &self,
+        docker_net_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<EndpointInfo>> {
+        let Some(veth) = self.plumber.veth_of_endpoint(endpoint_id).await? else {
+            return Ok(None);
+        };
+        let short = &veth[names::HOST_VETH_PREFIX.len()..];
+        let ports: Vec<Port> = self
+            .neutron
+            .list(
+                &Filters::new()
+                    .add("binding:host_id", self.cfg.host.as_str())
+                    .add("device_owner", names::DEVICE_OWNER),
+            )
+            .await?;
+        let Some(mut port) = ports
+            .into_iter()
+            .find(|p| p.id.starts_with(short) && p.device_id.is_empty())
+        else {
+            return Ok(None);
+        };
+        tracing::info!(endpoint = %endpoint_id, port = %port.id, "endpoint found by its veth: writing its bookkeeping");
+        let mut tags = port.tags.clone();
+        for t in names::id_tags(endpoint_id)
+            .into_iter()
+            .chain([names::TAG_KURYR_PORT.to_string()])
+        {
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        let name = names::endpoint_port_name(endpoint_id);
+        let body = serde_json::json!({"device_id": endpoint_id, "name": name});
+        self.neutron.update::<Port>(&port.id, body).await?;
+        self.neutron.replace_tags::<Port>(&port.id, &tags).await?;
+        port.device_id = endpoint_id.to_string();
+        port.name = name;
+        port.tags = tags;
+        let info = EndpointInfo {
+            port,
+            network_id: docker_net_id.to_string(),
+            no_exposed_group: false,
+            status_read_at: None,
+        };
+        self.cache
+            .endpoints
+            .put(endpoint_id.to_string(), info.clone());
+        Ok(Some(info))
     }
 
     /// Drops cached facts about a Docker network.

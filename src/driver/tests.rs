@@ -1115,3 +1115,67 @@ async fn a_chosen_mac_takes_the_slow_path_and_works() {
     reqs.sort();
     assert_eq!(reqs, ["PUT ports", "PUT ports", "PUT ports/tags"]);
 }
+
+#[tokio::test]
+async fn after_a_restart_an_endpoint_without_bookkeeping_is_found_by_its_veth() {
+    let t = TestDriver::new("[DEFAULT]\nport_pool_size = 1\n").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    pool_ready(&t, 1).await;
+    // The pool's refill fails, so the only pool port in Neutron is the one the start
+    // takes; and its bookkeeping never reaches Neutron (kuryr stops first).
+    t.neutron.inject(Fault::once("POST", "/v2.0/ports", 500));
+    t.neutron.inject(Fault::once("PUT", "/v2.0/ports/", 500));
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
+        )
+        .await;
+    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    t.ok("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, ""))
+        .await;
+    for _ in 0..200 {
+        let posts = t
+            .neutron
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("POST /v2.0/ports"))
+            .count();
+        if posts == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let id = port_of(&t, &addr)["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    t.driver.background.settle(&id).await;
+    assert_eq!(
+        port_of(&t, &addr)["device_id"],
+        "",
+        "bookkeeping was written"
+    );
+    // A new process on the same Neutron and host. The pool it reads back does not offer
+    // the port (its veth says it is taken), even to a start that comes first; Join finds
+    // the endpoint by its veth and writes the bookkeeping.
+    let t2 = TestDriver::with(
+        "[DEFAULT]\nport_pool_size = 1\n",
+        t.neutron.clone(),
+        t.host.clone(),
+    )
+    .await;
+    let other = start_container(&t2, &pool_id, EP2).await;
+    assert_ne!(other, addr, "a taken port was handed out again");
+    let j = t2
+        .ok(
+            "NetworkDriver.Join",
+            &json!({"NetworkID": NET, "EndpointID": EP, "SandboxKey": "/var/run/docker/netns/x"}),
+        )
+        .await;
+    assert_eq!(j["InterfaceName"]["SrcName"], names::container_veth(&id));
+    let p = port_of(&t2, &addr);
+    assert_eq!(p["device_id"], EP);
+    let tags: Vec<String> = serde_json::from_value(p["tags"].clone()).unwrap_or_default();
+    assert!(names::has_id_tags(&tags, EP));
+}

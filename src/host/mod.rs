@@ -101,6 +101,15 @@ pub trait Plumbing: Send + Sync {
     async fn delete_link(&self, name: &str) -> Result<bool, HostError>;
     /// Names of the links whose name starts with `prefix`.
     async fn links_with_prefix(&self, prefix: &str) -> Result<Vec<String>, HostError>;
+    /// The host veth whose alias names endpoint `ep` (written by `plug`), if any.
+    async fn veth_of_endpoint(&self, ep: &str) -> Result<Option<String>, HostError>;
+}
+
+/// What `plug` writes as the host veth's alias: the endpoint it serves, so the endpoint
+/// of a port is known from the host alone (its Neutron bookkeeping may not be written
+/// yet when kuryr restarts).
+pub fn veth_alias(endpoint_id: &str) -> String {
+    format!("kuryr:{endpoint_id}")
 }
 
 /// What the container side of an endpoint needs.
@@ -218,6 +227,9 @@ impl Plumbing for Plumber {
                 .configure(&cont_if, Some(&req.bind.mac), req.mtu, true)
                 .await?;
             self.nl.configure(&host_if, None, req.mtu, true).await?;
+            self.nl
+                .set_alias(&host_if, &veth_alias(&req.bind.endpoint_id))
+                .await?;
             let mut ctx = req.bind.clone();
             ctx.ifname = host_if.clone();
             binder.bind(&self.nl, &ctx).await
@@ -309,5 +321,16 @@ impl Plumbing for Plumber {
             .into_iter()
             .map(|l| l.name)
             .collect())
+    }
+
+    async fn veth_of_endpoint(&self, ep: &str) -> Result<Option<String>, HostError> {
+        let want = veth_alias(ep);
+        Ok(self
+            .nl
+            .links_with_prefix(names::HOST_VETH_PREFIX)
+            .await?
+            .into_iter()
+            .find(|l| l.alias.as_deref() == Some(want.as_str()))
+            .map(|l| l.name))
     }
 }

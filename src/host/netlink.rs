@@ -66,6 +66,8 @@ pub struct Link {
     pub mac: Option<String>,
     pub mtu: Option<u32>,
     pub up: bool,
+    /// IFLA_IFALIAS: kuryr writes the endpoint id on a host veth.
+    pub alias: Option<String>,
 }
 
 #[derive(Clone)]
@@ -112,6 +114,7 @@ fn to_link(msg: &LinkMessage) -> Link {
         mac: None,
         mtu: None,
         up: msg.header.flags.contains(LinkFlags::Up),
+        alias: None,
     };
     for a in &msg.attributes {
         match a {
@@ -119,6 +122,7 @@ fn to_link(msg: &LinkMessage) -> Link {
             LinkAttribute::Controller(c) => l.controller = Some(*c),
             LinkAttribute::Address(m) => l.mac = Some(format_mac(m)),
             LinkAttribute::Mtu(m) => l.mtu = Some(*m),
+            LinkAttribute::IfAlias(a) => l.alias = Some(a.clone()),
             _ => {}
         }
     }
@@ -221,6 +225,19 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| wrap("configure link", name, e))
+    }
+
+    /// Sets a link's alias (IFLA_IFALIAS).
+    pub async fn set_alias(&self, name: &str, alias: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_name(name)
+            .append_extra_attribute(LinkAttribute::IfAlias(alias.to_string()))
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| wrap("set alias of", name, e))
     }
 
     /// Deletes a link; one that is already gone is fine.

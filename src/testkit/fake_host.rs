@@ -20,6 +20,8 @@ const NO_BINDIR: &str = "/nonexistent/kuryr-bindir";
 #[derive(Default)]
 struct State {
     links: BTreeMap<String, Option<String>>,
+    /// Host veth -> the endpoint `plug` wrote on it.
+    aliases: BTreeMap<String, String>,
     calls: Vec<String>,
     /// Operation name -> how many of its next calls fail.
     failing: BTreeMap<String, u32>,
@@ -130,6 +132,8 @@ impl Plumbing for FakeHost {
         self.with(|s| {
             s.links.insert(host_if.clone(), None);
             s.links.insert(cont_if.clone(), Some(req.bind.mac.clone()));
+            s.aliases
+                .insert(host_if.clone(), req.bind.endpoint_id.clone());
         })?;
         Ok(Plugged {
             host_ifname: host_if,
@@ -143,6 +147,7 @@ impl Plumbing for FakeHost {
         self.with(|s| {
             s.links.remove(&names::host_veth(port));
             s.links.remove(&names::container_veth(port));
+            s.aliases.remove(&names::host_veth(port));
         })?;
         result
     }
@@ -208,7 +213,19 @@ impl Plumbing for FakeHost {
 
     async fn delete_link(&self, name: &str) -> Result<bool, HostError> {
         self.call("delete_link", name.to_string())?;
-        self.with(|s| s.links.remove(name).is_some())
+        self.with(|s| {
+            s.aliases.remove(name);
+            s.links.remove(name).is_some()
+        })
+    }
+
+    async fn veth_of_endpoint(&self, ep: &str) -> Result<Option<String>, HostError> {
+        self.with(|s| {
+            s.aliases
+                .iter()
+                .find(|(_, e)| e.as_str() == ep)
+                .map(|(l, _)| l.clone())
+        })
     }
 
     async fn links_with_prefix(&self, prefix: &str) -> Result<Vec<String>, HostError> {
