@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{docker, docker_try, Kuryr};
@@ -19,8 +17,10 @@ const ERROR_500: u8 = 1;
 const DOWN: u8 = 2;
 const SLOW: u8 = 3;
 
-/// A proxy to the real Neutron whose behaviour `mode` picks per connection.
-async fn fault_proxy(mode: Arc<AtomicU8>) -> u16 {
+/// A proxy to the real Neutron whose behaviour `mode` picks. A change of mode takes
+/// effect for every request: connections that pass through are closed when it changes,
+/// so the client's pooled connections cannot dodge a fault.
+async fn fault_proxy(mode: tokio::sync::watch::Receiver<u8>) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     let upstream = common::neutron_url()
@@ -31,7 +31,8 @@ async fn fault_proxy(mode: Arc<AtomicU8>) -> u16 {
             let Ok((mut c, _)) = l.accept().await else {
                 return;
             };
-            let (mode, upstream) = (mode.load(Ordering::SeqCst), upstream.clone());
+            let mut changes = mode.clone();
+            let (mode, upstream) = (*changes.borrow_and_update(), upstream.clone());
             tokio::spawn(async move {
                 match mode {
                     DOWN => drop(c),
@@ -50,7 +51,10 @@ async fn fault_proxy(mode: Arc<AtomicU8>) -> u16 {
                         let Ok(mut up) = TcpStream::connect(upstream).await else {
                             return;
                         };
-                        let _ = tokio::io::copy_bidirectional(&mut c, &mut up).await;
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut c, &mut up) => {}
+                            _ = changes.changed() => {}
+                        }
                     }
                 }
             });
@@ -63,8 +67,8 @@ async fn fault_proxy(mode: Arc<AtomicU8>) -> u16 {
 async fn neutron_faults_during_container_starts() {
     common::require_docker();
     let n = common::neutron().await;
-    let mode = Arc::new(AtomicU8::new(PASS));
-    let port = fault_proxy(mode.clone()).await;
+    let (mode, modes) = tokio::sync::watch::channel(PASS);
+    let port = fault_proxy(modes).await;
     let p = common::unique("kt");
     let sock = std::path::PathBuf::from(format!("/run/docker/plugins/{p}.sock"));
     let _k = Kuryr::at(sock.clone()).conf(&format!("[DEFAULT]\nunix_socket = {}\n[neutron]\nendpoint = http://127.0.0.1:{port}\ntimeout = 3\n", sock.display())).start();
@@ -83,7 +87,7 @@ async fn neutron_faults_during_container_starts() {
         (DOWN, "Neutron did not answer"),
         (SLOW, "Neutron did not answer"),
     ] {
-        mode.store(fault, Ordering::SeqCst);
+        let _ = mode.send(fault);
         let ct = common::unique("koc-");
         let started = Instant::now();
         let out = common::run_container_try(&ct, &net);
@@ -103,7 +107,7 @@ async fn neutron_faults_during_container_starts() {
     }
 
     // Neutron is back: the next start works, and the container can be removed.
-    mode.store(PASS, Ordering::SeqCst);
+    let _ = mode.send(PASS);
     let ct = common::unique("koc-");
     common::run_container(&ct, &net, &[]);
     let ip = common::container_ip(&ct, &net);

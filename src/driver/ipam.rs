@@ -326,12 +326,16 @@ impl Driver {
                 return Err(bad(format!("Address {ip} is not in pool {}", subnet.cidr)));
             }
         }
-        let port = match requested {
-            Some(ip) => self.reserve(&subnet, Some(ip), mac.as_deref()).await?,
-            None => match self.take_companion(&subnet) {
+        // A MAC in the request (a client that sends one; Docker does not, as kuryr asks
+        // for none) is honoured the old way: an unbound port with that MAC, which a retry
+        // finds again by it.
+        let port = match (requested, &mac) {
+            (Some(ip), _) => self.reserve(&subnet, Some(ip), mac.as_deref()).await?,
+            (None, Some(m)) => self.reserve(&subnet, None, Some(m)).await?,
+            (None, None) => match self.take_companion(&subnet) {
                 Some(p) => p,
                 None if self.binds_ahead(&subnet) => self.bound_port(&subnet).await?,
-                None => self.reserve(&subnet, None, mac.as_deref()).await?,
+                None => self.reserve(&subnet, None, None).await?,
             },
         };
         self.set_companion(&subnet, &port);
