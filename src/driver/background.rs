@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// How long a call waits for a port's background work before going on anyway.
 const SETTLE_LIMIT: Duration = Duration::from_secs(20);
@@ -19,6 +19,8 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(20);
 pub(crate) struct Background {
     /// Port id -> a receiver that closes when the port's last queued work has finished.
     inflight: Mutex<HashMap<String, watch::Receiver<()>>>,
+    /// Port id -> the wake-up of delayed work that has not started yet.
+    delayed: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl Background {
@@ -46,6 +48,49 @@ impl Background {
                 }
             }
         })
+    }
+
+    /// Runs `work` for `port` after `delay`, unless `cancel` comes first (the work is then
+    /// never done).
+    pub fn spawn_after<F>(self: &Arc<Self>, port: &str, delay: Duration, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let wake = Arc::new(Notify::new());
+        if let Ok(mut m) = self.delayed.lock() {
+            m.insert(port.to_string(), wake.clone());
+        }
+        let (me, id) = (self.clone(), port.to_string());
+        self.spawn(port, async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = wake.notified() => {}
+            }
+            // Taken out by `cancel` when it came first.
+            let go = me
+                .delayed
+                .lock()
+                .map(|mut m| match m.get(&id) {
+                    Some(w) if Arc::ptr_eq(w, &wake) => m.remove(&id).is_some(),
+                    _ => false,
+                })
+                .unwrap_or(false);
+            if go {
+                work.await;
+            }
+        });
+    }
+
+    /// Cancels `port`'s delayed work if it has not started; true if it was cancelled.
+    pub fn cancel(&self, port: &str) -> bool {
+        let wake = self.delayed.lock().ok().and_then(|mut m| m.remove(port));
+        match wake {
+            Some(w) => {
+                w.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Waits until no work is queued for `port` (at most a bounded while).
@@ -98,5 +143,23 @@ mod tests {
         assert_eq!(n.load(Ordering::SeqCst), 1);
         bg.settle("none").await;
         assert_eq!(bg.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn delayed_work_runs_unless_cancelled_first() {
+        let bg = Arc::new(Background::default());
+        let n = Arc::new(AtomicUsize::new(0));
+        let (a, b) = (n.clone(), n.clone());
+        bg.spawn_after("p", Duration::from_millis(10), async move {
+            a.fetch_add(1, Ordering::SeqCst);
+        });
+        bg.spawn_after("q", Duration::from_secs(60), async move {
+            b.fetch_add(10, Ordering::SeqCst);
+        });
+        assert!(bg.cancel("q"), "q had not started");
+        bg.settle("q").await;
+        bg.settle("p").await;
+        assert_eq!(n.load(Ordering::SeqCst), 1, "p ran, q did not");
+        assert!(!bg.cancel("p"), "p is done: nothing to cancel");
     }
 }

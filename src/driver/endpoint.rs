@@ -18,6 +18,9 @@ use crate::protocol::{validate, *};
 /// How long a port status read by EndpointOperInfo is answered again without asking.
 const STATUS_TTL: Duration = Duration::from_secs(2);
 
+/// How long after CreateEndpoint's answer the endpoint's bookkeeping is written.
+const BOOKKEEPING_DELAY: Duration = Duration::from_secs(1);
+
 /// What CreateEndpoint does to Neutron, decided before anything changes.
 enum PortPlan {
     /// The port is bound and tagged for this endpoint already (a retry): nothing to do.
@@ -107,7 +110,7 @@ impl Driver {
         let plan = self.port_plan(&ask, &net, &host, ports)?;
         let bookkeeping = match &plan {
             PortPlan::Finish { port, body, tags } => {
-                Some((port.id.clone(), body.clone(), tags.clone()))
+                Some(((**port).clone(), body.clone(), tags.clone()))
             }
             _ => None,
         };
@@ -118,8 +121,8 @@ impl Driver {
             return Err(self.undo_port(undo, ep, e).await);
         }
         self.remember_endpoint(&ask, &req.network_id, &port);
-        if let Some((id, body, tags)) = bookkeeping {
-            self.write_bookkeeping(id, body, tags);
+        if let Some((before, body, tags)) = bookkeeping {
+            self.write_bookkeeping(before, body, tags);
         }
         Ok(CreateEndpointResponse {
             interface: EndpointInterfaceResponse {
@@ -275,7 +278,13 @@ impl Driver {
         if already && (nested || old.vif_type.is_bound()) {
             return PortPlan::Keep(Box::new(old));
         }
-        let mut tags = old.tags.clone();
+        // Another endpoint's tags (a port given back to the pool) do not stay.
+        let mut tags: Vec<String> = old
+            .tags
+            .iter()
+            .filter(|t| !t.starts_with(names::TAG_LOW) && !t.starts_with(names::TAG_HIGH))
+            .cloned()
+            .collect();
         let mut add = names::id_tags(ep);
         if picked {
             add.push(names::TAG_VF_PICKED.to_string());
@@ -421,12 +430,20 @@ impl Driver {
         Ok(())
     }
 
-    /// The endpoint's device_id, name and tags on its port, after the answer: off the
-    /// start path. Until they are written the port is known to be taken by its host veth.
-    fn write_bookkeeping(&self, port_id: String, body: Value, tags: Vec<String>) {
-        let neutron = self.neutron.clone();
-        let id = port_id.clone();
-        self.background.spawn(&port_id, async move {
+    /// The endpoint's device_id, name and tags on its port, off the start path: a moment
+    /// after the answer, when Docker is done starting the container (Neutron shares the
+    /// host's CPUs), and not at all if the endpoint goes first. Until they are written
+    /// the port is known to be taken by its host veth, whose alias names the endpoint.
+    fn write_bookkeeping(&self, before: Port, body: Value, tags: Vec<String>) {
+        let (neutron, id) = (self.neutron.clone(), before.id.clone());
+        if let Ok(mut m) = self.unwritten.lock() {
+            m.insert(id.clone(), before);
+        }
+        let unwritten = self.unwritten.clone();
+        self.background.spawn_after(&id.clone(), BOOKKEEPING_DELAY, async move {
+            if let Ok(mut m) = unwritten.lock() {
+                m.remove(&id);
+            }
             crate::kill_point!("CreateEndpoint.bookkeeping");
             let update = neutron.update::<Port>(&id, body);
             let tagged = neutron.replace_tags::<Port>(&id, &tags);
@@ -537,6 +554,8 @@ impl Driver {
             return Ok(json!({}));
         };
         let port = &info.port;
+        // Bookkeeping not started yet is not needed any more: the port is released next.
+        self.background.cancel(&port.id);
         self.background.settle(&port.id).await;
         if super::sriov::is_sriov(&port.vnic_type) {
             self.unplug_sriov(port).await;

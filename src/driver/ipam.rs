@@ -723,9 +723,11 @@ impl Driver {
             self.neutron.replace_tags::<Port>(&p.id, &keep).await?;
         } else if kuryr_made(p) {
             let bound_here = p.host_id == self.cfg.host && p.vif_type.is_bound();
+            // Its endpoint's bookkeeping never reached Neutron: it is as it was made.
+            let as_made = self.unwritten.lock().ok().and_then(|mut m| m.remove(&p.id));
             if recycle && self.port_pool.enabled() && bound_here && self.nested().is_none() {
-                let (pool, neutron, port) =
-                    (self.port_pool.clone(), self.neutron.clone(), p.clone());
+                let (pool, neutron) = (self.port_pool.clone(), self.neutron.clone());
+                let port = as_made.unwrap_or_else(|| p.clone());
                 self.background.spawn(&p.id, async move {
                     pool.give_back(&neutron, port).await;
                 });

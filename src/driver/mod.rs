@@ -110,6 +110,10 @@ pub struct Driver {
     /// its address of the other family (dual stack: the second RequestAddress of the same
     /// endpoint comes next, under Docker's per-network lock).
     pub(crate) companion: std::sync::Mutex<std::collections::HashMap<String, Port>>,
+    /// Port id -> the port as it still is in Neutron, while its endpoint's bookkeeping is
+    /// not written (it follows CreateEndpoint's answer after a delay, and is skipped when
+    /// the endpoint goes first).
+    pub(crate) unwritten: Arc<std::sync::Mutex<std::collections::HashMap<String, Port>>>,
     pub(crate) port_driver: nested::PortDriver,
     /// The VM's trunk (vlan port driver only).
     pub(crate) trunk: Option<nested::TrunkIds>,
@@ -162,6 +166,7 @@ impl Driver {
             port_pool: port_pool::PortPool::new(cfg.port_pool_size, pool_host),
             background: Arc::default(),
             companion: Default::default(),
+            unwritten: Default::default(),
             port_driver,
             trunk: None,
         };

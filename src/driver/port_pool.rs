@@ -319,6 +319,14 @@ impl PortPool {
                 }
                 return;
             }
+            let clean = port.name == POOL_PORT_NAME
+                && port.device_id.is_empty()
+                && names::id_from_tags(&port.tags).is_none();
+            if clean && port.vif_type.is_bound() {
+                // Never claimed in Neutron (its endpoint went before its bookkeeping).
+                pool.with(&network_id, |n| n.free.push_back(port));
+                return;
+            }
             let scrubbed = async {
                 let body = json!({"name": POOL_PORT_NAME, "device_id": ""});
                 let p = neutron.update::<Port>(&port.id, body).await?;

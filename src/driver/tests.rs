@@ -1179,3 +1179,33 @@ async fn after_a_restart_an_endpoint_without_bookkeeping_is_found_by_its_veth() 
     let tags: Vec<String> = serde_json::from_value(p["tags"].clone()).unwrap_or_default();
     assert!(names::has_id_tags(&tags, EP));
 }
+
+#[tokio::test]
+async fn a_short_pooled_lifecycle_makes_no_neutron_request_at_all() {
+    let t = TestDriver::new("[DEFAULT]\nport_pool_size = 3\n").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let net = pool_ready(&t, 3).await;
+    t.take_requests();
+    // `docker run` and, within the bookkeeping's delay, `docker rm`: the endpoint goes
+    // before its bookkeeping, which is then never written, and the port goes back as
+    // it was made.
+    let addr = start_container(&t, &pool_id, EP).await;
+    let id = port_of(&t, &addr)["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    t.ok("NetworkDriver.Leave", &ep_ref(EP)).await;
+    t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
+    t.ok(
+        "IpamDriver.ReleaseAddress",
+        &json!({"PoolID": pool_id, "Address": addr}),
+    )
+    .await;
+    t.driver.background.settle(&id).await;
+    assert!(
+        t.take_requests().is_empty(),
+        "a Neutron request in the lifecycle"
+    );
+    assert_eq!(t.driver.port_pool.available(&net), 3);
+    assert_eq!(port_of(&t, &addr)["name"], "kuryr-pool-port");
+}
