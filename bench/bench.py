@@ -133,20 +133,15 @@ class Sampler(threading.Thread):
         self.join()
 
 
-def bench_driver(d, reps, neutron_log):
-    """All measurements for one driver: a dict of results."""
-    name, drv, plugin, subnet, gw = d["name"], d["driver"], d["plugin"], d["subnet"], d["gateway"]
-    res = {"name": name, "failures": 0}
-    slug = name.replace("+", "-")  # Docker names allow [a-zA-Z0-9_.-]
-    ipam = [] if drv == "bridge" else ["--ipam-driver", drv]
-    if plugin:
-        res["rss_start_mb"] = plugin.rss_mb()
-
+def net_create_remove(d, reps):
+    """Network create/remove times of one driver."""
+    name, drv, subnet, gw = d["name"], d["driver"], d["subnet"], d["gateway"]
+    res = d["res"]
     log(f"{name}: network create/remove x{reps}")
     creates, removes = [], []
     for i in range(reps):
-        net = f"kb-{slug}-{i}"
-        t, ok, r = timed("network", "create", "--label", LABEL, "-d", drv, *ipam,
+        net = f"kb-{d['slug']}-{i}"
+        t, ok, r = timed("network", "create", "--label", LABEL, "-d", drv, *d["ipam"],
                          "--subnet", subnet, "--gateway", gw, net)
         if not ok:
             res["failures"] += 1
@@ -158,58 +153,94 @@ def bench_driver(d, reps, neutron_log):
         res["failures"] += 0 if ok else 1
     res["net_create"], res["net_remove"] = creates, removes
 
-    net = f"kb-{slug}"
-    docker("network", "create", "--label", LABEL, "-d", drv, *ipam, "--subnet", subnet, "--gateway", gw, net)
-    # Let a port pool fill before measuring (it fills in the background).
-    time.sleep(3 if name.endswith("pool") else 0)
+
+def setup(d):
+    """The driver's network for the container measurements, and one warm-up container."""
+    net = f"kb-{d['slug']}"
+    d["net"] = net
+    docker("network", "create", "--label", LABEL, "-d", d["driver"], *d["ipam"],
+           "--subnet", d["subnet"], "--gateway", d["gateway"], net)
     # One warm-up container: the first start pays caches and the image.
-    docker("run", "-d", "--label", LABEL, "--name", f"kb-{slug}-warm", "--network", net, IMAGE, "sleep", "3600")
-    docker("rm", "-f", f"kb-{slug}-warm")
+    docker("run", "-d", "--label", LABEL, "--name", f"kb-{d['slug']}-warm", "--network", net, IMAGE, "sleep", "3600")
+    docker("rm", "-f", f"kb-{d['slug']}-warm")
+    res = d["res"]
+    res["run"], res["rm"], res["neutron_requests"] = [], [], []
+    if d["plugin"]:
+        res["rss_start_mb"] = d["plugin"].rss_mb()
+        d["cpu0"] = d["plugin"].cpu_s()
 
-    log(f"{name}: docker run -d / rm -f x{reps}")
-    runs, rms, requests = [], [], []
-    cpu0 = plugin.cpu_s() if plugin else 0
+
+def lifecycle(d, i, neutron_log):
+    """One `docker run -d` + `docker rm -f` of the driver."""
+    res, c = d["res"], f"kb-{d['slug']}-c{i}"
+    before = neutron_api_lines(neutron_log)
+    t, ok, r = timed("run", "-d", "--label", LABEL, "--name", c, "--network", d["net"], IMAGE, "sleep", "3600")
+    if not ok:
+        res["failures"] += 1
+        log(f"  run failed: {r.stderr.strip()}")
+        docker("rm", "-f", c, check=False)
+        return
+    res["run"].append(t)
+    t, ok, _ = timed("rm", "-f", c)
+    (res["rm"] if ok else []).append(t)
+    res["failures"] += 0 if ok else 1
+    # What the lifecycle left to the background (agents, a pool refill) lands here.
+    time.sleep(0.7)
+    res["neutron_requests"].append(neutron_api_lines(neutron_log) - before)
+
+
+def concurrent(d, conc):
+    """20 containers started, then removed, `conc` at a time."""
+    res, slug, plugin = d["res"], d["slug"], d["plugin"]
+    log(f"{d['name']}: 20 containers, concurrency {conc}")
+    names = [f"kb-{slug}-p{conc}-{i}" for i in range(20)]
+    with Sampler(plugin) as s:
+        t0 = time.perf_counter()
+        with cf.ThreadPoolExecutor(conc) as ex:
+            oks = list(ex.map(lambda c: timed("run", "-d", "--label", LABEL, "--name", c,
+                                              "--network", d["net"], IMAGE, "sleep", "3600")[1], names))
+        wall = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with cf.ThreadPoolExecutor(conc) as ex:
+            list(ex.map(lambda c: docker("rm", "-f", c, check=False), names))
+        rm_wall = time.perf_counter() - t0
+    res[f"c{conc}"] = {"wall": wall, "rm_wall": rm_wall, "failures": oks.count(False),
+                       "per_s": oks.count(True) / wall, "peak_rss_mb": s.peak}
+    # Let the pools refill before the next measurement.
+    time.sleep(3)
+
+
+def bench_all(drivers, reps, neutron_log):
+    """Every measurement, the drivers interleaved so that each ratio compares figures
+    taken under the same conditions: one round of lifecycles per repetition, each
+    concurrency level for all drivers one after another."""
+    for d in drivers:
+        d["slug"] = d["name"].replace("+", "-")  # Docker names allow [a-zA-Z0-9_.-]
+        d["ipam"] = [] if d["driver"] == "bridge" else ["--ipam-driver", d["driver"]]
+        d["res"] = {"name": d["name"], "failures": 0}
+    for d in drivers:
+        net_create_remove(d, reps)
+    for d in drivers:
+        setup(d)
+    # Let the port pool fill before measuring (it fills in the background).
+    time.sleep(3)
+    log(f"docker run -d / rm -f x{reps}, the drivers interleaved")
     for i in range(reps):
-        c = f"kb-{slug}-c{i}"
-        before = neutron_api_lines(neutron_log)
-        t, ok, r = timed("run", "-d", "--label", LABEL, "--name", c, "--network", net, IMAGE, "sleep", "3600")
-        if not ok:
-            res["failures"] += 1
-            log(f"  run failed: {r.stderr.strip()}")
-            docker("rm", "-f", c, check=False)
-            continue
-        runs.append(t)
-        t, ok, _ = timed("rm", "-f", c)
-        (rms if ok else []).append(t)
-        res["failures"] += 0 if ok else 1
-        time.sleep(0.2)
-        requests.append(neutron_api_lines(neutron_log) - before)
-        # A pool refills in the background after half is used; give it its moment.
-        time.sleep(0.5 if name.endswith("pool") else 0)
-    res["run"], res["rm"], res["neutron_requests"] = runs, rms, requests
-    if plugin:
-        res["cpu_per_lifecycle_s"] = (plugin.cpu_s() - cpu0) / max(1, len(runs))
-        res["rss_idle_mb"] = plugin.rss_mb()
-
+        for d in drivers:
+            lifecycle(d, i, neutron_log)
+    for d in drivers:
+        if d["plugin"]:
+            runs = max(1, len(d["res"]["run"]))
+            d["res"]["cpu_per_lifecycle_s"] = (d["plugin"].cpu_s() - d["cpu0"]) / runs
+            d["res"]["rss_idle_mb"] = d["plugin"].rss_mb()
     for conc in (5, 10):
-        log(f"{name}: 20 containers, concurrency {conc}")
-        names = [f"kb-{slug}-p{conc}-{i}" for i in range(20)]
-        with Sampler(plugin) as s:
-            t0 = time.perf_counter()
-            with cf.ThreadPoolExecutor(conc) as ex:
-                oks = list(ex.map(lambda c: timed("run", "-d", "--label", LABEL, "--name", c,
-                                                  "--network", net, IMAGE, "sleep", "3600")[1], names))
-            wall = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            with cf.ThreadPoolExecutor(conc) as ex:
-                list(ex.map(lambda c: docker("rm", "-f", c, check=False), names))
-            rm_wall = time.perf_counter() - t0
-        res[f"c{conc}"] = {"wall": wall, "rm_wall": rm_wall, "failures": oks.count(False),
-                           "per_s": oks.count(True) / wall, "peak_rss_mb": s.peak}
-    docker("network", "rm", net, check=False)
-    if plugin:
-        res["cpu_total_s"] = plugin.cpu_s()
-    return res
+        for d in drivers:
+            concurrent(d, conc)
+    for d in drivers:
+        docker("network", "rm", d["net"], check=False)
+        if d["plugin"]:
+            d["res"]["cpu_total_s"] = d["plugin"].cpu_s()
+    return [d["res"] for d in drivers]
 
 
 def profile(logfile):
@@ -259,7 +290,9 @@ def write_report(results, calls, reqs, reps, out_md, out_png):
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     L = [f"# Benchmarks", "",
          f"Measured {now} on {machine()}. {reps} repetitions per figure, one run, "
-         "the same Neutron and dockerd for all three. Regenerate with `bench/run`.", "",
+         "the same Neutron and dockerd for all of them, the drivers interleaved (one round of "
+         "lifecycles per repetition; each concurrency level for every driver in turn), so each "
+         "ratio compares figures taken under the same conditions. Regenerate with `bench/run`.", "",
          "![docker run / rm times, Neutron requests and memory](benchmarks.png)", "",
          "## Container lifecycle (`docker run -d`, `docker rm -f`, sequential)", "",
          "| driver | run median | run p95 | rm median | rm p95 | run vs bridge | run vs reference | failures |",
@@ -427,7 +460,7 @@ def main():
         {"name": "kuryr+pool", "driver": "kbenchpool", "plugin": pool, "subnet": "10.93.0.0/24", "gateway": "10.93.0.1"},
     ]
     try:
-        results = [bench_driver(d, a.reps, a.neutron_log) for d in drivers]
+        results = bench_all(drivers, a.reps, a.neutron_log)
     finally:
         cleanup(spec)
         ref.stop()
