@@ -1,6 +1,7 @@
-//! Drop-in swap: a network and a container made by the Python kuryr-libnetwork 18.0.0
-//! (installed by `scripts/devenv reference`) keep working when our kuryr takes over with
-//! the same kuryr.conf, the same plugin name and the same Neutron.
+//! Drop-in swap, both ways: a network and a container made by the Python
+//! kuryr-libnetwork 18.0.0 (installed by `scripts/devenv reference`) keep working when our
+//! kuryr takes over with the same kuryr.conf, the same plugin name and the same Neutron;
+//! and when the reference takes over again, it removes what ours made.
 
 mod common;
 
@@ -140,7 +141,7 @@ async fn python_reference_network_survives_the_swap() {
         "reference-made container cannot reach ours"
     );
 
-    // Everything the reference made is removed cleanly by ours.
+    // What the reference made is removed cleanly by ours.
     let nets: Vec<Network> = n
         .list(&Filters::new().add(
             "name",
@@ -149,18 +150,50 @@ async fn python_reference_network_survives_the_swap() {
         .await
         .unwrap();
     assert_eq!(nets.len(), 1);
-    docker(&["rm", "-f", &a, &b]);
-    for ip in [&ip_a, &ip_b] {
-        let left: Vec<Port> = n
-            .list(&Filters::new().add("fixed_ips", format!("ip_address={ip}")))
-            .await
-            .unwrap();
-        assert!(left.is_empty(), "port of {ip} left");
-    }
+    docker(&["rm", "-f", &a]);
+    let port_gone = |ip: String| {
+        let n = n.clone();
+        async move {
+            let left: Vec<Port> = n
+                .list(&Filters::new().add("fixed_ips", format!("ip_address={ip}")))
+                .await
+                .unwrap();
+            assert!(left.is_empty(), "port of {ip} left: {left:?}");
+        }
+    };
+    port_gone(ip_a.clone()).await;
     let id = &made_by_python[0].id;
     assert!(
         common::host_links(&kuryr::names::host_veth(id)).is_empty(),
         "reference's veth left"
+    );
+
+    // And back: ours stops, the reference serves again and removes what ours made.
+    let made_by_ours: Vec<Port> = n
+        .list(&Filters::new().add("fixed_ips", format!("ip_address={ip_b}")))
+        .await
+        .unwrap();
+    assert_eq!(made_by_ours.len(), 1);
+    drop(ours);
+    let log2 = std::fs::File::create(dir.path().join("reference2.log")).unwrap();
+    let _py2 = Reference(
+        Command::new(&server)
+            .arg("--config-file")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log2)
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        common::wait_until(60, || TcpStream::connect(("127.0.0.1", port)).ok()).is_some(),
+        "the Python reference did not start again"
+    );
+    docker(&["rm", "-f", &b]);
+    port_gone(ip_b.clone()).await;
+    assert!(
+        common::host_links(&kuryr::names::host_veth(&made_by_ours[0].id)).is_empty(),
+        "our veth left after the reference removed the container"
     );
     docker(&["network", "rm", &net]);
     assert!(n
@@ -173,5 +206,4 @@ async fn python_reference_network_survives_the_swap() {
         .await
         .unwrap();
     assert!(pools.is_empty(), "reference's pool left");
-    drop(ours);
 }

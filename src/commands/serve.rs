@@ -157,6 +157,7 @@ async fn serve(
             tracing::warn!(error = %e, "listener stopped with an error");
         }
     }
+    driver.flush().await;
     drop(guards);
     tracing::info!("stopped");
     Ok(())

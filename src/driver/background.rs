@@ -93,6 +93,27 @@ impl Background {
         }
     }
 
+    /// Starts every delayed work now and waits for all work to finish (a stopping
+    /// kuryr leaves no endpoint without its bookkeeping).
+    pub async fn flush(&self) {
+        let wakes: Vec<Arc<Notify>> = self
+            .delayed
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for w in wakes {
+            w.notify_one();
+        }
+        let ports: Vec<String> = self
+            .inflight
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for p in ports {
+            self.settle(&p).await;
+        }
+    }
+
     /// Waits until no work is queued for `port` (at most a bounded while).
     pub async fn settle(&self, port: &str) {
         let rx = self.inflight.lock().ok().and_then(|m| m.get(port).cloned());
@@ -161,5 +182,19 @@ mod tests {
         bg.settle("p").await;
         assert_eq!(n.load(Ordering::SeqCst), 1, "p ran, q did not");
         assert!(!bg.cancel("p"), "p is done: nothing to cancel");
+    }
+
+    #[tokio::test]
+    async fn flush_runs_delayed_work_now() {
+        let bg = Arc::new(Background::default());
+        let n = Arc::new(AtomicUsize::new(0));
+        let a = n.clone();
+        bg.spawn_after("p", Duration::from_secs(60), async move {
+            a.fetch_add(1, Ordering::SeqCst);
+        });
+        tokio::time::timeout(Duration::from_secs(5), bg.flush())
+            .await
+            .expect("flush waited for the delay");
+        assert_eq!(n.load(Ordering::SeqCst), 1);
     }
 }

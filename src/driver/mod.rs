@@ -186,6 +186,13 @@ impl Driver {
         self.plumber.as_ref()
     }
 
+    /// Writes what waits in the background (endpoint bookkeeping) now, and waits for it:
+    /// at shutdown, so the next process (or the Python plugin) finds every endpoint's port
+    /// by its tags.
+    pub async fn flush(&self) {
+        self.background.flush().await;
+    }
+
     /// Ports with background work (bookkeeping, scrubbing) queued or running.
     pub fn background_pending(&self) -> usize {
         self.background.pending()
