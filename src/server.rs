@@ -23,6 +23,11 @@ use crate::protocol::{Method, CONTENT_TYPE};
 /// Largest request body accepted; libnetwork's bodies are a few KiB.
 pub const MAX_BODY: usize = 1 << 20;
 
+/// Every libnetwork call answers within this, below Docker's 30 s plugin timeout: a call
+/// that would take longer (Neutron too slow, retries running out) answers an `Err` saying
+/// so, and Docker rolls back.
+pub const CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(25);
+
 pub type App = Arc<Driver>;
 
 pub fn router(driver: App) -> Router {
@@ -121,12 +126,17 @@ async fn handle(State(driver): State<App>, method: http::Method, uri: Uri, body:
     };
     let rid = format!("req-{}", uuid::Uuid::new_v4());
     let started = Instant::now();
-    let result = REQUEST_ID
-        .scope(
-            rid.clone(),
-            CALL.scope(call.path(), dispatch(&driver, call, &bytes)),
-        )
-        .await;
+    let work = REQUEST_ID.scope(
+        rid.clone(),
+        CALL.scope(call.path(), dispatch(&driver, call, &bytes)),
+    );
+    let result = match tokio::time::timeout(CALL_DEADLINE, work).await {
+        Ok(r) => r,
+        Err(_) => Err(DriverError::Timeout(format!(
+            "{path} did not finish within {} s (Neutron too slow or unreachable?)",
+            CALL_DEADLINE.as_secs()
+        ))),
+    };
     #[cfg(feature = "testkit")]
     crate::testkit::crash_after(&path);
     let secs = started.elapsed().as_secs_f64();

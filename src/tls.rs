@@ -37,18 +37,53 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(cfg))
 }
 
-/// A TCP listener that hands axum TLS streams; failed handshakes are logged and skipped.
+/// A TCP listener that hands axum TLS streams. Handshakes run side by side, each on its
+/// own task: a client that never finishes its handshake holds up no other. Failed ones
+/// are logged and skipped.
 pub struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
+    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: io::Result<SocketAddr>,
+    _acceptor: tokio::task::JoinHandle<()>,
 }
 
 impl TlsListener {
     pub fn new(tcp: TcpListener, cfg: Arc<rustls::ServerConfig>) -> Self {
+        let local = tcp.local_addr();
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        let acceptor = TlsAcceptor::from(cfg);
+        let task = tokio::spawn(async move {
+            loop {
+                let (stream, addr) = match tcp.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, addr)).await;
+                        }
+                        Ok(Err(e)) => tracing::warn!(%addr, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::warn!(%addr, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
         TlsListener {
-            tcp,
-            acceptor: TlsAcceptor::from(cfg),
+            ready,
+            local,
+            _acceptor: task,
         }
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self._acceptor.abort();
     }
 }
 
@@ -57,24 +92,18 @@ impl axum::serve::Listener for TlsListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, addr) = match self.tcp.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => tracing::warn!(%addr, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::warn!(%addr, "TLS handshake timed out"),
-            }
+        match self.ready.recv().await {
+            Some(x) => x,
+            // The accepting task is gone (it only ends when aborted): wait forever, as a
+            // listener with no more clients does.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.tcp.local_addr()
+        match &self.local {
+            Ok(a) => Ok(*a),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        }
     }
 }

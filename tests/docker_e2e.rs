@@ -49,6 +49,19 @@ async fn port_with_ip(n: &Neutron, ip: &str) -> Vec<Port> {
         .unwrap()
 }
 
+/// The port once its endpoint's bookkeeping (device_id, name, tags) is written: within
+/// seconds of the start.
+async fn wait_bookkeeping(n: &Neutron, id: &str, ep: &str) -> Port {
+    for _ in 0..100 {
+        let p: Port = n.get(id).await.unwrap();
+        if p.device_id == ep {
+            return p;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("port {id} never got the bookkeeping of endpoint {ep}");
+}
+
 async fn wait_port_active(n: &Neutron, id: &str) -> Port {
     for _ in 0..100 {
         let p: Port = n.get(id).await.unwrap();
@@ -115,16 +128,18 @@ async fn kuryr_network_two_containers_ping_and_clean_up() {
     for (ct, ip) in [(&a, &ip_a), (&b, &ip_b)] {
         let ports = port_with_ip(&n, ip).await;
         assert_eq!(ports.len(), 1, "one port holds {ip}");
-        let port = wait_port_active(&n, &ports[0].id).await;
-        assert_eq!(port.host_id, kuryr::config::hostname());
-        assert_eq!(port.device_owner, "compute:kuryr");
-        assert_eq!(port.vif_type, "bridge");
+        wait_port_active(&n, &ports[0].id).await;
         let ep = docker(&[
             "inspect",
             "-f",
             &format!("{{{{(index .NetworkSettings.Networks \"{net}\").EndpointID}}}}"),
             ct,
         ]);
+        // The endpoint's bookkeeping follows the start (a second after CreateEndpoint).
+        let port = wait_bookkeeping(&n, &ports[0].id, &ep).await;
+        assert_eq!(port.host_id, kuryr::config::hostname());
+        assert_eq!(port.device_owner, "compute:kuryr");
+        assert_eq!(port.vif_type, "bridge");
         assert_eq!(port.device_id, ep);
         assert!(
             kuryr::names::has_id_tags(&port.tags, &ep),

@@ -37,6 +37,9 @@ pub enum DriverError {
     Host(#[from] HostError),
     #[error("{0}")]
     Internal(String),
+    /// The call ran out of time (CALL_DEADLINE).
+    #[error("{0}")]
+    Timeout(String),
     /// A call failed, and undoing what it had done failed too: both are reported.
     #[error("{error} (and undoing it failed: {})", join(.failures))]
     RolledBack {
@@ -63,6 +66,7 @@ impl DriverError {
             DriverError::Conflict(_) => 409,
             DriverError::Neutron(e) => e.http_status(),
             DriverError::Host(_) | DriverError::Internal(_) => 500,
+            DriverError::Timeout(_) => 504,
             DriverError::RolledBack { error, .. } => error.status(),
         }
     }

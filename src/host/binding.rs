@@ -128,12 +128,30 @@ fn valid_ifname(s: &str) -> bool {
     crate::protocol::validate::ifname("bridge_name", s).is_ok()
 }
 
+/// How long a binding program (`ovs-vsctl`, `<bindir>/<vif_type>`) may run: a hung
+/// ovs-vswitchd must not hold a CreateEndpoint (and its lock) past Docker's patience.
+pub const PROGRAM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn run(program: &Path, args: &[String]) -> Result<String, HostError> {
-    let out = Command::new(program)
-        .args(args)
-        .kill_on_drop(true)
-        .output()
+    run_within(program, args, PROGRAM_DEADLINE).await
+}
+
+async fn run_within(
+    program: &Path,
+    args: &[String],
+    deadline: std::time::Duration,
+) -> Result<String, HostError> {
+    let child = Command::new(program).args(args).kill_on_drop(true).output();
+    let out = tokio::time::timeout(deadline, child)
         .await
+        .map_err(|_| {
+            HostError::Binding(format!(
+                "{} {} did not finish within {:?} (killed)",
+                program.display(),
+                args.first().map(String::as_str).unwrap_or(""),
+                deadline
+            ))
+        })?
         .map_err(|e| HostError::Binding(format!("cannot run {}: {e}", program.display())))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -260,6 +278,26 @@ fn ovs_add_port_args(br: &str, iface: &str, ctx: &BindContext, vm_key: &str) -> 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn a_hung_binding_program_is_killed_at_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let prog = dir.path().join("hangs");
+        std::fs::write(&prog, "#!/bin/sh\nsleep 30\n").unwrap();
+        std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let e = run_within(
+            &prog,
+            &["bind".into()],
+            std::time::Duration::from_millis(200),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("did not finish"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
 
     #[test]
     fn vif_type_cannot_escape_bindir() {

@@ -25,7 +25,10 @@ pub struct Session {
 
 pub struct Authenticator {
     cfg: NeutronConfig,
-    cached: Mutex<Option<Session>>,
+    /// The current token; read without waiting for a renewal in progress.
+    cached: std::sync::Mutex<Option<Session>>,
+    /// Held by the one request that asks Keystone for a token (single flight).
+    issuing: Mutex<()>,
     issued: std::sync::atomic::AtomicU64,
 }
 
@@ -33,7 +36,8 @@ impl Authenticator {
     pub fn new(cfg: NeutronConfig) -> Self {
         Authenticator {
             cfg,
-            cached: Mutex::new(None),
+            cached: std::sync::Mutex::new(None),
+            issuing: Mutex::new(()),
             issued: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -58,20 +62,54 @@ impl Authenticator {
                 renew_at: None,
             });
         }
-        let mut cached = self.cached.lock().await;
-        if let Some(s) = cached.as_ref() {
+        let current = self.current();
+        if let Some(s) = &current {
             if !needs_renewal(s.renew_at, now()) {
                 return Ok(s.clone());
             }
+            // Due for renewal but still valid: one request renews it, the others go on
+            // with it meanwhile (a slow Keystone holds up nobody else).
+            if s.expires_at.is_none_or(|e| now() < e) {
+                return match self.issuing.try_lock() {
+                    Ok(_g) => self.renew(http).await.or_else(|e| {
+                        tracing::warn!(error = %e, "token renewal failed; the current token is used until it expires");
+                        Ok(s.clone())
+                    }),
+                    Err(_) => Ok(s.clone()),
+                };
+            }
         }
+        // No valid token: wait for the one request that gets it.
+        let _g = self.issuing.lock().await;
+        if let Some(s) = self.current() {
+            if !needs_renewal(s.renew_at, now()) {
+                return Ok(s);
+            }
+        }
+        self.renew(http).await
+    }
+
+    fn current(&self) -> Option<Session> {
+        self.cached.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// A new token, cached; the caller holds `issuing`.
+    async fn renew(&self, http: &reqwest::Client) -> Result<Session, NeutronError> {
         let s = self.issue(http).await?;
-        *cached = Some(s.clone());
+        if let Ok(mut c) = self.cached.lock() {
+            *c = Some(s.clone());
+        }
         Ok(s)
     }
 
-    /// Forget the cached token (after Neutron answered 401).
-    pub async fn invalidate(&self) {
-        *self.cached.lock().await = None;
+    /// Forgets the token Neutron refused (a 401), unless another request has renewed it
+    /// meanwhile: concurrent 401s do not throw away a token just issued.
+    pub async fn invalidate(&self, refused: &Secret) {
+        if let Ok(mut c) = self.cached.lock() {
+            if c.as_ref().is_some_and(|s| &s.token == refused) {
+                *c = None;
+            }
+        }
     }
 
     async fn issue(&self, http: &reqwest::Client) -> Result<Session, NeutronError> {

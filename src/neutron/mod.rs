@@ -230,7 +230,7 @@ impl Neutron {
             }
             if status == 401 && self.auth.uses_keystone() && !renewed {
                 renewed = true;
-                self.auth.invalidate().await;
+                self.auth.invalidate(&session.token).await;
                 continue;
             }
             if matches!(status, 502..=504) && idempotent && attempt < MAX_ATTEMPTS {
