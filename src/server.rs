@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use crate::config::Config;
 use crate::driver::{Driver, DriverError};
 use crate::neutron::{CALL, REQUEST_ID};
 use crate::protocol::{Method, CONTENT_TYPE};
@@ -28,10 +29,69 @@ pub const MAX_BODY: usize = 1 << 20;
 /// so, and Docker rolls back.
 pub const CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(25);
 
-pub type App = Arc<Driver>;
+/// What the listeners serve: the configuration at once, and the driver once Neutron has
+/// answered. kuryr listens before Neutron answers (at boot Neutron may come up after
+/// dockerd): calls that need no Neutron are answered, the others get a clear `Err`.
+pub struct Service {
+    cfg: Arc<Config>,
+    driver: OnceLock<Arc<Driver>>,
+    /// Why there is no driver yet (Neutron's last answer).
+    waiting: Mutex<String>,
+}
 
-pub fn router(driver: App) -> Router {
-    Router::new().fallback(handle).with_state(driver)
+impl Service {
+    /// Connecting: no driver yet.
+    pub fn connecting(cfg: Arc<Config>) -> Self {
+        Service {
+            cfg,
+            driver: OnceLock::new(),
+            waiting: Mutex::new("connecting to Neutron".into()),
+        }
+    }
+
+    /// With a driver already.
+    pub fn ready(driver: Arc<Driver>) -> Self {
+        let s = Service::connecting(driver.cfg.clone());
+        let _ = s.driver.set(driver);
+        s
+    }
+
+    pub fn driver(&self) -> Option<&Arc<Driver>> {
+        self.driver.get()
+    }
+
+    pub fn set_driver(&self, d: Arc<Driver>) {
+        let _ = self.driver.set(d);
+    }
+
+    /// What Neutron answered the last attempt to connect.
+    pub fn set_waiting(&self, why: String) {
+        if let Ok(mut w) = self.waiting.lock() {
+            *w = why;
+        }
+    }
+
+    fn waiting(&self) -> String {
+        self.waiting.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    fn not_ready(&self) -> String {
+        format!(
+            "kuryr is not connected to Neutron yet ({}); it keeps trying",
+            self.waiting()
+        )
+    }
+}
+
+pub type App = Arc<Service>;
+
+/// The router of a driver that is ready.
+pub fn router(driver: Arc<Driver>) -> Router {
+    router_for(Arc::new(Service::ready(driver)))
+}
+
+pub fn router_for(service: App) -> Router {
+    Router::new().fallback(handle).with_state(service)
 }
 
 fn reply(status: StatusCode, body: &Value) -> Response {
@@ -50,7 +110,21 @@ fn error_reply(status: u16, msg: &str) -> Response {
 }
 
 /// Operator endpoints, served on GET: `/metrics`, `/healthz`, `/readyz`, `/kuryr/stats`.
-async fn ops(driver: &Driver, path: &str) -> Option<Response> {
+async fn ops(svc: &Service, path: &str) -> Option<Response> {
+    let Some(driver) = svc.driver() else {
+        return match path {
+            "kuryr/stats" => Some(reply(StatusCode::OK, &json!({"connected": false}))),
+            "readyz" => Some(
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{}\n", svc.not_ready()),
+                )
+                    .into_response(),
+            ),
+            "metrics" | "healthz" => ops_common(path),
+            _ => None,
+        };
+    };
     match path {
         "kuryr/stats" => {
             let n = driver.neutron().stats();
@@ -61,16 +135,7 @@ async fn ops(driver: &Driver, path: &str) -> Option<Response> {
                     "keystone_tokens": driver.neutron().tokens_issued()}),
             ))
         }
-        "metrics" => Some(
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                crate::metrics::global().render(),
-            )
-                .into_response(),
-        ),
-        // Alive: the process answers.
-        "healthz" => Some((StatusCode::OK, "ok\n").into_response()),
+        "metrics" | "healthz" => ops_common(path),
         // Ready: Neutron answers with these credentials.
         "readyz" => Some(match driver.neutron().extensions().await {
             Ok(_) => (StatusCode::OK, "ok\n").into_response(),
@@ -80,25 +145,41 @@ async fn ops(driver: &Driver, path: &str) -> Option<Response> {
     }
 }
 
+/// What needs no driver: metrics, and liveness (the process answers).
+fn ops_common(path: &str) -> Option<Response> {
+    match path {
+        "metrics" => Some(
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                crate::metrics::global().render(),
+            )
+                .into_response(),
+        ),
+        "healthz" => Some((StatusCode::OK, "ok\n").into_response()),
+        _ => None,
+    }
+}
+
 /// The operator endpoints alone, for a separate metrics listener.
-pub fn ops_router(driver: App) -> Router {
-    async fn only_ops(State(driver): State<App>, method: http::Method, uri: Uri) -> Response {
+pub fn ops_router(service: App) -> Router {
+    async fn only_ops(State(svc): State<App>, method: http::Method, uri: Uri) -> Response {
         let path = uri.path().trim_start_matches('/');
         match (method == http::Method::GET).then_some(()) {
-            Some(()) => match ops(&driver, path).await {
+            Some(()) => match ops(&svc, path).await {
                 Some(r) => r,
                 None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
             },
             None => (StatusCode::METHOD_NOT_ALLOWED, "GET only\n").into_response(),
         }
     }
-    Router::new().fallback(only_ops).with_state(driver)
+    Router::new().fallback(only_ops).with_state(service)
 }
 
-async fn handle(State(driver): State<App>, method: http::Method, uri: Uri, body: Body) -> Response {
+async fn handle(State(svc): State<App>, method: http::Method, uri: Uri, body: Body) -> Response {
     let path = uri.path().trim_start_matches('/').to_string();
     if method == http::Method::GET {
-        if let Some(r) = ops(&driver, &path).await {
+        if let Some(r) = ops(&svc, &path).await {
             return r;
         }
     }
@@ -128,7 +209,7 @@ async fn handle(State(driver): State<App>, method: http::Method, uri: Uri, body:
     let started = Instant::now();
     let work = REQUEST_ID.scope(
         rid.clone(),
-        CALL.scope(call.path(), dispatch(&driver, call, &bytes)),
+        CALL.scope(call.path(), serve_call(&svc, call, &bytes)),
     );
     let result = match tokio::time::timeout(CALL_DEADLINE, work).await {
         Ok(r) => r,
@@ -178,12 +259,49 @@ fn to_value<T: serde::Serialize>(v: T) -> Result<Value, DriverError> {
     serde_json::to_value(v).map_err(|e| DriverError::Internal(e.to_string()))
 }
 
+/// A call: answered from the configuration when it needs no Neutron, else by the driver
+/// (or an `Err` while there is none yet).
+async fn serve_call(svc: &Service, method: Method, body: &[u8]) -> Result<Value, DriverError> {
+    if let Some(answer) = constant(&svc.cfg, method, body) {
+        return answer;
+    }
+    match svc.driver() {
+        Some(d) => dispatch(d, method, body).await,
+        None => Err(DriverError::Unavailable(svc.not_ready())),
+    }
+}
+
+/// The calls that depend on the configuration alone.
+fn constant(cfg: &Config, method: Method, body: &[u8]) -> Option<Result<Value, DriverError>> {
+    use Method as M;
+    Some(match method {
+        M::Activate => Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]})),
+        M::NetworkCapabilities => Ok(crate::driver::network_capabilities(cfg)),
+        M::IpamCapabilities => Ok(crate::driver::ipam_capabilities()),
+        M::DefaultAddressSpaces => Ok(crate::driver::default_address_spaces(cfg)),
+        M::DiscoverNew | M::DiscoverDelete | M::FreeNetwork => {
+            parse::<Value>(body).map(|_| json!({}))
+        }
+        M::AllocateNetwork => parse::<Value>(body).map(|b| crate::driver::allocate_network(&b)),
+        _ => return None,
+    })
+}
+
 /// Routes one libnetwork call to its handler.
 pub async fn dispatch(d: &Driver, method: Method, body: &[u8]) -> Result<Value, DriverError> {
     use Method as M;
+    if let Some(answer) = constant(&d.cfg, method, body) {
+        return answer;
+    }
     match method {
-        M::Activate => Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]})),
-        M::NetworkCapabilities => Ok(d.network_capabilities()),
+        M::Activate
+        | M::NetworkCapabilities
+        | M::IpamCapabilities
+        | M::DefaultAddressSpaces
+        | M::DiscoverNew
+        | M::DiscoverDelete
+        | M::FreeNetwork
+        | M::AllocateNetwork => Err(DriverError::Internal(format!("{method} answered above"))),
         M::CreateNetwork => d.create_network(parse(body)?).await,
         M::DeleteNetwork => d.delete_network(parse(body)?).await,
         M::CreateEndpoint => to_value(d.create_endpoint(parse(body)?).await?),
@@ -191,15 +309,8 @@ pub async fn dispatch(d: &Driver, method: Method, body: &[u8]) -> Result<Value, 
         M::DeleteEndpoint => d.delete_endpoint(parse(body)?).await,
         M::Join => to_value(d.join(parse(body)?).await?),
         M::Leave => d.leave(parse(body)?).await,
-        M::DiscoverNew | M::DiscoverDelete | M::FreeNetwork => {
-            parse::<Value>(body)?;
-            Ok(json!({}))
-        }
         M::ProgramExternalConnectivity => d.program_external_connectivity(parse(body)?).await,
         M::RevokeExternalConnectivity => d.revoke_external_connectivity(parse(body)?).await,
-        M::AllocateNetwork => Ok(d.allocate_network(&parse::<Value>(body)?)),
-        M::IpamCapabilities => Ok(d.ipam_capabilities()),
-        M::DefaultAddressSpaces => Ok(d.default_address_spaces()),
         M::RequestPool => to_value(d.request_pool(parse(body)?).await?),
         M::ReleasePool => d.release_pool(parse(body)?).await,
         M::RequestAddress => to_value(d.request_address(parse(body)?).await?),

@@ -90,6 +90,25 @@ async fn tls_listener_and_json_file() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("NetworkDriver"));
+    // A client that connects and never says a word holds up nobody else: handshakes run
+    // side by side (the handshake timeout is 10 s).
+    let _idle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let fresh = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let r = fresh
+        .post(format!("https://127.0.0.1:{port}/Plugin.Activate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "waited {:?} behind an idle client",
+        started.elapsed()
+    );
     // Plain HTTP on the TLS port gets nowhere.
     let plain = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/Plugin.Activate"))

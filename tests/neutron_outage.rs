@@ -129,3 +129,73 @@ async fn neutron_faults_during_container_starts() {
         .unwrap_err()
         .is_not_found());
 }
+
+/// Neutron unreachable when kuryr starts (at boot, Neutron may come up after dockerd):
+/// kuryr listens at once, answers what needs no Neutron, gives the rest a clear `Err`
+/// quickly, says why in `/readyz`, and works as soon as Neutron answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kuryr_listens_before_neutron_answers() {
+    let (mode, modes) = tokio::sync::watch::channel(DOWN);
+    let port = fault_proxy(modes).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("k.sock");
+    let started = Instant::now();
+    let k = Kuryr::at(sock.clone())
+        .conf(&format!(
+            "[DEFAULT]\nunix_socket = {}\n[neutron]\nendpoint = http://127.0.0.1:{port}\ntimeout = 3\n",
+            sock.display()
+        ))
+        .listen_only()
+        .start();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "listening took {:?}",
+        started.elapsed()
+    );
+    let (s, v) = k.call("Plugin.Activate", &serde_json::json!({}));
+    assert_eq!(
+        (s, v["Implements"][0].as_str()),
+        (200, Some("NetworkDriver"))
+    );
+    let (s, _) = k.call("NetworkDriver.GetCapabilities", &serde_json::json!({}));
+    assert_eq!(s, 200);
+    let t = Instant::now();
+    let (s, v) = k.call(
+        "IpamDriver.RequestPool",
+        &serde_json::json!({"Pool": "10.43.0.0/24"}),
+    );
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["Err"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not connected to Neutron"),
+        "{v}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the Err took {:?}",
+        t.elapsed()
+    );
+    let (s, why) = common::raw_http(&sock, "GET", "/readyz", "");
+    assert_eq!(s, 503);
+    assert!(why.contains("Neutron"), "{why}");
+
+    // Neutron answers: within its retry interval kuryr connects and serves.
+    let _ = mode.send(PASS);
+    let ready = common::wait_until(20, || {
+        let (s, _) = common::raw_http(&sock, "GET", "/readyz", "");
+        (s == 200).then_some(())
+    });
+    assert!(ready.is_some(), "never ready: {}", k.log_text());
+    let (s, pool) = k.call(
+        "IpamDriver.RequestPool",
+        &serde_json::json!({"Pool": "10.43.0.0/24"}),
+    );
+    assert_eq!(s, 200, "{pool}");
+    let (s, _) = k.call(
+        "IpamDriver.ReleasePool",
+        &serde_json::json!({"PoolID": pool["PoolID"]}),
+    );
+    assert_eq!(s, 200);
+}

@@ -268,7 +268,14 @@ impl Finder<'_> {
             .filter(|p| !self.doomed.contains(&p.id))
             .map(|p| p.id.chars().take(11).collect())
             .collect();
-        for prefix in [names::HOST_VETH_PREFIX, names::CONTAINER_VETH_PREFIX] {
+        // Hybrid plug's bridge and veth pair (qbr, qvb, qvo) are named after the port too.
+        for prefix in [
+            names::HOST_VETH_PREFIX,
+            names::CONTAINER_VETH_PREFIX,
+            "qbr",
+            "qvb",
+            "qvo",
+        ] {
             let links = self
                 .host
                 .links_with_prefix(prefix)

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
@@ -15,9 +15,6 @@ use crate::neutron::Neutron;
 use crate::server;
 use crate::tls;
 use std::path::PathBuf;
-
-/// How long start-up keeps trying to reach Neutron before giving up.
-const NEUTRON_WAIT: Duration = Duration::from_secs(120);
 
 pub fn init_logging(format: &str, debug: bool) {
     let default = if debug { "kuryr=debug,info" } else { "info" };
@@ -64,16 +61,27 @@ pub fn run(config_file: &Path, discovery_dir: Option<&Path>, log_format: &str) -
     rt.block_on(serve(cfg, tls, discovery_dir.map(Path::to_path_buf)))
 }
 
-async fn connect(cfg: Arc<Config>) -> Result<Driver> {
+/// Connects to Neutron until it answers (it may be starting too, e.g. at boot after
+/// dockerd), then hands the driver to `service`; meanwhile calls that need Neutron get
+/// an `Err` saying why. Other errors (a configuration Neutron cannot serve) end kuryr.
+async fn connect(cfg: Arc<Config>, service: Arc<server::Service>) -> Result<Arc<Driver>> {
     let neutron = Neutron::new(&cfg.neutron)?;
-    let started = Instant::now();
     let mut delay = Duration::from_millis(250);
     loop {
         match Driver::on_host(cfg.clone(), neutron.clone()).await {
-            Ok(d) => return Ok(d),
-            // Unreachable or failing Neutron: wait for it (it may be starting too).
-            Err(DriverError::Neutron(e)) if started.elapsed() < NEUTRON_WAIT => {
+            Ok(d) => {
+                let d = Arc::new(d);
+                service.set_driver(d.clone());
+                tracing::info!(
+                    host = %cfg.host,
+                    extensions = d.extensions().aliases().len(),
+                    "connected to Neutron"
+                );
+                return Ok(d);
+            }
+            Err(DriverError::Neutron(e)) => {
                 tracing::warn!(error = %e, "Neutron not ready; retrying");
+                service.set_waiting(format!("Neutron: {e}"));
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(8));
             }
@@ -87,13 +95,8 @@ async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     discovery_dir: Option<PathBuf>,
 ) -> Result<()> {
-    let driver = Arc::new(connect(cfg.clone()).await?);
-    tracing::info!(
-        host = %cfg.host,
-        extensions = driver.extensions().aliases().len(),
-        "connected to Neutron"
-    );
-    let app = server::router(driver.clone());
+    let service = Arc::new(server::Service::connecting(cfg.clone()));
+    let app = server::router_for(service.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut guards = Vec::new();
@@ -142,22 +145,33 @@ async fn serve(
         spawn_serve(
             &mut tasks,
             l,
-            server::ops_router(driver.clone()),
+            server::ops_router(service.clone()),
             stop_rx.clone(),
         );
     }
-    if cfg.reconcile_on_start {
-        // In the background: Docker may already be calling us.
-        tokio::spawn(reconcile(cfg.clone(), driver.clone()));
-    }
-    wait_for_stop(&mut tasks).await?;
+    // Listening already: Docker's plugin lookup and Plugin.Activate never wait for Neutron.
+    let reconcile_on_start = cfg.reconcile_on_start;
+    let connecting = tokio::spawn({
+        let (cfg, service) = (cfg.clone(), service.clone());
+        async move {
+            let d = connect(cfg.clone(), service).await?;
+            if reconcile_on_start {
+                // In the background: Docker may already be calling us.
+                tokio::spawn(reconcile(cfg, d));
+            }
+            Ok::<(), anyhow::Error>(())
+        }
+    });
+    wait_for_stop(&mut tasks, connecting).await?;
     let _ = stop_tx.send(true);
     while let Some(r) = tasks.join_next().await {
         if let Ok(Err(e)) = r {
             tracing::warn!(error = %e, "listener stopped with an error");
         }
     }
-    driver.flush().await;
+    if let Some(d) = service.driver() {
+        d.flush().await;
+    }
     drop(guards);
     tracing::info!("stopped");
     Ok(())
@@ -203,16 +217,27 @@ async fn reconcile(cfg: Arc<Config>, driver: Arc<Driver>) {
     }
 }
 
-/// Until SIGTERM or SIGINT, or a listener fails.
-async fn wait_for_stop(tasks: &mut tokio::task::JoinSet<std::io::Result<()>>) -> Result<()> {
+/// Until SIGTERM or SIGINT, a listener fails, or connecting to Neutron fails for good.
+async fn wait_for_stop(
+    tasks: &mut tokio::task::JoinSet<std::io::Result<()>>,
+    connecting: tokio::task::JoinHandle<Result<()>>,
+) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let connected = async {
+        match connecting.await {
+            Ok(Ok(())) => std::future::pending().await,
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow::anyhow!("connecting to Neutron: {e}")),
+        }
+    };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: finishing calls in flight"),
         _ = int.recv() => tracing::info!("SIGINT: finishing calls in flight"),
         r = tasks.join_next() => {
             if let Some(Ok(Err(e))) = r { bail!("listener failed: {e}"); }
         }
+        r = connected => return r,
     }
     Ok(())
 }

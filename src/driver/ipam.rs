@@ -17,20 +17,6 @@ pub(crate) const IPAM_SUBNET_PREFIX: &str = "kuryr-ipam-subnet-";
 const IPAM_NET_PREFIX: &str = "kuryr-ipam-net-";
 
 impl Driver {
-    pub fn ipam_capabilities(&self) -> Value {
-        // Docker then makes no MAC of its own: CreateEndpoint gets an empty MacAddress
-        // (unless the user set one) and the container takes the port's MAC, which a port
-        // bound ahead of time cannot change.
-        json!({"RequiresMACAddress": false})
-    }
-
-    pub fn default_address_spaces(&self) -> Value {
-        json!({
-            "LocalDefaultAddressSpace": self.cfg.local_default_address_space,
-            "GlobalDefaultAddressSpace": self.cfg.global_default_address_space,
-        })
-    }
-
     fn option<'a>(opts: &'a BTreeMap<String, String>, v6: bool, key: &str) -> Option<&'a str> {
         let full = if v6 {
             format!(
@@ -750,6 +736,8 @@ impl Driver {
             }
             Err(e) => return Err(e.into()),
         };
+        // RequestPool of the same CIDR waits: it must not hand out a pool being removed.
+        let _g = self.locks.lock(&format!("pool:{}", pool.name)).await;
         let subnets = self.subnets_of_pool(&pool_id).await?;
         self.cache.subnetpools.remove(&pool_id);
         self.cache.subnetpool_names.retain(|_, id| *id != pool_id);

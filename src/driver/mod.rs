@@ -40,6 +40,9 @@ pub enum DriverError {
     /// The call ran out of time (CALL_DEADLINE).
     #[error("{0}")]
     Timeout(String),
+    /// Not connected to Neutron yet.
+    #[error("{0}")]
+    Unavailable(String),
     /// A call failed, and undoing what it had done failed too: both are reported.
     #[error("{error} (and undoing it failed: {})", join(.failures))]
     RolledBack {
@@ -67,6 +70,7 @@ impl DriverError {
             DriverError::Neutron(e) => e.http_status(),
             DriverError::Host(_) | DriverError::Internal(_) => 500,
             DriverError::Timeout(_) => 504,
+            DriverError::Unavailable(_) => 503,
             DriverError::RolledBack { error, .. } => error.status(),
         }
     }
@@ -338,6 +342,31 @@ impl Driver {
     pub(crate) fn forget_network(&self, docker_net_id: &str) {
         self.cache.networks.remove(&docker_net_id.to_string());
     }
+}
+
+/// `NetworkDriver.GetCapabilities`.
+pub fn network_capabilities(cfg: &Config) -> serde_json::Value {
+    serde_json::json!({"Scope": cfg.capability_scope.as_str()})
+}
+
+/// `IpamDriver.GetCapabilities`. Docker then makes no MAC of its own: CreateEndpoint gets
+/// an empty MacAddress (unless the user set one) and the container takes the port's MAC,
+/// which a port bound ahead of time cannot change.
+pub fn ipam_capabilities() -> serde_json::Value {
+    serde_json::json!({"RequiresMACAddress": false})
+}
+
+/// `IpamDriver.GetDefaultAddressSpaces`.
+pub fn default_address_spaces(cfg: &Config) -> serde_json::Value {
+    serde_json::json!({
+        "LocalDefaultAddressSpace": cfg.local_default_address_space,
+        "GlobalDefaultAddressSpace": cfg.global_default_address_space,
+    })
+}
+
+/// `NetworkDriver.AllocateNetwork` (swarm): nothing to allocate; the options go back.
+pub fn allocate_network(body: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"Options": body.get("Options").cloned().unwrap_or(serde_json::Value::Null)})
 }
 
 /// The subnet of `subnets` that contains `ip`.

@@ -33,10 +33,6 @@ enum NetUndo {
 }
 
 impl Driver {
-    pub fn network_capabilities(&self) -> Value {
-        json!({"Scope": self.cfg.capability_scope.as_str()})
-    }
-
     fn family(data: &[IpamData], v6: bool) -> Result<Option<Family>> {
         let Some(d) = data.first() else {
             return Ok(None);
@@ -458,9 +454,5 @@ impl Driver {
             .delete_if_exists::<Network>(&info.neutron_id)
             .await?;
         Ok(json!({}))
-    }
-
-    pub fn allocate_network(&self, body: &Value) -> Value {
-        json!({"Options": body.get("Options").cloned().unwrap_or(Value::Null)})
     }
 }

@@ -395,5 +395,13 @@ impl PortPool {
                 tracing::warn!(port = %id, error = %e, "cannot delete pool port");
             }
         }
+        // Nothing of the network is kept (the maps would only grow); a refill that lands
+        // late fails in Neutron, whose network is gone.
+        if let Ok(mut m) = self.nets.lock() {
+            m.remove(network_id);
+        }
+        if let Ok(mut m) = self.filling.lock() {
+            m.remove(network_id);
+        }
     }
 }

@@ -221,11 +221,20 @@ impl Binder {
                 let ovs = PathBuf::from("ovs-vsctl");
                 let br = ovs_bridge(&ctx.vif_details);
                 if hybrid_plug(&ctx.vif_details) {
+                    // Every piece is taken down, whatever fails before it.
                     let short = ctx.port_id.get(..11).unwrap_or(&ctx.port_id);
                     let qvo = format!("qvo{short}");
-                    run(&ovs, &["--if-exists".into(), "del-port".into(), br, qvo]).await?;
-                    nl.delete(&format!("qvb{short}")).await?;
-                    nl.delete(&format!("qbr{short}")).await?;
+                    let mut errors = Vec::new();
+                    let del = ["--if-exists".into(), "del-port".into(), br, qvo];
+                    if let Err(e) = run(&ovs, &del).await {
+                        errors.push(e);
+                    }
+                    for link in [format!("qvb{short}"), format!("qbr{short}")] {
+                        if let Err(e) = nl.delete(&link).await {
+                            errors.push(e);
+                        }
+                    }
+                    return HostError::all(errors);
                 } else {
                     run(
                         &ovs,

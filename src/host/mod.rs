@@ -236,6 +236,12 @@ impl Plumbing for Plumber {
         }
         .await;
         if let Err(e) = result {
+            // What the binder made (hybrid plug: qbr/qvb/qvo) goes too, then the pair.
+            let mut ctx = req.bind.clone();
+            ctx.ifname = host_if.clone();
+            if let Err(e2) = binder.unbind(&self.nl, &ctx).await {
+                tracing::warn!(%host_if, error = %e2, "rollback: could not unbind");
+            }
             if let Err(e2) = self.nl.delete(&host_if).await {
                 tracing::warn!(%host_if, error = %e2, "rollback: could not delete veth");
             }

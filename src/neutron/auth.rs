@@ -333,6 +333,92 @@ pub fn parse_iso8601(s: &str) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A Keystone that answers every token request after `delay`, with token `tN`.
+    async fn slow_keystone(delay: std::time::Duration) -> (String, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v3", l.local_addr().unwrap());
+        let n = Arc::new(AtomicUsize::new(0));
+        let count = n.clone();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                let k = count.fetch_add(1, Ordering::SeqCst) + 2;
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 8192];
+                    let _ = c.read(&mut buf).await;
+                    tokio::time::sleep(delay).await;
+                    let body = json!({"token": {
+                        "issued_at": "2026-01-01T00:00:00Z", "expires_at": "2099-01-01T00:00:00Z",
+                        "catalog": [{"type": "network", "endpoints": [
+                            {"interface": "public", "url": "http://neutron:9696"}]}]}})
+                    .to_string();
+                    let head = format!(
+                        "HTTP/1.1 201 Created\r\nX-Subject-Token: t{k}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = c.write_all(format!("{head}{body}").as_bytes()).await;
+                });
+            }
+        });
+        (url, n)
+    }
+
+    fn password_auth(url: &str) -> Authenticator {
+        let text = format!(
+            "[neutron]\nauth_type = password\nauth_url = {url}\nusername = u\npassword = p\nproject_name = x\n"
+        );
+        Authenticator::new(Config::parse("t", &text).unwrap().config.neutron)
+    }
+
+    fn token(t: &str, renew_at: u64, expires_at: u64) -> Session {
+        Session {
+            token: Secret::new(t),
+            endpoint: "http://neutron:9696".into(),
+            expires_at: Some(expires_at),
+            renew_at: Some(renew_at),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_renewal_holds_up_no_request_while_the_token_is_valid() {
+        crate::neutron::install_crypto_provider();
+        let (url, issued) = slow_keystone(std::time::Duration::from_millis(800)).await;
+        let auth = Arc::new(password_auth(&url));
+        // Due for renewal, valid for a while yet.
+        *auth.cached.lock().unwrap() = Some(token("t1", now() - 1, now() + 300));
+        let http = reqwest::Client::new();
+        let renewing = {
+            let (auth, http) = (auth.clone(), http.clone());
+            tokio::spawn(async move { auth.session(&http).await.unwrap() })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Meanwhile: answered at once, with the current token.
+        let t = std::time::Instant::now();
+        let other = auth.session(&http).await.unwrap();
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(other.token.expose(), "t1");
+        assert_eq!(renewing.await.unwrap().token.expose(), "t2");
+        assert_eq!(issued.load(Ordering::SeqCst), 1, "one renewal, not two");
+        assert_eq!(auth.session(&http).await.unwrap().token.expose(), "t2");
+    }
+
+    #[tokio::test]
+    async fn a_401_forgets_only_the_token_it_was_for() {
+        let auth = password_auth("http://127.0.0.1:1/v3");
+        *auth.cached.lock().unwrap() = Some(token("t2", now() + 100, now() + 300));
+        // A request that went out with the old token comes back 401 after the renewal.
+        auth.invalidate(&Secret::new("t1")).await;
+        assert_eq!(auth.current().map(|s| s.token), Some(Secret::new("t2")));
+        auth.invalidate(&Secret::new("t2")).await;
+        assert!(auth.current().is_none());
+    }
 
     #[test]
     fn iso8601() {

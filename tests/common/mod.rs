@@ -71,6 +71,8 @@ pub struct KuryrBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     netns: Option<String>,
+    /// Do not wait for kuryr to reach Neutron (it listens before).
+    listen_only: bool,
 }
 
 impl KuryrBuilder {
@@ -102,6 +104,12 @@ impl KuryrBuilder {
         self
     }
 
+    /// Returns once the socket answers, before kuryr has reached Neutron.
+    pub fn listen_only(mut self) -> Self {
+        self.listen_only = true;
+        self
+    }
+
     /// Inside network namespace `ns` (another "host").
     pub fn netns(mut self, ns: &str) -> Self {
         self.netns = Some(ns.to_string());
@@ -124,7 +132,14 @@ impl KuryrBuilder {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        Kuryr::spawn(self.netns.as_deref(), self.socket, &text, &args, &env)
+        Kuryr::spawn(
+            self.netns.as_deref(),
+            self.socket,
+            &text,
+            &args,
+            &env,
+            !self.listen_only,
+        )
     }
 }
 
@@ -144,6 +159,7 @@ impl Kuryr {
             args: Vec::new(),
             env: Vec::new(),
             netns: None,
+            listen_only: false,
         }
     }
 
@@ -153,6 +169,7 @@ impl Kuryr {
         conf_text: &str,
         args: &[&str],
         env: &[(&str, &str)],
+        wait_neutron: bool,
     ) -> Kuryr {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("kuryr.conf");
@@ -184,15 +201,19 @@ impl Kuryr {
             dir,
             log,
         };
-        k.wait_ready();
+        k.wait_ready(wait_neutron);
         k
     }
 
-    fn wait_ready(&self) {
+    /// Until the socket answers and, with `neutron`, kuryr is connected to Neutron.
+    fn wait_ready(&self, neutron: bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if UnixStream::connect(&self.socket).is_ok() {
-                return;
+                let (_, stats) = raw_call(&self.socket, "GET", "/kuryr/stats", "");
+                if !neutron || stats["connected"] != false {
+                    return;
+                }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
