@@ -453,6 +453,15 @@ impl Driver {
         self.neutron
             .delete_if_exists::<Network>(&info.neutron_id)
             .await?;
+        // Docker calls ReleasePool first; a pool it kept then (its subnet was still there,
+        // e.g. a restarted kuryr could not tell whose Docker network used it) is empty now.
+        for pool_id in info
+            .subnets
+            .iter()
+            .filter_map(|s| s.subnetpool_id.as_deref())
+        {
+            self.delete_empty_kuryr_pool(pool_id).await;
+        }
         Ok(json!({}))
     }
 }

@@ -1209,3 +1209,19 @@ async fn a_short_pooled_lifecycle_makes_no_neutron_request_at_all() {
     assert_eq!(t.driver.port_pool.available(&net), 3);
     assert_eq!(port_of(&t, &addr)["name"], "kuryr-pool-port");
 }
+
+#[tokio::test]
+async fn a_restarted_kuryr_removes_the_pool_of_a_network_docker_removes() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    // A new process: Docker removes the network the old one made (ReleasePool first, as
+    // Docker 20.10 does, then DeleteNetwork).
+    let t2 = TestDriver::with("", t.neutron.clone(), t.host.clone()).await;
+    t2.ok("IpamDriver.ReleasePool", &json!({"PoolID": pool_id}))
+        .await;
+    t2.ok("NetworkDriver.DeleteNetwork", &json!({"NetworkID": NET}))
+        .await;
+    for c in ["networks", "subnets", "subnetpools", "ports"] {
+        assert_eq!(t2.neutron.count(c), 0, "{c} left");
+    }
+}
