@@ -157,16 +157,26 @@ impl Finder<'_> {
 
     /// Ports bound to this host whose Docker endpoint is gone.
     async fn bound_ports(&mut self) -> Result<(), String> {
-        let ports: Vec<Port> = self
+        // Raw JSON for updated_at, which the typed Port does not keep.
+        let ports: Vec<Value> = self
             .neutron
-            .list(
+            .list_raw(
+                "ports",
                 &Filters::new()
                     .add("device_owner", names::DEVICE_OWNER)
                     .add("binding:host_id", self.cfg.host.as_str()),
             )
             .await
             .map_err(neutron_err)?;
-        for port in ports {
+        for raw in ports {
+            let Ok(port) = serde_json::from_value::<Port>(raw.clone()) else {
+                continue;
+            };
+            // A port changed within the grace period may be an endpoint Docker is creating
+            // right now (not in its view yet).
+            if self.recent(&raw) {
+                continue;
+            }
             let ep = names::id_from_tags(&port.tags);
             let gone = match &ep {
                 Some(ep) => !self.live.endpoints.contains(ep),
@@ -183,6 +193,12 @@ impl Finder<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Created or changed within the grace period.
+    fn recent(&self, raw: &Value) -> bool {
+        let changed = raw.get("updated_at").or_else(|| raw.get("created_at"));
+        changed.and_then(age).is_some_and(|a| a < self.grace)
     }
 
     /// IPAM's reservations that never became an endpoint (a crash in between).
@@ -318,12 +334,19 @@ impl Finder<'_> {
     /// kuryr networks (not adopted ones) whose Docker network is gone; only those without
     /// ports bound elsewhere, since another host may use them.
     async fn networks(&mut self) -> Result<(), String> {
-        let all_nets: Vec<Network> = self
+        let all_nets: Vec<Value> = self
             .neutron
-            .list(&Filters::new())
+            .list_raw("networks", &Filters::new())
             .await
             .map_err(neutron_err)?;
-        for n in all_nets {
+        for raw in all_nets {
+            let Ok(n) = serde_json::from_value::<Network>(raw.clone()) else {
+                continue;
+            };
+            // Docker may be creating it right now (CreateNetwork not answered yet).
+            if self.recent(&raw) {
+                continue;
+            }
             let Some(docker_id) = names::id_from_tags(&n.tags) else {
                 continue;
             };
@@ -597,4 +620,108 @@ pub fn run(cfg: &Config, opts: Options, do_apply: bool) -> anyhow::Result<bool> 
         println!("removed {} of {}", leaks.len() - errors.len(), leaks.len());
         Ok(errors.is_empty())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::TestDriver;
+    use serde_json::json;
+
+    const NET: &str = "4a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+    const EP: &str = "e1e2e3e4e5e6e7e8e9f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff000102030405ab";
+
+    /// A network and an endpoint made through the driver, its bookkeeping written.
+    async fn endpoint() -> (TestDriver, String) {
+        let t = TestDriver::new("").await;
+        let pool = t
+            .ok("IpamDriver.RequestPool", &json!({"Pool": "10.10.0.0/24"}))
+            .await;
+        t.ok(
+            "NetworkDriver.CreateNetwork",
+            &json!({"NetworkID": NET, "IPv4Data": [{"Pool": "10.10.0.0/24", "Gateway": "10.10.0.1/24"}]}),
+        )
+        .await;
+        let a = t
+            .ok(
+                "IpamDriver.RequestAddress",
+                &json!({"PoolID": pool["PoolID"], "Address": ""}),
+            )
+            .await;
+        t.ok(
+            "NetworkDriver.CreateEndpoint",
+            &json!({"NetworkID": NET, "EndpointID": EP, "Interface": {"Address": a["Address"]}}),
+        )
+        .await;
+        t.driver.flush().await;
+        let port = t.neutron.all("ports")[0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (t, port)
+    }
+
+    fn opts(grace: u64) -> Options {
+        Options {
+            docker_socket: "/nonexistent".into(),
+            grace: Duration::from_secs(grace),
+        }
+    }
+
+    #[tokio::test]
+    async fn what_docker_may_be_creating_is_left_alone_for_the_grace_period() {
+        let (t, port) = endpoint().await;
+        // Docker's view has neither the endpoint nor the network (yet, or any more).
+        let live = Live::default();
+        let cfg = &t.driver.cfg;
+        let leaks = find(cfg, t.driver.neutron(), &t.host, &live, &opts(600))
+            .await
+            .unwrap();
+        assert!(
+            !leaks
+                .iter()
+                .any(|l| matches!(l, Leak::Port { id, .. } if *id == port)),
+            "a port changed a moment ago was collected: {leaks:?}"
+        );
+        assert!(
+            !leaks.iter().any(|l| matches!(l, Leak::Network { .. })),
+            "{leaks:?}"
+        );
+        // Past the grace period it is a leak, with its veth and its network.
+        let leaks = find(cfg, t.driver.neutron(), &t.host, &live, &opts(0))
+            .await
+            .unwrap();
+        assert!(
+            leaks
+                .iter()
+                .any(|l| matches!(l, Leak::Port { id, .. } if *id == port)),
+            "{leaks:?}"
+        );
+        assert!(
+            leaks.iter().any(|l| matches!(l, Leak::Veth { .. })),
+            "{leaks:?}"
+        );
+        assert!(
+            leaks.iter().any(|l| matches!(l, Leak::Network { .. })),
+            "{leaks:?}"
+        );
+        // With Docker knowing the endpoint and network, nothing is a leak.
+        let live = Live {
+            networks: [NET.to_string()].into(),
+            endpoints: [EP.to_string()].into(),
+        };
+        let leaks = find(cfg, t.driver.neutron(), &t.host, &live, &opts(0))
+            .await
+            .unwrap();
+        assert!(leaks.is_empty(), "{leaks:?}");
+        // Applying removes the port and its veth.
+        let live = Live::default();
+        let leaks = find(cfg, t.driver.neutron(), &t.host, &live, &opts(0))
+            .await
+            .unwrap();
+        let errors = apply(t.driver.neutron(), &t.host, &leaks).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(t.host.links().is_empty());
+        assert_eq!(t.neutron.count("networks"), 0);
+    }
 }

@@ -489,6 +489,8 @@ impl FakeState {
         let mut o = input.clone();
         let id = self.new_id();
         o.insert("id".into(), json!(id));
+        o.insert("created_at".into(), json!(now_iso8601()));
+        o.insert("updated_at".into(), json!(now_iso8601()));
         o.entry("tags").or_insert(json!([]));
         o.entry("name").or_insert(json!(""));
         o.entry("project_id").or_insert(json!("fake-project"));
@@ -737,6 +739,7 @@ impl FakeState {
                 o.insert(k.clone(), v.clone());
             }
         }
+        o.insert("updated_at".into(), json!(now_iso8601()));
         if c == "ports" {
             if let Err(e) = self.fill_port(&mut o, Some(id)) {
                 return e;
@@ -871,6 +874,31 @@ fn allocate(
         fixed.push(json!({"subnet_id": s(sub, "id"), "ip_address": ip}));
     }
     Ok(fixed)
+}
+
+/// Now, as Neutron writes times (`2026-12-01T22:28:55Z`).
+fn now_iso8601() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date of a day count (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn not_found(c: &str, id: &str) -> Reply {
