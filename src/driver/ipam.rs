@@ -304,7 +304,14 @@ impl Driver {
         }
         let subnet = match subnet {
             Some(s) => s,
-            None => self.ipam_subnet(&req.pool_id).await?,
+            None => {
+                // Check the address against the pool before the holding subnet is made:
+                // a refused request changes nothing in Neutron.
+                if let Some(ip) = requested {
+                    self.check_in_pool(&req.pool_id, ip).await?;
+                }
+                self.ipam_subnet(&req.pool_id).await?
+            }
         };
         let net: IpNet = subnet.cidr;
         if let Some(ip) = requested {
@@ -484,6 +491,20 @@ impl Driver {
     /// kuryr IPAM under another network driver (e.g. Docker's bridge): the pool has no
     /// subnet because kuryr's CreateNetwork never ran. Make a network and subnet that only
     /// hold the reservations; they go away with the pool.
+    async fn check_in_pool(&self, pool_id: &str, ip: IpAddr) -> Result<()> {
+        let Some(cidr) = self.pool_cidr(pool_id).await? else {
+            return Err(DriverError::NotFound(format!(
+                "Subnet with pool {pool_id} does not exist."
+            )));
+        };
+        match cidr.parse::<IpNet>() {
+            Ok(net) if !net.contains(&ip) => {
+                Err(bad(format!("Address {ip} is not in pool {cidr}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn ipam_subnet(&self, pool_id: &str) -> Result<Subnet> {
         let _g = self.locks.lock(&format!("ipam-subnet:{pool_id}")).await;
         if let Some(SubnetPoolInfo {

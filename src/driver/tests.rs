@@ -700,6 +700,34 @@ async fn ipam_under_another_network_driver_makes_a_holding_network() {
 }
 
 #[tokio::test]
+async fn an_address_outside_the_pool_is_400_before_any_holding_network() {
+    // Found by the handle_sequence fuzz target: the holding network and subnet used to
+    // be made before the address was checked, so a refused request changed Neutron.
+    let t = TestDriver::new("").await;
+    let pool = t
+        .ok("IpamDriver.RequestPool", &pool_req("10.31.0.0/24"))
+        .await;
+    let pool_id = pool["PoolID"].as_str().unwrap_or_default();
+    let (s, v) = t
+        .call(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "10.99.0.5", "Options": {}}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["Err"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not in pool"),
+        "{v}"
+    );
+    for c in ["networks", "subnets", "ports"] {
+        assert_eq!(t.neutron.count(c), 0, "{c} made by a refused request");
+    }
+}
+
+#[tokio::test]
 async fn default_pool_is_found_by_name_or_named_in_the_error() {
     let t = TestDriver::new("").await;
     let (s, v) = t
