@@ -5,6 +5,7 @@
 //! - [`driver`]: the CNM-to-Neutron mapping (what each call does)
 //! - [`host`]: host plumbing (netlink, binding by vif_type)
 //! - [`server`]: the HTTP listener
+//! - [`deadline`]: each call's time budget
 //! - [`config`]: the kuryr.conf file
 //! - [`metrics`]: Prometheus metrics
 //! - [`docker`]: a small Docker API client for doctor and gc (never on the request path)
@@ -14,6 +15,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod deadline;
 pub mod docker;
 pub mod driver;
 pub mod host;

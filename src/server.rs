@@ -24,9 +24,10 @@ use crate::protocol::{Method, CONTENT_TYPE};
 /// Largest request body accepted; libnetwork's bodies are a few KiB.
 pub const MAX_BODY: usize = 1 << 20;
 
-/// Every libnetwork call answers within this, below Docker's 30 s plugin timeout: a call
-/// that would take longer (Neutron too slow, retries running out) answers an `Err` saying
-/// so, and Docker rolls back.
+/// Every libnetwork call answers within this, below Docker's 30 s plugin timeout. Its
+/// steps stop earlier (`deadline::STEPS`) so that a call that would take longer (Neutron
+/// too slow, retries running out) undoes what it made and answers an `Err` saying so;
+/// this is the backstop when the undo itself is slow.
 pub const CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// What the listeners serve: the configuration at once, and the driver once Neutron has
@@ -207,16 +208,31 @@ async fn handle(State(svc): State<App>, method: http::Method, uri: Uri, body: Bo
     };
     let rid = format!("req-{}", uuid::Uuid::new_v4());
     let started = Instant::now();
-    let work = REQUEST_ID.scope(
-        rid.clone(),
-        CALL.scope(call.path(), serve_call(&svc, call, &bytes)),
-    );
-    let result = match tokio::time::timeout(CALL_DEADLINE, work).await {
-        Ok(r) => r,
-        Err(_) => Err(DriverError::Timeout(format!(
-            "{path} did not finish within {} s (Neutron too slow or unreachable?)",
-            CALL_DEADLINE.as_secs()
-        ))),
+    // The handler runs as a task of its own, within its budget: it is never dropped
+    // half-way (the answer's deadline passing, or Docker going away), so what it made is
+    // either kept, as answered, or undone by its own error path.
+    let work = {
+        let svc = svc.clone();
+        REQUEST_ID.scope(
+            rid.clone(),
+            CALL.scope(
+                call.path(),
+                crate::deadline::within(crate::deadline::STEPS, async move {
+                    serve_call(&svc, call, &bytes).await
+                }),
+            ),
+        )
+    };
+    let result = match tokio::time::timeout(CALL_DEADLINE, tokio::spawn(work)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(DriverError::Internal(format!("{path} failed: {e}"))),
+        Err(_) => {
+            tracing::warn!(request_id = %rid, method = %path, "call past its deadline; it finishes (or undoes itself) after this answer");
+            Err(DriverError::Timeout(format!(
+                "{path} did not finish within {} s (Neutron too slow or unreachable?)",
+                CALL_DEADLINE.as_secs()
+            )))
+        }
     };
     #[cfg(feature = "testkit")]
     crate::testkit::crash_after(&path);

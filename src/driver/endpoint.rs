@@ -401,7 +401,7 @@ impl Driver {
                 tracing::info!(port = %port.id, pci_slot = %plan.dev.pci_slot, netdev = %vf, "SR-IOV VF programmed");
                 if fatal {
                     if let Err(e) = self.wait_active(&port.id).await {
-                        self.unplug_sriov(port).await;
+                        crate::deadline::undo(self.unplug_sriov(port)).await;
                         return Err(e);
                     }
                 }
@@ -419,10 +419,12 @@ impl Driver {
                     .await?;
                 if fatal {
                     if let Err(e) = self.wait_active(&port.id).await {
-                        return Err(match self.plumber.unplug(&bind).await {
-                            Ok(()) => e,
-                            Err(u) => e.rolled_back_with(vec![u.into()]),
-                        });
+                        return Err(
+                            match crate::deadline::undo(self.plumber.unplug(&bind)).await {
+                                Ok(()) => e,
+                                Err(u) => e.rolled_back_with(vec![u.into()]),
+                            },
+                        );
                     }
                 }
             }
@@ -475,25 +477,39 @@ impl Driver {
     /// Polls the port until Neutron's agent reports it ACTIVE; only this call waits.
     async fn wait_active(&self, port_id: &str) -> Result<()> {
         let timeout = self.cfg.neutron.vif_plugging_timeout;
-        let deadline = (timeout > 0).then(|| Instant::now() + Duration::from_secs(timeout));
+        let deadline =
+            (timeout > 0).then(|| tokio::time::Instant::now() + Duration::from_secs(timeout));
         loop {
             let p: Port = self.neutron.get(port_id).await?;
             if p.status == PortStatus::Active {
                 return Ok(());
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 return Err(DriverError::Internal(format!(
                     "port {port_id} did not become ACTIVE within {timeout} s (status {})",
                     p.status
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // With no timeout of its own (the default 0), the wait ends with the call's
+            // budget, not never.
+            let poll = Duration::from_millis(500);
+            if crate::deadline::remaining().is_some_and(|left| left <= poll) {
+                return Err(DriverError::Timeout(format!(
+                    "port {port_id} did not become ACTIVE before the call's deadline (status {})",
+                    p.status
+                )));
+            }
+            tokio::time::sleep(poll).await;
         }
     }
 
     /// Gives the port back as it was (a failed CreateEndpoint); every step is tried, and
     /// what could not be undone is added to `error`, which is returned.
     async fn undo_port(&self, undo: PortUndo, ep: &str, error: DriverError) -> DriverError {
+        crate::deadline::undo(self.undo_port_now(undo, ep, error)).await
+    }
+
+    async fn undo_port_now(&self, undo: PortUndo, ep: &str, error: DriverError) -> DriverError {
         let mut failures: Vec<DriverError> = Vec::new();
         match undo {
             PortUndo::Nothing => {}

@@ -363,10 +363,13 @@ impl Driver {
         // An ipvlan has its parent's MAC and cannot take another.
         let mac = (kind != NestedKind::Ipvlan).then_some(port.mac_address.as_str());
         if let Err(e) = self.plumber.plug_sub(&port.id, mac, mtu, link, sub).await {
-            let undo = match kind {
-                NestedKind::Vlan => self.detach_subport(&port.id).await,
-                _ => self.update_vm_pairs(link, port, kind, false).await,
-            };
+            let undo = crate::deadline::undo(async {
+                match kind {
+                    NestedKind::Vlan => self.detach_subport(&port.id).await,
+                    _ => self.update_vm_pairs(link, port, kind, false).await,
+                }
+            })
+            .await;
             if let Err(e2) = undo {
                 tracing::warn!(port = %port.id, error = %e2, "rollback of the VM port / trunk failed");
             }

@@ -287,6 +287,10 @@ impl Driver {
     /// Undoes CreateNetwork steps, last first; every one is tried, and what could not be
     /// undone is added to `error`, which is returned.
     async fn undo_network(&self, undo: Vec<NetUndo>, error: DriverError) -> DriverError {
+        crate::deadline::undo(self.undo_network_now(undo, error)).await
+    }
+
+    async fn undo_network_now(&self, undo: Vec<NetUndo>, error: DriverError) -> DriverError {
         let mut failures: Vec<DriverError> = Vec::new();
         for u in undo.into_iter().rev() {
             let r = match &u {

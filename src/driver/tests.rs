@@ -883,6 +883,115 @@ async fn a_failed_create_network_on_an_adopted_network_gives_everything_back() {
     assert!(p6["PoolID"].is_string());
 }
 
+/// A request Neutron takes and never answers, once.
+fn silent(method: &str, path: &str) -> Fault {
+    Fault::once(method, path, 1)
+}
+
+/// CreateNetwork's arguments, with the pool RequestPool made.
+async fn network_call(t: &TestDriver, cidr: &str, gw: &str) -> Value {
+    t.ok("IpamDriver.RequestPool", &pool_req(cidr)).await;
+    net_req(NET, cidr, &format!("{gw}/24"), json!({}))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_neutron_never_answers_undoes_itself_and_answers_in_time() {
+    let t = TestDriver::new("").await;
+    let req = network_call(&t, "10.60.0.0/24", "10.60.0.1").await;
+    // The network is made; its subnet's request is never answered, and the client's
+    // own timeout (30 s) is past the call's.
+    t.neutron.inject(silent("POST", "/v2.0/subnets"));
+    let started = tokio::time::Instant::now();
+    let (s, v) = t.call("NetworkDriver.CreateNetwork", &req).await;
+    assert_eq!(s, 504, "{v}");
+    assert!(
+        v["Err"].as_str().unwrap_or_default().contains("in time"),
+        "{v}"
+    );
+    assert!(
+        started.elapsed() < crate::server::CALL_DEADLINE,
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(t.neutron.count("networks"), 0, "the network was left");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_docker_stops_waiting_for_still_undoes_itself() {
+    let t = TestDriver::new("").await;
+    let req = network_call(&t, "10.61.0.0/24", "10.61.0.1").await;
+    t.neutron.inject(silent("POST", "/v2.0/subnets"));
+    // The client goes away a second in (a closed connection drops its request).
+    let gone = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        t.call("NetworkDriver.CreateNetwork", &req),
+    )
+    .await;
+    assert!(gone.is_err(), "the call answered at once: {gone:?}");
+    assert_eq!(t.neutron.count("networks"), 1, "the call had not started");
+    tokio::time::sleep(crate::server::CALL_DEADLINE).await;
+    assert_eq!(
+        t.neutron.count("networks"),
+        0,
+        "a dropped call left its network"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_binding_update_never_answered_gives_the_users_port_back() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.62.0.0/24", "10.62.0.1").await;
+    let addr = user_port_address(&t, &pool_id, "10.62.0.50").await;
+    let before = port_of(&t, &addr);
+    t.neutron.inject(silent("PUT", "/v2.0/ports/"));
+    let started = tokio::time::Instant::now();
+    let (s, v) = t
+        .call("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, ""))
+        .await;
+    assert_eq!(s, 504, "{v}");
+    assert!(started.elapsed() < crate::server::CALL_DEADLINE);
+    assert!(t.host.links().is_empty(), "plugged: {:?}", t.host.links());
+    let after = port_of(&t, &addr);
+    for k in ["binding:host_id", "device_owner", "device_id", "tags"] {
+        assert_eq!(after[k], before[k], "{k} not given back");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_an_active_port_without_a_timeout_ends_with_the_call() {
+    // vif_plugging_is_fatal with the default vif_plugging_timeout = 0 used to poll
+    // forever, under the endpoint's lock.
+    let t = TestDriver::new(
+        "[neutron]\nendpoint = http://memory.invalid:9696\nvif_plugging_is_fatal = true\n",
+    )
+    .await;
+    let pool_id = network(&t, "10.63.0.0/24", "10.63.0.1").await;
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
+        )
+        .await;
+    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    let id = port_of(&t, &addr)["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // The L2 agent never reports it up.
+    t.neutron.set("ports", &id, json!({"status": "DOWN"}));
+    let started = tokio::time::Instant::now();
+    let (s, v) = t
+        .call("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, ""))
+        .await;
+    assert_eq!(s, 504, "{v}");
+    assert!(
+        v["Err"].as_str().unwrap_or_default().contains("ACTIVE"),
+        "{v}"
+    );
+    assert!(started.elapsed() < crate::server::CALL_DEADLINE);
+    assert!(t.host.links().is_empty(), "veth left: {:?}", t.host.links());
+}
+
 /// Requests made while serving `method` so far (background work excluded).
 fn call_requests(t: &TestDriver, method: &str) -> u64 {
     t.driver

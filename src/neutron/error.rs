@@ -18,6 +18,9 @@ pub enum NeutronError {
     Server { status: u16, message: String },
     #[error("Neutron did not answer: {0}")]
     Transport(String),
+    /// The call's time budget ran out (`crate::deadline`) before Neutron answered.
+    #[error("Neutron did not answer in time: {0}")]
+    Deadline(String),
     #[error("Neutron: unexpected answer: {0}")]
     Decode(String),
     #[error("Keystone: {0}")]
@@ -47,6 +50,7 @@ impl NeutronError {
             NeutronError::Forbidden(_) => 403,
             NeutronError::Server { status, .. } => *status,
             NeutronError::Transport(_) => 503,
+            NeutronError::Deadline(_) => 504,
             NeutronError::Decode(_) | NeutronError::Auth(_) => 500,
         }
     }

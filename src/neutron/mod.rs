@@ -18,6 +18,7 @@ pub use error::NeutronError;
 pub use types::*;
 
 use crate::config::NeutronConfig;
+use crate::deadline;
 
 tokio::task_local! {
     /// The request id of the libnetwork call being served, sent to Neutron as its
@@ -146,6 +147,8 @@ pub struct Neutron {
     backend: Backend,
     auth: Arc<auth::Authenticator>,
     stats: Arc<Stats>,
+    /// `[neutron] timeout`: one request's limit (less when the call has less left).
+    timeout: Duration,
 }
 
 impl Neutron {
@@ -155,6 +158,7 @@ impl Neutron {
             backend: Backend::Http,
             auth: Arc::new(auth::Authenticator::new(cfg.clone())),
             stats: Arc::new(Stats::default()),
+            timeout: cfg.timeout,
         })
     }
 
@@ -171,6 +175,7 @@ impl Neutron {
         Neutron {
             http: reqwest::Client::new(),
             backend: Backend::Memory(m),
+            timeout: cfg.timeout,
             auth: Arc::new(auth::Authenticator::new(cfg)),
             stats: Arc::new(Stats::default()),
         }
@@ -198,7 +203,22 @@ impl Neutron {
         let mut renewed = false;
         loop {
             attempt += 1;
-            let session = self.auth.session(&self.http).await?;
+            if deadline::expired() {
+                return Err(NeutronError::Deadline(format!(
+                    "{method} {path}: the call's {} s ran out",
+                    deadline::STEPS.as_secs()
+                )));
+            }
+            let session = match deadline::remaining() {
+                Some(left) => tokio::time::timeout(left, self.auth.session(&self.http))
+                    .await
+                    .map_err(|_| {
+                        NeutronError::Deadline(
+                            "no Keystone token before the call's deadline".into(),
+                        )
+                    })??,
+                None => self.auth.session(&self.http).await?,
+            };
             self.stats.record(&method, path);
             let started = Instant::now();
             let result = self.exchange(&session, &method, path, query, body).await;
@@ -217,9 +237,14 @@ impl Neutron {
                     // A refused connection never reached Neutron: safe to retry even a POST.
                     let retry = (idempotent || e.connect) && attempt < MAX_ATTEMPTS;
                     tracing::debug!(%method, path, elapsed_ms, error = %e.message, retry, "neutron request failed");
-                    if retry {
-                        backoff(attempt).await;
+                    if retry && backoff(attempt).await {
                         continue;
+                    }
+                    if deadline::expired() {
+                        return Err(NeutronError::Deadline(format!(
+                            "{method} {path}: {}",
+                            e.message
+                        )));
                     }
                     return Err(NeutronError::Transport(e.message));
                 }
@@ -233,8 +258,11 @@ impl Neutron {
                 self.auth.invalidate(&session.token).await;
                 continue;
             }
-            if matches!(status, 502..=504) && idempotent && attempt < MAX_ATTEMPTS {
-                backoff(attempt).await;
+            if matches!(status, 502..=504)
+                && idempotent
+                && attempt < MAX_ATTEMPTS
+                && backoff(attempt).await
+            {
                 continue;
             }
             return Err(NeutronError::from_status(
@@ -262,10 +290,17 @@ impl Neutron {
                     body,
                     request_id: String::new(),
                 }),
-                Err(crate::testkit::Refused) => Err(NoAnswer {
+                Err(crate::testkit::NoReply::Refused) => Err(NoAnswer {
                     connect: true,
                     message: "error sending request: connection refused".into(),
                 }),
+                Err(crate::testkit::NoReply::Silent) => {
+                    tokio::time::sleep(deadline::cap(self.timeout)).await;
+                    Err(NoAnswer {
+                        connect: false,
+                        message: "error sending request: operation timed out".into(),
+                    })
+                }
             },
         }
     }
@@ -279,7 +314,11 @@ impl Neutron {
         body: Option<&Value>,
     ) -> std::result::Result<Answer, NoAnswer> {
         let url = format!("{}{}", session.endpoint.trim_end_matches('/'), path);
-        let mut req = self.http.request(method.clone(), &url).query(query);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .query(query)
+            .timeout(deadline::cap(self.timeout));
         if !session.token.is_empty() {
             req = req.header("X-Auth-Token", session.token.expose());
         }
@@ -583,10 +622,17 @@ fn query_of(href: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn backoff(attempt: u32) {
+/// Waits before another attempt; false (and no wait) when the call has not that long
+/// left, so the error is reported instead.
+async fn backoff(attempt: u32) -> bool {
     let base = 200u64 << attempt.min(5);
     let jitter = rand::rng().random_range(0..base / 2 + 1);
-    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+    let wait = Duration::from_millis(base + jitter);
+    if deadline::remaining().is_some_and(|left| left <= wait) {
+        return false;
+    }
+    tokio::time::sleep(wait).await;
+    true
 }
 
 /// rustls needs one process-wide crypto provider; ring keeps the build free of C toolchains

@@ -45,7 +45,7 @@ const EXTENSIONS: &[&str] = &[
 
 /// A scripted fault: of the requests whose method is `method` and whose path contains
 /// `path`, the first `skip` go through, the next `times` get `status` (0: the connection
-/// is refused instead of answered).
+/// is refused instead of answered; 1: no answer ever comes).
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub method: String,
@@ -119,20 +119,25 @@ fn s<'a>(o: &'a Obj, k: &str) -> &'a str {
     o.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
-/// A refused connection (a scripted fault of status 0).
+/// No answer to a request: a refused connection (a scripted fault of status 0), or a
+/// server that takes the request and never answers (status 1: the client's timeout, or
+/// the call's deadline, ends it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused;
+pub enum NoReply {
+    Refused,
+    Silent,
+}
 
 impl MemoryNeutron {
     /// One request, as the client's Memory backend sends it: the answer's status and body
-    /// text, or `Refused` for a scripted refused connection.
+    /// text, or why there is none (a scripted fault).
     pub fn exchange(
         &self,
         method: &str,
         path: &str,
         query: &[(String, String)],
         body: Option<&Value>,
-    ) -> Result<(u16, String), Refused> {
+    ) -> Result<(u16, String), NoReply> {
         let Ok(mut st) = self.state.lock() else {
             return Ok((500, "poisoned".into()));
         };
@@ -143,8 +148,10 @@ impl MemoryNeutron {
             format!("{method} {path}?{}", q.join("&"))
         });
         if let Some(status) = st.take_fault(method, path) {
-            if status == 0 {
-                return Err(Refused);
+            match status {
+                0 => return Err(NoReply::Refused),
+                1 => return Err(NoReply::Silent),
+                _ => {}
             }
             let (status, v) = err(status, "Injected", format!("injected fault {status}"));
             return Ok((status, v.to_string()));

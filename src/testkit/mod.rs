@@ -22,7 +22,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 pub use fake_host::{FakeHost, HOST};
-pub use memory_neutron::{Fault, MemoryNeutron, Refused};
+pub use memory_neutron::{Fault, MemoryNeutron, NoReply};
 
 use crate::config::Config;
 use crate::driver::Driver;
