@@ -121,11 +121,39 @@ fn hybrid_plug_reaches_br_int_through_qbr_and_carries_traffic() {
             bound_port(&n, &net, &subnet, &host).await,
             bound_port(&n, &net, &subnet, &host).await,
         ];
+        // A plug that fails half-way: its bridge is not there, so ovs-vsctl refuses the
+        // qvo port after qbr, qvb and qvo were made.
+        let mut broken = hybrid_context(&ports[0]);
+        broken.port_id = uuid::Uuid::new_v4().to_string();
+        broken
+            .vif_details
+            .insert("bridge_name".into(), json!("br-kt-missing"));
+        let mut guarded: Vec<String> = ports.iter().map(|p| p.id.clone()).collect();
+        guarded.push(broken.port_id.clone());
         let _cleanup = HybridGuard {
             rundir: rundir.clone(),
-            ports: ports.iter().map(|p| p.id.clone()).collect(),
+            ports: guarded,
         };
         let plumber = Plumber::new("/nonexistent".into(), host.clone()).unwrap();
+        let failed = plumber
+            .plug(&PlugRequest {
+                bind: broken.clone(),
+                mtu: None,
+            })
+            .await;
+        assert!(failed.is_err(), "plugged onto a missing bridge");
+        let short = &broken.port_id[..11];
+        for link in [
+            format!("qbr{short}"),
+            format!("qvb{short}"),
+            format!("qvo{short}"),
+            names::host_veth(&broken.port_id),
+        ] {
+            assert!(
+                common::host_links(&link).is_empty(),
+                "{link} left by a failed hybrid plug"
+            );
+        }
         let mut spaces = Vec::new();
         for p in &ports {
             assert_eq!(p.vif_type, "ovs", "{p:#?}");
