@@ -9,6 +9,10 @@ pub const TAG_PORT_EXISTING: &str = "kuryr.port.existing";
 /// On an SR-IOV port whose VF kuryr chose (`[sriov] physical_device_mappings`): the
 /// `pci_slot` it wrote is given back at DeleteEndpoint.
 pub const TAG_VF_PICKED: &str = "kuryr.port.vf_picked";
+/// On a network whose DeleteNetwork has begun (kuryr's own, not upstream's): a kuryr
+/// killed half-way finishes the delete when it starts again, since Docker's retry of the
+/// call comes with an empty body and Docker forgets the network whatever the answer.
+pub const TAG_DELETING: &str = "kuryr.net.deleting";
 pub const DEVICE_OWNER: &str = "compute:kuryr";
 /// Tag on ports made by IPAM (same string as the device owner, as upstream).
 pub const TAG_KURYR_PORT: &str = "compute:kuryr";

@@ -155,6 +155,10 @@ async fn serve(
         let (cfg, service) = (cfg.clone(), service.clone());
         async move {
             let d = connect(cfg.clone(), service).await?;
+            tokio::spawn({
+                let d = d.clone();
+                async move { d.finish_interrupted_deletes().await }
+            });
             if reconcile_on_start {
                 // In the background: Docker may already be calling us.
                 tokio::spawn(reconcile(cfg, d));

@@ -581,6 +581,10 @@ impl Driver {
             let bind = bind_context(port, ep, &port.project_id);
             self.plumber.unplug(&bind).await?;
         }
+        crate::kill_point!("DeleteEndpoint.after_unplug");
+        if self.cfg.process_external_connectivity && !info.no_exposed_group {
+            self.take_off_exposed_group(&port.id).await?;
+        }
         // Ports kuryr made are deleted by ReleaseAddress next; an adopted port stops
         // pointing at this endpoint now.
         if !kuryr_made(port) {
@@ -734,43 +738,82 @@ impl Driver {
             .neutron
             .list(&Filters::new().add("name", &name))
             .await?;
-        if !existing.is_empty() {
-            return Ok(json!({}));
-        }
-        let sg: SecurityGroup = self
-            .neutron
-            .create(json!({"name": name, "description": names::SG_DESCRIPTION}))
-            .await?;
-        let result = async {
-            for (proto, lo, hi) in &ranges {
-                for ethertype in ["IPv4", "IPv6"] {
-                    let mut rule = json!({
-                        "security_group_id": sg.id,
-                        "direction": "ingress",
-                        "protocol": proto,
-                        "ethertype": ethertype,
-                    });
-                    if *proto != "icmp" {
-                        rule["port_range_min"] = json!(lo);
-                        rule["port_range_max"] = json!(hi);
-                    }
-                    self.neutron.create::<SecurityGroupRule>(rule).await?;
-                }
+        // A group already there is finished rather than trusted: a call killed half-way
+        // (kuryr restarted, Docker resends) left it without all its rules or off the port.
+        let (sg, made) = match existing.into_iter().next() {
+            Some(sg) => (sg, false),
+            None => {
+                let sg: SecurityGroup = self
+                    .neutron
+                    .create(json!({"name": name, "description": names::SG_DESCRIPTION}))
+                    .await?;
+                (sg, true)
             }
-            let port: Port = self.neutron.get(&port_id).await?;
-            let mut groups = vec![sg.id.clone()];
-            groups.extend(port.security_groups.into_iter().filter(|g| *g != sg.id));
-            self.neutron
-                .update::<Port>(&port_id, json!({"security_groups": groups}))
-                .await?;
-            Ok::<(), DriverError>(())
-        }
-        .await;
+        };
+        crate::kill_point!("ProgramExternalConnectivity.after_group");
+        let result = self.complete_exposed_group(&sg, &ranges, &port_id).await;
         if let Err(e) = result {
-            let _ = self.neutron.delete_if_exists::<SecurityGroup>(&sg.id).await;
-            return Err(e);
+            if !made {
+                return Err(e);
+            }
+            let undone =
+                crate::deadline::undo(self.neutron.delete_if_exists::<SecurityGroup>(&sg.id)).await;
+            return Err(match undone {
+                Ok(()) => e,
+                Err(u) => e.rolled_back_with(vec![u.into()]),
+            });
         }
         Ok(json!({}))
+    }
+
+    /// Gives the exposed-ports group the rules it lacks and puts it on the port if it is
+    /// not there yet.
+    async fn complete_exposed_group(
+        &self,
+        sg: &SecurityGroup,
+        ranges: &[(&'static str, u16, u16)],
+        port_id: &str,
+    ) -> Result<()> {
+        for (proto, lo, hi) in ranges {
+            let (lo, hi) = if *proto == "icmp" {
+                (None, None)
+            } else {
+                (Some(*lo), Some(*hi))
+            };
+            for ethertype in ["IPv4", "IPv6"] {
+                let present = sg.security_group_rules.iter().any(|r| {
+                    r.direction == "ingress"
+                        && r.protocol.as_deref() == Some(*proto)
+                        && r.ethertype.as_deref() == Some(ethertype)
+                        && r.port_range_min == lo
+                        && r.port_range_max == hi
+                });
+                if present {
+                    continue;
+                }
+                let mut rule = json!({
+                    "security_group_id": sg.id,
+                    "direction": "ingress",
+                    "protocol": proto,
+                    "ethertype": ethertype,
+                });
+                if let (Some(lo), Some(hi)) = (lo, hi) {
+                    rule["port_range_min"] = json!(lo);
+                    rule["port_range_max"] = json!(hi);
+                }
+                self.neutron.create::<SecurityGroupRule>(rule).await?;
+            }
+        }
+        let port: Port = self.neutron.get(port_id).await?;
+        if port.security_groups.contains(&sg.id) {
+            return Ok(());
+        }
+        let mut groups = vec![sg.id.clone()];
+        groups.extend(port.security_groups);
+        self.neutron
+            .update::<Port>(port_id, json!({"security_groups": groups}))
+            .await?;
+        Ok(())
     }
 
     pub async fn revoke_external_connectivity(&self, req: EndpointRequest) -> Result<Value> {
@@ -787,25 +830,40 @@ impl Driver {
         if info.no_exposed_group {
             return Ok(json!({}));
         }
-        let port_id = info.port.id.clone();
-        self.background.settle(&port_id).await;
+        self.background.settle(&info.port.id).await;
+        self.take_off_exposed_group(&info.port.id).await?;
+        // DeleteEndpoint, next, need not look again.
+        self.cache
+            .endpoints
+            .update(&req.endpoint_id.to_string(), |v| v.no_exposed_group = true);
+        Ok(json!({}))
+    }
+
+    /// Takes the port's exposed-ports group (if any) off the port and deletes it. Run by
+    /// RevokeExternalConnectivity and again by DeleteEndpoint: a Revoke that was never
+    /// sent (Docker's rollback of a failed start) or cut short by a crash leaves no group.
+    async fn take_off_exposed_group(&self, port_id: &str) -> Result<()> {
         let groups: Vec<SecurityGroup> = self
             .neutron
-            .list(&Filters::new().add("name", names::exposed_sg_name(&port_id)))
+            .list(&Filters::new().add("name", names::exposed_sg_name(port_id)))
             .await?;
         if groups.is_empty() {
-            return Ok(json!({}));
+            return Ok(());
         }
-        match self.neutron.get::<Port>(&port_id).await {
+        match self.neutron.get::<Port>(port_id).await {
             Ok(port) => {
                 let keep: Vec<String> = port
                     .security_groups
-                    .into_iter()
-                    .filter(|g| !groups.iter().any(|s| &s.id == g))
+                    .iter()
+                    .filter(|g| !groups.iter().any(|s| &s.id == *g))
+                    .cloned()
                     .collect();
-                self.neutron
-                    .update::<Port>(&port_id, json!({"security_groups": keep}))
-                    .await?;
+                if keep.len() != port.security_groups.len() {
+                    self.neutron
+                        .update::<Port>(port_id, json!({"security_groups": keep}))
+                        .await?;
+                    crate::kill_point!("RevokeExternalConnectivity.after_port");
+                }
             }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
@@ -815,7 +873,7 @@ impl Driver {
                 .delete_if_exists::<SecurityGroup>(&g.id)
                 .await?;
         }
-        Ok(json!({}))
+        Ok(())
     }
 }
 

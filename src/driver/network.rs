@@ -450,22 +450,65 @@ impl Driver {
                 .await?;
             return Ok(json!({}));
         }
-        // Neutron deletes the network's subnets (and DHCP ports) with it, not ports.
+        match self
+            .neutron
+            .add_tag::<Network>(&info.neutron_id, names::TAG_DELETING)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => return Ok(json!({})),
+            Err(e) => return Err(e.into()),
+        }
         self.port_pool.drain(&self.neutron, &info.neutron_id).await;
-        self.sweep_ports(Filters::new().add("network_id", &info.neutron_id))
-            .await;
-        self.neutron
-            .delete_if_exists::<Network>(&info.neutron_id)
+        self.remove_own_network(&info.neutron_id, &info.subnets)
             .await?;
+        Ok(json!({}))
+    }
+
+    /// The end of a DeleteNetwork of a network kuryr made: its ports, the network (Neutron
+    /// deletes its subnets and DHCP ports with it) and its emptied kuryr pools.
+    async fn remove_own_network(&self, neutron_id: &str, subnets: &[Subnet]) -> Result<()> {
+        self.sweep_ports(Filters::new().add("network_id", neutron_id))
+            .await;
+        crate::kill_point!("DeleteNetwork.after_ports");
+        self.neutron.delete_if_exists::<Network>(neutron_id).await?;
         // Docker calls ReleasePool first; a pool it kept then (its subnet was still there,
         // e.g. a restarted kuryr could not tell whose Docker network used it) is empty now.
-        for pool_id in info
-            .subnets
-            .iter()
-            .filter_map(|s| s.subnetpool_id.as_deref())
-        {
+        for pool_id in subnets.iter().filter_map(|s| s.subnetpool_id.as_deref()) {
             self.delete_empty_kuryr_pool(pool_id).await;
         }
-        Ok(json!({}))
+        Ok(())
+    }
+
+    /// Finishes the DeleteNetworks a killed kuryr left half-done (networks it had marked
+    /// `kuryr.net.deleting`). Run once at start, in the background.
+    pub async fn finish_interrupted_deletes(&self) {
+        let nets: Vec<Network> = match self
+            .neutron
+            .list(&Filters::new().tags(&[names::TAG_DELETING]))
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                return tracing::warn!(error = %e, "cannot look for interrupted network deletes")
+            }
+        };
+        for net in nets {
+            let subnets: Vec<Subnet> = match self
+                .neutron
+                .list(&Filters::new().add("network_id", &net.id))
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(network = %net.id, error = %e, "cannot finish its delete");
+                    continue;
+                }
+            };
+            tracing::info!(network = %net.id, "finishing a network delete a previous kuryr left half-done");
+            if let Err(e) = self.remove_own_network(&net.id, &subnets).await {
+                tracing::warn!(network = %net.id, error = %e, "cannot finish its delete");
+            }
+        }
     }
 }

@@ -588,6 +588,89 @@ async fn exposed_ports_get_a_security_group_that_goes_with_the_endpoint() {
     assert_eq!(port_of(&t, &addr)["security_groups"], json!([]));
 }
 
+/// Docker's rollback of a failed start sends no RevokeExternalConnectivity: DeleteEndpoint
+/// takes the group off all the same.
+#[tokio::test]
+async fn an_exposed_group_goes_with_its_endpoint_without_a_revoke() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let addr = endpoint(&t, &pool_id, EP, MAC).await;
+    let opts = json!({"com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}]});
+    t.ok(
+        "NetworkDriver.ProgramExternalConnectivity",
+        &json!({"NetworkID": NET, "EndpointID": EP, "Options": opts}),
+    )
+    .await;
+    assert_eq!(t.neutron.count("security-groups"), 1);
+    t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
+    assert_eq!(t.neutron.count("security-groups"), 0);
+    assert_eq!(t.neutron.count("security-group-rules"), 0);
+    assert_eq!(port_of(&t, &addr)["security_groups"], json!([]));
+}
+
+/// A ProgramExternalConnectivity cut short (the group made, no rule, not on the port) and
+/// resent finishes the group instead of trusting it.
+#[tokio::test]
+async fn a_half_made_exposed_group_is_finished_when_the_call_comes_again() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let addr = endpoint(&t, &pool_id, EP, MAC).await;
+    let port_id = port_of(&t, &addr)["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let sg = t.neutron.seed(
+        "security-groups",
+        json!({"name": names::exposed_sg_name(&port_id), "description": names::SG_DESCRIPTION}),
+    );
+    let opts = json!({"com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}]});
+    let req = json!({"NetworkID": NET, "EndpointID": EP, "Options": opts});
+    t.ok("NetworkDriver.ProgramExternalConnectivity", &req)
+        .await;
+    assert_eq!(t.neutron.count("security-groups"), 1, "no second group");
+    assert_eq!(t.neutron.count("security-group-rules"), 2);
+    assert_eq!(port_of(&t, &addr)["security_groups"], json!([sg["id"]]));
+    // Once more: nothing new, no duplicate rule.
+    t.ok("NetworkDriver.ProgramExternalConnectivity", &req)
+        .await;
+    assert_eq!(t.neutron.count("security-group-rules"), 2);
+    assert_eq!(port_of(&t, &addr)["security_groups"], json!([sg["id"]]));
+}
+
+/// A DeleteNetwork cut short (here its network DELETE fails; a kill does the same) leaves
+/// the network marked, and Docker forgets the network whatever the answer: the next
+/// start of kuryr finishes the delete, pools included.
+#[tokio::test]
+async fn a_network_delete_cut_short_is_finished_at_the_next_start() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    // An address Docker never released (a container whose removal was cut short too).
+    t.ok(
+        "IpamDriver.RequestAddress",
+        &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
+    )
+    .await;
+    t.ok("IpamDriver.ReleasePool", &json!({"PoolID": pool_id}))
+        .await;
+    t.neutron
+        .inject(Fault::once("DELETE", "/v2.0/networks/", 500));
+    let (s, v) = t
+        .call("NetworkDriver.DeleteNetwork", &json!({"NetworkID": NET}))
+        .await;
+    assert_eq!(s, 500, "{v}");
+    assert_eq!(t.neutron.count("networks"), 1);
+    let restarted = TestDriver::with("", t.neutron.clone(), t.host.clone()).await;
+    restarted.driver.finish_interrupted_deletes().await;
+    assert_eq!(t.neutron.count("networks"), 0);
+    assert_eq!(t.neutron.count("ports"), 0);
+    assert_eq!(t.neutron.count("subnetpools"), 0);
+    // A network not being deleted is left alone.
+    let t = TestDriver::new("").await;
+    network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    t.driver.finish_interrupted_deletes().await;
+    assert_eq!(t.neutron.count("networks"), 1);
+}
+
 #[tokio::test]
 async fn revoke_without_exposed_ports_asks_nothing() {
     let t = TestDriver::new("").await;

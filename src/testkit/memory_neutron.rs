@@ -383,6 +383,21 @@ impl FakeState {
         self.res.get(c).into_iter().flat_map(|m| m.values())
     }
 
+    /// An object as Neutron shows it: a security group carries its rules.
+    fn view(&self, c: &str, o: &Obj) -> Value {
+        let mut o = o.clone();
+        if c == "security-groups" {
+            let id = s(&o, "id").to_string();
+            let rules: Vec<Value> = self
+                .all("security-group-rules")
+                .filter(|r| s(r, "security_group_id") == id)
+                .map(|r| Value::Object(r.clone()))
+                .collect();
+            o.insert("security_group_rules".into(), Value::Array(rules));
+        }
+        Value::Object(o)
+    }
+
     fn route(
         &mut self,
         method: &str,
@@ -406,13 +421,13 @@ impl FakeState {
                 let found: Vec<Value> = self
                     .all(c)
                     .filter(|o| matches(o, &filters))
-                    .map(|o| Value::Object(o.clone()))
+                    .map(|o| self.view(c, o))
                     .collect();
                 ok(200, json!({ c.replace('-', "_"): found }))
             }
             ("POST", [c]) => self.create(c, body),
             ("GET", [c, id]) => match (singular(c), self.get(c, id)) {
-                (Some(key), Some(o)) => ok(200, json!({ key: o })),
+                (Some(key), Some(o)) => ok(200, json!({ key: self.view(c, o) })),
                 _ => not_found(c, id),
             },
             ("PUT", [c, id]) => self.update(c, id, body),
