@@ -282,7 +282,17 @@ async fn serve_call(svc: &Service, method: Method, body: &[u8]) -> Result<Value,
         return answer;
     }
     match svc.driver() {
-        Some(d) => dispatch(d, method, body).await,
+        Some(d) => {
+            let answer = dispatch(d, method, body).await;
+            if answer.as_ref().is_err_and(DriverError::neutron_not_found) {
+                // Deleted behind kuryr's back (another host, an admin): what kuryr remembers
+                // may name it, so all of it is read from Neutron again, and Docker's
+                // retry (or the user's) finds things as they are.
+                tracing::info!(%method, "Neutron no longer has an object this call used: forgetting the caches");
+                d.cache.clear();
+            }
+            answer
+        }
         None => Err(DriverError::Unavailable(svc.not_ready())),
     }
 }

@@ -91,6 +91,11 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
             m.retain(f);
         }
     }
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.0.lock() {
+            m.clear();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -108,6 +113,18 @@ pub struct Cache {
     pub network_subnets: Map<String, Vec<Subnet>>,
     /// Docker endpoint id -> its port.
     pub endpoints: Map<String, EndpointInfo>,
+}
+
+impl Cache {
+    /// Forgets everything: the next calls read Neutron again (the cold path).
+    pub fn clear(&self) {
+        self.networks.clear();
+        self.subnetpools.clear();
+        self.subnetpool_names.clear();
+        self.addresses.clear();
+        self.network_subnets.clear();
+        self.endpoints.clear();
+    }
 }
 
 /// Per-key async locks: serialise find-or-create on one key (a pool CIDR, a Docker id)

@@ -61,6 +61,15 @@ fn join(errors: &[DriverError]) -> String {
 }
 
 impl DriverError {
+    /// Neutron answered 404 for something: an object kuryr may remember is gone.
+    pub fn neutron_not_found(&self) -> bool {
+        match self {
+            DriverError::Neutron(e) => e.is_not_found(),
+            DriverError::RolledBack { error, .. } => error.neutron_not_found(),
+            _ => false,
+        }
+    }
+
     /// HTTP status for Docker: 400 for bad input, Neutron's own for Neutron errors.
     pub fn status(&self) -> u16 {
         match self {

@@ -671,6 +671,50 @@ async fn a_network_delete_cut_short_is_finished_at_the_next_start() {
     assert_eq!(t.neutron.count("networks"), 1);
 }
 
+/// A pool deleted behind kuryr's back (another host's ReleasePool, an admin): the call
+/// that meets the 404 fails, and kuryr forgets what it remembered, so the user's next
+/// `docker network create` gets a pool that exists instead of the same dead one forever.
+#[tokio::test]
+async fn a_404_from_neutron_forgets_what_kuryr_remembered() {
+    let t = TestDriver::new("").await;
+    let p1 = t
+        .ok("IpamDriver.RequestPool", &pool_req("10.10.0.0/24"))
+        .await["PoolID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    t.driver
+        .neutron()
+        .delete::<crate::neutron::SubnetPool>(&p1)
+        .await
+        .expect("delete the pool behind kuryr's back");
+    // Remembered: the same (dead) pool, without asking Neutron.
+    let again = t
+        .ok("IpamDriver.RequestPool", &pool_req("10.10.0.0/24"))
+        .await;
+    assert_eq!(again["PoolID"], p1);
+    let (s, v) = t
+        .call(
+            "NetworkDriver.CreateNetwork",
+            &net_req(NET, "10.10.0.0/24", "10.10.0.1/24", json!({})),
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+    // Forgotten: the retry finds Neutron as it is.
+    let p2 = t
+        .ok("IpamDriver.RequestPool", &pool_req("10.10.0.0/24"))
+        .await["PoolID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_ne!(p2, p1);
+    t.ok(
+        "NetworkDriver.CreateNetwork",
+        &net_req(NET, "10.10.0.0/24", "10.10.0.1/24", json!({})),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn revoke_without_exposed_ports_asks_nothing() {
     let t = TestDriver::new("").await;
