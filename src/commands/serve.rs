@@ -71,7 +71,14 @@ async fn connect(cfg: Arc<Config>, service: Arc<server::Service>) -> Result<Arc<
         match Driver::on_host(cfg.clone(), neutron.clone()).await {
             Ok(d) => {
                 let d = Arc::new(d);
+                // Looked for before the first call is served (one request), finished in
+                // the background.
+                let interrupted = d.interrupted_deletes().await;
                 service.set_driver(d.clone());
+                if !interrupted.is_empty() {
+                    let d = d.clone();
+                    tokio::spawn(async move { d.finish_deletes(interrupted).await });
+                }
                 tracing::info!(
                     host = %cfg.host,
                     extensions = d.extensions().aliases().len(),
@@ -155,10 +162,6 @@ async fn serve(
         let (cfg, service) = (cfg.clone(), service.clone());
         async move {
             let d = connect(cfg.clone(), service).await?;
-            tokio::spawn({
-                let d = d.clone();
-                async move { d.finish_interrupted_deletes().await }
-            });
             if reconcile_on_start {
                 // In the background: Docker may already be calling us.
                 tokio::spawn(reconcile(cfg, d));
@@ -200,7 +203,7 @@ async fn listen_tcp(cfg: &Config) -> Result<tokio::net::TcpListener> {
 async fn reconcile(cfg: Arc<Config>, driver: Arc<Driver>) {
     let opts = gc::Options {
         docker_socket: crate::docker::DEFAULT_SOCKET.into(),
-        grace: Duration::from_secs(600),
+        grace: cfg.reconcile_grace,
     };
     let live = match gc::Live::from_docker(&opts.docker_socket).await {
         Ok(l) => l,

@@ -187,6 +187,9 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Run `gc --apply` for this host once at start-up.
     pub reconcile_on_start: bool,
+    /// What reconcile leaves alone: created or changed this recently (Docker may be
+    /// creating it), as `kuryr gc --grace-seconds`.
+    pub reconcile_grace: std::time::Duration,
     /// Ports kept ready per kuryr subnet (0 = no pool).
     pub port_pool_size: usize,
     /// Name used as `binding:host_id`; must match the L2 agent's `host`.
@@ -216,6 +219,7 @@ impl Default for Config {
             ssl_ca_file: None,
             metrics_listen: None,
             reconcile_on_start: false,
+            reconcile_grace: std::time::Duration::from_secs(600),
             port_pool_size: 0,
             host: hostname(),
             debug: false,

@@ -197,6 +197,12 @@ pub(super) const OPTIONS: &[Opt] = &[
         c.reconcile_on_start = v.bool()?;
         Ok(())
     }),
+    opt!("DEFAULT", ["reconcile_grace_seconds"], |c, v| {
+        if let Some(n) = v.uint()? {
+            c.reconcile_grace = std::time::Duration::from_secs(n);
+        }
+        Ok(())
+    }),
     opt!("DEFAULT", ["port_pool_size"], |c, v| {
         if let Some(n) = v.uint()? {
             if n > 100 {

@@ -480,19 +480,24 @@ impl Driver {
         Ok(())
     }
 
-    /// Finishes the DeleteNetworks a killed kuryr left half-done (networks it had marked
-    /// `kuryr.net.deleting`). Run once at start, in the background.
-    pub async fn finish_interrupted_deletes(&self) {
-        let nets: Vec<Network> = match self
+    /// The networks whose DeleteNetwork a killed kuryr left half-done (marked
+    /// `kuryr.net.deleting`). Looked for once at start.
+    pub async fn interrupted_deletes(&self) -> Vec<Network> {
+        match self
             .neutron
             .list(&Filters::new().tags(&[names::TAG_DELETING]))
             .await
         {
             Ok(n) => n,
             Err(e) => {
-                return tracing::warn!(error = %e, "cannot look for interrupted network deletes")
+                tracing::warn!(error = %e, "cannot look for interrupted network deletes");
+                Vec::new()
             }
-        };
+        }
+    }
+
+    /// Finishes those deletes.
+    pub async fn finish_deletes(&self, nets: Vec<Network>) {
         for net in nets {
             let subnets: Vec<Subnet> = match self
                 .neutron

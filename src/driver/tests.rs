@@ -660,14 +660,16 @@ async fn a_network_delete_cut_short_is_finished_at_the_next_start() {
     assert_eq!(s, 500, "{v}");
     assert_eq!(t.neutron.count("networks"), 1);
     let restarted = TestDriver::with("", t.neutron.clone(), t.host.clone()).await;
-    restarted.driver.finish_interrupted_deletes().await;
+    let pending = restarted.driver.interrupted_deletes().await;
+    assert_eq!(pending.len(), 1);
+    restarted.driver.finish_deletes(pending).await;
     assert_eq!(t.neutron.count("networks"), 0);
     assert_eq!(t.neutron.count("ports"), 0);
     assert_eq!(t.neutron.count("subnetpools"), 0);
     // A network not being deleted is left alone.
     let t = TestDriver::new("").await;
     network(&t, "10.10.0.0/24", "10.10.0.1").await;
-    t.driver.finish_interrupted_deletes().await;
+    assert!(t.driver.interrupted_deletes().await.is_empty());
     assert_eq!(t.neutron.count("networks"), 1);
 }
 
