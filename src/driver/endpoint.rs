@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -12,7 +13,9 @@ use super::{bad, kuryr_made, subnet_for_ip, Driver, DriverError, Result};
 use crate::host::binding::BindContext;
 use crate::host::PlugRequest;
 use crate::names;
-use crate::neutron::{Filters, Port, PortStatus, SecurityGroup, SecurityGroupRule, Subnet};
+use crate::neutron::{
+    Filters, Neutron, NeutronError, Port, PortStatus, SecurityGroup, SecurityGroupRule, Subnet,
+};
 use crate::protocol::{validate, *};
 
 /// How long a port status read by EndpointOperInfo is answered again without asking.
@@ -437,22 +440,15 @@ impl Driver {
     /// host's CPUs), and not at all if the endpoint goes first. Until they are written
     /// the port is known to be taken by its host veth, whose alias names the endpoint.
     fn write_bookkeeping(&self, before: Port, body: Value, tags: Vec<String>) {
-        let (neutron, id) = (self.neutron.clone(), before.id.clone());
-        if let Ok(mut m) = self.unwritten.lock() {
-            m.insert(id.clone(), before);
+        Bookkeeping {
+            background: self.background.clone(),
+            neutron: self.neutron.clone(),
+            unwritten: self.unwritten.clone(),
+            before,
+            body,
+            tags,
         }
-        let unwritten = self.unwritten.clone();
-        self.background.spawn_after(&id.clone(), BOOKKEEPING_DELAY, async move {
-            if let Ok(mut m) = unwritten.lock() {
-                m.remove(&id);
-            }
-            crate::kill_point!("CreateEndpoint.bookkeeping");
-            let update = neutron.update::<Port>(&id, body);
-            let tagged = neutron.replace_tags::<Port>(&id, &tags);
-            if let Err(e) = tokio::try_join!(update, tagged) {
-                tracing::warn!(port = %id, error = %e, "endpoint bookkeeping on the port failed");
-            }
-        });
+        .schedule(BOOKKEEPING_DELAY);
     }
 
     /// What the endpoint's later calls answer from memory.
@@ -874,6 +870,60 @@ impl Driver {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// An endpoint's bookkeeping waiting to be written on its port.
+struct Bookkeeping {
+    background: Arc<super::background::Background>,
+    neutron: Neutron,
+    unwritten: Arc<std::sync::Mutex<std::collections::HashMap<String, Port>>>,
+    before: Port,
+    body: Value,
+    tags: Vec<String>,
+}
+
+/// A bookkeeping Neutron did not take (down, restarting) is tried again, each wait twice
+/// the last, up to this; DeleteEndpoint cancels a retry still waiting.
+const BOOKKEEPING_RETRY_MAX: Duration = Duration::from_secs(60);
+
+impl Bookkeeping {
+    fn schedule(self, delay: Duration) {
+        let id = self.before.id.clone();
+        if let Ok(mut m) = self.unwritten.lock() {
+            m.insert(id.clone(), self.before.clone());
+        }
+        let background = self.background.clone();
+        background.spawn_after(&id.clone(), delay, async move {
+            if let Ok(mut m) = self.unwritten.lock() {
+                m.remove(&id);
+            }
+            crate::kill_point!("CreateEndpoint.bookkeeping");
+            let (update, tagged) = tokio::join!(
+                self.neutron.update::<Port>(&id, self.body.clone()),
+                self.neutron.replace_tags::<Port>(&id, &self.tags)
+            );
+            let failed: Vec<NeutronError> = [update.err(), tagged.err()]
+                .into_iter()
+                .flatten()
+                .collect();
+            if failed.is_empty() || failed.iter().any(NeutronError::is_not_found) {
+                return;
+            }
+            let next = (delay * 2).min(BOOKKEEPING_RETRY_MAX);
+            tracing::warn!(port = %id, error = %failed[0], retry_in_s = next.as_secs(), "endpoint bookkeeping on the port failed; trying again");
+            // Not marked unwritten again unless nothing reached the port: a port given
+            // back as unwritten is not scrubbed.
+            let untouched = failed.len() == 2;
+            let unwritten = self.unwritten.clone();
+            let before = self.before.clone();
+            self.schedule(next);
+            if !untouched {
+                if let Ok(mut m) = unwritten.lock() {
+                    m.remove(&before.id);
+                }
+            }
+        });
     }
 }
 

@@ -1390,7 +1390,11 @@ async fn after_a_restart_an_endpoint_without_bookkeeping_is_found_by_its_veth() 
     // The pool's refill fails, so the only pool port in Neutron is the one the start
     // takes; and its bookkeeping never reaches Neutron (kuryr stops first).
     t.neutron.inject(Fault::once("POST", "/v2.0/ports", 500));
-    t.neutron.inject(Fault::once("PUT", "/v2.0/ports/", 500));
+    // Both of the bookkeeping's requests (the update and the tags).
+    t.neutron.inject(Fault {
+        times: 2,
+        ..Fault::once("PUT", "/v2.0/ports/", 500)
+    });
     let a = t
         .ok(
             "IpamDriver.RequestAddress",
@@ -1490,4 +1494,37 @@ async fn a_restarted_kuryr_removes_the_pool_of_a_network_docker_removes() {
     for c in ["networks", "subnets", "subnetpools", "ports"] {
         assert_eq!(t2.neutron.count(c), 0, "{c} left");
     }
+}
+
+/// Neutron down when an endpoint's bookkeeping is due (restarting, say): it is tried
+/// again, with longer waits, until Neutron takes it; nothing is lost.
+#[tokio::test(start_paused = true)]
+async fn bookkeeping_neutron_refused_is_written_once_it_answers() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.63.0.0/24", "10.63.0.1").await;
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
+        )
+        .await;
+    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    // Every port update refused for a while: the client's own retries give up, then
+    // kuryr's.
+    t.neutron.inject(Fault {
+        times: 40,
+        ..Fault::once("PUT", "/v2.0/ports/", 0)
+    });
+    t.ok("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, ""))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_ne!(port_of(&t, &addr)["device_id"], EP, "not refused?");
+    tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+    let p = port_of(&t, &addr);
+    assert_eq!(p["device_id"], EP, "{p}");
+    let tags: Vec<String> = serde_json::from_value(p["tags"].clone()).unwrap_or_default();
+    assert!(
+        names::id_tags(EP).iter().all(|t| tags.contains(t)),
+        "{tags:?}"
+    );
 }
