@@ -213,6 +213,15 @@ impl Drop for Engine {
             }
             self.stop();
         }
+        // dockerd mounts its data-root on itself and leaves the mount at exit.
+        if let Ok(root) =
+            std::ffi::CString::new(self.data.path().join("root").as_os_str().as_encoded_bytes())
+        {
+            // SAFETY: umount2(2) of a path we made; failure (not mounted) is fine.
+            unsafe {
+                libc::umount2(root.as_ptr(), libc::MNT_DETACH);
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.exec);
     }
 }

@@ -21,6 +21,10 @@ struct Fake {
 
 async fn fake(script: Vec<(u16, &'static str)>, delay: Duration) -> Fake {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_script(l, script, delay)
+}
+
+fn serve_script(l: TcpListener, script: Vec<(u16, &'static str)>, delay: Duration) -> Fake {
     let port = l.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
     let heads = Arc::new(Mutex::new(Vec::new()));
@@ -77,6 +81,47 @@ async fn gets_retry_on_503_then_succeed() {
     let nets: Vec<Network> = n.list(&Filters::new()).await.unwrap();
     assert_eq!(nets[0].id, "n1");
     assert_eq!(f.hits.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn gets_retry_on_502_and_504_too() {
+    let f = fake(
+        vec![(502, UNAVAILABLE), (504, UNAVAILABLE), (200, NETS)],
+        Duration::ZERO,
+    )
+    .await;
+    let n = client(f.port, 5);
+    let nets: Vec<Network> = n.list(&Filters::new()).await.unwrap();
+    assert_eq!(nets[0].id, "n1");
+    assert_eq!(f.hits.load(Ordering::SeqCst), 3);
+}
+
+/// A refused connection never reached Neutron: even a POST is sent again, once
+/// Neutron listens (here 100 ms later, before the first retry).
+#[tokio::test]
+async fn a_post_whose_connection_was_refused_is_sent_again() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let n = client(port, 5);
+    let later = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let l = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        serve_script(
+            l,
+            vec![(201, r#"{"network": {"id": "x"}}"#)],
+            Duration::ZERO,
+        )
+    });
+    let made: Network = n.create(json!({"name": "a"})).await.unwrap();
+    assert_eq!(made.id, "x");
+    let f = later.await.unwrap();
+    assert_eq!(
+        f.hits.load(Ordering::SeqCst),
+        1,
+        "sent once where it arrived"
+    );
 }
 
 #[tokio::test]
