@@ -544,8 +544,12 @@ impl Driver {
         let subnet = match subnet {
             Ok(s) => s,
             Err(e) => {
-                let _ = self.neutron.delete_if_exists::<Network>(&net.id).await;
-                return Err(e.into());
+                let undone =
+                    crate::deadline::undo(self.neutron.delete_if_exists::<Network>(&net.id)).await;
+                return Err(match undone {
+                    Ok(()) => e.into(),
+                    Err(u) => DriverError::from(e).rolled_back_with(vec![u.into()]),
+                });
             }
         };
         self.cache_pool_subnet(pool_id, &subnet);

@@ -57,6 +57,13 @@ pub struct PortPool {
     filling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// Deletes a pool port nobody will use; one that stays is `kuryr gc`'s, and said so.
+async fn delete_or_warn(neutron: &Neutron, id: &str) {
+    if let Err(e) = neutron.delete_if_exists::<Port>(id).await {
+        tracing::warn!(port = %id, error = %e, "cannot delete a pool port nobody uses; kuryr gc will find it");
+    }
+}
+
 /// Subnets kuryr's network driver made get a pool (not adopted ones, not IPAM-only).
 pub fn eligible(subnet: &Subnet) -> bool {
     subnet.name.starts_with(names::SUBNET_NAME_PREFIX)
@@ -254,7 +261,7 @@ impl PortPool {
         let closed = self.with(network_id, |p| p.closed).unwrap_or(true);
         if closed {
             for p in made {
-                let _ = neutron.delete_if_exists::<Port>(&p.id).await;
+                delete_or_warn(neutron, &p.id).await;
             }
             return Ok(());
         }
@@ -344,7 +351,7 @@ impl PortPool {
                         n.closed
                     });
                     if closed.unwrap_or(true) {
-                        let _ = neutron.delete_if_exists::<Port>(&p.id).await;
+                        delete_or_warn(neutron, &p.id).await;
                     }
                 }
                 Ok(p) => {
@@ -352,7 +359,7 @@ impl PortPool {
                 }
                 Err(e) => {
                     tracing::warn!(port = %port.id, error = %e, "cannot give port back to the pool; deleting it");
-                    let _ = neutron.delete_if_exists::<Port>(&port.id).await;
+                    delete_or_warn(neutron, &port.id).await;
                 }
             }
         }
