@@ -399,55 +399,7 @@ impl Driver {
         // Neutron network: it, its kuryr subnets and their ports stay theirs.
         let shared = names::used_by_other_docker_networks(&net.name, &net.tags, &[id.to_string()]);
         if info.existing || shared {
-            if shared {
-                tracing::info!(network = %info.neutron_id, "still used by another Docker network (another host?): only this network's tags go");
-            }
-            // Adopted: only our subnets and our tags go.
-            let subnets: Vec<Subnet> = if shared {
-                Vec::new()
-            } else {
-                self.neutron
-                    .list(&Filters::new().add("network_id", &info.neutron_id))
-                    .await?
-            };
-            for s in subnets
-                .iter()
-                .filter(|s| s.name.starts_with(names::SUBNET_NAME_PREFIX))
-            {
-                self.sweep_ports(Filters::new().add("fixed_ips", format!("subnet_id={}", s.id)))
-                    .await;
-                if let Err(e) = self.neutron.delete_if_exists::<Subnet>(&s.id).await {
-                    tracing::warn!(subnet = %s.id, error = %e, "could not delete kuryr subnet of adopted network");
-                    continue;
-                }
-                // Docker released the pool before this call while the subnet was still
-                // another host's: its kuryr pool, now empty, goes with the subnet.
-                if let Some(pool_id) = s.subnetpool_id.as_deref() {
-                    self.delete_empty_kuryr_pool(pool_id).await;
-                }
-            }
-            // Made by a Docker network (another host's) that has left: the last user
-            // removes it, as its creator would have.
-            if !shared
-                && info.existing
-                && names::is_kuryr_net_name(&net.name)
-                && !names::creator_present(&net.name, &net.tags)
-            {
-                self.neutron
-                    .delete_if_exists::<Network>(&info.neutron_id)
-                    .await?;
-                return Ok(json!({}));
-            }
-            let mut drop_tags = names::id_tags(id);
-            drop_tags.push(names::existing_net_tag(id));
-            let keep: Vec<String> = net
-                .tags
-                .into_iter()
-                .filter(|t| !drop_tags.contains(t))
-                .collect();
-            self.neutron
-                .replace_tags::<Network>(&info.neutron_id, &keep)
-                .await?;
+            self.leave_network(id, &info, net, shared).await?;
             return Ok(json!({}));
         }
         match self
@@ -463,6 +415,67 @@ impl Driver {
         self.remove_own_network(&info.neutron_id, &info.subnets)
             .await?;
         Ok(json!({}))
+    }
+
+    /// DeleteNetwork of a Neutron network kuryr adopted or another Docker network still
+    /// uses: only this Docker network's subnets (when nobody else's) and tags go.
+    async fn leave_network(
+        &self,
+        id: &str,
+        info: &NetInfo,
+        net: Network,
+        shared: bool,
+    ) -> Result<()> {
+        if shared {
+            tracing::info!(network = %info.neutron_id, "still used by another Docker network (another host?): only this network's tags go");
+        }
+        // Adopted: only our subnets and our tags go.
+        let subnets: Vec<Subnet> = if shared {
+            Vec::new()
+        } else {
+            self.neutron
+                .list(&Filters::new().add("network_id", &info.neutron_id))
+                .await?
+        };
+        for s in subnets
+            .iter()
+            .filter(|s| s.name.starts_with(names::SUBNET_NAME_PREFIX))
+        {
+            self.sweep_ports(Filters::new().add("fixed_ips", format!("subnet_id={}", s.id)))
+                .await;
+            if let Err(e) = self.neutron.delete_if_exists::<Subnet>(&s.id).await {
+                tracing::warn!(subnet = %s.id, error = %e, "could not delete kuryr subnet of adopted network");
+                continue;
+            }
+            // Docker released the pool before this call while the subnet was still
+            // another host's: its kuryr pool, now empty, goes with the subnet.
+            if let Some(pool_id) = s.subnetpool_id.as_deref() {
+                self.delete_empty_kuryr_pool(pool_id).await;
+            }
+        }
+        // Made by a Docker network (another host's) that has left: the last user
+        // removes it, as its creator would have.
+        if !shared
+            && info.existing
+            && names::is_kuryr_net_name(&net.name)
+            && !names::creator_present(&net.name, &net.tags)
+        {
+            self.neutron
+                .delete_if_exists::<Network>(&info.neutron_id)
+                .await?;
+            return Ok(());
+        }
+        let mut drop_tags = names::id_tags(id);
+        drop_tags.push(names::existing_net_tag(id));
+        let keep: Vec<String> = net
+            .tags
+            .into_iter()
+            .filter(|t| !drop_tags.contains(t))
+            .collect();
+        self.neutron
+            .replace_tags::<Network>(&info.neutron_id, &keep)
+            .await?;
+        Ok(())
     }
 
     /// The end of a DeleteNetwork of a network kuryr made: its ports, the network (Neutron
