@@ -132,6 +132,12 @@ fn doctor_passes_on_a_working_setup() {
     assert!(out.contains("[ ok ] Neutron reachable"), "{out}");
     assert!(out.contains("[ ok ] L2 agent for this host"), "{out}");
     assert!(out.contains("[ ok ] dockerd lists the plugin"), "{out}");
+    let version = docker_try(&["version", "--format", "{{.Server.Version}}"]);
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    assert!(
+        out.contains(&format!("[ ok ] Docker engine: {version} (API")),
+        "{out}"
+    );
     assert!(out.contains("[ ok ] bridged traffic and iptables"), "{out}");
     assert!(out.contains("all checks passed"), "{out}");
 }

@@ -92,6 +92,7 @@ pub async fn checks(opts: &Options) -> Vec<Check> {
     }
     out.push(binding_programs(&neutron, &cfg).await);
     out.push(listener(&cfg, &opts.plugin));
+    out.push(docker_engine(&opts.docker_socket).await);
     out.push(docker_plugin(&opts.docker_socket, &opts.plugin).await);
     out.push(forward_policy());
     out
@@ -449,6 +450,47 @@ fn listener(cfg: &Config, plugin: &str) -> Check {
     }
 }
 
+/// The engine's version, and a warning for the versions known to misbehave with a
+/// remote network driver.
+async fn docker_engine(socket: &Path) -> Check {
+    match Docker::new(socket).get("/version").await {
+        Ok(v) => engine_check(
+            v["Version"].as_str().unwrap_or_default(),
+            v["ApiVersion"].as_str().unwrap_or_default(),
+        ),
+        Err(e) => Check::fail("Docker engine", e, "start dockerd; check --docker-socket"),
+    }
+}
+
+const ENGINE: &str = "Docker engine";
+
+fn engine_check(version: &str, api: &str) -> Check {
+    let numbers: Vec<u32> = version
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|n| n.parse().unwrap_or(0))
+        .collect();
+    let detail = format!("{version} (API {api})");
+    match numbers[..] {
+        [25, 0, p] if p < 3 => Check::warn(
+            ENGINE,
+            format!("{detail}: re-applies the MAC a driver chose as if the user had set it when a container restarts (fixed in 25.0.3, DesiredMacAddress)"),
+            "upgrade to 25.0.3 or later",
+        ),
+        [major, minor, _] if (major, minor) < (20, 10) => Check::warn(
+            ENGINE,
+            format!("{detail}: older than any engine kuryr is tested with (20.10)"),
+            "upgrade Docker",
+        ),
+        [_, _, _] => Check::ok(ENGINE, detail),
+        _ => Check::warn(
+            ENGINE,
+            format!("{detail}: version not understood"),
+            "check `docker version`",
+        ),
+    }
+}
+
 async fn docker_plugin(socket: &Path, plugin: &str) -> Check {
     let d = Docker::new(socket);
     match d.get("/info").await {
@@ -551,6 +593,22 @@ pub fn run(opts: Options) -> anyhow::Result<bool> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn engine_versions_known_to_misbehave_are_warned_about() {
+        for (v, status) in [
+            ("20.10.24+dfsg1", Status::Ok),
+            ("26.1.5+dfsg1", Status::Ok),
+            ("25.0.2", Status::Warn),
+            ("25.0.3", Status::Ok),
+            ("19.03.15", Status::Warn),
+            ("garbage", Status::Warn),
+        ] {
+            let c = engine_check(v, "1.41");
+            assert_eq!(c.status, status, "{v}: {c:?}");
+            assert!(c.detail.starts_with(v), "{c:?}");
+        }
+    }
 
     #[test]
     fn sriov_pfs_are_counted_or_failed_with_the_fix() {
