@@ -11,6 +11,26 @@ use tokio::net::UnixStream;
 
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
+/// The engine's socket as the docker CLI finds it: `DOCKER_HOST` when it names a unix
+/// socket, else the default.
+pub fn socket_from_env() -> PathBuf {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| parse_socket(&h).ok())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+/// A `--docker-socket` or `DOCKER_HOST` value: a path or `unix://<path>`; kuryr speaks to
+/// Docker over its unix socket only.
+pub fn parse_socket(v: &str) -> Result<PathBuf, String> {
+    match v.strip_prefix("unix://") {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        Some(_) => Err(format!("{v}: no socket path")),
+        None if v.contains("://") => Err(format!("{v}: only unix sockets are supported")),
+        None => Ok(PathBuf::from(v)),
+    }
+}
+
 pub struct Docker {
     socket: PathBuf,
 }
@@ -76,5 +96,24 @@ impl Docker {
             out.push((id.to_string(), eps));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_host_values() {
+        assert_eq!(
+            parse_socket("unix:///run/e/docker.sock"),
+            Ok(PathBuf::from("/run/e/docker.sock"))
+        );
+        assert_eq!(
+            parse_socket("/var/run/docker.sock"),
+            Ok(PathBuf::from("/var/run/docker.sock"))
+        );
+        assert!(parse_socket("tcp://127.0.0.1:2375").is_err());
+        assert!(parse_socket("unix://").is_err());
     }
 }

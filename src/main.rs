@@ -42,7 +42,8 @@ enum Command {
         /// Plugin name Docker uses (default: from unix_socket, else kuryr).
         #[arg(long)]
         plugin: Option<String>,
-        #[arg(long, default_value = kuryr::docker::DEFAULT_SOCKET)]
+        /// Docker's API socket (a path or unix://path); DOCKER_HOST as for the docker CLI.
+        #[arg(long, env = "DOCKER_HOST", default_value = kuryr::docker::DEFAULT_SOCKET, value_parser = kuryr::docker::parse_socket)]
         docker_socket: PathBuf,
     },
     /// Find what kuryr left behind on this host and in Neutron; --apply removes it.
@@ -53,7 +54,8 @@ enum Command {
             env = "KURYR_CONFIG_FILE"
         )]
         config_file: PathBuf,
-        #[arg(long, default_value = kuryr::docker::DEFAULT_SOCKET)]
+        /// Docker's API socket (a path or unix://path); DOCKER_HOST as for the docker CLI.
+        #[arg(long, env = "DOCKER_HOST", default_value = kuryr::docker::DEFAULT_SOCKET, value_parser = kuryr::docker::parse_socket)]
         docker_socket: PathBuf,
         /// Leave reservations and pools younger than this many seconds alone.
         #[arg(long, default_value_t = 600)]

@@ -26,6 +26,9 @@ struct Engine {
     data: tempfile::TempDir,
     exec: PathBuf,
     sock: PathBuf,
+    /// Its default bridge: a dockerd with `--bridge=none` in the host's network
+    /// namespace deletes docker0, the shared engine's.
+    bridge: String,
     child: Option<Child>,
 }
 
@@ -38,10 +41,15 @@ impl Engine {
         // Short: containerd's sockets live under the exec-root (108-byte path limit).
         let exec = PathBuf::from(format!("/run/{}", unique("kte-")));
         let sock = exec.join("docker.sock");
+        let bridge = unique("ktb");
+        common::ip(&["link", "add", &bridge, "type", "bridge"]);
+        common::ip(&["addr", "add", "172.30.251.1/24", "dev", &bridge]);
+        common::ip(&["link", "set", &bridge, "up"]);
         Engine {
             data,
             exec,
             sock,
+            bridge,
             child: None,
         }
     }
@@ -69,8 +77,8 @@ impl Engine {
             .arg(self.exec.join("dockerd.pid"))
             .arg("-H")
             .arg(format!("unix://{}", self.sock.display()))
+            .arg(format!("--bridge={}", self.bridge))
             .args([
-                "--bridge=none",
                 "--iptables=false",
                 "--ip6tables=false",
                 // Containers get a second to stop at shutdown (sleep as PID 1 ignores
@@ -223,6 +231,9 @@ impl Drop for Engine {
             }
         }
         let _ = std::fs::remove_dir_all(&self.exec);
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
     }
 }
 

@@ -202,7 +202,7 @@ async fn listen_tcp(cfg: &Config) -> Result<tokio::net::TcpListener> {
 /// `reconcile_on_start`: `gc --apply` for this host, once.
 async fn reconcile(cfg: Arc<Config>, driver: Arc<Driver>) {
     let opts = gc::Options {
-        docker_socket: crate::docker::DEFAULT_SOCKET.into(),
+        docker_socket: crate::docker::socket_from_env(),
         grace: cfg.reconcile_grace,
     };
     let live = match gc::Live::from_docker(&opts.docker_socket).await {
