@@ -562,16 +562,24 @@ async fn calls_on_unknown_objects_answer_without_changing_anything() {
     assert!(t.host.calls().is_empty());
 }
 
+/// ProgramExternalConnectivity of endpoint EP with these exposed ports.
+async fn expose(t: &TestDriver, ports: Value) {
+    let opts = json!({ "com.docker.network.endpoint.exposedports": ports });
+    t.ok(
+        "NetworkDriver.ProgramExternalConnectivity",
+        &json!({"NetworkID": NET, "EndpointID": EP, "Options": opts}),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn exposed_ports_get_a_security_group_that_goes_with_the_endpoint() {
     let t = TestDriver::new("").await;
     let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
     let addr = endpoint(&t, &pool_id, EP, MAC).await;
-    let opts = json!({"com.docker.network.endpoint.exposedports":
-        [{"Proto": 6, "Port": 80}, {"Proto": 6, "Port": 81}, {"Proto": 17, "Port": 53}]});
-    t.ok(
-        "NetworkDriver.ProgramExternalConnectivity",
-        &json!({"NetworkID": NET, "EndpointID": EP, "Options": opts}),
+    expose(
+        &t,
+        json!([{"Proto": 6, "Port": 80}, {"Proto": 6, "Port": 81}, {"Proto": 17, "Port": 53}]),
     )
     .await;
     let groups = t.neutron.all("security-groups");
@@ -595,12 +603,7 @@ async fn an_exposed_group_goes_with_its_endpoint_without_a_revoke() {
     let t = TestDriver::new("").await;
     let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
     let addr = endpoint(&t, &pool_id, EP, MAC).await;
-    let opts = json!({"com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}]});
-    t.ok(
-        "NetworkDriver.ProgramExternalConnectivity",
-        &json!({"NetworkID": NET, "EndpointID": EP, "Options": opts}),
-    )
-    .await;
+    expose(&t, json!([{"Proto": 6, "Port": 80}])).await;
     assert_eq!(t.neutron.count("security-groups"), 1);
     t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
     assert_eq!(t.neutron.count("security-groups"), 0);
@@ -623,16 +626,12 @@ async fn a_half_made_exposed_group_is_finished_when_the_call_comes_again() {
         "security-groups",
         json!({"name": names::exposed_sg_name(&port_id), "description": names::SG_DESCRIPTION}),
     );
-    let opts = json!({"com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}]});
-    let req = json!({"NetworkID": NET, "EndpointID": EP, "Options": opts});
-    t.ok("NetworkDriver.ProgramExternalConnectivity", &req)
-        .await;
+    expose(&t, json!([{"Proto": 6, "Port": 80}])).await;
     assert_eq!(t.neutron.count("security-groups"), 1, "no second group");
     assert_eq!(t.neutron.count("security-group-rules"), 2);
     assert_eq!(port_of(&t, &addr)["security_groups"], json!([sg["id"]]));
     // Once more: nothing new, no duplicate rule.
-    t.ok("NetworkDriver.ProgramExternalConnectivity", &req)
-        .await;
+    expose(&t, json!([{"Proto": 6, "Port": 80}])).await;
     assert_eq!(t.neutron.count("security-group-rules"), 2);
     assert_eq!(port_of(&t, &addr)["security_groups"], json!([sg["id"]]));
 }
