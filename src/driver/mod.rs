@@ -275,16 +275,11 @@ impl Driver {
                 let port = ports.into_iter().next().ok_or_else(|| {
                     DriverError::Internal("port list changed while reading".into())
                 })?;
-                let info = EndpointInfo {
+                Ok(Some(self.remember_found_endpoint(
+                    docker_net_id,
+                    endpoint_id,
                     port,
-                    network_id: docker_net_id.to_string(),
-                    no_exposed_group: false,
-                    status_read_at: None,
-                };
-                self.cache
-                    .endpoints
-                    .put(endpoint_id.to_string(), info.clone());
-                Ok(Some(info))
+                )))
             }
             n => Err(DriverError::Conflict(format!(
                 "{n} Neutron ports are tagged for endpoint {endpoint_id}"
@@ -335,6 +330,21 @@ impl Driver {
         port.device_id = endpoint_id.to_string();
         port.name = name;
         port.tags = tags;
+        Ok(Some(self.remember_found_endpoint(
+            docker_net_id,
+            endpoint_id,
+            port,
+        )))
+    }
+
+    /// An endpoint found in Neutron (not made by this process): whether it has an
+    /// exposed-ports group is not known.
+    fn remember_found_endpoint(
+        &self,
+        docker_net_id: &str,
+        endpoint_id: &str,
+        port: Port,
+    ) -> EndpointInfo {
         let info = EndpointInfo {
             port,
             network_id: docker_net_id.to_string(),
@@ -344,7 +354,7 @@ impl Driver {
         self.cache
             .endpoints
             .put(endpoint_id.to_string(), info.clone());
-        Ok(Some(info))
+        info
     }
 
     /// Drops cached facts about a Docker network.
