@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::{docker_bin, image, unique, wait_until, Kuryr};
 use kuryr::names;
-use kuryr::neutron::{Filters, Network, Neutron, Port};
+use kuryr::neutron::{Filters, Neutron, Port};
 
 /// A dockerd of this test's own.
 struct Engine {
@@ -240,13 +240,9 @@ impl Drop for Engine {
 /// The container ports on the Neutron network of Docker network `net`.
 async fn container_ports(n: &Neutron, e: &Engine, net: &str) -> Vec<Port> {
     let id = e.docker(&["network", "inspect", "-f", "{{.Id}}", net]);
-    let nets: Vec<Network> = n
-        .list(&Filters::new().tags(&names::id_tags(&id)))
-        .await
-        .expect("networks");
-    assert_eq!(nets.len(), 1, "{nets:?}");
+    let neutron_net = common::neutron_network_of(n, &id).await;
     let ports: Vec<Port> = n
-        .list(&Filters::new().add("network_id", &nets[0].id))
+        .list(&Filters::new().add("network_id", &neutron_net))
         .await
         .expect("ports");
     ports
@@ -379,14 +375,8 @@ async fn containers_come_back_after_dockerd_restarts() {
     );
 
     // Removal leaves nothing.
-    let neutron_net = {
-        let id = e.docker(&["network", "inspect", "-f", "{{.Id}}", &net]);
-        let nets: Vec<Network> = n
-            .list(&Filters::new().tags(&names::id_tags(&id)))
-            .await
-            .expect("networks");
-        nets[0].id.clone()
-    };
+    let id = e.docker(&["network", "inspect", "-f", "{{.Id}}", &net]);
+    let neutron_net = common::neutron_network_of(&n, &id).await;
     e.docker(&["rm", "-f", "kra", "krb"]);
     e.docker(&["network", "rm", &net]);
     let left: Vec<Port> = n

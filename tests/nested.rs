@@ -32,11 +32,7 @@ async fn nested_macvlan_container_talks_through_the_vm_port() {
     let c1 = unique("nested-c1-");
     run_container(&c1, &net1, &[]);
     let docker_net = network_id(&net1);
-    let nets: Vec<Network> = n
-        .list(&Filters::new().tags(&kuryr::names::id_tags(&docker_net)))
-        .await
-        .unwrap();
-    let neutron_net = nets[0].id.clone();
+    let neutron_net = common::neutron_network_of(&n, &docker_net).await;
 
     // The "VM": a Neutron port bound to this host, wired by the agent through its tap;
     // the other end of that veth is the VM's NIC, with the port's MAC.

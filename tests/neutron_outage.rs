@@ -75,12 +75,7 @@ async fn neutron_faults_during_container_starts() {
     let net = common::unique("ko-");
     common::kuryr_network(&p, "10.42.0.0/24", "10.42.0.1", &net);
     let docker_id = common::network_id(&net);
-    let neutron_net = n
-        .list::<Network>(&Filters::new().tags(&kuryr::names::id_tags(&docker_id)))
-        .await
-        .unwrap()
-        .remove(0)
-        .id;
+    let neutron_net = common::neutron_network_of(&n, &docker_id).await;
 
     for (fault, expect) in [
         (ERROR_500, "injected failure"),

@@ -216,13 +216,9 @@ async fn neutron_server_stopped_and_started_again() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let nets: Vec<Network> = n
-        .list(&Filters::new().tags(&names::id_tags(&docker_net)))
-        .await
-        .expect("networks");
-    assert_eq!(nets.len(), 1);
+    let neutron_net = common::neutron_network_of(&n, &docker_net).await;
     let veths: Vec<String> = n
-        .list::<Port>(&Filters::new().add("network_id", &nets[0].id))
+        .list::<Port>(&Filters::new().add("network_id", &neutron_net))
         .await
         .expect("ports")
         .iter()
@@ -244,12 +240,12 @@ async fn neutron_server_stopped_and_started_again() {
     docker(&["rm", "-f", &c3]);
     docker(&["network", "rm", &net]);
     let left: Vec<Port> = n
-        .list(&Filters::new().add("network_id", &nets[0].id))
+        .list(&Filters::new().add("network_id", &neutron_net))
         .await
         .expect("ports");
     assert!(left.is_empty(), "ports left: {left:?}");
     let gone: Vec<Network> = n
-        .list(&Filters::new().add("id", &nets[0].id))
+        .list(&Filters::new().add("id", &neutron_net))
         .await
         .expect("networks");
     assert!(gone.is_empty(), "network left");

@@ -41,11 +41,7 @@ async fn pool_serves_starts_without_a_port_create() {
     );
     common::kuryr_network(&p, "10.37.0.0/24", "10.37.0.1", &net);
     let docker_id = common::network_id(&net);
-    let nets: Vec<Network> = n
-        .list(&Filters::new().tags(&kuryr::names::id_tags(&docker_id)))
-        .await
-        .unwrap();
-    let neutron_net = nets[0].id.clone();
+    let neutron_net = common::neutron_network_of(&n, &docker_id).await;
     let ready = wait_pool(&n, &neutron_net, 2).await;
     let ready_ids: Vec<String> = ready.iter().map(|p| p.id.clone()).collect();
 
@@ -132,12 +128,7 @@ async fn pooled_start_makes_no_neutron_request() {
     let (net, c1) = (common::unique("kp0-"), common::unique("kp0a-"));
     common::kuryr_network(&p, "10.36.0.0/24", "10.36.0.1", &net);
     let docker_id = common::network_id(&net);
-    let neutron_net = n
-        .list::<Network>(&Filters::new().tags(&kuryr::names::id_tags(&docker_id)))
-        .await
-        .unwrap()
-        .remove(0)
-        .id;
+    let neutron_net = common::neutron_network_of(&n, &docker_id).await;
     wait_pool(&n, &neutron_net, 3).await;
     let start = [
         "IpamDriver.RequestAddress",

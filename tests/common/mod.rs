@@ -424,6 +424,21 @@ pub fn container_ip(container: &str, net: &str) -> String {
     ])
 }
 
+/// The Neutron network kuryr made or adopted for Docker network `docker_net_id` (found
+/// by its id tags); exactly one.
+pub async fn neutron_network_of(n: &Neutron, docker_net_id: &str) -> String {
+    let nets: Vec<kuryr::neutron::Network> = n
+        .list(&kuryr::neutron::Filters::new().tags(&kuryr::names::id_tags(docker_net_id)))
+        .await
+        .expect("networks");
+    assert_eq!(
+        nets.len(),
+        1,
+        "Neutron networks of {docker_net_id}: {nets:?}"
+    );
+    nets[0].id.clone()
+}
+
 /// `docker network create` of a kuryr network served by `plugin`, labelled for clean-up.
 pub fn kuryr_network(plugin: &str, cidr: &str, gateway: &str, name: &str) {
     kuryr_network_with(plugin, name, &["--subnet", cidr, "--gateway", gateway]);
