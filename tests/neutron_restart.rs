@@ -1,6 +1,6 @@
 //! A real neutron-server stopped and started again under a Docker lifecycle. The test
-//! runs a neutron-server of its own (the devenv's configuration, its own port, the same
-//! database and message bus), so the one the parallel tests share keeps running. It is
+//! runs a neutron-server of its own (the devenv's configuration and database, its own
+//! port and RabbitMQ vhost), so the one the parallel tests share keeps running. It is
 //! killed outright: connections are refused, and the connections kuryr keeps pooled die
 //! with it.
 //!
@@ -21,11 +21,28 @@ use common::{docker, docker_try, unique, wait_until, Kuryr};
 use kuryr::names;
 use kuryr::neutron::{Filters, Network, Port};
 
-/// A neutron-server of this test's own, in its own process group (it forks workers).
+/// A neutron-server of this test's own, in its own process group (it forks workers). Its
+/// message bus is a RabbitMQ vhost of its own: killed, it must not take with it RPC calls
+/// of the agents the other tests rely on (they poll their taps and ask the shared server).
 struct Server {
     dir: tempfile::TempDir,
     port: u16,
+    vhost: String,
     child: Option<Child>,
+}
+
+/// The devenv's RabbitMQ node.
+fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl")
+        .args(["-n", "kuryrdev@localhost"])
+        .args(args)
+        .output()
+        .expect("rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Server {
@@ -40,11 +57,19 @@ impl Server {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        let vhost = format!("kuryr-test-{port}");
+        rabbitmqctl(&["add_vhost", &vhost]);
+        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
         let conf: String = base
             .lines()
             .map(|l| {
                 if l.starts_with("bind_port") {
                     format!("bind_port = {port}")
+                } else if let Some(url) = l.strip_prefix("transport_url = ") {
+                    format!(
+                        "transport_url = {}{vhost}",
+                        url.trim_end_matches('/').to_string() + "/"
+                    )
                 } else {
                     l.to_string()
                 }
@@ -52,6 +77,7 @@ impl Server {
             .collect::<Vec<_>>()
             .join("\n");
         assert!(conf.contains(&format!("bind_port = {port}")), "{conf}");
+        assert!(conf.contains(&format!("/{vhost}\n")), "{conf}");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("neutron.conf"), conf + "\n").expect("conf");
         std::fs::copy(
@@ -62,6 +88,7 @@ impl Server {
         Server {
             dir,
             port,
+            vhost,
             child: None,
         }
     }
@@ -143,6 +170,9 @@ impl Drop for Server {
             eprintln!("---- neutron-server log (tail) ----\n{}", self.log());
         }
         self.kill();
+        let _ = Command::new("rabbitmqctl")
+            .args(["-n", "kuryrdev@localhost", "delete_vhost", &self.vhost])
+            .output();
     }
 }
 

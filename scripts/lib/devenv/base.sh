@@ -167,13 +167,50 @@ up_neutron() {
       env PATH="$DIR/neutron/bin:$PATH" neutron-linuxbridge-agent \
       --config-file "$DIR/neutron/neutron.conf" --config-file "$DIR/neutron/linuxbridge_agent.ini"
   fi
+  local dhcp_started=0
   if ! running dhcp-agent; then
     log "starting neutron-dhcp-agent"
     start_bg dhcp-agent "$DIR/log/dhcp-agent.log" neutron-dhcp-agent \
       --config-file "$DIR/neutron/neutron.conf" --config-file "$DIR/neutron/dhcp_agent.ini"
+    dhcp_started=1
   fi
   wait_agent "Linux bridge agent" "$HOST_NAME" "$DIR/log/linuxbridge-agent.log"
   wait_agent "DHCP agent" "$HOST_NAME" "$DIR/log/dhcp-agent.log"
+  if [ "$dhcp_started" = 1 ]; then dhcp_warm_up; fi
+}
+
+# The DHCP agent starts its privsep daemon at its first privileged call; several networks
+# arriving at once then race that start (seen here: "greenlet.error: cannot switch to a
+# different thread", after which the agent serves no network and ports stay BUILD). One
+# network served first starts it alone.
+dhcp_warm_up() {
+  log "warming up the DHCP agent (one network served before the tests' burst)"
+  NEUTRON="http://127.0.0.1:$NEUTRON_PORT/v2.0" /usr/bin/python3 - <<'PY' >>"$DIR/log/dhcp-agent.log" 2>&1 \
+    || die "the DHCP agent served no network within 120 s: see $DIR/log/dhcp-agent.log"
+import json, os, time, urllib.request
+base = os.environ["NEUTRON"]
+def call(method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        raw = r.read()
+    return json.loads(raw) if raw else None
+net = call("POST", "/networks", {"network": {"name": "kuryr-devenv-dhcp-warm-up"}})["network"]
+try:
+    call("POST", "/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4,
+                                         "cidr": "10.255.255.0/29", "enable_dhcp": True}})
+    deadline = time.time() + 120
+    while True:
+        ports = call("GET", "/ports?device_owner=network:dhcp&network_id=" + net["id"])["ports"]
+        if any(p["status"] == "ACTIVE" for p in ports):
+            break
+        if time.time() > deadline:
+            raise SystemExit("DHCP port never ACTIVE")
+        time.sleep(1)
+finally:
+    call("DELETE", "/networks/" + net["id"])
+PY
 }
 
 # ---------------------------------------------------------------- Docker
