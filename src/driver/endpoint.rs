@@ -447,6 +447,7 @@ impl Driver {
             before,
             body,
             tags,
+            as_made: true,
         }
         .schedule(BOOKKEEPING_DELAY);
     }
@@ -881,6 +882,8 @@ struct Bookkeeping {
     before: Port,
     body: Value,
     tags: Vec<String>,
+    /// Nothing of it has reached the port yet.
+    as_made: bool,
 }
 
 /// A bookkeeping Neutron did not take (down, restarting) is tried again, each wait twice
@@ -888,10 +891,14 @@ struct Bookkeeping {
 const BOOKKEEPING_RETRY_MAX: Duration = Duration::from_secs(60);
 
 impl Bookkeeping {
-    fn schedule(self, delay: Duration) {
+    fn schedule(mut self, delay: Duration) {
         let id = self.before.id.clone();
-        if let Ok(mut m) = self.unwritten.lock() {
-            m.insert(id.clone(), self.before.clone());
+        // A port given back while marked unwritten is not scrubbed: marked only while
+        // nothing of the bookkeeping has reached it.
+        if self.as_made {
+            if let Ok(mut m) = self.unwritten.lock() {
+                m.insert(id.clone(), self.before.clone());
+            }
         }
         let background = self.background.clone();
         background.spawn_after(&id.clone(), delay, async move {
@@ -912,17 +919,8 @@ impl Bookkeeping {
             }
             let next = (delay * 2).min(BOOKKEEPING_RETRY_MAX);
             tracing::warn!(port = %id, error = %failed[0], retry_in_s = next.as_secs(), "endpoint bookkeeping on the port failed; trying again");
-            // Not marked unwritten again unless nothing reached the port: a port given
-            // back as unwritten is not scrubbed.
-            let untouched = failed.len() == 2;
-            let unwritten = self.unwritten.clone();
-            let before = self.before.clone();
+            self.as_made &= failed.len() == 2;
             self.schedule(next);
-            if !untouched {
-                if let Ok(mut m) = unwritten.lock() {
-                    m.remove(&before.id);
-                }
-            }
         });
     }
 }
