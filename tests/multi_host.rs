@@ -54,8 +54,7 @@ impl Host {
 }
 
 fn multihost_dir() -> String {
-    let dir = std::env::var("KURYR_TEST_MULTIHOST")
-        .unwrap_or_else(|_| "/var/tmp/kuryr-devenv/multihost".into());
+    let dir = common::devenv_path("KURYR_TEST_MULTIHOST");
     for h in ["a", "b"] {
         let sock = format!("{dir}/{h}/docker.sock");
         assert!(

@@ -47,10 +47,7 @@ fn rabbitmqctl(args: &[&str]) {
 
 impl Server {
     fn new() -> Server {
-        let conf_dir = PathBuf::from(
-            std::env::var("KURYR_TEST_NEUTRON_CONF_DIR")
-                .unwrap_or_else(|_| "/var/tmp/kuryr-devenv/neutron".into()),
-        );
+        let conf_dir = PathBuf::from(common::devenv_path("KURYR_TEST_NEUTRON_CONF_DIR"));
         let base = std::fs::read_to_string(conf_dir.join("neutron.conf"))
             .expect("the devenv's neutron.conf (scripts/devenv up)");
         let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -41,10 +41,7 @@ impl Drop for Undo {
 async fn python_reference_network_survives_the_swap() {
     common::require_docker();
     let n = common::neutron().await;
-    let venv = PathBuf::from(
-        std::env::var("KURYR_TEST_REFERENCE")
-            .unwrap_or_else(|_| "/var/tmp/kuryr-devenv/reference/venv".into()),
-    );
+    let venv = PathBuf::from(common::devenv_path("KURYR_TEST_REFERENCE"));
     let server = venv.join("bin/kuryr-server");
     assert!(
         server.exists(),

@@ -20,6 +20,14 @@ pub fn neutron_url() -> String {
     std::env::var("KURYR_TEST_NEUTRON_URL").unwrap_or_else(|_| "http://127.0.0.1:9696".into())
 }
 
+/// A path `scripts/devenv env` exports: set by the test command, whatever the state
+/// directory; missing, the test fails saying so (no guess at a default state dir).
+pub fn devenv_path(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests through ./scripts/test, or eval \"$(scripts/devenv env)\" first")
+    })
+}
+
 pub fn docker_bin() -> String {
     std::env::var("KURYR_TEST_DOCKER").unwrap_or_else(|_| "/usr/bin/docker".into())
 }
