@@ -210,6 +210,51 @@ fn kept_seeds_and_corpus_replay_without_a_broken_invariant() {
     );
 }
 
+/// An input's delayed work (the endpoint bookkeeping a second after CreateEndpoint) is done
+/// before `run` returns: left pending, it wrote into the next input's Neutron (same short
+/// ids) while a later call answered 400, which the fuzzer took for a 400 that changed
+/// Neutron.
+#[test]
+fn an_inputs_delayed_work_ends_with_it() {
+    // Docker gives no MAC: the port RequestAddress made is taken as it is, and its
+    // bookkeeping is the delayed work.
+    let mut seq = lifecycle()[..3].to_vec();
+    seq.push((
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": POOL, "Address": "", "Options": {}}).to_string(),
+    ));
+    seq.push((
+        "NetworkDriver.CreateEndpoint",
+        json!({"NetworkID": NET, "EndpointID": EP, "Options": {},
+            "Interface": {"Address": "10.10.0.2/24", "AddressIPv6": ""}})
+        .to_string(),
+    ));
+    let upto = calls(&seq);
+    let (at_return, later) = isolated(move |h| {
+        Box::pin(async move {
+            h.run(&upto).await.unwrap();
+            let at_return = h.fake.snapshot();
+            // Well past the bookkeeping delay.
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            (at_return, h.fake.snapshot())
+        })
+    });
+    assert_eq!(
+        at_return, later,
+        "Neutron changed after the input's run had returned"
+    );
+    let port = at_return["ports"]
+        .as_object()
+        .and_then(|m| m.values().next())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        port["device_id"].as_str(),
+        Some(&EP[..]),
+        "the bookkeeping was not written: {port}"
+    );
+}
+
 /// The kept seeds are the current encoding of the lifecycle (a changed method list or input
 /// format would silently turn them into other inputs). `KURYR_WRITE_SEEDS=1` rewrites them.
 #[test]
