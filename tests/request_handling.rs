@@ -250,7 +250,7 @@ fn an_inputs_delayed_work_ends_with_it() {
         .unwrap_or_default();
     assert_eq!(
         port["device_id"].as_str(),
-        Some(&EP[..]),
+        Some(EP),
         "the bookkeeping was not written: {port}"
     );
 }
