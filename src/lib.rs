@@ -1,6 +1,7 @@
 //! kuryr: a Docker (libnetwork) network and IPAM plugin backed by OpenStack Neutron.
 //!
 //! - [`protocol`]: libnetwork's wire types and request validation
+//! - [`cni`]: the CNI front-end (the `kuryr-cni` plugin and the daemon's CNI API)
 //! - [`neutron`]: the Neutron/Keystone client
 //! - [`driver`]: the CNM-to-Neutron mapping (what each call does)
 //! - [`host`]: host plumbing (netlink, binding by vif_type)
@@ -13,6 +14,7 @@
 //! - `testkit` (test builds only): in-memory Neutron, fake host plumbing, test driver,
 //!   fuzz harness, kill points
 
+pub mod cni;
 pub mod commands;
 pub mod config;
 pub mod deadline;

@@ -14,6 +14,12 @@ pub const TAG_VF_PICKED: &str = "kuryr.port.vf_picked";
 /// call comes with an empty body and Docker forgets the network whatever the answer.
 pub const TAG_DELETING: &str = "kuryr.net.deleting";
 pub const DEVICE_OWNER: &str = "compute:kuryr";
+/// On a port of a CNI attachment (kuryr's own, not upstream's): its container is the
+/// port's `device_id`, its interface and network config the two tags below. `kuryr gc`
+/// leaves these to the runtime's CNI GC: Docker does not know them.
+pub const TAG_CNI: &str = "kuryr.cni";
+pub const TAG_CNI_IF: &str = "kuryr.cni.if:";
+pub const TAG_CNI_NET: &str = "kuryr.cni.net:";
 /// Tag on ports made by IPAM (same string as the device owner, as upstream).
 pub const TAG_KURYR_PORT: &str = "compute:kuryr";
 pub const UNBOUND_PORT_NAME: &str = "kuryr-unbound-port";
@@ -131,6 +137,25 @@ pub fn id_from_tags(tags: &[String]) -> Option<String> {
         .find_map(|t| t.strip_prefix(TAG_HIGH))
         .unwrap_or("");
     Some(format!("{low}{high}"))
+}
+
+/// The tags of a CNI attachment's port: interface and network config name (cut to fit
+/// Neutron's 60-character tags).
+pub fn cni_tags(ifname: &str, conf_name: &str) -> Vec<String> {
+    vec![
+        TAG_CNI.to_string(),
+        format!("{TAG_CNI_IF}{ifname}"),
+        cni_net_tag(conf_name),
+    ]
+}
+
+pub fn cni_net_tag(conf_name: &str) -> String {
+    format!("{TAG_CNI_NET}{}", prefix(conf_name, 60 - TAG_CNI_NET.len()))
+}
+
+/// The port name of a CNI attachment.
+pub fn cni_port_name(container_id: &str, ifname: &str) -> String {
+    format!("kuryr-cni-{}-{ifname}", prefix(container_id, 12))
 }
 
 #[cfg(test)]

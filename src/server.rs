@@ -76,7 +76,7 @@ impl Service {
         self.waiting.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
-    fn not_ready(&self) -> String {
+    pub(crate) fn not_ready(&self) -> String {
         format!(
             "kuryr is not connected to Neutron yet ({}); it keeps trying",
             self.waiting()

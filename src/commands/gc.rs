@@ -177,6 +177,10 @@ impl Finder<'_> {
             if self.recent(&raw) {
                 continue;
             }
+            // A CNI attachment: Docker does not know it; the runtime's CNI GC judges it.
+            if port.tags.iter().any(|t| t == names::TAG_CNI) {
+                continue;
+            }
             let ep = names::id_from_tags(&port.tags);
             let gone = match &ep {
                 Some(ep) => !self.live.endpoints.contains(ep),

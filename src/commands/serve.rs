@@ -1,6 +1,7 @@
 //! `kuryr serve`: load the config, reach Neutron, listen for Docker.
 
 use std::io::IsTerminal;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,6 +114,26 @@ async fn serve(
         guards.push(server::SocketGuard(path.clone()));
         tracing::info!(socket = %path.display(), "listening");
         spawn_serve(&mut tasks, l, app.clone(), stop_rx.clone());
+    }
+    if let Some(path) = &cfg.cni_socket {
+        match server::bind_unix(path) {
+            Ok(l) => {
+                // Only root runs CNI plugins.
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("permissions of {}", path.display()))?;
+                guards.push(server::SocketGuard(path.clone()));
+                tracing::info!(socket = %path.display(), "CNI API listening");
+                let cni = crate::cni::daemon::router(service.clone());
+                spawn_serve(&mut tasks, l, cni, stop_rx.clone());
+            }
+            // Another kuryr serves CNI here: this one serves Docker alone.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::warn!(socket = %path.display(), "another kuryr serves the CNI socket; no CNI API here (set cni_socket)");
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("listening on {}", path.display()));
+            }
+        }
     }
     if cfg.tcp_configured {
         let l = listen_tcp(&cfg).await?;

@@ -16,6 +16,8 @@ mod options;
 
 /// Default location of the plugin socket: Docker discovers `kuryr` here.
 pub const DEFAULT_UNIX_SOCKET: &str = "/run/docker/plugins/kuryr.sock";
+/// Where `kuryr-cni` reaches the daemon (the CNI config's `socket` when elsewhere).
+pub const DEFAULT_CNI_SOCKET: &str = crate::cni::spec::DEFAULT_SOCKET;
 pub const DEFAULT_KURYR_URI: &str = "http://127.0.0.1:23750";
 
 #[derive(Debug, Error)]
@@ -171,6 +173,8 @@ pub struct Config {
     /// True when `kuryr_uri` was set in the file: only then do we listen on TCP.
     pub tcp_configured: bool,
     pub unix_socket: Option<PathBuf>,
+    /// The CNI API's socket (`kuryr-cni`); None: no CNI front-end.
+    pub cni_socket: Option<PathBuf>,
     pub capability_scope: Scope,
     pub local_default_address_space: String,
     pub global_default_address_space: String,
@@ -207,6 +211,7 @@ impl Default for Config {
             kuryr_uri: DEFAULT_KURYR_URI.into(),
             tcp_configured: false,
             unix_socket: Some(PathBuf::from(DEFAULT_UNIX_SOCKET)),
+            cni_socket: Some(PathBuf::from(DEFAULT_CNI_SOCKET)),
             capability_scope: Scope::Local,
             local_default_address_space: "no_address_space".into(),
             global_default_address_space: "no_address_space".into(),

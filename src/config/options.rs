@@ -221,6 +221,10 @@ pub(super) const OPTIONS: &[Opt] = &[
         c.host = v.string();
         Ok(())
     }),
+    opt!("DEFAULT", ["cni_socket"], |c, v| {
+        c.cni_socket = v.opt_path();
+        Ok(())
+    }),
     opt!("DEFAULT", ["unix_socket"], |c, v| {
         c.unix_socket = v.opt_path();
         Ok(())

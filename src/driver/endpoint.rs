@@ -472,7 +472,7 @@ impl Driver {
     }
 
     /// Polls the port until Neutron's agent reports it ACTIVE; only this call waits.
-    async fn wait_active(&self, port_id: &str) -> Result<()> {
+    pub(super) async fn wait_active(&self, port_id: &str) -> Result<()> {
         let timeout = self.cfg.neutron.vif_plugging_timeout;
         let deadline =
             (timeout > 0).then(|| tokio::time::Instant::now() + Duration::from_secs(timeout));
@@ -979,7 +979,7 @@ fn response_mac(iface: &EndpointInterface, port: &Port) -> String {
     }
 }
 
-fn bind_context(port: &Port, ep: &str, project_id: &str) -> BindContext {
+pub(super) fn bind_context(port: &Port, ep: &str, project_id: &str) -> BindContext {
     BindContext {
         vif_type: port.vif_type.clone(),
         vif_details: port.vif_details.clone(),

@@ -3,6 +3,7 @@
 
 mod background;
 pub mod cache;
+pub mod cni;
 mod endpoint;
 mod ipam;
 pub mod nested;

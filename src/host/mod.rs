@@ -3,9 +3,10 @@
 
 pub mod binding;
 pub mod netlink;
+pub mod netns;
 pub mod sriov;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use thiserror::Error;
@@ -103,6 +104,22 @@ pub trait Plumbing: Send + Sync {
     async fn links_with_prefix(&self, prefix: &str) -> Result<Vec<String>, HostError>;
     /// The host veth whose alias names endpoint `ep` (written by `plug`), if any.
     async fn veth_of_endpoint(&self, ep: &str) -> Result<Option<String>, HostError>;
+    /// CNI: moves `link` (the container end `plug` made) into the namespace at `netns`
+    /// and configures it there as `want`; fails if the name is taken there.
+    async fn move_into_netns(
+        &self,
+        link: &str,
+        netns: &Path,
+        want: &netns::NsInterface,
+    ) -> Result<(), HostError>;
+    /// CNI: the interface `ifname` in the namespace at `netns`, if any.
+    async fn netns_link(
+        &self,
+        netns: &Path,
+        ifname: &str,
+    ) -> Result<Option<netns::NsLink>, HostError>;
+    /// CNI: deletes `ifname` in the namespace; a namespace or interface gone is fine.
+    async fn delete_in_netns(&self, netns: &Path, ifname: &str) -> Result<bool, HostError>;
 }
 
 /// What `plug` writes as the host veth's alias: the endpoint it serves, so the endpoint
@@ -327,6 +344,27 @@ impl Plumbing for Plumber {
             .into_iter()
             .map(|l| l.name)
             .collect())
+    }
+
+    async fn move_into_netns(
+        &self,
+        link: &str,
+        netns: &Path,
+        want: &netns::NsInterface,
+    ) -> Result<(), HostError> {
+        netns::move_in(&self.nl, link, netns, want).await
+    }
+
+    async fn netns_link(
+        &self,
+        netns: &Path,
+        ifname: &str,
+    ) -> Result<Option<netns::NsLink>, HostError> {
+        netns::inspect(netns, ifname).await
+    }
+
+    async fn delete_in_netns(&self, netns: &Path, ifname: &str) -> Result<bool, HostError> {
+        netns::delete(netns, ifname).await
     }
 
     async fn veth_of_endpoint(&self, ep: &str) -> Result<Option<String>, HostError> {

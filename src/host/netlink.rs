@@ -2,11 +2,15 @@
 //! bridge"; they never build messages.
 
 use futures::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
     BridgeStpState, InfoBridge, IpVlanMode, LinkAttribute, LinkFlags, LinkMessage, LinkVfInfo,
     MacVlanMode, VfInfo, VfInfoMac, VfInfoVlan,
 };
-use rtnetlink::{Handle, LinkBridge, LinkIpVlan, LinkMacVlan, LinkUnspec, LinkVeth, LinkVlan};
+use rtnetlink::{
+    Handle, LinkBridge, LinkIpVlan, LinkMacVlan, LinkUnspec, LinkVeth, LinkVlan,
+    RouteMessageBuilder,
+};
 
 use super::HostError;
 
@@ -238,6 +242,130 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| wrap("set alias of", name, e))
+    }
+
+    /// A netlink connection on an existing handle (one opened inside another namespace).
+    pub fn from_handle(handle: Handle) -> Self {
+        Netlink { handle }
+    }
+
+    /// Moves a link into the network namespace open as `netns_fd`; the kernel takes it
+    /// down on the way.
+    pub async fn move_to_netns(&self, name: &str, netns_fd: std::os::fd::RawFd) -> Result<()> {
+        let msg = LinkUnspec::new_with_name(name)
+            .setns_by_fd(netns_fd)
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| wrap("move into namespace", name, e))
+    }
+
+    /// Renames a link (it must be down).
+    pub async fn rename(&self, name: &str, new_name: &str) -> Result<()> {
+        let l = self
+            .link(name)
+            .await?
+            .ok_or_else(|| HostError::NotFound(format!("link {name}")))?;
+        let msg = LinkUnspec::new_with_index(l.index).name(new_name).build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| wrap("rename link", name, e))
+    }
+
+    /// Adds an address (with its prefix) to a link.
+    pub async fn add_address(&self, name: &str, addr: ipnet::IpNet) -> Result<()> {
+        let l = self
+            .link(name)
+            .await?
+            .ok_or_else(|| HostError::NotFound(format!("link {name}")))?;
+        self.handle
+            .address()
+            .add(l.index, addr.addr(), addr.prefix_len())
+            .execute()
+            .await
+            .map_err(|e| wrap("add address to", name, e))
+    }
+
+    /// The addresses of a link, with their prefixes.
+    pub async fn addresses(&self, name: &str) -> Result<Vec<ipnet::IpNet>> {
+        let Some(l) = self.link(name).await? else {
+            return Ok(Vec::new());
+        };
+        let mut s = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(l.index)
+            .execute();
+        let mut out = Vec::new();
+        while let Some(msg) = s
+            .try_next()
+            .await
+            .map_err(|e| wrap("list addresses of", name, e))?
+        {
+            for a in &msg.attributes {
+                if let AddressAttribute::Address(ip) = a {
+                    if let Ok(n) = ipnet::IpNet::new(*ip, msg.header.prefix_len) {
+                        out.push(n);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A route through a link: to `dst`, via `gw` when given (else on-link).
+    pub async fn add_route(
+        &self,
+        name: &str,
+        dst: ipnet::IpNet,
+        gw: Option<std::net::IpAddr>,
+    ) -> Result<()> {
+        use std::net::IpAddr;
+        let l = self
+            .link(name)
+            .await?
+            .ok_or_else(|| HostError::NotFound(format!("link {name}")))?;
+        let msg = match (dst, gw) {
+            (ipnet::IpNet::V4(d), gw) => {
+                let mut b = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                    .destination_prefix(d.addr(), d.prefix_len())
+                    .output_interface(l.index);
+                match gw {
+                    Some(IpAddr::V4(g)) => b = b.gateway(g),
+                    Some(IpAddr::V6(_)) => {
+                        return Err(HostError::Invalid(format!("IPv6 gateway for {dst}")))
+                    }
+                    None => {}
+                }
+                b.build()
+            }
+            (ipnet::IpNet::V6(d), gw) => {
+                let mut b = RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                    .destination_prefix(d.addr(), d.prefix_len())
+                    .output_interface(l.index);
+                match gw {
+                    Some(IpAddr::V6(g)) => b = b.gateway(g),
+                    Some(IpAddr::V4(_)) => {
+                        return Err(HostError::Invalid(format!("IPv4 gateway for {dst}")))
+                    }
+                    None => {}
+                }
+                b.build()
+            }
+        };
+        self.handle
+            .route()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|e| wrap(&format!("add route {dst} through"), name, e))
     }
 
     /// Deletes a link; one that is already gone is fine.

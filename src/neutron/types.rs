@@ -220,6 +220,8 @@ pub struct Subnet {
     #[serde(default, deserialize_with = "null_default")]
     pub enable_dhcp: bool,
     #[serde(default, deserialize_with = "null_default")]
+    pub dns_nameservers: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
     pub tags: Vec<String>,
 }
 resource!(Subnet, "subnets", "subnet", "subnets");

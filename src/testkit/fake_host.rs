@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use crate::host::binding::{self, BindContext};
 use crate::host::netlink::SubKind;
+use crate::host::netns::{NsInterface, NsLink};
 use crate::host::sriov::PciNetDevice;
 use crate::host::{HostError, PlugRequest, Plugged, Plumbing};
 use crate::names;
@@ -22,6 +23,8 @@ struct State {
     links: BTreeMap<String, Option<String>>,
     /// Host veth -> the endpoint `plug` wrote on it.
     aliases: BTreeMap<String, String>,
+    /// (namespace, interface) -> what a CNI ADD put there, and the host veth it came with.
+    in_netns: BTreeMap<(String, String), (NsLink, String)>,
     calls: Vec<String>,
     /// Operation name -> how many of its next calls fail.
     failing: BTreeMap<String, u32>,
@@ -69,6 +72,14 @@ impl FakeHost {
         if let Ok(mut s) = self.state.lock() {
             s.failing.insert(op.into(), times);
         }
+    }
+
+    /// The interfaces CNI put into namespaces: (namespace, interface).
+    pub fn netns_links(&self) -> BTreeSet<(String, String)> {
+        self.state
+            .lock()
+            .map(|s| s.in_netns.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// An SR-IOV device at `pci_slot`, VF `vf` of PF `pf` (or a whole NIC when `pf` is
@@ -148,6 +159,9 @@ impl Plumbing for FakeHost {
             s.links.remove(&names::host_veth(port));
             s.links.remove(&names::container_veth(port));
             s.aliases.remove(&names::host_veth(port));
+            // As the kernel: a veth's end in a namespace goes with its host end.
+            let host_if = names::host_veth(port);
+            s.in_netns.retain(|_, (_, h)| *h != host_if);
         })?;
         result
     }
@@ -217,6 +231,55 @@ impl Plumbing for FakeHost {
             s.aliases.remove(name);
             s.links.remove(name).is_some()
         })
+    }
+
+    async fn move_into_netns(
+        &self,
+        link: &str,
+        netns: &std::path::Path,
+        want: &NsInterface,
+    ) -> Result<(), HostError> {
+        let key = (netns.display().to_string(), want.ifname.clone());
+        self.call("move_into_netns", format!("{link} {} {}", key.0, key.1))?;
+        self.with(|s| {
+            if s.in_netns.contains_key(&key) {
+                return Err(HostError::Invalid(format!(
+                    "interface {} already exists in {}",
+                    key.1, key.0
+                )));
+            }
+            if s.links.remove(link).is_none() {
+                return Err(HostError::NotFound(format!("link {link}")));
+            }
+            // The veth's peer: deleting the host end takes this one with it.
+            let host_end = link.replacen(names::CONTAINER_VETH_PREFIX, names::HOST_VETH_PREFIX, 1);
+            let l = NsLink {
+                mac: Some(want.mac.clone()),
+                mtu: want.mtu,
+                addrs: want.addrs.clone(),
+            };
+            s.in_netns.insert(key, (l, host_end));
+            Ok(())
+        })?
+    }
+
+    async fn netns_link(
+        &self,
+        netns: &std::path::Path,
+        ifname: &str,
+    ) -> Result<Option<NsLink>, HostError> {
+        let key = (netns.display().to_string(), ifname.to_string());
+        self.with(|s| s.in_netns.get(&key).map(|(l, _)| l.clone()))
+    }
+
+    async fn delete_in_netns(
+        &self,
+        netns: &std::path::Path,
+        ifname: &str,
+    ) -> Result<bool, HostError> {
+        let key = (netns.display().to_string(), ifname.to_string());
+        self.call("delete_in_netns", format!("{} {}", key.0, key.1))?;
+        self.with(|s| s.in_netns.remove(&key).is_some())
     }
 
     async fn veth_of_endpoint(&self, ep: &str) -> Result<Option<String>, HostError> {

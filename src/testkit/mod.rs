@@ -34,6 +34,7 @@ pub struct TestDriver {
     pub neutron: MemoryNeutron,
     pub host: FakeHost,
     app: axum::Router,
+    cni_app: axum::Router,
 }
 
 impl TestDriver {
@@ -73,12 +74,37 @@ impl TestDriver {
         };
         neutron.clear_requests();
         let app = crate::server::router(driver.clone());
+        let cni_app =
+            crate::cni::daemon::router(Arc::new(crate::server::Service::ready(driver.clone())));
         TestDriver {
             driver,
             neutron,
             host,
             app,
+            cni_app,
         }
+    }
+
+    /// One call of the CNI API (`POST /v1/cni`), as `kuryr-cni` makes it: status and
+    /// answer (Null when empty).
+    pub async fn cni(&self, call: &Value) -> (u16, Value) {
+        let req = match Request::post("/v1/cni").body(Body::from(call.to_string())) {
+            Ok(r) => r,
+            Err(e) => panic!("request: {e}"),
+        };
+        let resp = match self.cni_app.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(e) => match e {},
+        };
+        let status = resp.status().as_u16();
+        let bytes = match resp.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => panic!("answer: {e}"),
+        };
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     /// One libnetwork call through the router, as Docker makes it: status and answer.

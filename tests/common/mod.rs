@@ -65,6 +65,8 @@ pub fn unique(prefix: &str) -> String {
 pub struct Kuryr {
     pub child: Child,
     pub socket: PathBuf,
+    /// Its CNI API's socket (each test kuryr its own; `conf` texts get the default).
+    pub cni_socket: PathBuf,
     pub dir: tempfile::TempDir,
     pub log: PathBuf,
 }
@@ -126,11 +128,16 @@ impl KuryrBuilder {
 
     /// Starts it and waits until its socket answers.
     pub fn start(self) -> Kuryr {
+        let cni_socket = match &self.text {
+            Some(_) => PathBuf::from(kuryr::config::DEFAULT_CNI_SOCKET),
+            None => PathBuf::from(format!("/run/kuryr/{}.sock", unique("test-cni"))),
+        };
         let text = self.text.clone().unwrap_or_else(|| {
             let (default_extra, neutron_extra) = split_extra(&self.extra);
             format!(
-                "[DEFAULT]\nunix_socket = {}\ndebug = true\n{default_extra}\n[neutron]\nauth_type = none\nendpoint = {}\n{neutron_extra}\n",
+                "[DEFAULT]\nunix_socket = {}\ncni_socket = {}\ndebug = true\n{default_extra}\n[neutron]\nauth_type = none\nendpoint = {}\n{neutron_extra}\n",
                 self.socket.display(),
+                cni_socket.display(),
                 neutron_url()
             )
         });
@@ -143,6 +150,7 @@ impl KuryrBuilder {
         Kuryr::spawn(
             self.netns.as_deref(),
             self.socket,
+            cni_socket,
             &text,
             &args,
             &env,
@@ -174,6 +182,7 @@ impl Kuryr {
     fn spawn(
         netns: Option<&str>,
         socket: PathBuf,
+        cni_socket: PathBuf,
         conf_text: &str,
         args: &[&str],
         env: &[(&str, &str)],
@@ -206,6 +215,7 @@ impl Kuryr {
         let k = Kuryr {
             child,
             socket,
+            cni_socket,
             dir,
             log,
         };

@@ -1,0 +1,279 @@
+//! The unit tier of the CNI front-end: every command through the daemon's real router,
+//! against the in-memory Neutron and the recording fake host. The same against the real
+//! Neutron, kernel namespaces and the `kuryr-cni` binary is tests/cni_plugin.rs.
+
+use serde_json::{json, Value};
+
+use crate::names;
+use crate::testkit::TestDriver;
+
+const CTR: &str = "3f0c0ffee0ddba11c0de5eed0fba5eba11ad5eedc0ffee0ddba11c0de5eed0f1";
+
+/// Each container its own namespace.
+fn ns(ctr: &str) -> String {
+    format!("/run/netns/cni-{}", ctr.get(..8).unwrap_or(ctr))
+}
+
+/// A Neutron network `net1` with an IPv4 subnet (gateway, a host route, DNS).
+async fn driver() -> (TestDriver, String, String) {
+    let t = TestDriver::new("").await;
+    let net = t
+        .neutron
+        .seed("networks", json!({"name": "net1", "mtu": 1450}));
+    let net_id = net["id"].as_str().unwrap_or_default().to_string();
+    let sub = t.neutron.seed(
+        "subnets",
+        json!({"network_id": net_id, "cidr": "10.20.0.0/24", "ip_version": 4,
+            "gateway_ip": "10.20.0.1", "name": "sub1",
+            "dns_nameservers": ["10.20.0.53"],
+            "host_routes": [{"destination": "192.168.7.0/24", "nexthop": "10.20.0.254"}]}),
+    );
+    let sub_id = sub["id"].as_str().unwrap_or_default().to_string();
+    (t, net_id, sub_id)
+}
+
+fn conf(extra: Value) -> Value {
+    let mut c = json!({"cniVersion": "1.1.0", "name": "kuryr-test", "type": "kuryr-cni",
+        "network": "net1"});
+    if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    c
+}
+
+fn call(command: &str, ctr: &str, args: &str, config: Value) -> Value {
+    json!({"command": command, "container_id": ctr, "netns": ns(ctr), "ifname": "eth0",
+        "args": args, "config": config})
+}
+
+fn ports(t: &TestDriver) -> Vec<Value> {
+    t.neutron.all("ports")
+}
+
+#[tokio::test]
+async fn add_makes_one_bound_tagged_port_wired_into_the_namespace_and_del_takes_all_away() {
+    let (t, net_id, sub_id) = driver().await;
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+    let p = ports(&t);
+    assert_eq!(p.len(), 1);
+    let port = &p[0];
+    assert_eq!(port["network_id"], json!(net_id));
+    assert_eq!(port["device_id"], CTR);
+    assert_eq!(port["binding:host_id"], crate::testkit::HOST);
+    let tags: Vec<String> = serde_json::from_value(port["tags"].clone()).unwrap();
+    assert_eq!(tags, names::cni_tags("eth0", "kuryr-test"));
+    let ip = port["fixed_ips"][0]["ip_address"].as_str().unwrap();
+    assert_eq!(port["fixed_ips"][0]["subnet_id"], json!(sub_id));
+    // The result: host veth, then the container's interface in its namespace.
+    assert_eq!(r["cniVersion"], "1.1.0");
+    assert_eq!(r["interfaces"][1]["name"], "eth0");
+    assert_eq!(r["interfaces"][1]["sandbox"], ns(CTR));
+    assert_eq!(
+        r["interfaces"][1]["mac"],
+        json!(port["mac_address"].as_str().unwrap().to_ascii_lowercase())
+    );
+    assert_eq!(r["ips"][0]["address"], json!(format!("{ip}/24")));
+    assert_eq!(r["ips"][0]["gateway"], "10.20.0.1");
+    assert_eq!(r["ips"][0]["interface"], 1);
+    assert_eq!(
+        r["routes"],
+        json!([{"dst": "0.0.0.0/0", "gw": "10.20.0.1"},
+               {"dst": "192.168.7.0/24", "gw": "10.20.0.254"}])
+    );
+    assert_eq!(r["dns"]["nameservers"], json!(["10.20.0.53"]));
+    let port_id = port["id"].as_str().unwrap();
+    assert!(t
+        .host
+        .netns_links()
+        .contains(&(ns(CTR), "eth0".to_string())));
+    assert!(t.host.links().contains(&names::host_veth(port_id)));
+
+    let (status, r) = t.cni(&call("DEL", CTR, "", conf(json!({})))).await;
+    assert_eq!((status, &r), (200, &Value::Null));
+    assert!(ports(&t).is_empty());
+    assert!(t.host.links().is_empty(), "{:?}", t.host.links());
+    assert!(t.host.netns_links().is_empty());
+    // DEL of what is gone already succeeds and asks Neutron one list only.
+    t.take_requests();
+    let (status, _) = t.cni(&call("DEL", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200);
+    assert_eq!(t.take_requests(), vec!["GET ports"]);
+}
+
+#[tokio::test]
+async fn args_ip_and_mac_are_the_ports_and_an_address_off_the_subnet_is_refused() {
+    let (t, _, _) = driver().await;
+    let args = "IgnoreUnknown=1;K8S_POD_NAME=web;IP=10.20.0.77;MAC=02:00:00:aa:bb:cc";
+    let (status, r) = t.cni(&call("ADD", CTR, args, conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+    let p = &ports(&t)[0];
+    assert_eq!(p["fixed_ips"][0]["ip_address"], "10.20.0.77");
+    assert_eq!(p["mac_address"], "02:00:00:aa:bb:cc");
+    assert_eq!(r["ips"][0]["address"], "10.20.0.77/24");
+
+    let other = CTR.replace("3f0c", "4f0c");
+    let (status, r) = t
+        .cni(&call("ADD", &other, "IP=10.99.0.5", conf(json!({}))))
+        .await;
+    assert_eq!((status, r["code"].as_u64()), (400, Some(7)), "{r}");
+    assert!(r["msg"].as_str().unwrap().contains("10.20.0.0/24"), "{r}");
+    assert_eq!(ports(&t).len(), 1, "the refused ADD made a port");
+}
+
+#[tokio::test]
+async fn a_failed_step_on_the_host_leaves_nothing_in_neutron_or_on_the_host() {
+    let (t, _, _) = driver().await;
+    t.host.fail("move_into_netns", 1);
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_eq!((status, r["code"].as_u64()), (500, Some(101)), "{r}");
+    assert_eq!(r["cniVersion"], "1.1.0");
+    assert!(ports(&t).is_empty(), "port left: {:?}", ports(&t));
+    assert!(t.host.links().is_empty(), "{:?}", t.host.links());
+    // The same ADD again works.
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+}
+
+#[tokio::test]
+async fn bad_config_and_environment_get_the_specs_codes_and_change_nothing() {
+    let (t, _, _) = driver().await;
+    let cases = [
+        (call("ADD", CTR, "", conf(json!({"network": "nope"}))), 7),
+        (call("ADD", CTR, "", conf(json!({"network": ""}))), 7),
+        (
+            call("ADD", CTR, "", conf(json!({"cniVersion": "9.9.9"}))),
+            1,
+        ),
+        (call("ADD", CTR, "", conf(json!({"subnet": "nope"}))), 7),
+        (call("ADD", CTR, "", conf(json!({"mtu": 20}))), 7),
+        (call("ADD", CTR, "BOGUS=1", conf(json!({}))), 4),
+        (call("ADD", "-bad id", "", conf(json!({}))), 4),
+        (call("ADD", CTR, "MAC=zz", conf(json!({}))), 4),
+        (call("PUT", CTR, "", conf(json!({}))), 4),
+        (call("GC", CTR, "", conf(json!({}))), 7),
+        (json!({"command": "ADD"}), 6),
+    ];
+    let mut bad_ifname = call("ADD", CTR, "", conf(json!({})));
+    bad_ifname["ifname"] = json!("a/b");
+    let mut bad_netns = call("ADD", CTR, "", conf(json!({})));
+    bad_netns["netns"] = json!("relative/ns");
+    let more = [(bad_ifname, 4), (bad_netns, 4)];
+    for (c, code) in cases.iter().chain(more.iter()) {
+        let (status, r) = t.cni(c).await;
+        assert_eq!(r["code"].as_u64(), Some(*code), "{c}: {r}");
+        assert_eq!(status, 400, "{c}: {r}");
+        assert!(!r["msg"].as_str().unwrap_or("").is_empty(), "{r}");
+    }
+    assert!(ports(&t).is_empty());
+    assert!(t.host.calls().iter().all(|c| !c.starts_with("plug")));
+}
+
+#[tokio::test]
+async fn check_passes_on_a_wired_attachment_and_fails_saying_why_otherwise() {
+    let (t, _, _) = driver().await;
+    let (_, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    let with_prev = conf(json!({"prevResult": r}));
+    let (status, v) = t.cni(&call("CHECK", CTR, "", with_prev.clone())).await;
+    assert_eq!(status, 200, "{v}");
+    // prevResult names an address the interface does not have.
+    let mut wrong = with_prev.clone();
+    wrong["prevResult"]["ips"][0]["address"] = json!("10.20.0.250/24");
+    let (status, v) = t.cni(&call("CHECK", CTR, "", wrong)).await;
+    assert_eq!(status, 500, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("10.20.0.250"), "{v}");
+    t.cni(&call("DEL", CTR, "", conf(json!({})))).await;
+    let (status, v) = t.cni(&call("CHECK", CTR, "", with_prev)).await;
+    assert_eq!((status, v["code"].as_u64()), (400, Some(7)), "{v}");
+    let (_, v) = t
+        .cni(&call(
+            "CHECK",
+            CTR,
+            "",
+            conf(json!({"cniVersion": "0.3.1"})),
+        ))
+        .await;
+    assert_eq!(v["code"], 1);
+}
+
+#[tokio::test]
+async fn gc_removes_exactly_the_attachments_not_listed_as_valid() {
+    let (t, _, _) = driver().await;
+    let keep = CTR.replace("3f0c", "5f0c");
+    for c in [CTR, keep.as_str()] {
+        let (status, r) = t.cni(&call("ADD", c, "", conf(json!({})))).await;
+        assert_eq!(status, 200, "{r}");
+    }
+    // Another config's attachment on the same Neutron network is not this GC's.
+    let other = CTR.replace("3f0c", "6f0c");
+    t.cni(&call(
+        "ADD",
+        &other,
+        "",
+        conf(json!({"name": "other-conf"})),
+    ))
+    .await;
+    assert_eq!(ports(&t).len(), 3);
+    let valid =
+        conf(json!({"cni.dev/valid-attachments": [{"containerID": keep, "ifname": "eth0"}]}));
+    let (status, r) = t.cni(&call("GC", "", "", valid)).await;
+    assert_eq!(status, 200, "{r}");
+    let left: Vec<String> = ports(&t)
+        .iter()
+        .map(|p| p["device_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left.len(), 2);
+    assert!(left.contains(&keep) && left.contains(&other), "{left:?}");
+}
+
+#[tokio::test]
+async fn an_add_interrupted_after_its_port_is_redone_with_one_port() {
+    let (t, net_id, _) = driver().await;
+    // What a kuryr killed mid-ADD leaves: the tagged port, no veth.
+    let left = t.neutron.seed(
+        "ports",
+        json!({"network_id": net_id, "device_id": CTR, "binding:host_id": crate::testkit::HOST,
+            "tags": names::cni_tags("eth0", "kuryr-test")}),
+    );
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+    let p = ports(&t);
+    assert_eq!(p.len(), 1);
+    assert_ne!(p[0]["id"], left["id"]);
+}
+
+#[tokio::test]
+async fn status_is_ok_while_neutron_answers_and_50_when_it_does_not() {
+    let (t, _, _) = driver().await;
+    let (status, v) = t.cni(&call("STATUS", "", "", conf(json!({})))).await;
+    assert_eq!((status, &v), (200, &Value::Null));
+    t.neutron.inject(crate::testkit::Fault {
+        times: 10,
+        ..crate::testkit::Fault::once("GET", "/v2.0/networks", 503)
+    });
+    let (status, v) = t.cni(&call("STATUS", "", "", conf(json!({})))).await;
+    assert_eq!((status, v["code"].as_u64()), (503, Some(50)), "{v}");
+}
+
+#[tokio::test]
+async fn docker_gc_leaves_cni_attachments_alone() {
+    let (t, _, _) = driver().await;
+    t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    let live = crate::commands::gc::Live::default();
+    let opts = crate::commands::gc::Options {
+        docker_socket: "/nonexistent".into(),
+        grace: std::time::Duration::ZERO,
+    };
+    let leaks = crate::commands::gc::find(
+        &t.driver.cfg,
+        t.driver.neutron(),
+        t.driver.plumbing(),
+        &live,
+        &opts,
+    )
+    .await
+    .unwrap();
+    assert!(leaks.is_empty(), "{leaks:?}");
+}

@@ -1,0 +1,348 @@
+//! The `kuryr-cni` binary driven as a container runtime drives it, against a real
+//! `kuryr serve`, the real Neutron (linuxbridge agent) and real network namespaces: two
+//! "containers" get ports, addresses and routes and ping each other; CHECK, DEL, GC and
+//! every error path answer the spec's JSON and exit code.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::Kuryr;
+use kuryr::neutron::{Filters, Network, Neutron, Port, Subnet};
+use serde_json::{json, Value};
+
+/// A network namespace for the test, deleted however the test ends.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = common::unique("kcni");
+        common::ip(&["netns", "add", &name]);
+        Netns(name)
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+
+    fn exec(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// A Neutron network with one IPv4 subnet, deleted (with what is left on it) at the end.
+struct TestNet {
+    n: Neutron,
+    id: String,
+    name: String,
+}
+
+impl TestNet {
+    async fn new(cidr: &str, gw: &str) -> TestNet {
+        let n = common::neutron().await;
+        let name = common::unique("kuryr-cni-test-");
+        let net: Network = n.create(json!({"name": name})).await.unwrap();
+        let _: Subnet = n
+            .create(json!({"network_id": net.id, "cidr": cidr, "ip_version": 4,
+                "gateway_ip": gw, "name": format!("{name}-v4")}))
+            .await
+            .unwrap();
+        TestNet {
+            n,
+            id: net.id,
+            name,
+        }
+    }
+
+    async fn ports(&self) -> Vec<Port> {
+        self.n
+            .list(&Filters::new().add("network_id", self.id.as_str()))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|p: &Port| p.device_owner == kuryr::names::DEVICE_OWNER)
+            .collect()
+    }
+
+    async fn remove(self) {
+        for p in self.ports().await {
+            let _ = self.n.delete::<Port>(&p.id).await;
+        }
+        let subnets: Vec<Subnet> = self
+            .n
+            .list(&Filters::new().add("network_id", self.id.as_str()))
+            .await
+            .unwrap_or_default();
+        for s in subnets {
+            let _ = self.n.delete::<Subnet>(&s.id).await;
+        }
+        let _ = self.n.delete::<Network>(&self.id).await;
+    }
+}
+
+fn conf(k: &Kuryr, network: &str, extra: Value) -> Value {
+    let mut c = json!({"cniVersion": "1.0.0", "name": "kuryr-it", "type": "kuryr-cni",
+        "network": network, "socket": k.cni_socket});
+    if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        for (key, v) in e {
+            c.insert(key.clone(), v.clone());
+        }
+    }
+    c
+}
+
+/// Runs the plugin binary: exit code and stdout as JSON (Null when empty).
+fn cni(env: &[(&str, &str)], stdin: &Value) -> (i32, Value) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kuryr-cni"))
+        .env_clear()
+        .env("CNI_PATH", "/usr/lib/cni")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kuryr-cni");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {text}"))
+    };
+    (out.status.code().unwrap_or(-1), v)
+}
+
+fn env<'a>(cmd: &'a str, ctr: &'a str, ns: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("CNI_COMMAND", cmd),
+        ("CNI_CONTAINERID", ctr),
+        ("CNI_NETNS", ns),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=test"),
+    ]
+}
+
+fn addrs_in(ns: &Netns) -> String {
+    String::from_utf8_lossy(&ns.exec(&["ip", "-o", "addr", "show", "dev", "eth0"]).stdout)
+        .to_string()
+}
+
+fn pings(from: &Netns, to: &str) -> bool {
+    common::wait_until(90, || {
+        let out = from.exec(&["busybox", "ping", "-c", "1", "-W", "1", to]);
+        out.status.success().then_some(())
+    })
+    .is_some()
+}
+
+#[tokio::test]
+async fn two_namespaces_on_a_neutron_network_ping_and_leave_nothing() {
+    let k = Kuryr::at(tempfile::tempdir().unwrap().keep().join("k.sock")).start();
+    let net = TestNet::new("10.253.60.0/24", "10.253.60.1").await;
+    let (a, b) = (Netns::new(), Netns::new());
+    let (ca, cb) = (common::unique("ctr-a-"), common::unique("ctr-b-"));
+    let c = conf(&k, &net.name, json!({}));
+
+    let (code, ra) = cni(&env("ADD", &ca, &a.path()), &c);
+    assert_eq!(code, 0, "ADD: {ra}\n{}", k.log_text());
+    assert_eq!(ra["cniVersion"], "1.0.0");
+    assert_eq!(ra["interfaces"][1]["name"], "eth0");
+    assert_eq!(ra["interfaces"][1]["sandbox"], json!(a.path()));
+    let ip_a = ra["ips"][0]["address"].as_str().unwrap().to_string();
+    assert!(
+        ip_a.starts_with("10.253.60.") && ip_a.ends_with("/24"),
+        "{ra}"
+    );
+    assert_eq!(ra["ips"][0]["gateway"], "10.253.60.1");
+    assert!(addrs_in(&a).contains(&ip_a), "{}", addrs_in(&a));
+    // The default route via the subnet's gateway is in the namespace.
+    let routes = String::from_utf8_lossy(&a.exec(&["ip", "route"]).stdout).to_string();
+    assert!(
+        routes.contains("default via 10.253.60.1 dev eth0"),
+        "{routes}"
+    );
+
+    // The second one asks for its address and MAC, as Podman's --ip/--mac-address do.
+    let args = "IgnoreUnknown=1;IP=10.253.60.77;MAC=02:00:0a:fd:3c:4d";
+    let b_path = b.path();
+    let mut eb = env("ADD", &cb, &b_path);
+    eb[4] = ("CNI_ARGS", args);
+    let (code, rb) = cni(&eb, &c);
+    assert_eq!(code, 0, "ADD with IP/MAC: {rb}\n{}", k.log_text());
+    assert_eq!(rb["ips"][0]["address"], "10.253.60.77/24");
+    assert_eq!(rb["interfaces"][1]["mac"], "02:00:0a:fd:3c:4d");
+    let link =
+        String::from_utf8_lossy(&b.exec(&["ip", "-o", "link", "show", "eth0"]).stdout).to_string();
+    assert!(link.contains("02:00:0a:fd:3c:4d"), "{link}");
+
+    let ports = net.ports().await;
+    assert_eq!(ports.len(), 2);
+    for p in &ports {
+        assert!(p.tags.iter().any(|t| t == kuryr::names::TAG_CNI), "{p:?}");
+        assert!(p.vif_type.is_bound(), "{p:?}");
+    }
+    assert!(
+        pings(&a, "10.253.60.77"),
+        "a cannot reach b\n{}",
+        k.log_text()
+    );
+
+    // CHECK against the result ADD gave.
+    let (code, v) = cni(
+        &env("CHECK", &ca, &a.path()),
+        &conf(&k, &net.name, json!({"prevResult": ra})),
+    );
+    assert_eq!((code, &v), (0, &Value::Null), "CHECK");
+    // The same name again in a namespace that has it: refused, nothing new in Neutron.
+    let (code, v) = cni(&env("ADD", &common::unique("ctr-c-"), &a.path()), &c);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("already exists"), "{v}");
+    assert_eq!(net.ports().await.len(), 2, "the refused ADD left a port");
+
+    // GC with only b valid takes a away.
+    let valid = conf(
+        &k,
+        &net.name,
+        json!({"cni.dev/valid-attachments": [{"containerID": cb, "ifname": "eth0"}]}),
+    );
+    let (code, v) = cni(&[("CNI_COMMAND", "GC")], &valid);
+    assert_eq!((code, &v), (0, &Value::Null), "GC");
+    let left = net.ports().await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].device_id, cb);
+    assert!(!addrs_in(&a).contains(&ip_a), "a's interface survived GC");
+
+    // DEL, twice: everything of b goes, the second finds nothing and succeeds.
+    for _ in 0..2 {
+        let (code, v) = cni(&env("DEL", &cb, &b.path()), &c);
+        assert_eq!((code, &v), (0, &Value::Null), "DEL");
+    }
+    assert!(net.ports().await.is_empty());
+    let port_b = &left[0].id;
+    assert!(
+        common::host_links(&kuryr::names::host_veth(port_b)).is_empty(),
+        "host veth of b left"
+    );
+    let (code, v) = cni(&env("CHECK", &cb, &b.path()), &c);
+    assert_eq!(code, 1, "CHECK after DEL passed: {v}");
+    net.remove().await;
+}
+
+#[tokio::test]
+async fn errors_are_the_specs_json_and_exit_1() {
+    let k = Kuryr::at(tempfile::tempdir().unwrap().keep().join("k.sock")).start();
+    let ns = Netns::new();
+    let ctr = common::unique("ctr-e-");
+    // Unknown network: the exact error, and Neutron untouched.
+    let (code, v) = cni(
+        &env("ADD", &ctr, &ns.path()),
+        &conf(&k, "no-such-network-kuryr", json!({})),
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        v,
+        json!({"cniVersion": "1.0.0", "code": 7,
+            "msg": "no Neutron network is named \"no-such-network-kuryr\""})
+    );
+    // Missing environment.
+    let (code, v) = cni(
+        &[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", &ctr)],
+        &conf(&k, "x", json!({})),
+    );
+    assert_eq!((code, v["code"].as_u64()), (1, Some(4)), "{v}");
+    assert_eq!(v["msg"], "CNI_NETNS is not set");
+    // A config that is not JSON.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kuryr-cni"))
+        .env("CNI_COMMAND", "ADD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"{not json").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((out.status.code(), v["code"].as_u64()), (Some(1), Some(6)));
+    // An unsupported version.
+    let (code, v) = cni(
+        &env("ADD", &ctr, &ns.path()),
+        &conf(&k, "x", json!({"cniVersion": "0.2.0"})),
+    );
+    assert_eq!((code, v["code"].as_u64()), (1, Some(1)), "{v}");
+    // VERSION needs no daemon.
+    let (code, v) = cni(
+        &[("CNI_COMMAND", "VERSION")],
+        &json!({"cniVersion": "1.1.0"}),
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        v["supportedVersions"],
+        json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+    );
+    // STATUS: ready.
+    let (code, v) = cni(&[("CNI_COMMAND", "STATUS")], &conf(&k, "x", json!({})));
+    assert_eq!((code, &v), (0, &Value::Null), "STATUS");
+    // Daemon down: 50, for ADD and STATUS alike.
+    let down = json!({"cniVersion": "1.1.0", "name": "n", "type": "kuryr-cni",
+        "network": "x", "socket": "/run/kuryr/nobody-here.sock"});
+    for cmd in ["ADD", "STATUS"] {
+        let (code, v) = cni(&env(cmd, &ctr, &ns.path()), &down);
+        assert_eq!((code, v["code"].as_u64()), (1, Some(50)), "{cmd}: {v}");
+        assert_eq!(
+            v["msg"],
+            "kuryr daemon not reachable at /run/kuryr/nobody-here.sock"
+        );
+    }
+    assert!(
+        common::host_links("tap").iter().all(|l| !l.contains(&ctr)),
+        "no link for a failed call"
+    );
+}
+
+#[tokio::test]
+async fn neutron_down_is_status_50_and_add_fails_without_leaving_anything() {
+    // A kuryr whose Neutron never answers (a port nothing listens on).
+    let dir = tempfile::tempdir().unwrap().keep();
+    let sock = dir.join("k.sock");
+    let cni_sock = dir.join("cni.sock");
+    let text = format!(
+        "[DEFAULT]\nunix_socket = {}\ncni_socket = {}\n[neutron]\nauth_type = none\nendpoint = http://127.0.0.1:1\n",
+        sock.display(),
+        cni_sock.display()
+    );
+    let _k = Kuryr::at(sock).conf(&text).listen_only().start();
+    let wait = common::wait_until(10, || cni_sock.exists().then_some(()));
+    assert!(wait.is_some(), "no CNI socket");
+    let ns = Netns::new();
+    let c = json!({"cniVersion": "1.1.0", "name": "n", "type": "kuryr-cni",
+        "network": "x", "socket": cni_sock});
+    let (code, v) = cni(&[("CNI_COMMAND", "STATUS")], &c);
+    assert_eq!((code, v["code"].as_u64()), (1, Some(50)), "{v}");
+    assert!(
+        v["msg"]
+            .as_str()
+            .unwrap()
+            .contains("not connected to Neutron"),
+        "{v}"
+    );
+    let (code, v) = cni(&env("ADD", "ctr-down", &ns.path()), &c);
+    assert_eq!((code, v["code"].as_u64()), (1, Some(50)), "{v}");
+    let links = String::from_utf8_lossy(&ns.exec(&["ip", "-o", "link"]).stdout).to_string();
+    assert!(!links.contains("eth0"), "{links}");
+}
