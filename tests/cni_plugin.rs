@@ -8,8 +8,8 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use common::cni::{cni, TestNet};
 use common::Kuryr;
-use kuryr::neutron::{Filters, Network, Neutron, Port, Subnet};
 use serde_json::{json, Value};
 
 /// A network namespace for the test, deleted however the test ends.
@@ -41,56 +41,6 @@ impl Drop for Netns {
     }
 }
 
-/// A Neutron network with one IPv4 subnet, deleted (with what is left on it) at the end.
-struct TestNet {
-    n: Neutron,
-    id: String,
-    name: String,
-}
-
-impl TestNet {
-    async fn new(cidr: &str, gw: &str) -> TestNet {
-        let n = common::neutron().await;
-        let name = common::unique("kuryr-cni-test-");
-        let net: Network = n.create(json!({"name": name})).await.unwrap();
-        let _: Subnet = n
-            .create(json!({"network_id": net.id, "cidr": cidr, "ip_version": 4,
-                "gateway_ip": gw, "name": format!("{name}-v4")}))
-            .await
-            .unwrap();
-        TestNet {
-            n,
-            id: net.id,
-            name,
-        }
-    }
-
-    async fn ports(&self) -> Vec<Port> {
-        self.n
-            .list(&Filters::new().add("network_id", self.id.as_str()))
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|p: &Port| p.device_owner == kuryr::names::DEVICE_OWNER)
-            .collect()
-    }
-
-    async fn remove(self) {
-        for p in self.ports().await {
-            let _ = self.n.delete::<Port>(&p.id).await;
-        }
-        let subnets: Vec<Subnet> = self
-            .n
-            .list(&Filters::new().add("network_id", self.id.as_str()))
-            .await
-            .unwrap_or_default();
-        for s in subnets {
-            let _ = self.n.delete::<Subnet>(&s.id).await;
-        }
-        let _ = self.n.delete::<Network>(&self.id).await;
-    }
-}
-
 fn conf(k: &Kuryr, network: &str, extra: Value) -> Value {
     let mut c = json!({"cniVersion": "1.0.0", "name": "kuryr-it", "type": "kuryr-cni",
         "network": network, "socket": k.cni_socket});
@@ -100,33 +50,6 @@ fn conf(k: &Kuryr, network: &str, extra: Value) -> Value {
         }
     }
     c
-}
-
-/// Runs the plugin binary: exit code and stdout as JSON (Null when empty).
-fn cni(env: &[(&str, &str)], stdin: &Value) -> (i32, Value) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kuryr-cni"))
-        .env_clear()
-        .env("CNI_PATH", "/usr/lib/cni")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kuryr-cni");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v = if text.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {text}"))
-    };
-    (out.status.code().unwrap_or(-1), v)
 }
 
 fn env<'a>(cmd: &'a str, ctr: &'a str, ns: &'a str) -> Vec<(&'a str, &'a str)> {

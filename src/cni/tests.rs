@@ -57,6 +57,11 @@ async fn add_makes_one_bound_tagged_port_wired_into_the_namespace_and_del_takes_
     let (t, net_id, sub_id) = driver().await;
     let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
     assert_eq!(status, 200, "{r}");
+    // Four requests: the port is tagged in its create (crash-safe: no untagged port).
+    assert_eq!(
+        t.take_requests(),
+        vec!["GET networks", "GET subnets", "GET ports", "POST ports"]
+    );
     let p = ports(&t);
     assert_eq!(p.len(), 1);
     let port = &p[0];

@@ -228,10 +228,19 @@ impl Driver {
         if !groups.is_empty() {
             body["security_groups"] = json!(groups);
         }
-        let mut port: Port = self.neutron.create(body).await?;
         let tags = names::cni_tags(&a.ifname, &a.conf_name);
+        // Tagged in the create itself where Neutron can: a kuryr killed right after still
+        // leaves a port that DEL and GC find.
+        let tagged_at_create = self.ext.has(super::TAG_AT_CREATE);
+        if tagged_at_create {
+            body["tags"] = json!(tags);
+        }
+        let mut port: Port = self.neutron.create(body).await?;
+        crate::kill_point!("CNI.ADD.after_port");
         let wired = async {
-            self.neutron.replace_tags::<Port>(&port.id, &tags).await?;
+            if !tagged_at_create {
+                self.neutron.replace_tags::<Port>(&port.id, &tags).await?;
+            }
             port.tags = tags.clone();
             if super::sriov::is_sriov(&port.vnic_type) {
                 return Err(DriverError::BadRequest(

@@ -2,6 +2,7 @@
 //! the real dockerd. Nothing here skips: a missing service fails the test with the reason.
 #![allow(dead_code)]
 
+pub mod cni;
 pub mod cnm;
 pub mod ovs;
 pub mod vm;

@@ -214,18 +214,21 @@ PY
 }
 
 # ---------------------------------------------------------------- Docker
+busybox_root() { # busybox_root DIR: a root of Debian's static busybox and its applets
+  local root=$1 a
+  mkdir -p "$root/bin" "$root/etc" "$root/tmp"
+  cp /bin/busybox "$root/bin/busybox"
+  for a in sh ip ping ping6 nc sleep cat wget ifconfig route ls echo hostname udhcpc \
+           arp ps grep sed head tail true false kill env top; do
+    ln -s busybox "$root/bin/$a"
+  done
+}
 import_image() { # into the engine of $DOCKER_HOST (default: the machine's)
   if ! "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1; then
     log "importing $IMAGE from Debian's static busybox"
     note_change "imported $IMAGE${DOCKER_HOST:+ into $DOCKER_HOST}"
     local root; root=$(mktemp -d)
-    mkdir -p "$root/bin" "$root/etc" "$root/tmp"
-    cp /bin/busybox "$root/bin/busybox"
-    local a
-    for a in sh ip ping ping6 nc sleep cat wget ifconfig route ls echo hostname udhcpc \
-             arp ps grep sed head tail true false kill env top; do
-      ln -s busybox "$root/bin/$a"
-    done
+    busybox_root "$root"
     tar -C "$root" -c . | "$DOCKER" import -c 'CMD ["sh"]' - "$IMAGE" >/dev/null \
       || die "docker import failed"
     rm -rf "$root"

@@ -1,0 +1,85 @@
+//! The CNI side of the integration tests: a Neutron network made for a test, and the
+//! `kuryr-cni` binary run as a container runtime runs it.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use kuryr::neutron::{Filters, Network, Neutron, Port, Subnet};
+use serde_json::{json, Value};
+
+/// A Neutron network with one IPv4 subnet, deleted (with what is left on it) at the end.
+pub struct TestNet {
+    pub n: Neutron,
+    pub id: String,
+    pub name: String,
+}
+
+impl TestNet {
+    pub async fn new(cidr: &str, gw: &str) -> TestNet {
+        let n = super::neutron().await;
+        let name = super::unique("kuryr-cni-test-");
+        let net: Network = n.create(json!({"name": name})).await.unwrap();
+        let _: Subnet = n
+            .create(json!({"network_id": net.id, "cidr": cidr, "ip_version": 4,
+                "gateway_ip": gw, "name": format!("{name}-v4")}))
+            .await
+            .unwrap();
+        TestNet {
+            n,
+            id: net.id,
+            name,
+        }
+    }
+
+    pub async fn ports(&self) -> Vec<Port> {
+        self.n
+            .list(&Filters::new().add("network_id", self.id.as_str()))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|p: &Port| p.device_owner == kuryr::names::DEVICE_OWNER)
+            .collect()
+    }
+
+    pub async fn remove(self) {
+        for p in self.ports().await {
+            let _ = self.n.delete::<Port>(&p.id).await;
+        }
+        let subnets: Vec<Subnet> = self
+            .n
+            .list(&Filters::new().add("network_id", self.id.as_str()))
+            .await
+            .unwrap_or_default();
+        for s in subnets {
+            let _ = self.n.delete::<Subnet>(&s.id).await;
+        }
+        let _ = self.n.delete::<Network>(&self.id).await;
+    }
+}
+
+/// Runs the plugin binary: exit code and stdout as JSON (Null when empty).
+pub fn cni(env: &[(&str, &str)], stdin: &Value) -> (i32, Value) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kuryr-cni"))
+        .env_clear()
+        .env("CNI_PATH", "/usr/lib/cni")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kuryr-cni");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {text}"))
+    };
+    (out.status.code().unwrap_or(-1), v)
+}
