@@ -126,6 +126,14 @@ async fn two_namespaces_on_a_neutron_network_ping_and_leave_nothing() {
         "a cannot reach b\n{}",
         k.log_text()
     );
+    // doctor counts them.
+    let doctor = Command::new(env!("CARGO_BIN_EXE_kuryr"))
+        .args(["doctor", "--config-file"])
+        .arg(k.dir.path().join("kuryr.conf"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&doctor.stdout);
+    assert!(out.contains("2 attachment(s) on this host"), "{out}");
 
     // CHECK against the result ADD gave.
     let (code, v) = cni(
@@ -268,4 +276,36 @@ async fn neutron_down_is_status_50_and_add_fails_without_leaving_anything() {
     assert_eq!((code, v["code"].as_u64()), (1, Some(50)), "{v}");
     let links = String::from_utf8_lossy(&ns.exec(&["ip", "-o", "link"]).stdout).to_string();
     assert!(!links.contains("eth0"), "{links}");
+}
+
+#[tokio::test]
+async fn a_namespace_gone_without_del_is_reported_by_kuryr_gc() {
+    let k = Kuryr::at(tempfile::tempdir().unwrap().keep().join("k.sock")).start();
+    let net = TestNet::new("10.253.64.0/24", "10.253.64.1").await;
+    let ns = Netns::new();
+    let ctr = common::unique("ctr-g-");
+    let c = conf(&k, &net.name, json!({}));
+    let (code, r) = cni(&env("ADD", &ctr, &ns.path()), &c);
+    assert_eq!(code, 0, "{r}");
+    let port = net.ports().await.remove(0);
+    let conf_text = std::fs::read_to_string(k.dir.path().join("kuryr.conf")).unwrap();
+    // Wired: kuryr gc leaves it alone.
+    let report = common::kuryr_gc(&conf_text, &[]);
+    assert!(!report.contains(&port.id), "{report}");
+    // The container's namespace ends without a DEL: the kernel takes the veth pair.
+    drop(ns);
+    let veth = kuryr::names::host_veth(&port.id);
+    let gone = common::wait_until(10, || common::host_links(&veth).is_empty().then_some(()));
+    assert!(gone.is_some(), "{veth} outlived its namespace");
+    let report = common::kuryr_gc(&conf_text, &[]);
+    assert!(
+        report.contains(&format!(
+            "port {}: CNI attachment of container {ctr}",
+            port.id
+        )),
+        "{report}"
+    );
+    let (code, v) = cni(&env("DEL", &ctr, ""), &c);
+    assert_eq!((code, &v), (0, &Value::Null));
+    net.remove().await;
 }

@@ -139,6 +139,13 @@ fn doctor_passes_on_a_working_setup() {
         "{out}"
     );
     assert!(out.contains("[ ok ] bridged traffic and iptables"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{} answers; 0 attachment(s) on this host",
+            k.cni_socket.display()
+        )),
+        "{out}"
+    );
     assert!(out.contains("all checks passed"), "{out}");
 }
 

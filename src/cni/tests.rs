@@ -263,9 +263,26 @@ async fn status_is_ok_while_neutron_answers_and_50_when_it_does_not() {
 }
 
 #[tokio::test]
-async fn docker_gc_leaves_cni_attachments_alone() {
+async fn kuryr_gc_keeps_wired_attachments_and_takes_those_whose_veth_the_kernel_removed() {
     let (t, _, _) = driver().await;
-    t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    let gone = CTR.replace("3f0c", "7f0c");
+    for c in [CTR, gone.as_str()] {
+        let (status, r) = t.cni(&call("ADD", c, "", conf(json!({})))).await;
+        assert_eq!(status, 200, "{r}");
+    }
+    // The second container's namespace ended without a DEL: its veth went with it.
+    let gone_port = ports(&t)
+        .into_iter()
+        .find(|p| p["device_id"] == json!(gone))
+        .unwrap();
+    let gone_id = gone_port["id"].as_str().unwrap().to_string();
+    t.host.clear_calls();
+    t.driver
+        .plumbing()
+        .delete_link(&names::host_veth(&gone_id))
+        .await
+        .unwrap();
+    // Docker knows neither container: only the veth decides.
     let live = crate::commands::gc::Live::default();
     let opts = crate::commands::gc::Options {
         docker_socket: "/nonexistent".into(),
@@ -280,5 +297,9 @@ async fn docker_gc_leaves_cni_attachments_alone() {
     )
     .await
     .unwrap();
-    assert!(leaks.is_empty(), "{leaks:?}");
+    assert_eq!(leaks.len(), 1, "{leaks:?}");
+    assert!(
+        matches!(&leaks[0], crate::commands::gc::Leak::Port { id, .. } if *id == gone_id),
+        "{leaks:?}"
+    );
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::config::Config;
 use crate::docker::Docker;
 use crate::host::binding;
+use crate::names;
 use crate::neutron::{Agent, Filters, Neutron, Port, SubnetPool, VifType};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +93,7 @@ pub async fn checks(opts: &Options) -> Vec<Check> {
     }
     out.push(binding_programs(&neutron, &cfg).await);
     out.push(listener(&cfg, &opts.plugin));
+    out.push(cni(&neutron, &cfg).await);
     out.push(docker_engine(&opts.docker_socket).await);
     out.push(docker_plugin(&opts.docker_socket, &opts.plugin).await);
     out.push(forward_policy());
@@ -446,6 +448,56 @@ fn listener(cfg: &Config, plugin: &str) -> Check {
             "plugin discovery file",
             format!("no unix socket configured and no {plugin}.spec/.json"),
             "run kuryr serve --discovery-dir /etc/docker/plugins",
+        ),
+    }
+}
+
+/// Where runtimes look for CNI plugins by default (Podman, containerd, CRI-O, Nomad).
+const CNI_PLUGIN_DIRS: &[&str] = &["/opt/cni/bin", "/usr/lib/cni", "/usr/libexec/cni"];
+
+/// The CNI front-end: its socket answers, `kuryr-cni` is where runtimes look, and how
+/// many attachments this host holds (and how many lost their container).
+async fn cni(n: &Neutron, cfg: &Config) -> Check {
+    let Some(sock) = &cfg.cni_socket else {
+        return Check::ok("CNI", "off (cni_socket is empty)");
+    };
+    if let Err(e) = std::os::unix::net::UnixStream::connect(sock) {
+        return Check::warn(
+            "CNI",
+            format!("{}: {e}", sock.display()),
+            "start kuryr serve (needed only by Podman and other CNI runtimes)",
+        );
+    }
+    let tags = [names::TAG_CNI];
+    let ports: Vec<Port> = match n
+        .list(
+            &Filters::new()
+                .add("binding:host_id", cfg.host.as_str())
+                .tags(&tags),
+        )
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return Check::fail("CNI", format!("listing CNI ports: {e}"), "check Neutron"),
+    };
+    let plugin = CNI_PLUGIN_DIRS
+        .iter()
+        .map(|d| Path::new(d).join("kuryr-cni"))
+        .find(|p| p.exists());
+    let detail = format!(
+        "{} answers; {} attachment(s) on this host",
+        sock.display(),
+        ports.len()
+    );
+    match plugin {
+        Some(p) => Check::ok("CNI", format!("{detail}; plugin {}", p.display())),
+        None => Check::warn(
+            "CNI",
+            format!(
+                "{detail}; kuryr-cni is in none of {}",
+                CNI_PLUGIN_DIRS.join(", ")
+            ),
+            "install -m 755 kuryr-cni /opt/cni/bin/ (or into your runtime's cni_plugin_dirs)",
         ),
     }
 }

@@ -136,6 +136,7 @@ pub async fn find(
         leaks: Vec::new(),
     };
     f.bound_ports().await?;
+    f.cni_attachments().await?;
     f.stray_reservations().await?;
     f.nested().await?;
     let all_ports: Vec<Port> = neutron
@@ -177,7 +178,7 @@ impl Finder<'_> {
             if self.recent(&raw) {
                 continue;
             }
-            // A CNI attachment: Docker does not know it; the runtime's CNI GC judges it.
+            // A CNI attachment: Docker does not know it (`cni_attachments` judges it).
             if port.tags.iter().any(|t| t == names::TAG_CNI) {
                 continue;
             }
@@ -192,6 +193,47 @@ impl Finder<'_> {
                 let why = format!(
                     "endpoint {} is not in Docker",
                     ep.unwrap_or(port.device_id.clone())
+                );
+                self.doom_port(port.id, why);
+            }
+        }
+        Ok(())
+    }
+
+    /// CNI attachments of this host whose container is gone without a DEL: the kernel
+    /// deletes a veth whose namespace ends, so a port whose host veth is gone serves
+    /// nobody. (Docker does not know these containers; the runtime's CNI GC removes the
+    /// others it no longer has.)
+    async fn cni_attachments(&mut self) -> Result<(), String> {
+        let ports: Vec<Value> = self
+            .neutron
+            .list_raw(
+                "ports",
+                &Filters::new()
+                    .add("binding:host_id", self.cfg.host.as_str())
+                    .tags(&[names::TAG_CNI]),
+            )
+            .await
+            .map_err(neutron_err)?;
+        for raw in ports {
+            let Ok(port) = serde_json::from_value::<Port>(raw.clone()) else {
+                continue;
+            };
+            // An ADD under way has made its port and not its veth yet.
+            if self.recent(&raw) {
+                continue;
+            }
+            let veth = names::host_veth(&port.id);
+            let gone = self
+                .host
+                .link_mac(&veth)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none();
+            if gone {
+                let why = format!(
+                    "CNI attachment of container {}: its interface {veth} is gone (the container ended without a CNI DEL)",
+                    port.device_id
                 );
                 self.doom_port(port.id, why);
             }
