@@ -18,6 +18,12 @@ pub const DEVICE_OWNER: &str = "compute:kuryr";
 /// port's `device_id`, its interface and network config the two tags below. `kuryr gc`
 /// leaves these to the runtime's CNI GC: Docker does not know them.
 pub const TAG_CNI: &str = "kuryr.cni";
+/// On a Neutron network (kuryr's own, not upstream's): a security group every kuryr
+/// port on it gets, unless its container asks for others (`neutron.security_groups`).
+pub const TAG_SG: &str = "kuryr.sg:";
+/// On a port whose groups kuryr set from `neutron.security_groups`: it is deleted at
+/// release, never given back to the port pool with another container's groups.
+pub const TAG_PORT_GROUPS: &str = "kuryr.port.groups";
 pub const TAG_CNI_IF: &str = "kuryr.cni.if:";
 pub const TAG_CNI_NET: &str = "kuryr.cni.net:";
 /// Tag on ports made by IPAM (same string as the device owner, as upstream).
@@ -137,6 +143,19 @@ pub fn id_from_tags(tags: &[String]) -> Option<String> {
         .find_map(|t| t.strip_prefix(TAG_HIGH))
         .unwrap_or("");
     Some(format!("{low}{high}"))
+}
+
+/// The network tags naming security groups `ids`.
+pub fn sg_tags(ids: &[String]) -> Vec<String> {
+    ids.iter().map(|id| format!("{TAG_SG}{id}")).collect()
+}
+
+/// The security groups a network's tags name, in tag order.
+pub fn sgs_from_tags(tags: &[String]) -> Vec<String> {
+    tags.iter()
+        .filter_map(|t| t.strip_prefix(TAG_SG))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The tags of a CNI attachment's port: interface and network config name (cut to fit

@@ -17,6 +17,8 @@ pub struct NetInfo {
     /// `provider:physical_network` (admin only; "" otherwise): where SR-IOV VFs are picked.
     pub physical_network: String,
     pub subnets: Vec<Subnet>,
+    /// The groups its ports get (`kuryr.sg:` tags; empty: Neutron's default).
+    pub security_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

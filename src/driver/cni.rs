@@ -16,7 +16,7 @@ use super::{Driver, DriverError, Result};
 use crate::host::netns::NsInterface;
 use crate::host::PlugRequest;
 use crate::names;
-use crate::neutron::{Filters, Network, Port, SecurityGroup, Subnet};
+use crate::neutron::{Filters, Network, Port, Subnet};
 
 /// One attachment as ADD, DEL and CHECK name it.
 #[derive(Debug, Clone)]
@@ -121,34 +121,6 @@ impl Driver {
         Ok(picked)
     }
 
-    async fn cni_security_groups(&self, want: &[String]) -> Result<Vec<String>> {
-        let mut ids = Vec::new();
-        for g in want {
-            if is_uuid(g) {
-                ids.push(g.clone());
-                continue;
-            }
-            let found: Vec<SecurityGroup> = self
-                .neutron
-                .list(&Filters::new().add("name", g.as_str()))
-                .await?;
-            match found.as_slice() {
-                [one] => ids.push(one.id.clone()),
-                [] => {
-                    return Err(DriverError::NotFound(format!(
-                        "no security group is named {g:?}"
-                    )))
-                }
-                _ => {
-                    return Err(DriverError::BadRequest(format!(
-                        "several security groups are named {g:?}: give its id instead"
-                    )))
-                }
-            }
-        }
-        Ok(ids)
-    }
-
     /// The ports of an attachment (one, unless a crash left a second).
     async fn cni_ports(&self, a: &Attach) -> Result<Vec<Port>> {
         let tags = [
@@ -200,7 +172,7 @@ impl Driver {
             .await;
         let net = self.cni_network(&w.network).await?;
         let subnets = self.cni_subnets(&net, &w.subnet).await?;
-        let groups = self.cni_security_groups(&w.security_groups).await?;
+        let groups = self.security_group_ids(&w.security_groups).await?;
         let fixed_ips = fixed_ips(&subnets, &w.ips)?;
         for old in self.cni_ports(a).await? {
             tracing::info!(port = %old.id, container = %a.container_id, "replacing the port of an interrupted ADD");

@@ -74,6 +74,8 @@ struct EndpointAsk<'a> {
     addrs: Vec<IpAddr>,
     subnets: Vec<Subnet>,
     mac: Option<String>,
+    /// The port's security groups, when the container or its network names some.
+    groups: Option<Vec<String>>,
 }
 
 impl Driver {
@@ -94,11 +96,25 @@ impl Driver {
         let _g = self.locks.lock(&format!("ep:{ep}")).await;
         let net = self.require_net(&req.network_id).await?;
         let subnets = subnets_of(&net, &addrs)?;
+        // The container's groups replace its network's; resolved before anything changes.
+        let groups = match req
+            .options
+            .get(super::network::SECURITY_GROUPS_OPTION)
+            .and_then(Value::as_str)
+        {
+            Some(v) => Some(
+                self.security_group_ids(&super::network::split_list(v))
+                    .await?,
+            ),
+            None if !net.security_groups.is_empty() => Some(net.security_groups.clone()),
+            None => None,
+        };
         let ask = EndpointAsk {
             ep,
             addrs,
             subnets,
             mac,
+            groups,
         };
         let ports = self.reserved_ports(&ask).await?;
         // Plan: checks and reads only. Picking a free VF (an SR-IOV port without a
@@ -215,6 +231,9 @@ impl Driver {
     ) -> Result<PortPlan> {
         let ep = ask.ep;
         let mut body = self.binding_body(ep, host);
+        if let Some(g) = &ask.groups {
+            body["security_groups"] = json!(g);
+        }
         let picked = matches!(host, HostPlan::Sriov(p) if p.profile.is_some());
         // One port holding every address: bind it.
         if let [old] = ports.as_slice() {
@@ -244,6 +263,9 @@ impl Driver {
         }
         let mut tags = vec![names::TAG_KURYR_PORT.to_string()];
         tags.extend(names::id_tags(ep));
+        if ask.groups.is_some() {
+            tags.push(names::TAG_PORT_GROUPS.to_string());
+        }
         Ok(PortPlan::Replace {
             delete: ports,
             body,
@@ -272,11 +294,28 @@ impl Driver {
         if let Some(m) = new_mac {
             body["mac_address"] = json!(m);
         }
+        // A user's port keeps its own groups.
+        if !kuryr_made(&old) {
+            if let Some(b) = body.as_object_mut() {
+                b.remove("security_groups");
+            }
+        }
+        let groups_ok = body
+            .get("security_groups")
+            .and_then(Value::as_array)
+            .is_none_or(|g| {
+                g.len() == old.security_groups.len()
+                    && g.iter().all(|x| {
+                        x.as_str()
+                            .is_some_and(|x| old.security_groups.iter().any(|o| o == x))
+                    })
+            });
         let nested = matches!(host, HostPlan::Nested(..));
         let subport = matches!(host, HostPlan::Nested(_, super::nested::NestedKind::Vlan));
         let already = (nested || old.host_id == self.cfg.host)
             && (subport || old.device_id == ep)
-            && names::has_id_tags(&old.tags, ep);
+            && names::has_id_tags(&old.tags, ep)
+            && groups_ok;
         // binding_failed is retried: the agent may have come up since.
         if already && (nested || old.vif_type.is_bound()) {
             return PortPlan::Keep(Box::new(old));
@@ -292,6 +331,9 @@ impl Driver {
         if picked {
             add.push(names::TAG_VF_PICKED.to_string());
         }
+        if body.get("security_groups").is_some() && !groups_ok {
+            add.push(names::TAG_PORT_GROUPS.to_string());
+        }
         if kuryr_made(&old) {
             add.push(names::TAG_KURYR_PORT.to_string());
         }
@@ -302,7 +344,8 @@ impl Driver {
         }
         let bound_here = old.host_id == self.cfg.host && old.vif_type.is_bound();
         let free = old.device_id.is_empty() || old.device_id == ep;
-        if matches!(host, HostPlan::Veth) && bound_here && free && new_mac.is_none() {
+        // Groups take effect before the container starts: not deferred with the rest.
+        if matches!(host, HostPlan::Veth) && bound_here && free && new_mac.is_none() && groups_ok {
             if let Some(b) = body.as_object_mut() {
                 // Already so: bound here, admin up.
                 b.remove("binding:host_id");
@@ -524,6 +567,7 @@ impl Driver {
                     "device_id": port.device_id,
                     "name": port.name,
                     "mac_address": port.mac_address,
+                    "security_groups": port.security_groups,
                 });
                 // A VF kuryr picked is given back with the rest.
                 if super::sriov::is_sriov(&port.vnic_type) {

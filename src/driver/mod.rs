@@ -245,6 +245,7 @@ impl Driver {
             .await?;
         let info = NetInfo {
             existing: net.tags.contains(&names::existing_net_tag(docker_net_id)),
+            security_groups: names::sgs_from_tags(&net.tags),
             neutron_id: net.id,
             mtu: net.mtu,
             project_id: net.project_id,
@@ -255,6 +256,37 @@ impl Driver {
             .networks
             .put(docker_net_id.to_string(), info.clone());
         Ok(Some(info))
+    }
+
+    /// Security groups by id or name (an id costs nothing, a name one request); an
+    /// unknown or ambiguous name is a bad request, found before anything is made.
+    pub(crate) async fn security_group_ids(&self, want: &[String]) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = Vec::new();
+        for g in want.iter().map(|g| g.trim()).filter(|g| !g.is_empty()) {
+            let id = if uuid::Uuid::parse_str(g).is_ok() {
+                g.to_string()
+            } else {
+                let found: Vec<crate::neutron::SecurityGroup> =
+                    self.neutron.list(&Filters::new().add("name", g)).await?;
+                match found.as_slice() {
+                    [one] => one.id.clone(),
+                    [] => {
+                        return Err(DriverError::BadRequest(format!(
+                            "no security group is named {g:?}"
+                        )))
+                    }
+                    _ => {
+                        return Err(DriverError::BadRequest(format!(
+                            "several security groups are named {g:?}: give its id instead"
+                        )))
+                    }
+                }
+            };
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 
     /// The port of an endpoint: cache, else by the endpoint's id tags.

@@ -100,18 +100,29 @@ impl Driver {
         if self.net_info(id).await?.is_some() {
             return Ok(json!({}));
         }
-        // Pools first: nothing is created if one is missing.
+        // Groups and pools first: nothing is created if one is missing.
+        let groups = match opts.get(SECURITY_GROUPS_OPTION) {
+            Some(v) => self.security_group_ids(&split_list(v)).await?,
+            None => Vec::new(),
+        };
         let mut pools = Vec::new();
         for f in &fams {
             pools.push(self.pool_for(f, &opts).await?);
         }
-        let (net, adopted, net_undo) = self.network_for(id, &opts, shared).await?;
+        let (net, adopted, net_undo) = self.network_for(id, &opts, shared, &groups).await?;
         crate::kill_point!("CreateNetwork.after_network");
         let subnets = match self.subnets_for(&net, adopted, &fams, &pools, &opts).await {
             Ok(s) => s,
             Err(e) => return Err(self.undo_network(vec![net_undo], e).await),
         };
+        let mut security_groups = names::sgs_from_tags(&net.tags);
+        for g in groups {
+            if !security_groups.contains(&g) {
+                security_groups.push(g);
+            }
+        }
         let info = NetInfo {
+            security_groups,
             neutron_id: net.id,
             mtu: net.mtu,
             existing: adopted,
@@ -139,6 +150,7 @@ impl Driver {
         id: &str,
         opts: &BTreeMap<String, String>,
         shared: bool,
+        groups: &[String],
     ) -> Result<(Network, bool, NetUndo)> {
         let existing = match (
             Self::net_option(opts, "neutron.net.uuid"),
@@ -155,6 +167,7 @@ impl Driver {
             (None, None) => None,
         };
         let mut id_tags = names::id_tags(id);
+        id_tags.extend(names::sg_tags(groups));
         let Some(net) = existing else {
             let net: Network = self
                 .neutron
@@ -467,10 +480,11 @@ impl Driver {
         }
         let mut drop_tags = names::id_tags(id);
         drop_tags.push(names::existing_net_tag(id));
+        // The groups go with the last Docker network on it (several hosts share them).
         let keep: Vec<String> = net
             .tags
             .into_iter()
-            .filter(|t| !drop_tags.contains(t))
+            .filter(|t| !drop_tags.contains(t) && (shared || !t.starts_with(names::TAG_SG)))
             .collect();
         self.neutron
             .replace_tags::<Network>(&info.neutron_id, &keep)
@@ -529,4 +543,17 @@ impl Driver {
             }
         }
     }
+}
+
+/// CreateNetwork and CreateEndpoint option: security groups (names or ids, comma
+/// separated) of the ports; a container's replace its network's.
+pub(crate) const SECURITY_GROUPS_OPTION: &str = "neutron.security_groups";
+
+/// `a, b,c` -> `[a, b, c]`.
+pub(crate) fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
 }

@@ -36,6 +36,11 @@ fn ep_ref(ep: &str) -> Value {
 /// What Docker does before a container: RequestPool, the gateway, CreateNetwork.
 /// Returns the pool id.
 async fn network(t: &TestDriver, cidr: &str, gw: &str) -> String {
+    network_with(t, cidr, gw, json!({})).await
+}
+
+/// As `network`, with these CreateNetwork options (`-o`).
+async fn network_with(t: &TestDriver, cidr: &str, gw: &str, opts: Value) -> String {
     let pool = t.ok("IpamDriver.RequestPool", &pool_req(cidr)).await;
     let pool_id = pool["PoolID"].as_str().unwrap_or_default().to_string();
     t.ok(
@@ -46,7 +51,7 @@ async fn network(t: &TestDriver, cidr: &str, gw: &str) -> String {
     .await;
     t.ok(
         "NetworkDriver.CreateNetwork",
-        &net_req(NET, cidr, &format!("{gw}/24"), json!({})),
+        &net_req(NET, cidr, &format!("{gw}/24"), opts),
     )
     .await;
     pool_id
@@ -1526,4 +1531,115 @@ async fn bookkeeping_neutron_refused_is_written_once_it_answers() {
         names::id_tags(EP).iter().all(|t| tags.contains(t)),
         "{tags:?}"
     );
+}
+
+/// RequestAddress (no MAC: the port is bound ahead) and CreateEndpoint with these
+/// endpoint options; the address.
+async fn endpoint_with(t: &TestDriver, pool_id: &str, ep: &str, opts: Value) -> String {
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
+        )
+        .await;
+    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    let mut req = ep_req(ep, &addr, "");
+    req["Options"] = opts;
+    req["Interface"] = json!({"Address": addr, "AddressIPv6": ""});
+    t.take_requests();
+    t.ok("NetworkDriver.CreateEndpoint", &req).await;
+    addr
+}
+
+#[tokio::test]
+async fn a_networks_groups_go_on_its_ports_and_a_containers_own_replace_them() {
+    let t = TestDriver::new("").await;
+    let web = t.neutron.seed("security-groups", json!({"name": "web"}));
+    let db = t.neutron.seed("security-groups", json!({"name": "db"}));
+    let pool = network_with(
+        &t,
+        "10.60.0.0/24",
+        "10.60.0.1",
+        json!({"neutron.security_groups": "web"}),
+    )
+    .await;
+    let net = &t.neutron.all("networks")[0];
+    assert!(
+        net["tags"].as_array().unwrap().contains(&json!(format!(
+            "{}{}",
+            names::TAG_SG,
+            web["id"].as_str().unwrap()
+        ))),
+        "{net}"
+    );
+    let a = endpoint_with(&t, &pool, EP, json!({})).await;
+    assert_eq!(port_of(&t, &a)["security_groups"], json!([web["id"]]));
+    // In effect before the container starts: one update (and its tags) on the start path.
+    assert_eq!(t.take_requests(), vec!["PUT ports", "PUT ports/tags"]);
+    let b = endpoint_with(&t, &pool, EP2, json!({"neutron.security_groups": "db"})).await;
+    assert_eq!(port_of(&t, &b)["security_groups"], json!([db["id"]]));
+    // A released port with a container's own groups is deleted, not pooled.
+    let tags = port_of(&t, &b)["tags"].clone();
+    assert!(
+        tags.as_array()
+            .unwrap()
+            .contains(&json!(names::TAG_PORT_GROUPS)),
+        "{tags}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_group_is_a_400_before_anything_is_made() {
+    let t = TestDriver::new("").await;
+    let pool = t
+        .ok("IpamDriver.RequestPool", &pool_req("10.61.0.0/24"))
+        .await["PoolID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (s, v) = t
+        .call(
+            "NetworkDriver.CreateNetwork",
+            &net_req(
+                NET,
+                "10.61.0.0/24",
+                "10.61.0.1/24",
+                json!({"neutron.security_groups": "nope"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["Err"].as_str().unwrap().contains("\"nope\""), "{v}");
+    assert_eq!(t.neutron.count("networks"), 0);
+    // On a network without groups, a container naming an unknown one changes nothing.
+    t.ok(
+        "NetworkDriver.CreateNetwork",
+        &net_req(NET, "10.61.0.0/24", "10.61.0.1/24", json!({})),
+    )
+    .await;
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool, "Address": "", "Options": {}}),
+        )
+        .await["Address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let before = port_of(&t, &a);
+    let mut req = ep_req(EP, &a, "");
+    req["Options"] = json!({"neutron.security_groups": "web,nope"});
+    req["Interface"] = json!({"Address": a, "AddressIPv6": ""});
+    let (s, v) = t.call("NetworkDriver.CreateEndpoint", &req).await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(port_of(&t, &a), before);
+    assert!(t.host.links().is_empty());
+}
+
+#[tokio::test]
+async fn without_groups_a_start_costs_what_it_did() {
+    let t = TestDriver::new("").await;
+    let pool = network(&t, "10.62.0.0/24", "10.62.0.1").await;
+    endpoint_with(&t, &pool, EP, json!({})).await;
+    assert!(t.take_requests().is_empty());
 }
