@@ -303,3 +303,42 @@ async fn kuryr_gc_keeps_wired_attachments_and_takes_those_whose_veth_the_kernel_
         "{leaks:?}"
     );
 }
+
+#[tokio::test]
+async fn groups_come_from_the_config_else_from_the_networks_tags() {
+    let (t, net_id, _) = driver().await;
+    let web = t.neutron.seed("security-groups", json!({"name": "web"}));
+    let db = t.neutron.seed("security-groups", json!({"name": "db"}));
+    t.neutron.set(
+        "networks",
+        &net_id,
+        json!({"tags": names::sg_tags(&[web["id"].as_str().unwrap().to_string()])}),
+    );
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(ports(&t)[0]["security_groups"], json!([web["id"]]));
+    let other = CTR.replace("3f0c", "8f0c");
+    let (status, r) = t
+        .cni(&call(
+            "ADD",
+            &other,
+            "",
+            conf(json!({"securityGroups": ["db"]})),
+        ))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let p = ports(&t)
+        .into_iter()
+        .find(|p| p["device_id"] == json!(other))
+        .unwrap();
+    assert_eq!(p["security_groups"], json!([db["id"]]));
+    let (status, r) = t
+        .cni(&call(
+            "ADD",
+            &CTR.replace("3f0c", "9f0c"),
+            "",
+            conf(json!({"securityGroups": ["nope"]})),
+        ))
+        .await;
+    assert_eq!((status, r["code"].as_u64()), (400, Some(7)), "{r}");
+}

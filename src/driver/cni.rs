@@ -172,7 +172,11 @@ impl Driver {
             .await;
         let net = self.cni_network(&w.network).await?;
         let subnets = self.cni_subnets(&net, &w.subnet).await?;
-        let groups = self.security_group_ids(&w.security_groups).await?;
+        // The config's groups, else those a Docker network asked for on this network.
+        let groups = match w.security_groups.is_empty() {
+            false => self.security_group_ids(&w.security_groups).await?,
+            true => names::sgs_from_tags(&net.tags),
+        };
         let fixed_ips = fixed_ips(&subnets, &w.ips)?;
         for old in self.cni_ports(a).await? {
             tracing::info!(port = %old.id, container = %a.container_id, "replacing the port of an interrupted ADD");
