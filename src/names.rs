@@ -26,6 +26,9 @@ pub const TAG_SG: &str = "kuryr.sg:";
 pub const TAG_PORT_GROUPS: &str = "kuryr.port.groups";
 pub const TAG_CNI_IF: &str = "kuryr.cni.if:";
 pub const TAG_CNI_NET: &str = "kuryr.cni.net:";
+/// On a Neutron network kuryr made for a CNI config's `cidr`/`subnetpool`; kept after
+/// its last attachment, as the runtime's network config is.
+pub const TAG_CNI_MADE: &str = "kuryr.cni.made";
 /// Tag on ports made by IPAM (same string as the device owner, as upstream).
 pub const TAG_KURYR_PORT: &str = "compute:kuryr";
 pub const UNBOUND_PORT_NAME: &str = "kuryr-unbound-port";

@@ -309,3 +309,31 @@ async fn a_namespace_gone_without_del_is_reported_by_kuryr_gc() {
     assert_eq!((code, &v), (0, &Value::Null));
     net.remove().await;
 }
+
+#[tokio::test]
+async fn a_config_with_a_cidr_makes_its_network_in_neutron() {
+    let k = Kuryr::at(tempfile::tempdir().unwrap().keep().join("k.sock")).start();
+    let n = common::neutron().await;
+    let name = common::unique("kuryr-cni-made-");
+    let ns = Netns::new();
+    let ctr = common::unique("ctr-m-");
+    let c = conf(&k, &name, json!({"cidr": "10.253.65.0/24"}));
+    let (code, r) = cni(&env("ADD", &ctr, &ns.path()), &c);
+    assert_eq!(code, 0, "{r}\n{}", k.log_text());
+    assert!(addrs_in(&ns).contains("10.253.65."), "{}", addrs_in(&ns));
+    let nets: Vec<kuryr::neutron::Network> = n
+        .list(&kuryr::neutron::Filters::new().add("name", name.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(nets.len(), 1);
+    assert!(nets[0].tags.iter().any(|t| t == kuryr::names::TAG_CNI_MADE));
+    let (code, _) = cni(&env("DEL", &ctr, &ns.path()), &c);
+    assert_eq!(code, 0);
+    TestNet {
+        n,
+        id: nets[0].id.clone(),
+        name,
+    }
+    .remove()
+    .await;
+}

@@ -141,6 +141,12 @@ async fn dispatch(d: &Arc<Driver>, call: &Call, conf: &NetConf) -> Result<Value,
             let w = Wiring {
                 network: conf.network.clone(),
                 subnet: conf.subnet.clone(),
+                cidr: conf
+                    .cidr
+                    .as_deref()
+                    .and_then(|c| c.parse::<ipnet::IpNet>().ok())
+                    .map(|n| n.trunc()),
+                subnetpool: conf.subnetpool.clone(),
                 security_groups: conf.security_groups.clone(),
                 mtu: conf.mtu,
                 ips: wanted.ips,

@@ -86,6 +86,13 @@ pub struct NetConf {
     /// family).
     #[serde(default)]
     pub subnet: String,
+    /// A CIDR: the network (by name) and a subnet of it are made when missing, as a
+    /// Docker network's `--subnet` is.
+    #[serde(default)]
+    pub cidr: Option<String>,
+    /// A subnetpool (name or id) to take the subnet from when the network has none of it.
+    #[serde(default)]
+    pub subnetpool: String,
     /// Security groups (names or ids) of the ports; else Neutron's default group.
     #[serde(default)]
     pub security_groups: Vec<String>,
@@ -167,6 +174,14 @@ impl NetConf {
                 Code::InvalidConfig,
                 "network configuration needs \"network\": the name or id of a Neutron network",
             ));
+        }
+        if let Some(c) = &self.cidr {
+            if c.parse::<ipnet::IpNet>().is_err() {
+                return Err(CniError::new(
+                    Code::InvalidConfig,
+                    format!("cidr {c:?} is not a CIDR"),
+                ));
+            }
         }
         if let Some(m) = self.mtu {
             if !(68..=65535).contains(&m) {

@@ -342,3 +342,54 @@ async fn groups_come_from_the_config_else_from_the_networks_tags() {
         .await;
     assert_eq!((status, r["code"].as_u64()), (400, Some(7)), "{r}");
 }
+
+#[tokio::test]
+async fn a_cidr_makes_the_network_and_subnet_once_and_later_adds_reuse_them() {
+    let t = TestDriver::new("").await;
+    let c = conf(json!({"network": "made-by-cni", "cidr": "10.30.0.9/24"}));
+    for ctr in [CTR.to_string(), CTR.replace("3f0c", "af0c")] {
+        let (status, r) = t.cni(&call("ADD", &ctr, "", c.clone())).await;
+        assert_eq!(status, 200, "{r}");
+        assert!(
+            r["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .starts_with("10.30.0."),
+            "{r}"
+        );
+    }
+    assert_eq!(t.neutron.count("networks"), 1);
+    assert_eq!(t.neutron.count("subnets"), 1);
+    let net = &t.neutron.all("networks")[0];
+    assert_eq!(net["name"], "made-by-cni");
+    assert_eq!(net["tags"], json!([names::TAG_CNI_MADE]));
+    assert_eq!(t.neutron.all("subnets")[0]["cidr"], "10.30.0.0/24");
+    // A bad CIDR is the config's fault.
+    let (status, r) = t
+        .cni(&call("ADD", CTR, "", conf(json!({"cidr": "10.30.0.0/33"}))))
+        .await;
+    assert_eq!((status, r["code"].as_u64()), (400, Some(7)), "{r}");
+}
+
+#[tokio::test]
+async fn a_subnetpool_gives_the_network_its_subnet() {
+    let t = TestDriver::new("").await;
+    t.neutron.seed(
+        "subnetpools",
+        json!({"name": "cni-pool", "prefixes": ["10.31.0.0/16"], "default_prefixlen": 24, "ip_version": 4}),
+    );
+    let c = conf(json!({"network": "pooled", "subnetpool": "cni-pool"}));
+    let (status, r) = t.cni(&call("ADD", CTR, "", c)).await;
+    assert_eq!(status, 200, "{r}");
+    assert!(
+        r["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.31."),
+        "{r}"
+    );
+    let (status, r) = t
+        .cni(&call("ADD", CTR, "", conf(json!({"subnetpool": "nope"}))))
+        .await;
+    assert_eq!((status, r["code"].as_u64()), (400, Some(7)), "{r}");
+}

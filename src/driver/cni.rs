@@ -36,6 +36,11 @@ pub struct Wiring {
     pub network: String,
     /// Subnet, name or id; empty: one subnet per family.
     pub subnet: String,
+    /// A CIDR: the network (by name) and a subnet of this CIDR are made when missing.
+    pub cidr: Option<ipnet::IpNet>,
+    /// A subnetpool (name or id): a subnet is taken from it when the network has none
+    /// of it (and the network, by name, made when missing).
+    pub subnetpool: String,
     pub security_groups: Vec<String>,
     pub mtu: Option<u32>,
     /// Specific addresses (`IP=`, `ips`) and MAC (`MAC=`, `mac`).
@@ -87,6 +92,81 @@ impl Driver {
             ))),
             n => Err(DriverError::BadRequest(format!(
                 "{n} Neutron networks are named {want:?}: give its id instead"
+            ))),
+        }
+    }
+
+    /// The network and the subnets addresses come from; with `cidr` or `subnetpool`,
+    /// what is missing of them is made first (once: concurrent ADDs wait for it).
+    async fn cni_network_and_subnets(&self, w: &Wiring) -> Result<(Network, Vec<Subnet>)> {
+        if w.cidr.is_none() && w.subnetpool.is_empty() {
+            let net = self.cni_network(&w.network).await?;
+            let subnets = self.cni_subnets(&net, &w.subnet).await?;
+            return Ok((net, subnets));
+        }
+        let _g = self.locks.lock(&format!("cni-net:{}", w.network)).await;
+        let pool = match w.subnetpool.as_str() {
+            "" => None,
+            p => Some(self.cni_subnetpool(p).await?),
+        };
+        let net = match self.cni_network(&w.network).await {
+            Ok(n) => n,
+            Err(DriverError::NotFound(_)) if !is_uuid(&w.network) => {
+                tracing::info!(network = %w.network, "CNI: making the Neutron network the config names");
+                self.neutron
+                    .create(json!({"name": w.network, "admin_state_up": true,
+                        "tags": [names::TAG_CNI_MADE]}))
+                    .await?
+            }
+            Err(e) => return Err(e),
+        };
+        let all: Vec<Subnet> = self
+            .neutron
+            .list(&Filters::new().add("network_id", net.id.as_str()))
+            .await?;
+        let found = all.iter().find(|s| match (&w.cidr, &pool) {
+            (Some(c), _) => s.cidr == *c,
+            (None, Some(p)) => s.subnetpool_id.as_deref() == Some(p.id.as_str()),
+            (None, None) => false,
+        });
+        let subnet = match found {
+            Some(s) => s.clone(),
+            None => {
+                let mut body =
+                    json!({"network_id": net.id, "name": format!("kuryr-cni-{}", w.network)});
+                match (&w.cidr, &pool) {
+                    (Some(c), p) => {
+                        body["cidr"] = json!(c.to_string());
+                        body["ip_version"] = json!(if c.addr().is_ipv4() { 4 } else { 6 });
+                        if let Some(p) = p {
+                            body["subnetpool_id"] = json!(p.id);
+                        }
+                    }
+                    (None, Some(p)) => {
+                        body["subnetpool_id"] = json!(p.id);
+                        body["ip_version"] = json!(if p.ip_version == 6 { 6 } else { 4 });
+                    }
+                    (None, None) => {}
+                }
+                self.neutron.create(body).await?
+            }
+        };
+        Ok((net, vec![subnet]))
+    }
+
+    async fn cni_subnetpool(&self, want: &str) -> Result<crate::neutron::SubnetPool> {
+        if is_uuid(want) {
+            return Ok(self.neutron.get(want).await?);
+        }
+        let mut found: Vec<crate::neutron::SubnetPool> =
+            self.neutron.list(&Filters::new().add("name", want)).await?;
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(DriverError::NotFound(format!(
+                "no subnetpool is named {want:?}"
+            ))),
+            n => Err(DriverError::BadRequest(format!(
+                "{n} subnetpools are named {want:?}: give its id instead"
             ))),
         }
     }
@@ -170,8 +250,7 @@ impl Driver {
             .locks
             .lock(&format!("cni:{}:{}", a.container_id, a.ifname))
             .await;
-        let net = self.cni_network(&w.network).await?;
-        let subnets = self.cni_subnets(&net, &w.subnet).await?;
+        let (net, subnets) = self.cni_network_and_subnets(w).await?;
         // The config's groups, else those a Docker network asked for on this network.
         let groups = match w.security_groups.is_empty() {
             false => self.security_group_ids(&w.security_groups).await?,
