@@ -27,6 +27,27 @@ async fn port_at(n: &Neutron, ip: &str) -> Port {
         .unwrap_or_else(|| panic!("no kuryr port at {ip}"))
 }
 
+/// A container created on no network, then connected to `net` with these groups as its
+/// endpoint driver option (what Compose's `driver_opts` sends); not started.
+fn connected_with_groups(name: &str, net: &str, groups: &str) {
+    let image = common::image();
+    docker(&[
+        "create",
+        "--label",
+        "kuryr-test",
+        "--name",
+        name,
+        "--network",
+        "none",
+        &image,
+        "sleep",
+        "600",
+    ]);
+    docker(&["network", "disconnect", "none", name]);
+    let opt = format!("neutron.security_groups={groups}");
+    docker(&["network", "connect", "--driver-opt", &opt, net, name]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_and_container_groups_reach_neutron_and_unknown_ones_are_refused() {
     common::require_docker();
@@ -39,21 +60,16 @@ async fn network_and_container_groups_reach_neutron_and_unknown_ones_are_refused
     // Unknown: refused, nothing in Neutron.
     let bad = common::unique("ksgbad-");
     let nets_before: Vec<Network> = n.list(&Filters::new()).await.unwrap();
-    let out = docker_try(&[
-        "network",
-        "create",
-        "--label",
-        "kuryr-test",
-        "-d",
+    let out = common::kuryr_network_try(
         &p,
-        "--ipam-driver",
-        &p,
-        "--subnet",
-        "10.253.70.0/24",
-        "-o",
-        "neutron.security_groups=no-such-group-kuryr",
         &bad,
-    ]);
+        &[
+            "--subnet",
+            "10.253.70.0/24",
+            "-o",
+            "neutron.security_groups=no-such-group-kuryr",
+        ],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -87,27 +103,7 @@ async fn network_and_container_groups_reach_neutron_and_unknown_ones_are_refused
 
     // A container's own groups replace the network's.
     let b = common::unique("ksgb-");
-    docker(&[
-        "create",
-        "--label",
-        "kuryr-test",
-        "--name",
-        &b,
-        "--network",
-        "none",
-        &common::image(),
-        "sleep",
-        "600",
-    ]);
-    docker(&["network", "disconnect", "none", &b]);
-    docker(&[
-        "network",
-        "connect",
-        "--driver-opt",
-        &format!("neutron.security_groups={db_name},{}", web.id),
-        &net,
-        &b,
-    ]);
+    connected_with_groups(&b, &net, &format!("{db_name},{}", web.id));
     docker(&["start", &b]);
     let b_port = port_at(&n, &common::container_ip(&b, &net)).await;
     let mut got = b_port.security_groups.clone();
@@ -117,27 +113,7 @@ async fn network_and_container_groups_reach_neutron_and_unknown_ones_are_refused
     assert_eq!(got, want);
     // A container naming an unknown group does not start, and its port is not changed.
     let c = common::unique("ksgc-");
-    docker(&[
-        "create",
-        "--label",
-        "kuryr-test",
-        "--name",
-        &c,
-        "--network",
-        "none",
-        &common::image(),
-        "sleep",
-        "600",
-    ]);
-    docker(&["network", "disconnect", "none", &c]);
-    docker(&[
-        "network",
-        "connect",
-        "--driver-opt",
-        "neutron.security_groups=no-such-group-kuryr",
-        &net,
-        &c,
-    ]);
+    connected_with_groups(&c, &net, "no-such-group-kuryr");
     let out = docker_try(&["start", &c]);
     assert!(!out.status.success(), "started with an unknown group");
     assert!(

@@ -327,39 +327,21 @@ impl Netlink {
         dst: ipnet::IpNet,
         gw: Option<std::net::IpAddr>,
     ) -> Result<()> {
-        use std::net::IpAddr;
         let l = self
             .link(name)
             .await?
             .ok_or_else(|| HostError::NotFound(format!("link {name}")))?;
-        let msg = match (dst, gw) {
-            (ipnet::IpNet::V4(d), gw) => {
-                let mut b = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-                    .destination_prefix(d.addr(), d.prefix_len())
-                    .output_interface(l.index);
-                match gw {
-                    Some(IpAddr::V4(g)) => b = b.gateway(g),
-                    Some(IpAddr::V6(_)) => {
-                        return Err(HostError::Invalid(format!("IPv6 gateway for {dst}")))
-                    }
-                    None => {}
-                }
-                b.build()
-            }
-            (ipnet::IpNet::V6(d), gw) => {
-                let mut b = RouteMessageBuilder::<std::net::Ipv6Addr>::new()
-                    .destination_prefix(d.addr(), d.prefix_len())
-                    .output_interface(l.index);
-                match gw {
-                    Some(IpAddr::V6(g)) => b = b.gateway(g),
-                    Some(IpAddr::V4(_)) => {
-                        return Err(HostError::Invalid(format!("IPv4 gateway for {dst}")))
-                    }
-                    None => {}
-                }
-                b.build()
-            }
-        };
+        // The builder's error type is not exported: its Debug form is the message.
+        let invalid =
+            |e: &dyn std::fmt::Debug| HostError::Invalid(format!("route {dst} via {gw:?}: {e:?}"));
+        let mut b = RouteMessageBuilder::<std::net::IpAddr>::new()
+            .destination_prefix(dst.addr(), dst.prefix_len())
+            .map_err(|e| invalid(&e))?
+            .output_interface(l.index);
+        if let Some(g) = gw {
+            b = b.gateway(g).map_err(|e| invalid(&e))?;
+        }
+        let msg = b.build();
         self.handle
             .route()
             .add(msg)

@@ -88,42 +88,12 @@ impl TestDriver {
     /// One call of the CNI API (`POST /v1/cni`), as `kuryr-cni` makes it: status and
     /// answer (Null when empty).
     pub async fn cni(&self, call: &Value) -> (u16, Value) {
-        let req = match Request::post("/v1/cni").body(Body::from(call.to_string())) {
-            Ok(r) => r,
-            Err(e) => panic!("request: {e}"),
-        };
-        let resp = match self.cni_app.clone().oneshot(req).await {
-            Ok(r) => r,
-            Err(e) => match e {},
-        };
-        let status = resp.status().as_u16();
-        let bytes = match resp.into_body().collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => panic!("answer: {e}"),
-        };
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        post(&self.cni_app, "/v1/cni", call).await
     }
 
     /// One libnetwork call through the router, as Docker makes it: status and answer.
     pub async fn call(&self, method: &str, body: &Value) -> (u16, Value) {
-        let req = match Request::post(format!("/{method}")).body(Body::from(body.to_string())) {
-            Ok(r) => r,
-            Err(e) => panic!("request: {e}"),
-        };
-        let resp = match self.app.clone().oneshot(req).await {
-            Ok(r) => r,
-            Err(e) => match e {},
-        };
-        let status = resp.status().as_u16();
-        let bytes = match resp.into_body().collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => panic!("answer: {e}"),
-        };
-        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, v)
+        post(&self.app, &format!("/{method}"), body).await
     }
 
     /// As `call`, and the answer must be a 200.
@@ -145,6 +115,27 @@ impl TestDriver {
         self.neutron.clear_requests();
         out
     }
+}
+
+/// `POST path` with a JSON body through `app`: status and answer (Null when not JSON).
+async fn post(app: &axum::Router, path: &str, body: &Value) -> (u16, Value) {
+    let req = match Request::post(path).body(Body::from(body.to_string())) {
+        Ok(r) => r,
+        Err(e) => panic!("request: {e}"),
+    };
+    let resp = match app.clone().oneshot(req).await {
+        Ok(r) => r,
+        Err(e) => match e {},
+    };
+    let status = resp.status().as_u16();
+    let bytes = match resp.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => panic!("answer: {e}"),
+    };
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 /// `PUT /v2.0/ports/<id>/tags?x=y` -> `PUT ports/tags`.

@@ -465,6 +465,16 @@ pub fn kuryr_network(plugin: &str, cidr: &str, gateway: &str, name: &str) {
 
 /// `docker network create` with `plugin` as network and IPAM driver and these arguments.
 pub fn kuryr_network_with(plugin: &str, name: &str, args: &[&str]) {
+    let out = kuryr_network_try(plugin, name, args);
+    assert!(
+        out.status.success(),
+        "docker network create {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// As `kuryr_network_with`; may fail.
+pub fn kuryr_network_try(plugin: &str, name: &str, args: &[&str]) -> Output {
     let mut all = vec![
         "network",
         "create",
@@ -477,7 +487,7 @@ pub fn kuryr_network_with(plugin: &str, name: &str, args: &[&str]) {
     ];
     all.extend_from_slice(args);
     all.push(name);
-    docker(&all);
+    docker_try(&all)
 }
 
 /// The id Docker gave a network.
