@@ -103,7 +103,7 @@ async fn network_and_container_groups_reach_neutron_and_unknown_ones_are_refused
 
     // A container's own groups replace the network's.
     let b = common::unique("ksgb-");
-    connected_with_groups(&b, &net, &format!("{db_name},{}", web.id));
+    connected_with_groups(&b, &net, &format!("{db_name} {}", web.id));
     docker(&["start", &b]);
     let b_port = port_at(&n, &common::container_ip(&b, &net)).await;
     let mut got = b_port.security_groups.clone();

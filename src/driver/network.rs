@@ -549,9 +549,10 @@ impl Driver {
 /// separated) of the ports; a container's replace its network's.
 pub(crate) const SECURITY_GROUPS_OPTION: &str = "neutron.security_groups";
 
-/// `a, b,c` -> `[a, b, c]`.
+/// `a, b,c d` -> `[a, b, c, d]`: commas or spaces (the docker CLI splits a
+/// `--driver-opt` value at its commas, so a container's list needs spaces).
 pub(crate) fn split_list(v: &str) -> Vec<String> {
-    v.split(',')
+    v.split(|c: char| c == ',' || c.is_whitespace())
         .map(str::trim)
         .filter(|x| !x.is_empty())
         .map(str::to_string)
