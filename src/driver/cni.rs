@@ -113,10 +113,13 @@ impl Driver {
             Ok(n) => n,
             Err(DriverError::NotFound(_)) if !is_uuid(&w.network) => {
                 tracing::info!(network = %w.network, "CNI: making the Neutron network the config names");
-                self.neutron
-                    .create(json!({"name": w.network, "admin_state_up": true,
-                        "tags": [names::TAG_CNI_MADE]}))
-                    .await?
+                let net: Network = self
+                    .neutron
+                    .create(json!({"name": w.network, "admin_state_up": true}))
+                    .await?;
+                let tags = vec![names::TAG_CNI_MADE.to_string()];
+                self.neutron.replace_tags::<Network>(&net.id, &tags).await?;
+                Network { tags, ..net }
             }
             Err(e) => return Err(e),
         };

@@ -480,6 +480,14 @@ impl FakeState {
         let Some(key) = singular(c) else {
             return err(404, "NotFound", format!("no resource {c}"));
         };
+        // As Neutron: only ports take tags in their create (tag-ports-during-bulk-creation).
+        let items: Vec<&Value> = match body.get(c).and_then(Value::as_array) {
+            Some(list) => list.iter().collect(),
+            None => body.get(key).into_iter().collect(),
+        };
+        if c != "ports" && items.iter().any(|i| i.get("tags").is_some()) {
+            return err(400, "BadRequest", "Attribute 'tags' not allowed in POST");
+        }
         // Bulk: `{"ports": [...]}`; all or nothing, as Neutron's bulk is.
         if let Some(list) = body.get(c).and_then(Value::as_array) {
             let snapshot = self.res.clone();
