@@ -337,3 +337,56 @@ async fn a_config_with_a_cidr_makes_its_network_in_neutron() {
     .remove()
     .await;
 }
+
+#[tokio::test]
+async fn on_an_ovs_host_the_interfaces_join_br_int_and_ping() {
+    let (host, rundir) = common::ovs::ovs_env();
+    let dir = tempfile::tempdir().unwrap().keep();
+    let cni_socket = dir.join("cni.sock");
+    let conf_text = format!(
+        "[DEFAULT]\nunix_socket = {}\ncni_socket = {}\nhost = {host}\ndebug = true\n\
+         [neutron]\nauth_type = none\nendpoint = {}\nvif_plugging_is_fatal = true\nvif_plugging_timeout = 30\n",
+        dir.join("k.sock").display(),
+        cni_socket.display(),
+        common::neutron_url()
+    );
+    let k = Kuryr::at(dir.join("k.sock"))
+        .conf(&conf_text)
+        .envs(&[("OVS_RUNDIR", &rundir)])
+        .start();
+    let net = TestNet::new("10.253.66.0/24", "10.253.66.1").await;
+    let (a, b) = (Netns::new(), Netns::new());
+    let c = json!({"cniVersion": "1.0.0", "name": "kuryr-ovs", "type": "kuryr-cni",
+        "network": net.name, "socket": cni_socket});
+    let mut ips = Vec::new();
+    for (ns, ctr) in [(&a, "ctr-ovs-a"), (&b, "ctr-ovs-b")] {
+        let (code, r) = cni(&env("ADD", ctr, &ns.path()), &c);
+        assert_eq!(code, 0, "ADD: {r}\n{}", k.log_text());
+        ips.push(r["ips"][0]["address"].as_str().unwrap().replace("/24", ""));
+    }
+    let on_bridge = common::ovs::br_int_ports(&rundir);
+    let mut taps = Vec::new();
+    for p in net.ports().await {
+        assert_eq!(p.vif_type, "ovs", "{p:?}");
+        let tap = kuryr::names::host_veth(&p.id);
+        assert!(
+            on_bridge.contains(&tap),
+            "{tap} not on br-int: {on_bridge:?}"
+        );
+        taps.push(tap);
+    }
+    assert_eq!(taps.len(), 2);
+    assert!(
+        pings(&a, &ips[1]),
+        "no ping through br-int\n{}",
+        k.log_text()
+    );
+    for (ns, ctr) in [(&a, "ctr-ovs-a"), (&b, "ctr-ovs-b")] {
+        let (code, v) = cni(&env("DEL", ctr, &ns.path()), &c);
+        assert_eq!((code, &v), (0, &Value::Null));
+    }
+    let left = common::ovs::br_int_ports(&rundir);
+    assert!(taps.iter().all(|t| !left.contains(t)), "{left:?}");
+    assert!(net.ports().await.is_empty());
+    net.remove().await;
+}
