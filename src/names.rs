@@ -21,9 +21,10 @@ pub const TAG_CNI: &str = "kuryr.cni";
 /// On a Neutron network (kuryr's own, not upstream's): a security group every kuryr
 /// port on it gets, unless its container asks for others (`neutron.security_groups`).
 pub const TAG_SG: &str = "kuryr.sg:";
-/// On a port whose groups kuryr set from `neutron.security_groups`: it is deleted at
-/// release, never given back to the port pool with another container's groups.
-pub const TAG_PORT_GROUPS: &str = "kuryr.port.groups";
+/// On a port with a container's own settings (`neutron.security_groups`,
+/// `neutron.qos_policy`): it is deleted at release, never given back to the port pool
+/// with them.
+pub const TAG_PORT_OWN: &str = "kuryr.port.own";
 pub const TAG_CNI_IF: &str = "kuryr.cni.if:";
 pub const TAG_CNI_NET: &str = "kuryr.cni.net:";
 /// On a Neutron network kuryr made for a CNI config's `cidr`/`subnetpool`; kept after

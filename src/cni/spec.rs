@@ -96,6 +96,9 @@ pub struct NetConf {
     /// Security groups (names or ids) of the ports; else Neutron's default group.
     #[serde(default)]
     pub security_groups: Vec<String>,
+    /// A QoS policy (name or id) of the ports; else the Neutron network's, if any.
+    #[serde(default)]
+    pub qos_policy: Option<String>,
     /// MTU of the container interface; else the Neutron network's.
     #[serde(default)]
     pub mtu: Option<u32>,

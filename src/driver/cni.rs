@@ -42,6 +42,8 @@ pub struct Wiring {
     /// of it (and the network, by name, made when missing).
     pub subnetpool: String,
     pub security_groups: Vec<String>,
+    /// QoS policy, name or id.
+    pub qos_policy: Option<String>,
     pub mtu: Option<u32>,
     /// Specific addresses (`IP=`, `ips`) and MAC (`MAC=`, `mac`).
     pub ips: Vec<IpAddr>,
@@ -259,6 +261,10 @@ impl Driver {
             false => self.security_group_ids(&w.security_groups).await?,
             true => names::sgs_from_tags(&net.tags),
         };
+        let qos = match &w.qos_policy {
+            Some(q) => Some(self.qos_policy_id(q).await?),
+            None => None,
+        };
         let fixed_ips = fixed_ips(&subnets, &w.ips)?;
         for old in self.cni_ports(a).await? {
             tracing::info!(port = %old.id, container = %a.container_id, "replacing the port of an interrupted ADD");
@@ -285,6 +291,9 @@ impl Driver {
         }
         if !groups.is_empty() {
             body["security_groups"] = json!(groups);
+        }
+        if let Some(q) = &qos {
+            body["qos_policy_id"] = json!(q);
         }
         let tags = names::cni_tags(&a.ifname, &a.conf_name);
         // Tagged in the create itself where Neutron can: a kuryr killed right after still

@@ -65,7 +65,8 @@ enum HostPlan {
 enum PortUndo {
     Nothing,
     Delete(String),
-    Restore(Box<Port>),
+    /// The port as it was; `qos`: its QoS policy was written too.
+    Restore(Box<Port>, bool),
 }
 
 /// A validated CreateEndpoint: its addresses, their subnets and the MAC Docker asks for.
@@ -76,6 +77,8 @@ struct EndpointAsk<'a> {
     mac: Option<String>,
     /// The port's security groups, when the container or its network names some.
     groups: Option<Vec<String>>,
+    /// The container's own QoS policy (its network's applies without one).
+    qos: Option<String>,
 }
 
 impl Driver {
@@ -109,12 +112,21 @@ impl Driver {
             None if !net.security_groups.is_empty() => Some(net.security_groups.clone()),
             None => None,
         };
+        let qos = match req
+            .options
+            .get(super::network::QOS_POLICY_OPTION)
+            .and_then(Value::as_str)
+        {
+            Some(v) => Some(self.qos_policy_id(v).await?),
+            None => None,
+        };
         let ask = EndpointAsk {
             ep,
             addrs,
             subnets,
             mac,
             groups,
+            qos,
         };
         let ports = self.reserved_ports(&ask).await?;
         // Plan: checks and reads only. Picking a free VF (an SR-IOV port without a
@@ -234,6 +246,9 @@ impl Driver {
         if let Some(g) = &ask.groups {
             body["security_groups"] = json!(g);
         }
+        if let Some(q) = &ask.qos {
+            body["qos_policy_id"] = json!(q);
+        }
         let picked = matches!(host, HostPlan::Sriov(p) if p.profile.is_some());
         // One port holding every address: bind it.
         if let [old] = ports.as_slice() {
@@ -263,8 +278,8 @@ impl Driver {
         }
         let mut tags = vec![names::TAG_KURYR_PORT.to_string()];
         tags.extend(names::id_tags(ep));
-        if ask.groups.is_some() {
-            tags.push(names::TAG_PORT_GROUPS.to_string());
+        if ask.groups.is_some() || ask.qos.is_some() {
+            tags.push(names::TAG_PORT_OWN.to_string());
         }
         Ok(PortPlan::Replace {
             delete: ports,
@@ -294,10 +309,11 @@ impl Driver {
         if let Some(m) = new_mac {
             body["mac_address"] = json!(m);
         }
-        // A user's port keeps its own groups.
+        // A user's port keeps its own groups and policy.
         if !kuryr_made(&old) {
             if let Some(b) = body.as_object_mut() {
                 b.remove("security_groups");
+                b.remove("qos_policy_id");
             }
         }
         let groups_ok = body
@@ -309,7 +325,10 @@ impl Driver {
                         x.as_str()
                             .is_some_and(|x| old.security_groups.iter().any(|o| o == x))
                     })
-            });
+            })
+            && body
+                .get("qos_policy_id")
+                .is_none_or(|q| q.as_str() == old.qos_policy_id.as_deref());
         let nested = matches!(host, HostPlan::Nested(..));
         let subport = matches!(host, HostPlan::Nested(_, super::nested::NestedKind::Vlan));
         let already = (nested || old.host_id == self.cfg.host)
@@ -331,8 +350,9 @@ impl Driver {
         if picked {
             add.push(names::TAG_VF_PICKED.to_string());
         }
-        if body.get("security_groups").is_some() && !groups_ok {
-            add.push(names::TAG_PORT_GROUPS.to_string());
+        let own = body.get("security_groups").is_some() || body.get("qos_policy_id").is_some();
+        if own && !groups_ok {
+            add.push(names::TAG_PORT_OWN.to_string());
         }
         if kuryr_made(&old) {
             add.push(names::TAG_KURYR_PORT.to_string());
@@ -388,11 +408,14 @@ impl Driver {
                 tags,
                 unbind_first,
             } => {
+                let qos = body.get("qos_policy_id").is_some();
                 if unbind_first {
                     let unbind = json!({"binding:host_id": ""});
                     if let Err(e) = self.neutron.update::<Port>(&port.id, unbind).await {
                         let id = port.id.clone();
-                        return Err(self.undo_port(PortUndo::Restore(port), &id, e.into()).await);
+                        return Err(self
+                            .undo_port(PortUndo::Restore(port, qos), &id, e.into())
+                            .await);
                     }
                 }
                 // Independent requests: binding and tags go to Neutron side by side.
@@ -406,11 +429,13 @@ impl Driver {
                 match result {
                     Ok(mut updated) => {
                         updated.tags = tags;
-                        Ok((updated, PortUndo::Restore(port)))
+                        Ok((updated, PortUndo::Restore(port, qos)))
                     }
                     Err(e) => {
                         let id = port.id.clone();
-                        Err(self.undo_port(PortUndo::Restore(port), &id, e.into()).await)
+                        Err(self
+                            .undo_port(PortUndo::Restore(port, qos), &id, e.into())
+                            .await)
                     }
                 }
             }
@@ -558,7 +583,7 @@ impl Driver {
                     failures.push(e.into());
                 }
             }
-            PortUndo::Restore(port) => {
+            PortUndo::Restore(port, qos) => {
                 // Unbound first: Neutron refuses a MAC change on a bound port, and the
                 // update may have changed the MAC (`--mac-address`).
                 let mut body = json!({
@@ -569,6 +594,9 @@ impl Driver {
                     "mac_address": port.mac_address,
                     "security_groups": port.security_groups,
                 });
+                if qos {
+                    body["qos_policy_id"] = json!(port.qos_policy_id);
+                }
                 // A VF kuryr picked is given back with the rest.
                 if super::sriov::is_sriov(&port.vnic_type) {
                     body["binding:profile"] = json!(port.profile);

@@ -263,30 +263,42 @@ impl Driver {
     pub(crate) async fn security_group_ids(&self, want: &[String]) -> Result<Vec<String>> {
         let mut ids: Vec<String> = Vec::new();
         for g in want.iter().map(|g| g.trim()).filter(|g| !g.is_empty()) {
-            let id = if uuid::Uuid::parse_str(g).is_ok() {
-                g.to_string()
-            } else {
-                let found: Vec<crate::neutron::SecurityGroup> =
-                    self.neutron.list(&Filters::new().add("name", g)).await?;
-                match found.as_slice() {
-                    [one] => one.id.clone(),
-                    [] => {
-                        return Err(DriverError::BadRequest(format!(
-                            "no security group is named {g:?}"
-                        )))
-                    }
-                    _ => {
-                        return Err(DriverError::BadRequest(format!(
-                            "several security groups are named {g:?}: give its id instead"
-                        )))
-                    }
-                }
-            };
+            let id = self
+                .id_by_name::<crate::neutron::SecurityGroup>("security group", g, |x| &x.id)
+                .await?;
             if !ids.contains(&id) {
                 ids.push(id);
             }
         }
         Ok(ids)
+    }
+
+    /// A QoS policy by id or name, as `security_group_ids`.
+    pub(crate) async fn qos_policy_id(&self, want: &str) -> Result<String> {
+        self.id_by_name::<crate::neutron::QosPolicy>("QoS policy", want.trim(), |x| &x.id)
+            .await
+    }
+
+    async fn id_by_name<T: crate::neutron::Resource>(
+        &self,
+        what: &str,
+        g: &str,
+        id: fn(&T) -> &String,
+    ) -> Result<String> {
+        if g.is_empty() {
+            return Err(DriverError::BadRequest(format!("an empty {what} name")));
+        }
+        if uuid::Uuid::parse_str(g).is_ok() {
+            return Ok(g.to_string());
+        }
+        let found: Vec<T> = self.neutron.list(&Filters::new().add("name", g)).await?;
+        match found.as_slice() {
+            [one] => Ok(id(one).clone()),
+            [] => Err(DriverError::BadRequest(format!("no {what} is named {g:?}"))),
+            _ => Err(DriverError::BadRequest(format!(
+                "several {what}s are named {g:?}: give its id instead"
+            ))),
+        }
     }
 
     /// The port of an endpoint: cache, else by the endpoint's id tags.

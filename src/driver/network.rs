@@ -105,11 +105,17 @@ impl Driver {
             Some(v) => self.security_group_ids(&split_list(v)).await?,
             None => Vec::new(),
         };
+        let qos = match opts.get(QOS_POLICY_OPTION) {
+            Some(v) => Some(self.qos_policy_id(v).await?),
+            None => None,
+        };
         let mut pools = Vec::new();
         for f in &fams {
             pools.push(self.pool_for(f, &opts).await?);
         }
-        let (net, adopted, net_undo) = self.network_for(id, &opts, shared, &groups).await?;
+        let (net, adopted, net_undo) = self
+            .network_for(id, &opts, shared, &groups, qos.as_deref())
+            .await?;
         crate::kill_point!("CreateNetwork.after_network");
         let subnets = match self.subnets_for(&net, adopted, &fams, &pools, &opts).await {
             Ok(s) => s,
@@ -151,6 +157,7 @@ impl Driver {
         opts: &BTreeMap<String, String>,
         shared: bool,
         groups: &[String],
+        qos: Option<&str>,
     ) -> Result<(Network, bool, NetUndo)> {
         let existing = match (
             Self::net_option(opts, "neutron.net.uuid"),
@@ -169,14 +176,17 @@ impl Driver {
         let mut id_tags = names::id_tags(id);
         id_tags.extend(names::sg_tags(groups));
         let Some(net) = existing else {
-            let net: Network = self
-                .neutron
-                .create(json!({
-                    "name": names::network_name(id),
-                    "admin_state_up": true,
-                    "shared": shared,
-                }))
-                .await?;
+            let mut body = json!({
+                "name": names::network_name(id),
+                "admin_state_up": true,
+                "shared": shared,
+            });
+            // On the network itself: Neutron applies it to every port without a policy
+            // of its own, so a container start costs no request for it.
+            if let Some(q) = qos {
+                body["qos_policy_id"] = json!(q);
+            }
+            let net: Network = self.neutron.create(body).await?;
             let undo = NetUndo::DeleteNetwork(net.id.clone());
             if let Err(e) = self
                 .neutron
@@ -192,6 +202,19 @@ impl Driver {
                 "Neutron network {} has shared={} but neutron.net.shared={shared} was asked",
                 net.id, net.shared
             )));
+        }
+        // A network kuryr did not make keeps its policy: kuryr would have to put the
+        // user's back at removal, and other ports on it would change with it.
+        if let Some(q) = qos {
+            if net.qos_policy_id.as_deref() != Some(q) {
+                return Err(DriverError::Conflict(format!(
+                    "Neutron network {} is not kuryr's and its QoS policy is {}, not {q}: set \
+                     its qos_policy_id in Neutron, or give the policy to each container \
+                     (--driver-opt {QOS_POLICY_OPTION}=...)",
+                    net.id,
+                    net.qos_policy_id.as_deref().unwrap_or("none")
+                )));
+            }
         }
         id_tags.push(names::existing_net_tag(id));
         let mut tags = net.tags.clone();
@@ -548,6 +571,10 @@ impl Driver {
 /// CreateNetwork and CreateEndpoint option: security groups (names or ids, comma
 /// separated) of the ports; a container's replace its network's.
 pub(crate) const SECURITY_GROUPS_OPTION: &str = "neutron.security_groups";
+
+/// Network and endpoint option: a QoS policy (name or id). On a network kuryr makes it is
+/// the network's `qos_policy_id`; on a container, its port's (which Neutron puts first).
+pub(crate) const QOS_POLICY_OPTION: &str = "neutron.qos_policy";
 
 /// `a, b,c d` -> `[a, b, c, d]`: commas or spaces (the docker CLI splits a
 /// `--driver-opt` value at its commas, so a container's list needs spaces).

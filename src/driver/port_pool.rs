@@ -320,8 +320,8 @@ impl PortPool {
             let keep = pool
                 .with(&network_id, |p| !p.closed && p.free.len() < pool.size)
                 .unwrap_or(false);
-            // A port with a container's own groups is not handed to another container.
-            if !keep || port.tags.iter().any(|t| t == names::TAG_PORT_GROUPS) {
+            // A port with a container's own groups or policy is not handed to another container.
+            if !keep || port.tags.iter().any(|t| t == names::TAG_PORT_OWN) {
                 if let Err(e) = neutron.delete_if_exists::<Port>(&port.id).await {
                     tracing::warn!(port = %port.id, error = %e, "cannot delete released port");
                 }

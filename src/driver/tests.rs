@@ -1583,7 +1583,7 @@ async fn a_networks_groups_go_on_its_ports_and_a_containers_own_replace_them() {
     assert!(
         tags.as_array()
             .unwrap()
-            .contains(&json!(names::TAG_PORT_GROUPS)),
+            .contains(&json!(names::TAG_PORT_OWN)),
         "{tags}"
     );
 }
@@ -1642,4 +1642,84 @@ async fn without_groups_a_start_costs_what_it_did() {
     let pool = network(&t, "10.62.0.0/24", "10.62.0.1").await;
     endpoint_with(&t, &pool, EP, json!({})).await;
     assert!(t.take_requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_networks_qos_policy_is_the_networks_and_a_containers_own_goes_on_its_port() {
+    let t = TestDriver::new("").await;
+    let slow = t.neutron.seed("policies", json!({"name": "slow"}));
+    let fast = t.neutron.seed("policies", json!({"name": "fast"}));
+    let pool = network_with(
+        &t,
+        "10.63.0.0/24",
+        "10.63.0.1",
+        json!({"neutron.qos_policy": "slow"}),
+    )
+    .await;
+    let net = &t.neutron.all("networks")[0];
+    assert_eq!(net["qos_policy_id"], slow["id"], "{net}");
+    // Neutron applies the network's policy: the container's start costs nothing for it.
+    let a = endpoint_with(&t, &pool, EP, json!({})).await;
+    assert!(t.take_requests().is_empty());
+    assert!(port_of(&t, &a)
+        .get("qos_policy_id")
+        .is_none_or(Value::is_null));
+    // A container's own policy is on its port before it starts, and the port is not pooled.
+    let b = endpoint_with(&t, &pool, EP2, json!({"neutron.qos_policy": fast["id"]})).await;
+    let p = port_of(&t, &b);
+    assert_eq!(p["qos_policy_id"], fast["id"], "{p}");
+    assert!(
+        p["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(names::TAG_PORT_OWN)),
+        "{p}"
+    );
+    assert_eq!(t.take_requests(), vec!["PUT ports", "PUT ports/tags"]);
+}
+
+#[tokio::test]
+async fn an_unknown_qos_policy_is_a_400_and_an_adopted_networks_own_is_not_changed() {
+    let t = TestDriver::new("").await;
+    t.ok("IpamDriver.RequestPool", &pool_req("10.64.0.0/24"))
+        .await;
+    let (s, v) = t
+        .call(
+            "NetworkDriver.CreateNetwork",
+            &net_req(
+                NET,
+                "10.64.0.0/24",
+                "10.64.0.1/24",
+                json!({"neutron.qos_policy": "nope"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["Err"].as_str().unwrap().contains("QoS policy"), "{v}");
+    assert_eq!(t.neutron.count("networks"), 0);
+    // A user's network with another policy: refused, its tags and policy untouched.
+    let slow = t.neutron.seed("policies", json!({"name": "slow"}));
+    let theirs = t
+        .neutron
+        .seed("networks", json!({"name": "theirs", "tags": ["mine"]}));
+    let (s, v) = t
+        .call(
+            "NetworkDriver.CreateNetwork",
+            &net_req(
+                NET,
+                "10.64.0.0/24",
+                "10.64.0.1/24",
+                json!({"neutron.qos_policy": "slow", "neutron.net.name": "theirs"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["Err"]
+            .as_str()
+            .unwrap()
+            .contains(slow["id"].as_str().unwrap()),
+        "{v}"
+    );
+    assert_eq!(t.neutron.all("networks"), vec![theirs]);
 }

@@ -192,6 +192,9 @@ pub struct Network {
         deserialize_with = "null_default"
     )]
     pub physical_network: String,
+    /// The QoS policy of the network's ports that have none of their own (`qos` extension).
+    #[serde(default)]
+    pub qos_policy_id: Option<String>,
 }
 resource!(Network, "networks", "network", "networks");
 
@@ -306,6 +309,9 @@ pub struct Port {
     pub profile: Map<String, Value>,
     #[serde(default)]
     pub trunk_details: Option<TrunkDetails>,
+    /// The port's own QoS policy (`qos` extension); its network's applies when none.
+    #[serde(default)]
+    pub qos_policy_id: Option<String>,
 }
 resource!(Port, "ports", "port", "ports");
 
@@ -376,6 +382,26 @@ resource!(
     "security_group_rule",
     "security_group_rules"
 );
+
+/// A floating IP (`router` extension); kuryr only reads which are on its ports.
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+pub struct FloatingIp {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub floating_ip_address: String,
+    #[serde(default)]
+    pub port_id: Option<String>,
+}
+resource!(FloatingIp, "floatingips", "floatingip", "floatingips");
+
+/// A QoS policy (`qos` extension); kuryr only looks them up by name.
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+pub struct QosPolicy {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub name: String,
+}
+resource!(QosPolicy, "qos/policies", "policy", "policies");
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 pub struct Extension {

@@ -31,6 +31,8 @@ const COLLECTIONS: &[(&str, &str)] = &[
     ("security-groups", "security_group"),
     ("security-group-rules", "security_group_rule"),
     ("agents", "agent"),
+    // `qos/policies` (the path is folded to its last segment).
+    ("policies", "policy"),
 ];
 
 const EXTENSIONS: &[&str] = &[
@@ -41,6 +43,7 @@ const EXTENSIONS: &[&str] = &[
     "allowed-address-pairs",
     "trunk",
     "tag-ports-during-bulk-creation",
+    "qos",
 ];
 
 /// A scripted fault: of the requests whose method is `method` and whose path contains
@@ -159,6 +162,7 @@ impl MemoryNeutron {
         let parts: Vec<&str> = path
             .trim_start_matches('/')
             .trim_start_matches("v2.0/")
+            .trim_start_matches("qos/")
             .split('/')
             .collect();
         let (status, v) = st.route(method, &parts, query, body.cloned().unwrap_or(Value::Null));

@@ -74,7 +74,9 @@ write_neutron_config() {
 bind_host = 127.0.0.1
 bind_port = $NEUTRON_PORT
 core_plugin = ml2
-service_plugins = trunk
+# qos: policies on networks and ports (kuryr's neutron.qos_policy option); the agent's
+# qos extension puts their bandwidth limits on the taps as tc policers.
+service_plugins = trunk,qos
 auth_strategy = noauth
 api_workers = 1
 rpc_workers = 1
@@ -113,7 +115,7 @@ tenant_network_types = local
 mechanism_drivers = linuxbridge,openvswitch,l2population,sriovnicswitch
 # tag_ports_during_bulk_creation: ports keep the tags they are created with (kuryr's
 # pool ports are made with their tag in the one bulk request).
-extension_drivers = port_security,tag_ports_during_bulk_creation
+extension_drivers = port_security,qos,tag_ports_during_bulk_creation
 [ml2_type_vxlan]
 vni_ranges = 1:1000
 [ml2_type_vlan]
@@ -128,6 +130,7 @@ physical_interface_mappings =
 enable_vxlan = false
 [agent]
 polling_interval = 1
+extensions = qos
 [securitygroup]
 firewall_driver = noop
 enable_security_group = true
