@@ -64,6 +64,24 @@ enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Show what Neutron gives a container on each kuryr network: port, addresses,
+    /// security groups, QoS policy, floating IPs (a Docker container by name or id, a
+    /// CNI container by its id).
+    Inspect {
+        #[arg(
+            long,
+            default_value = "/etc/kuryr/kuryr.conf",
+            env = "KURYR_CONFIG_FILE"
+        )]
+        config_file: PathBuf,
+        /// Docker's API socket (a path or unix://path); DOCKER_HOST as for the docker CLI.
+        #[arg(long, env = "DOCKER_HOST", default_value = kuryr::docker::DEFAULT_SOCKET, value_parser = kuryr::docker::parse_socket)]
+        docker_socket: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        container: String,
+    },
 }
 
 fn doctor(
@@ -98,6 +116,11 @@ fn gc(
     kuryr::commands::gc::run(&cfg, opts, apply)
 }
 
+fn inspect(config_file: PathBuf, opts: kuryr::commands::inspect::Options) -> anyhow::Result<bool> {
+    let cfg = kuryr::config::Config::load_with_env(&config_file)?.config;
+    kuryr::commands::inspect::run(&cfg, opts)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -117,6 +140,19 @@ fn main() -> ExitCode {
             grace_seconds,
             apply,
         } => gc(config_file, docker_socket, grace_seconds, apply),
+        Command::Inspect {
+            config_file,
+            docker_socket,
+            json,
+            container,
+        } => inspect(
+            config_file,
+            kuryr::commands::inspect::Options {
+                docker_socket,
+                container,
+                json,
+            },
+        ),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -111,6 +111,18 @@ async fn network_and_container_groups_reach_neutron_and_unknown_ones_are_refused
     let mut want = vec![db.id.clone(), web.id.clone()];
     want.sort();
     assert_eq!(got, want);
+    // What the user sees: the container's groups by name.
+    let v = common::kuryr_inspect(&b);
+    let mut shown: Vec<String> = v["ports"][0]["security_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    shown.sort();
+    let mut names = vec![db_name.clone(), web_name.clone()];
+    names.sort();
+    assert_eq!(shown, names, "{v}");
     // A container naming an unknown group does not start, and its port is not changed.
     let c = common::unique("ksgc-");
     connected_with_groups(&c, &net, "no-such-group-kuryr");

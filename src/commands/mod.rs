@@ -2,4 +2,5 @@
 
 pub mod doctor;
 pub mod gc;
+pub mod inspect;
 pub mod serve;

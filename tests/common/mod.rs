@@ -419,6 +419,31 @@ pub fn kuryr_gc(conf: &str, extra: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `kuryr inspect --json CONTAINER` against the test Neutron and the default dockerd: its
+/// answer. Fails the test when it fails.
+pub fn kuryr_inspect(container: &str) -> Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kuryr.conf");
+    let conf = format!(
+        "[neutron]\nauth_type = none\nendpoint = {}\n",
+        neutron_url()
+    );
+    std::fs::write(&path, conf).expect("write conf");
+    let out = Command::new(env!("CARGO_BIN_EXE_kuryr"))
+        .args(["inspect", "--json", "--config-file"])
+        .arg(&path)
+        .arg(container)
+        .output()
+        .expect("kuryr inspect");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("kuryr inspect --json prints JSON")
+}
+
 /// Polls `f` until it returns Some, for up to `secs`.
 pub fn wait_until<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + Duration::from_secs(secs);
