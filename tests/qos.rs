@@ -1,7 +1,7 @@
 //! QoS through Docker, against the real Neutron and its linuxbridge agent (qos service
 //! plugin, the agent's qos extension): a network's policy (`-o neutron.qos_policy=`) is the
-//! Neutron network's, the agent puts its bandwidth limit on each container's tap as a tc
-//! policer and a transfer out of such a container stays at the limit; a container's own
+//! Neutron network's, the agent puts its (ingress) bandwidth limit on each container's tap
+//! as a tbf and a transfer into such a container stays at the limit; a container's own
 //! policy (`docker network connect --driver-opt neutron.qos_policy=`) replaces it on its
 //! port; an unknown policy is refused before anything is made; removal leaves the
 //! policies and nothing else.
@@ -32,7 +32,10 @@ async fn policy(n: &Neutron, name: &str, limit: Option<(u64, u64)>) -> QosPolicy
         );
         let r = reqwest::Client::new()
             .post(url)
-            .json(&json!({"bandwidth_limit_rule": {"max_kbps": kbps, "max_burst_kbps": burst}}))
+            .json(
+                &json!({"bandwidth_limit_rule": {"max_kbps": kbps, "max_burst_kbps": burst,
+                "direction": "ingress"}}),
+            )
             .send()
             .await
             .unwrap();
@@ -52,16 +55,40 @@ async fn port_at(n: &Neutron, ip: &str) -> Port {
         .unwrap_or_else(|| panic!("no kuryr port at {ip}"))
 }
 
-/// The tc filters the agent put on a tap's ingress (the container's egress).
-fn ingress_filters(tap: &str) -> String {
+/// The tap's queueing disciplines: the agent limits what goes into the container with a
+/// tbf on the tap (an egress limit needs the kernel's police action, which this machine's
+/// kernel does not have).
+fn qdiscs(tap: &str) -> String {
     let out = Command::new("tc")
-        .args(["filter", "show", "dev", tap, "parent", "ffff:"])
+        .args(["qdisc", "show", "dev", tap])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `docker run` args of a container serving FILE_KIB of zeros over HTTP on 8080.
+/// A container created on no network, then connected to `net` with this QoS policy as
+/// its endpoint driver option, and started.
+fn connected_with_policy(name: &str, net: &str, policy: &str, cmd: &[&str]) {
+    let image = common::image();
+    let mut args = vec![
+        "create",
+        "--label",
+        "kuryr-test",
+        "--name",
+        name,
+        "--network",
+        "none",
+        &image,
+    ];
+    args.extend_from_slice(cmd);
+    docker(&args);
+    docker(&["network", "disconnect", "none", name]);
+    let opt = format!("neutron.qos_policy={policy}");
+    docker(&["network", "connect", "--driver-opt", &opt, net, name]);
+    docker(&["start", name]);
+}
+
+/// The command of a container serving FILE_KIB of zeros over HTTP on 8080.
 fn server_cmd() -> String {
     format!(
         "mkdir -p /w && dd if=/dev/zero of=/w/f bs=1024 count={FILE_KIB} 2>/dev/null \
@@ -145,49 +172,18 @@ async fn a_networks_policy_limits_its_containers_and_a_containers_own_replaces_i
         .unwrap();
     assert_eq!(neutron_net.qos_policy_id.as_deref(), Some(slow.id.as_str()));
 
-    let image = common::image();
-    let cmd = server_cmd();
-    let limited = common::unique("kqs-");
-    docker(&[
-        "run",
-        "-d",
-        "--label",
-        "kuryr-test",
-        "--name",
-        &limited,
-        "--network",
-        &net,
-        &image,
-        "sh",
-        "-c",
-        &cmd,
-    ]);
-    // Its own policy: created on no network, connected with the endpoint option.
+    // The server and one client have their own policy (no rule: no limit); the other
+    // client has the network's.
+    let server = common::unique("kqs-");
+    connected_with_policy(&server, &net, &fast_name, &["sh", "-c", &server_cmd()]);
     let own = common::unique("kqf-");
-    docker(&[
-        "create",
-        "--label",
-        "kuryr-test",
-        "--name",
-        &own,
-        "--network",
-        "none",
-        &image,
-        "sh",
-        "-c",
-        &cmd,
-    ]);
-    docker(&["network", "disconnect", "none", &own]);
-    let opt = format!("neutron.qos_policy={fast_name}");
-    docker(&["network", "connect", "--driver-opt", &opt, &net, &own]);
-    docker(&["start", &own]);
-    let client = common::unique("kqc-");
-    common::run_container(&client, &net, &[]);
+    connected_with_policy(&own, &net, &fast_name, &["sleep", "600"]);
+    let limited = common::unique("kql-");
+    common::run_container(&limited, &net, &[]);
 
-    let limited_ip = common::container_ip(&limited, &net);
-    let own_ip = common::container_ip(&own, &net);
-    let limited_port = port_at(&n, &limited_ip).await;
-    let own_port = port_at(&n, &own_ip).await;
+    let server_ip = common::container_ip(&server, &net);
+    let limited_port = port_at(&n, &common::container_ip(&limited, &net)).await;
+    let own_port = port_at(&n, &common::container_ip(&own, &net)).await;
     assert_eq!(limited_port.qos_policy_id, None, "the network's applies");
     assert_eq!(own_port.qos_policy_id.as_deref(), Some(fast.id.as_str()));
 
@@ -202,25 +198,22 @@ async fn a_networks_policy_limits_its_containers_and_a_containers_own_replaces_i
         assert_eq!(port["qos_policy_from"], json!(from), "{v}");
     }
 
-    // The agent's policer on the limited container's tap, none on the other's.
+    // The agent's rate limit on the limited container's tap (what leaves the tap enters
+    // the container), none on the other's.
     let tap = kuryr::names::host_veth(&limited_port.id);
-    let filters = common::wait_until(60, || {
-        let f = ingress_filters(&tap);
-        f.contains("police").then_some(f)
+    let shaping = common::wait_until(60, || {
+        let q = qdiscs(&tap);
+        q.contains("tbf").then_some(q)
     })
-    .unwrap_or_else(|| panic!("no policer on {tap}: {:?}", ingress_filters(&tap)));
-    assert!(filters.contains("rate 2Mbit"), "{filters}");
+    .unwrap_or_else(|| panic!("no rate limit on {tap}: {:?}", qdiscs(&tap)));
+    assert!(shaping.contains("rate 2Mbit"), "{shaping}");
     let own_tap = kuryr::names::host_veth(&own_port.id);
-    assert!(
-        !ingress_filters(&own_tap).contains("police"),
-        "{}",
-        ingress_filters(&own_tap)
-    );
+    assert!(!qdiscs(&own_tap).contains("tbf"), "{}", qdiscs(&own_tap));
 
-    // What the policer lets out: at most the limit (after the burst), while the same
-    // transfer from the container with its own policy goes far faster.
-    let slow_secs = fetch_secs(&client, &limited_ip);
-    let fast_secs = fetch_secs(&client, &own_ip);
+    // What the limit lets in: at most the limit (after the burst), while the same
+    // transfer into the container with its own policy goes far faster.
+    let slow_secs = fetch_secs(&limited, &server_ip);
+    let fast_secs = fetch_secs(&own, &server_ip);
     let kbit = FILE_KIB * 1024 * 8 / 1000;
     let rate = (kbit - BURST_KBIT) as f64 / slow_secs;
     eprintln!(
@@ -228,14 +221,14 @@ async fn a_networks_policy_limits_its_containers_and_a_containers_own_replaces_i
     );
     assert!(
         rate <= LIMIT_KBPS as f64 * 1.1,
-        "{rate:.0} kbit/s out of a container limited to {LIMIT_KBPS}"
+        "{rate:.0} kbit/s into a container limited to {LIMIT_KBPS}"
     );
     assert!(
         fast_secs * 4.0 < slow_secs,
         "own policy {fast_secs:.2} s against the network's {slow_secs:.2} s"
     );
 
-    for ct in [&limited, &own, &client] {
+    for ct in [&limited, &own, &server] {
         docker(&["rm", "-f", ct]);
     }
     docker(&["network", "rm", &net]);
