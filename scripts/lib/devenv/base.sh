@@ -75,8 +75,9 @@ bind_host = 127.0.0.1
 bind_port = $NEUTRON_PORT
 core_plugin = ml2
 # qos: policies on networks and ports (kuryr's neutron.qos_policy option); the agent's
-# qos extension puts their bandwidth limits on the taps as tc policers.
-service_plugins = trunk,qos
+# qos extension puts their bandwidth limits on the taps as tc policers. router: routers
+# and floating IPs (kuryr's neutron.floating_network option; the l3 profile runs the agent).
+service_plugins = trunk,qos,router
 auth_strategy = noauth
 api_workers = 1
 rpc_workers = 1
