@@ -21,9 +21,16 @@ pub const TAG_CNI: &str = "kuryr.cni";
 /// On a Neutron network (kuryr's own, not upstream's): a security group every kuryr
 /// port on it gets, unless its container asks for others (`neutron.security_groups`).
 pub const TAG_SG: &str = "kuryr.sg:";
+/// On a Neutron network (kuryr's own): the external network its containers get a
+/// floating IP from (`neutron.floating_network`).
+pub const TAG_FIP_NET: &str = "kuryr.fipnet:";
+/// The description of a floating IP kuryr allocated, followed by its endpoint's id
+/// (floating IPs take no tags in their create). kuryr releases it with its endpoint;
+/// `kuryr gc`, one left with no port.
+pub const FIP_DESCRIPTION_PREFIX: &str = "kuryr:";
 /// On a port with a container's own settings (`neutron.security_groups`,
-/// `neutron.qos_policy`): it is deleted at release, never given back to the port pool
-/// with them.
+/// `neutron.qos_policy`, a floating IP): it is deleted at release, never given back to
+/// the port pool with them.
 pub const TAG_PORT_OWN: &str = "kuryr.port.own";
 pub const TAG_CNI_IF: &str = "kuryr.cni.if:";
 pub const TAG_CNI_NET: &str = "kuryr.cni.net:";
@@ -152,6 +159,18 @@ pub fn id_from_tags(tags: &[String]) -> Option<String> {
 /// The network tags naming security groups `ids`.
 pub fn sg_tags(ids: &[String]) -> Vec<String> {
     ids.iter().map(|id| format!("{TAG_SG}{id}")).collect()
+}
+
+/// The description of the floating IP kuryr allocates for an endpoint.
+pub fn fip_description(endpoint_id: &str) -> String {
+    format!("{FIP_DESCRIPTION_PREFIX}{endpoint_id}")
+}
+
+/// The external network a network's tags name for floating IPs.
+pub fn fip_net_from_tags(tags: &[String]) -> Option<String> {
+    tags.iter()
+        .find_map(|t| t.strip_prefix(TAG_FIP_NET))
+        .map(str::to_string)
 }
 
 /// The security groups a network's tags name, in tag order.

@@ -9,38 +9,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::cni::{cni, TestNet};
-use common::Kuryr;
+use common::{Kuryr, Netns};
 use serde_json::{json, Value};
 
 /// A network namespace for the test, deleted however the test ends.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = common::unique("kcni");
-        common::ip(&["netns", "add", &name]);
-        Netns(name)
-    }
-
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.0)
-    }
-
-    fn exec(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .expect("ip netns exec")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
 fn conf(k: &Kuryr, network: &str, extra: Value) -> Value {
     let mut c = json!({"cniVersion": "1.0.0", "name": "kuryr-it", "type": "kuryr-cni",
         "network": network, "socket": k.cni_socket});

@@ -13,7 +13,9 @@ use crate::driver::nested::{NestedKind, PortDriver};
 use crate::host::{Plumber, Plumbing};
 use crate::names;
 use crate::neutron::auth::parse_iso8601;
-use crate::neutron::{Filters, Network, Neutron, Port, SecurityGroup, Subnet, SubnetPool};
+use crate::neutron::{
+    Filters, FloatingIp, Network, Neutron, Port, SecurityGroup, Subnet, SubnetPool,
+};
 
 /// Something to remove, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +52,11 @@ pub enum Leak {
         port: String,
         why: String,
     },
+    /// A floating IP kuryr allocated for an endpoint, left with no port.
+    FloatingIp {
+        id: String,
+        why: String,
+    },
 }
 
 impl std::fmt::Display for Leak {
@@ -66,6 +73,7 @@ impl std::fmt::Display for Leak {
             Leak::Subport { trunk, port, why } => {
                 write!(f, "subport {port} of trunk {trunk}: {why}")
             }
+            Leak::FloatingIp { id, why } => write!(f, "floating IP {id}: {why}"),
         }
     }
 }
@@ -147,10 +155,37 @@ pub async fn find(
     f.exposed_groups(&all_ports).await?;
     f.networks().await?;
     f.pools().await?;
+    f.floating_ips().await?;
     Ok(f.leaks)
 }
 
 impl Finder<'_> {
+    /// Floating IPs kuryr allocated (its description) whose port is gone: Neutron took
+    /// them off the port, kuryr's release never came. A user's are never touched.
+    async fn floating_ips(&mut self) -> Result<(), String> {
+        let ext = self.neutron.extensions().await.map_err(neutron_err)?;
+        if !ext.has("router") {
+            return Ok(());
+        }
+        let fips: Vec<FloatingIp> = self
+            .neutron
+            .list(&Filters::new())
+            .await
+            .map_err(neutron_err)?;
+        for f in fips {
+            if !f.description.starts_with(names::FIP_DESCRIPTION_PREFIX) {
+                continue;
+            }
+            let why = match f.port_id.as_deref() {
+                None => "kuryr allocated it for an endpoint; its port is gone".to_string(),
+                Some(p) if self.doomed.contains(p) => format!("its port {p} is removed"),
+                Some(_) => continue,
+            };
+            self.leaks.push(Leak::FloatingIp { id: f.id, why });
+        }
+        Ok(())
+    }
+
     fn doom_port(&mut self, id: String, why: String) {
         self.doomed.insert(id.clone());
         self.leaks.push(Leak::Port { id, why });
@@ -582,7 +617,7 @@ pub async fn apply(neutron: &Neutron, host: &dyn Plumbing, leaks: &[Leak]) -> Ve
     // to delete a subport); ports and groups before the networks and pools they keep busy.
     let rank = |l: &Leak| match l {
         Leak::Veth { .. } => 0,
-        Leak::VmPair { .. } | Leak::Subport { .. } => 1,
+        Leak::VmPair { .. } | Leak::Subport { .. } | Leak::FloatingIp { .. } => 1,
         Leak::Port { .. } => 2,
         Leak::SecurityGroup { .. } => 3,
         Leak::Network { .. } => 4,
@@ -614,6 +649,10 @@ pub async fn apply(neutron: &Neutron, host: &dyn Plumbing, leaks: &[Leak]) -> Ve
                 .await
                 .map_err(|e| e.to_string()),
             Leak::VmPair { vm_port, ip, .. } => remove_vm_pair(neutron, vm_port, ip).await,
+            Leak::FloatingIp { id, .. } => neutron
+                .delete_if_exists::<FloatingIp>(id)
+                .await
+                .map_err(|e| e.to_string()),
             Leak::Subport { trunk, port, .. } => {
                 match neutron
                     .trunk_subports(trunk, false, serde_json::json!([{"port_id": port}]))
@@ -769,5 +808,53 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         assert!(t.host.links().is_empty());
         assert_eq!(t.neutron.count("networks"), 0);
+    }
+
+    #[tokio::test]
+    async fn kuryrs_floating_ips_left_without_a_port_are_released_a_users_never() {
+        let (t, port) = endpoint().await;
+        let public = t.neutron.seed(
+            "networks",
+            json!({"name": "public", "router:external": true}),
+        );
+        let fip = |desc: &str, port: Option<&str>| {
+            t.neutron.seed(
+                "floatingips",
+                json!({"floating_network_id": public["id"], "description": desc,
+                    "port_id": port}),
+            )
+        };
+        let left = fip(&names::fip_description(EP), None);
+        let users = fip("", None);
+        let live_one = fip(&names::fip_description(EP), Some(&port));
+        let live = Live {
+            networks: [NET.to_string()].into(),
+            endpoints: [EP.to_string()].into(),
+        };
+        let cfg = &t.driver.cfg;
+        let leaks = find(cfg, t.driver.neutron(), &t.host, &live, &opts(0))
+            .await
+            .unwrap();
+        let fips: Vec<&Leak> = leaks
+            .iter()
+            .filter(|l| matches!(l, Leak::FloatingIp { .. }))
+            .collect();
+        assert_eq!(
+            fips,
+            vec![&Leak::FloatingIp {
+                id: left["id"].as_str().unwrap().to_string(),
+                why: "kuryr allocated it for an endpoint; its port is gone".into()
+            }],
+            "{leaks:?}"
+        );
+        assert!(apply(t.driver.neutron(), &t.host, &leaks).await.is_empty());
+        let ids: Vec<Value> = t
+            .neutron
+            .all("floatingips")
+            .iter()
+            .map(|f| f["id"].clone())
+            .collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains(&users["id"]) && ids.contains(&live_one["id"]));
     }
 }

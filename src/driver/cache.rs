@@ -19,6 +19,8 @@ pub struct NetInfo {
     pub subnets: Vec<Subnet>,
     /// The groups its ports get (`kuryr.sg:` tags; empty: Neutron's default).
     pub security_groups: Vec<String>,
+    /// The external network its containers get a floating IP from (`kuryr.fipnet:`).
+    pub floating_network: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -14,7 +14,8 @@ use crate::host::binding::BindContext;
 use crate::host::PlugRequest;
 use crate::names;
 use crate::neutron::{
-    Filters, Neutron, NeutronError, Port, PortStatus, SecurityGroup, SecurityGroupRule, Subnet,
+    Filters, FloatingIp, Neutron, NeutronError, Port, PortStatus, SecurityGroup, SecurityGroupRule,
+    Subnet,
 };
 use crate::protocol::{validate, *};
 
@@ -79,6 +80,15 @@ struct EndpointAsk<'a> {
     groups: Option<Vec<String>>,
     /// The container's own QoS policy (its network's applies without one).
     qos: Option<String>,
+    /// The floating IP the container gets.
+    floating: Option<Floating>,
+}
+
+/// A container's floating IP: one kuryr allocates on an external network, or the user's.
+#[derive(Debug, Clone)]
+enum Floating {
+    Allocate(String),
+    Existing(FloatingIp),
 }
 
 impl Driver {
@@ -120,15 +130,29 @@ impl Driver {
             Some(v) => Some(self.qos_policy_id(v).await?),
             None => None,
         };
-        let ask = EndpointAsk {
+        let floating = self.floating_ask(&req.options, &net).await?;
+        let mut ask = EndpointAsk {
             ep,
             addrs,
             subnets,
             mac,
             groups,
             qos,
+            floating,
         };
         let ports = self.reserved_ports(&ask).await?;
+        // A user's floating IP is free, or already on this endpoint's port (a retry).
+        if let Some(Floating::Existing(f)) = &ask.floating {
+            if let Some(p) = f.port_id.as_deref() {
+                if !ports.iter().any(|x| x.id == p) {
+                    return Err(DriverError::Conflict(format!(
+                        "floating IP {} is on port {p}, not this container's",
+                        f.floating_ip_address
+                    )));
+                }
+                ask.floating = None;
+            }
+        }
         // Plan: checks and reads only. Picking a free VF (an SR-IOV port without a
         // pci_slot) and claiming it with the binding are serialised.
         let _vf_lock = match ports.as_slice() {
@@ -139,6 +163,7 @@ impl Driver {
         };
         let host = self.host_plan(&ports, &net).await?;
         let plan = self.port_plan(&ask, &net, &host, ports)?;
+        let retried = matches!(plan, PortPlan::Keep(_));
         let bookkeeping = match &plan {
             PortPlan::Finish { port, body, tags } => {
                 Some(((**port).clone(), body.clone(), tags.clone()))
@@ -150,6 +175,15 @@ impl Driver {
         crate::kill_point!("CreateEndpoint.after_port");
         if let Err(e) = self.plug_endpoint(&host, &port, ep, &net).await {
             return Err(self.undo_port(undo, ep, e).await);
+        }
+        if let Some(f) = &ask.floating {
+            if let Err(e) = self.attach_floating_ip(f, &port, ep, retried).await {
+                let bind = bind_context(&port, ep, &port.project_id);
+                if let Err(u) = self.plumber.unplug(&bind).await {
+                    tracing::warn!(port = %port.id, error = %u, "unplug after a failed floating IP");
+                }
+                return Err(self.undo_port(undo, ep, e).await);
+            }
         }
         self.remember_endpoint(&ask, &req.network_id, &port);
         if let Some((before, body, tags)) = bookkeeping {
@@ -278,7 +312,7 @@ impl Driver {
         }
         let mut tags = vec![names::TAG_KURYR_PORT.to_string()];
         tags.extend(names::id_tags(ep));
-        if ask.groups.is_some() || ask.qos.is_some() {
+        if ask.groups.is_some() || ask.qos.is_some() || ask.floating.is_some() {
             tags.push(names::TAG_PORT_OWN.to_string());
         }
         Ok(PortPlan::Replace {
@@ -351,7 +385,7 @@ impl Driver {
             add.push(names::TAG_VF_PICKED.to_string());
         }
         let own = body.get("security_groups").is_some() || body.get("qos_policy_id").is_some();
-        if own && !groups_ok {
+        if (own && !groups_ok) || ask.floating.is_some() {
             add.push(names::TAG_PORT_OWN.to_string());
         }
         if kuryr_made(&old) {
@@ -651,6 +685,9 @@ impl Driver {
             self.plumber.unplug(&bind).await?;
         }
         crate::kill_point!("DeleteEndpoint.after_unplug");
+        if port.tags.iter().any(|t| t == names::TAG_PORT_OWN) && self.ext.has("router") {
+            self.detach_floating_ips(&port.id, ep).await?;
+        }
         if self.cfg.process_external_connectivity && !info.no_exposed_group {
             self.take_off_exposed_group(&port.id).await?;
         }
@@ -664,7 +701,11 @@ impl Driver {
             let keep: Vec<String> = port
                 .tags
                 .iter()
-                .filter(|t| !names::id_tags(ep).contains(t) && t.as_str() != names::TAG_VF_PICKED)
+                .filter(|t| {
+                    !names::id_tags(ep).contains(t)
+                        && t.as_str() != names::TAG_VF_PICKED
+                        && t.as_str() != names::TAG_PORT_OWN
+                })
                 .cloned()
                 .collect();
             match self.neutron.replace_tags::<Port>(&port.id, &keep).await {
@@ -1107,6 +1148,107 @@ pub(crate) fn port_ranges(exposed: &[ExposedPort]) -> Result<Vec<(&'static str, 
         out.push((proto, lo, hi));
     }
     Ok(out)
+}
+
+impl Driver {
+    /// The floating IP an endpoint asks for: the container's own address
+    /// (`neutron.floating_ip`), else an external network (the container's, else its
+    /// network's); resolved before anything is made.
+    async fn floating_ask(
+        &self,
+        options: &serde_json::Map<String, Value>,
+        net: &NetInfo,
+    ) -> Result<Option<Floating>> {
+        let opt = |k: &str| options.get(k).and_then(Value::as_str).map(str::trim);
+        if let Some(addr) = opt(super::network::FLOATING_IP_OPTION) {
+            let ip: std::net::IpAddr = addr.parse().map_err(|_| {
+                DriverError::BadRequest(format!(
+                    "{}={addr:?} is not an IP address",
+                    super::network::FLOATING_IP_OPTION
+                ))
+            })?;
+            let found: Vec<FloatingIp> = self
+                .neutron
+                .list(&Filters::new().add("floating_ip_address", ip.to_string()))
+                .await?;
+            return match found.into_iter().next() {
+                Some(f) => Ok(Some(Floating::Existing(f))),
+                None => Err(DriverError::BadRequest(format!(
+                    "no floating IP {ip} is allocated: allocate it first (openstack floating ip create --floating-ip-address {ip} NETWORK)"
+                ))),
+            };
+        }
+        if let Some(n) = opt(super::network::FLOATING_NETWORK_OPTION) {
+            return Ok(Some(Floating::Allocate(self.external_network_id(n).await?)));
+        }
+        Ok(net.floating_network.clone().map(Floating::Allocate))
+    }
+
+    /// Puts the floating IP on the port: one request (a retried call first looks for the
+    /// one it allocated). Neutron refuses when no router joins the port's subnet to the
+    /// external network; its message is the error.
+    async fn attach_floating_ip(
+        &self,
+        f: &Floating,
+        port: &Port,
+        ep: &str,
+        retried: bool,
+    ) -> Result<()> {
+        match f {
+            Floating::Allocate(net) => {
+                if retried {
+                    let have: Vec<FloatingIp> = self
+                        .neutron
+                        .list(&Filters::new().add("port_id", &port.id))
+                        .await?;
+                    if !have.is_empty() {
+                        return Ok(());
+                    }
+                }
+                let made: FloatingIp = self
+                    .neutron
+                    .create(json!({
+                        "floating_network_id": net,
+                        "port_id": port.id,
+                        "description": names::fip_description(ep),
+                    }))
+                    .await?;
+                tracing::info!(endpoint = %ep, floating_ip = %made.floating_ip_address, "floating IP allocated");
+            }
+            Floating::Existing(fip) => {
+                self.neutron
+                    .update::<FloatingIp>(&fip.id, json!({"port_id": port.id}))
+                    .await?;
+                tracing::info!(endpoint = %ep, floating_ip = %fip.floating_ip_address, "floating IP associated");
+            }
+        }
+        Ok(())
+    }
+
+    /// At an endpoint's end: the floating IP kuryr allocated for it is released, a user's
+    /// only disassociated (it stays theirs).
+    async fn detach_floating_ips(&self, port_id: &str, ep: &str) -> Result<()> {
+        let fips: Vec<FloatingIp> = self
+            .neutron
+            .list(&Filters::new().add("port_id", port_id))
+            .await?;
+        for f in fips {
+            if f.description == names::fip_description(ep) {
+                self.neutron.delete_if_exists::<FloatingIp>(&f.id).await?;
+            } else {
+                match self
+                    .neutron
+                    .update::<FloatingIp>(&f.id, json!({"port_id": null}))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -246,6 +246,7 @@ impl Driver {
         let info = NetInfo {
             existing: net.tags.contains(&names::existing_net_tag(docker_net_id)),
             security_groups: names::sgs_from_tags(&net.tags),
+            floating_network: names::fip_net_from_tags(&net.tags),
             neutron_id: net.id,
             mtu: net.mtu,
             project_id: net.project_id,
@@ -271,6 +272,32 @@ impl Driver {
             }
         }
         Ok(ids)
+    }
+
+    /// An external network (for floating IPs) by id or name; a network that is not
+    /// external is a bad request.
+    pub(crate) async fn external_network_id(&self, want: &str) -> Result<String> {
+        let want = want.trim();
+        let by = if uuid::Uuid::parse_str(want).is_ok() {
+            "id"
+        } else {
+            "name"
+        };
+        let found: Vec<crate::neutron::Network> =
+            self.neutron.list(&Filters::new().add(by, want)).await?;
+        match found.as_slice() {
+            [one] if one.external => Ok(one.id.clone()),
+            [one] => Err(DriverError::BadRequest(format!(
+                "network {want:?} ({}) is not external (router:external): no floating IP comes from it",
+                one.id
+            ))),
+            [] => Err(DriverError::BadRequest(format!(
+                "no external network is named {want:?}"
+            ))),
+            _ => Err(DriverError::BadRequest(format!(
+                "several networks are named {want:?}: give its id instead"
+            ))),
+        }
     }
 
     /// A QoS policy by id or name, as `security_group_ids`.

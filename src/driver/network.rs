@@ -109,26 +109,34 @@ impl Driver {
             Some(v) => Some(self.qos_policy_id(v).await?),
             None => None,
         };
+        let floating = match opts.get(FLOATING_NETWORK_OPTION) {
+            Some(v) => Some(self.external_network_id(v).await?),
+            None => None,
+        };
+        let ask = NetAsk {
+            groups,
+            qos,
+            floating,
+        };
         let mut pools = Vec::new();
         for f in &fams {
             pools.push(self.pool_for(f, &opts).await?);
         }
-        let (net, adopted, net_undo) = self
-            .network_for(id, &opts, shared, &groups, qos.as_deref())
-            .await?;
+        let (net, adopted, net_undo) = self.network_for(id, &opts, shared, &ask).await?;
         crate::kill_point!("CreateNetwork.after_network");
         let subnets = match self.subnets_for(&net, adopted, &fams, &pools, &opts).await {
             Ok(s) => s,
             Err(e) => return Err(self.undo_network(vec![net_undo], e).await),
         };
         let mut security_groups = names::sgs_from_tags(&net.tags);
-        for g in groups {
+        for g in ask.groups {
             if !security_groups.contains(&g) {
                 security_groups.push(g);
             }
         }
         let info = NetInfo {
             security_groups,
+            floating_network: ask.floating.or_else(|| names::fip_net_from_tags(&net.tags)),
             neutron_id: net.id,
             mtu: net.mtu,
             existing: adopted,
@@ -156,9 +164,9 @@ impl Driver {
         id: &str,
         opts: &BTreeMap<String, String>,
         shared: bool,
-        groups: &[String],
-        qos: Option<&str>,
+        ask: &NetAsk,
     ) -> Result<(Network, bool, NetUndo)> {
+        let qos = ask.qos.as_deref();
         let existing = match (
             Self::net_option(opts, "neutron.net.uuid"),
             Self::net_option(opts, "neutron.net.name"),
@@ -174,7 +182,10 @@ impl Driver {
             (None, None) => None,
         };
         let mut id_tags = names::id_tags(id);
-        id_tags.extend(names::sg_tags(groups));
+        id_tags.extend(names::sg_tags(&ask.groups));
+        if let Some(f) = &ask.floating {
+            id_tags.push(format!("{}{f}", names::TAG_FIP_NET));
+        }
         let Some(net) = existing else {
             let mut body = json!({
                 "name": names::network_name(id),
@@ -507,7 +518,11 @@ impl Driver {
         let keep: Vec<String> = net
             .tags
             .into_iter()
-            .filter(|t| !drop_tags.contains(t) && (shared || !t.starts_with(names::TAG_SG)))
+            .filter(|t| {
+                !drop_tags.contains(t)
+                    && (shared
+                        || !(t.starts_with(names::TAG_SG) || t.starts_with(names::TAG_FIP_NET)))
+            })
             .collect();
         self.neutron
             .replace_tags::<Network>(&info.neutron_id, &keep)
@@ -571,6 +586,21 @@ impl Driver {
 /// CreateNetwork and CreateEndpoint option: security groups (names or ids, comma
 /// separated) of the ports; a container's replace its network's.
 pub(crate) const SECURITY_GROUPS_OPTION: &str = "neutron.security_groups";
+
+/// Network and endpoint option: the external network (name or id) each container gets a
+/// floating IP from; kuryr allocates it and releases it with the container.
+pub(crate) const FLOATING_NETWORK_OPTION: &str = "neutron.floating_network";
+/// Endpoint option: a floating IP (its address) the user allocated, associated with the
+/// container's port and only disassociated at its removal.
+pub(crate) const FLOATING_IP_OPTION: &str = "neutron.floating_ip";
+
+/// What a CreateNetwork's options ask of Neutron beyond the network: resolved before
+/// anything is made.
+struct NetAsk {
+    groups: Vec<String>,
+    qos: Option<String>,
+    floating: Option<String>,
+}
 
 /// Network and endpoint option: a QoS policy (name or id). On a network kuryr makes it is
 /// the network's `qos_policy_id`; on a container, its port's (which Neutron puts first).

@@ -1723,3 +1723,142 @@ async fn an_unknown_qos_policy_is_a_400_and_an_adopted_networks_own_is_not_chang
     );
     assert_eq!(t.neutron.all("networks"), vec![theirs]);
 }
+
+fn floating_ips(t: &TestDriver) -> Vec<Value> {
+    t.neutron.all("floatingips")
+}
+
+#[tokio::test]
+async fn a_networks_floating_network_gives_each_container_a_floating_ip_released_with_it() {
+    let t = TestDriver::new("").await;
+    let public = t.neutron.seed(
+        "networks",
+        json!({"name": "public", "router:external": true}),
+    );
+    let pool = network_with(
+        &t,
+        "10.65.0.0/24",
+        "10.65.0.1",
+        json!({"neutron.floating_network": "public"}),
+    )
+    .await;
+    let a = endpoint_with(&t, &pool, EP, json!({})).await;
+    // One request on the start path: the floating IP's create, with its port.
+    assert_eq!(t.take_requests(), vec!["POST floatingips"]);
+    let port = port_of(&t, &a);
+    let fips = floating_ips(&t);
+    assert_eq!(fips.len(), 1);
+    assert_eq!(fips[0]["port_id"], port["id"]);
+    assert_eq!(fips[0]["floating_network_id"], public["id"]);
+    assert_eq!(fips[0]["description"], json!(names::fip_description(EP)));
+    t.driver.flush().await;
+    assert!(port_of(&t, &a)["tags"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(names::TAG_PORT_OWN)));
+    t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
+    assert!(floating_ips(&t).is_empty(), "{:?}", floating_ips(&t));
+}
+
+#[tokio::test]
+async fn a_users_floating_ip_is_associated_and_only_disassociated_at_removal() {
+    let t = TestDriver::new("").await;
+    let public = t.neutron.seed(
+        "networks",
+        json!({"name": "public", "router:external": true}),
+    );
+    let theirs = t.neutron.seed(
+        "floatingips",
+        json!({"floating_network_id": public["id"], "floating_ip_address": "203.0.113.77"}),
+    );
+    let pool = network(&t, "10.66.0.0/24", "10.66.0.1").await;
+    let a = endpoint_with(
+        &t,
+        &pool,
+        EP,
+        json!({"neutron.floating_ip": "203.0.113.77"}),
+    )
+    .await;
+    let port = port_of(&t, &a);
+    assert_eq!(floating_ips(&t)[0]["port_id"], port["id"]);
+    t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
+    let left = floating_ips(&t);
+    assert_eq!(left.len(), 1, "the user's floating IP stays");
+    assert_eq!(left[0]["id"], theirs["id"]);
+    assert!(left[0]["port_id"].is_null(), "{left:?}");
+}
+
+#[tokio::test]
+async fn an_unknown_or_internal_floating_network_is_a_400_before_anything_is_made() {
+    let t = TestDriver::new("").await;
+    t.neutron.seed("networks", json!({"name": "inside"}));
+    t.ok("IpamDriver.RequestPool", &pool_req("10.67.0.0/24"))
+        .await;
+    for (want, says) in [("nope", "no external network"), ("inside", "not external")] {
+        let (s, v) = t
+            .call(
+                "NetworkDriver.CreateNetwork",
+                &net_req(
+                    NET,
+                    "10.67.0.0/24",
+                    "10.67.0.1/24",
+                    json!({"neutron.floating_network": want}),
+                ),
+            )
+            .await;
+        assert_eq!(s, 400, "{v}");
+        assert!(v["Err"].as_str().unwrap().contains(says), "{v}");
+        assert_eq!(t.neutron.count("networks"), 1);
+    }
+    // A container naming a floating IP nobody allocated: its port is not changed.
+    let pool = network(&t, "10.68.0.0/24", "10.68.0.1").await;
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool, "Address": "", "Options": {}}),
+        )
+        .await["Address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let before = port_of(&t, &a);
+    let mut req = ep_req(EP, &a, "");
+    req["Options"] = json!({"neutron.floating_ip": "203.0.113.99"});
+    req["Interface"] = json!({"Address": a, "AddressIPv6": ""});
+    let (s, v) = t.call("NetworkDriver.CreateEndpoint", &req).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["Err"].as_str().unwrap().contains("203.0.113.99"), "{v}");
+    assert_eq!(port_of(&t, &a), before);
+    assert!(t.host.links().is_empty());
+}
+
+#[tokio::test]
+async fn a_floating_ip_neutron_refuses_gives_the_port_and_veth_back() {
+    let t = TestDriver::new("").await;
+    let public = t.neutron.seed(
+        "networks",
+        json!({"name": "public", "router:external": true}),
+    );
+    let pool = network(&t, "10.69.0.0/24", "10.69.0.1").await;
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool, "Address": "", "Options": {}}),
+        )
+        .await["Address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let before = port_of(&t, &a);
+    t.neutron
+        .inject(Fault::once("POST", "/v2.0/floatingips", 404));
+    let mut req = ep_req(EP, &a, "");
+    req["Options"] = json!({"neutron.floating_network": public["id"]});
+    req["Interface"] = json!({"Address": a, "AddressIPv6": ""});
+    let (s, v) = t.call("NetworkDriver.CreateEndpoint", &req).await;
+    assert_ne!(s, 200, "{v}");
+    assert!(v["Err"].is_string(), "{v}");
+    assert!(t.host.links().is_empty(), "{:?}", t.host.links());
+    assert_eq!(port_of(&t, &a), before);
+    assert!(floating_ips(&t).is_empty());
+}

@@ -195,6 +195,9 @@ pub struct Network {
     /// The QoS policy of the network's ports that have none of their own (`qos` extension).
     #[serde(default)]
     pub qos_policy_id: Option<String>,
+    /// An external network: routers' gateways and floating IPs are on it.
+    #[serde(rename = "router:external", default, deserialize_with = "null_default")]
+    pub external: bool,
 }
 resource!(Network, "networks", "network", "networks");
 
@@ -383,7 +386,7 @@ resource!(
     "security_group_rules"
 );
 
-/// A floating IP (`router` extension); kuryr only reads which are on its ports.
+/// A floating IP (`router` extension).
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 pub struct FloatingIp {
     pub id: String,
@@ -391,6 +394,10 @@ pub struct FloatingIp {
     pub floating_ip_address: String,
     #[serde(default)]
     pub port_id: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub floating_network_id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub description: String,
 }
 resource!(FloatingIp, "floatingips", "floatingip", "floatingips");
 

@@ -33,6 +33,7 @@ const COLLECTIONS: &[(&str, &str)] = &[
     ("agents", "agent"),
     // `qos/policies` (the path is folded to its last segment).
     ("policies", "policy"),
+    ("floatingips", "floatingip"),
 ];
 
 const EXTENSIONS: &[&str] = &[
@@ -44,6 +45,7 @@ const EXTENSIONS: &[&str] = &[
     "trunk",
     "tag-ports-during-bulk-creation",
     "qos",
+    "router",
 ];
 
 /// A scripted fault: of the requests whose method is `method` and whose path contains
@@ -570,6 +572,7 @@ impl FakeState {
             {
                 return Err(missing("security-groups", s(&o, "security_group_id")));
             }
+            "floatingips" => self.fill_floating_ip(&mut o)?,
             _ => {}
         }
         self.coll(c).insert(id.clone(), o.clone());
@@ -582,6 +585,38 @@ impl FakeState {
             }
         }
         Ok(o)
+    }
+
+    /// As Neutron: from an external network, an address of its own (from 203.0.113.0/24
+    /// here: no subnet is needed), on a port that exists, if one is named.
+    fn fill_floating_ip(&mut self, o: &mut Obj) -> Result<(), Reply> {
+        let net = s(o, "floating_network_id").to_string();
+        match self.get("networks", &net) {
+            Some(n) if n.get("router:external") == Some(&json!(true)) => {}
+            Some(_) => {
+                return Err(fail(
+                    400,
+                    "BadRequest",
+                    format!("network {net} is not external"),
+                ))
+            }
+            None => return Err(missing("networks", &net)),
+        }
+        if let Some(p) = o.get("port_id").and_then(Value::as_str) {
+            if self.get("ports", p).is_none() {
+                return Err(missing("ports", p));
+            }
+        }
+        if o.get("floating_ip_address").is_none_or(Value::is_null) {
+            let n = self.all("floatingips").count() + 10;
+            o.insert(
+                "floating_ip_address".into(),
+                json!(format!("203.0.113.{n}")),
+            );
+        }
+        o.entry("port_id").or_insert(Value::Null);
+        o.entry("description").or_insert(json!(""));
+        Ok(())
     }
 
     fn fill_subnet(&mut self, o: &mut Obj) -> Result<(), Reply> {
@@ -819,6 +854,14 @@ impl FakeState {
             }
             "subnetpools" if self.all("subnets").any(|sn| s(sn, "subnetpool_id") == id) => {
                 return in_use(format!("subnetpool {id} has subnets"));
+            }
+            // Neutron takes a deleted port's floating IPs off it (they stay allocated).
+            "ports" => {
+                for f in self.coll("floatingips").values_mut() {
+                    if s(f, "port_id") == id {
+                        f.insert("port_id".into(), Value::Null);
+                    }
+                }
             }
             "security-groups" => {
                 let used = self.all("ports").any(|p| {

@@ -444,6 +444,40 @@ pub fn kuryr_inspect(container: &str) -> Value {
     serde_json::from_slice(&out.stdout).expect("kuryr inspect --json prints JSON")
 }
 
+/// A network namespace of the test's own, deleted when dropped.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new() -> Netns {
+        Netns::named("kcni")
+    }
+
+    /// `prefix` and a unique suffix (`scripts/devenv purge` knows kcni- and kfo-).
+    pub fn named(prefix: &str) -> Netns {
+        let name = unique(prefix);
+        ip(&["netns", "add", &name]);
+        Netns(name)
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
 /// Polls `f` until it returns Some, for up to `secs`.
 pub fn wait_until<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + Duration::from_secs(secs);
