@@ -175,23 +175,9 @@ async fn containers_are_reached_from_outside_at_their_floating_ips_released_at_r
 
     let a = common::unique("kfa-");
     common::run_container(&a, &net, &[]);
-    let image = common::image();
     let b = common::unique("kfb-");
-    docker(&[
-        "create",
-        "--label",
-        "kuryr-test",
-        "--name",
-        &b,
-        "--network",
-        "none",
-        &image,
-        "sleep",
-        "600",
-    ]);
-    docker(&["network", "disconnect", "none", &b]);
     let opt = format!("neutron.floating_ip={}", theirs.floating_ip_address);
-    docker(&["network", "connect", "--driver-opt", &opt, &net, &b]);
+    common::connected_with(&b, &net, &opt, &["sleep", "600"]);
     docker(&["start", &b]);
 
     // What the user sees, and what Neutron has.

@@ -44,17 +44,6 @@ async fn policy(n: &Neutron, name: &str, limit: Option<(u64, u64)>) -> QosPolicy
     p
 }
 
-async fn port_at(n: &Neutron, ip: &str) -> Port {
-    let ports: Vec<Port> = n
-        .list(&Filters::new().add("fixed_ips", format!("ip_address={ip}")))
-        .await
-        .unwrap();
-    ports
-        .into_iter()
-        .find(|p| p.device_owner == kuryr::names::DEVICE_OWNER)
-        .unwrap_or_else(|| panic!("no kuryr port at {ip}"))
-}
-
 /// The tap's queueing disciplines: the agent limits what goes into the container with a
 /// tbf on the tap (an egress limit needs the kernel's police action, which this machine's
 /// kernel does not have).
@@ -64,28 +53,6 @@ fn qdiscs(tap: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A container created on no network, then connected to `net` with this QoS policy as
-/// its endpoint driver option, and started.
-fn connected_with_policy(name: &str, net: &str, policy: &str, cmd: &[&str]) {
-    let image = common::image();
-    let mut args = vec![
-        "create",
-        "--label",
-        "kuryr-test",
-        "--name",
-        name,
-        "--network",
-        "none",
-        &image,
-    ];
-    args.extend_from_slice(cmd);
-    docker(&args);
-    docker(&["network", "disconnect", "none", name]);
-    let opt = format!("neutron.qos_policy={policy}");
-    docker(&["network", "connect", "--driver-opt", &opt, net, name]);
-    docker(&["start", name]);
 }
 
 /// The command of a container serving FILE_KIB of zeros over HTTP on 8080.
@@ -175,15 +142,18 @@ async fn a_networks_policy_limits_its_containers_and_a_containers_own_replaces_i
     // The server and one client have their own policy (no rule: no limit); the other
     // client has the network's.
     let server = common::unique("kqs-");
-    connected_with_policy(&server, &net, &fast_name, &["sh", "-c", &server_cmd()]);
+    let opt = format!("neutron.qos_policy={fast_name}");
+    common::connected_with(&server, &net, &opt, &["sh", "-c", &server_cmd()]);
+    docker(&["start", &server]);
     let own = common::unique("kqf-");
-    connected_with_policy(&own, &net, &fast_name, &["sleep", "600"]);
+    common::connected_with(&own, &net, &opt, &["sleep", "600"]);
+    docker(&["start", &own]);
     let limited = common::unique("kql-");
     common::run_container(&limited, &net, &[]);
 
     let server_ip = common::container_ip(&server, &net);
-    let limited_port = port_at(&n, &common::container_ip(&limited, &net)).await;
-    let own_port = port_at(&n, &common::container_ip(&own, &net)).await;
+    let limited_port = common::port_at(&n, &common::container_ip(&limited, &net)).await;
+    let own_port = common::port_at(&n, &common::container_ip(&own, &net)).await;
     assert_eq!(limited_port.qos_policy_id, None, "the network's applies");
     assert_eq!(own_port.qos_policy_id.as_deref(), Some(fast.id.as_str()));
 

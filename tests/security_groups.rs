@@ -16,38 +16,6 @@ async fn group(n: &Neutron, name: &str) -> SecurityGroup {
         .unwrap()
 }
 
-async fn port_at(n: &Neutron, ip: &str) -> Port {
-    let ports: Vec<Port> = n
-        .list(&Filters::new().add("fixed_ips", format!("ip_address={ip}")))
-        .await
-        .unwrap();
-    ports
-        .into_iter()
-        .find(|p| p.device_owner == kuryr::names::DEVICE_OWNER)
-        .unwrap_or_else(|| panic!("no kuryr port at {ip}"))
-}
-
-/// A container created on no network, then connected to `net` with these groups as its
-/// endpoint driver option (what Compose's `driver_opts` sends); not started.
-fn connected_with_groups(name: &str, net: &str, groups: &str) {
-    let image = common::image();
-    docker(&[
-        "create",
-        "--label",
-        "kuryr-test",
-        "--name",
-        name,
-        "--network",
-        "none",
-        &image,
-        "sleep",
-        "600",
-    ]);
-    docker(&["network", "disconnect", "none", name]);
-    let opt = format!("neutron.security_groups={groups}");
-    docker(&["network", "connect", "--driver-opt", &opt, net, name]);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_and_container_groups_reach_neutron_and_unknown_ones_are_refused() {
     common::require_docker();
@@ -98,14 +66,19 @@ async fn network_and_container_groups_reach_neutron_and_unknown_ones_are_refused
     );
     let a = common::unique("ksga-");
     common::run_container(&a, &net, &[]);
-    let a_port = port_at(&n, &common::container_ip(&a, &net)).await;
+    let a_port = common::port_at(&n, &common::container_ip(&a, &net)).await;
     assert_eq!(a_port.security_groups, vec![web.id.clone()]);
 
     // A container's own groups replace the network's.
     let b = common::unique("ksgb-");
-    connected_with_groups(&b, &net, &format!("{db_name} {}", web.id));
+    common::connected_with(
+        &b,
+        &net,
+        &format!("neutron.security_groups={db_name} {}", web.id),
+        &["sleep", "600"],
+    );
     docker(&["start", &b]);
-    let b_port = port_at(&n, &common::container_ip(&b, &net)).await;
+    let b_port = common::port_at(&n, &common::container_ip(&b, &net)).await;
     let mut got = b_port.security_groups.clone();
     got.sort();
     let mut want = vec![db.id.clone(), web.id.clone()];
@@ -125,7 +98,12 @@ async fn network_and_container_groups_reach_neutron_and_unknown_ones_are_refused
     assert_eq!(shown, names, "{v}");
     // A container naming an unknown group does not start, and its port is not changed.
     let c = common::unique("ksgc-");
-    connected_with_groups(&c, &net, "no-such-group-kuryr");
+    common::connected_with(
+        &c,
+        &net,
+        "neutron.security_groups=no-such-group-kuryr",
+        &["sleep", "600"],
+    );
     let out = docker_try(&["start", &c]);
     assert!(!out.status.success(), "started with an unknown group");
     assert!(

@@ -1533,6 +1533,30 @@ async fn bookkeeping_neutron_refused_is_written_once_it_answers() {
     );
 }
 
+/// RequestAddress, then a CreateEndpoint with these options that fails: its answer,
+/// once the address's port and the host are checked to be as before.
+async fn failed_endpoint(t: &TestDriver, pool_id: &str, opts: Value) -> (u16, Value) {
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
+        )
+        .await["Address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let before = port_of(t, &a);
+    let mut req = ep_req(EP, &a, "");
+    req["Options"] = opts;
+    req["Interface"] = json!({"Address": a, "AddressIPv6": ""});
+    let (s, v) = t.call("NetworkDriver.CreateEndpoint", &req).await;
+    assert_ne!(s, 200, "{v}");
+    assert!(v["Err"].is_string(), "{v}");
+    assert_eq!(port_of(t, &a), before);
+    assert!(t.host.links().is_empty(), "{:?}", t.host.links());
+    (s, v)
+}
+
 /// RequestAddress (no MAC: the port is bound ahead) and CreateEndpoint with these
 /// endpoint options; the address.
 async fn endpoint_with(t: &TestDriver, pool_id: &str, ep: &str, opts: Value) -> String {
@@ -1617,23 +1641,8 @@ async fn an_unknown_group_is_a_400_before_anything_is_made() {
         &net_req(NET, "10.61.0.0/24", "10.61.0.1/24", json!({})),
     )
     .await;
-    let a = t
-        .ok(
-            "IpamDriver.RequestAddress",
-            &json!({"PoolID": pool, "Address": "", "Options": {}}),
-        )
-        .await["Address"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let before = port_of(&t, &a);
-    let mut req = ep_req(EP, &a, "");
-    req["Options"] = json!({"neutron.security_groups": "web,nope"});
-    req["Interface"] = json!({"Address": a, "AddressIPv6": ""});
-    let (s, v) = t.call("NetworkDriver.CreateEndpoint", &req).await;
+    let (s, v) = failed_endpoint(&t, &pool, json!({"neutron.security_groups": "web,nope"})).await;
     assert_eq!(s, 400, "{v}");
-    assert_eq!(port_of(&t, &a), before);
-    assert!(t.host.links().is_empty());
 }
 
 #[tokio::test]
@@ -1812,24 +1821,9 @@ async fn an_unknown_or_internal_floating_network_is_a_400_before_anything_is_mad
     }
     // A container naming a floating IP nobody allocated: its port is not changed.
     let pool = network(&t, "10.68.0.0/24", "10.68.0.1").await;
-    let a = t
-        .ok(
-            "IpamDriver.RequestAddress",
-            &json!({"PoolID": pool, "Address": "", "Options": {}}),
-        )
-        .await["Address"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let before = port_of(&t, &a);
-    let mut req = ep_req(EP, &a, "");
-    req["Options"] = json!({"neutron.floating_ip": "203.0.113.99"});
-    req["Interface"] = json!({"Address": a, "AddressIPv6": ""});
-    let (s, v) = t.call("NetworkDriver.CreateEndpoint", &req).await;
+    let (s, v) = failed_endpoint(&t, &pool, json!({"neutron.floating_ip": "203.0.113.99"})).await;
     assert_eq!(s, 400, "{v}");
     assert!(v["Err"].as_str().unwrap().contains("203.0.113.99"), "{v}");
-    assert_eq!(port_of(&t, &a), before);
-    assert!(t.host.links().is_empty());
 }
 
 #[tokio::test]
@@ -1840,25 +1834,8 @@ async fn a_floating_ip_neutron_refuses_gives_the_port_and_veth_back() {
         json!({"name": "public", "router:external": true}),
     );
     let pool = network(&t, "10.69.0.0/24", "10.69.0.1").await;
-    let a = t
-        .ok(
-            "IpamDriver.RequestAddress",
-            &json!({"PoolID": pool, "Address": "", "Options": {}}),
-        )
-        .await["Address"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let before = port_of(&t, &a);
     t.neutron
         .inject(Fault::once("POST", "/v2.0/floatingips", 404));
-    let mut req = ep_req(EP, &a, "");
-    req["Options"] = json!({"neutron.floating_network": public["id"]});
-    req["Interface"] = json!({"Address": a, "AddressIPv6": ""});
-    let (s, v) = t.call("NetworkDriver.CreateEndpoint", &req).await;
-    assert_ne!(s, 200, "{v}");
-    assert!(v["Err"].is_string(), "{v}");
-    assert!(t.host.links().is_empty(), "{:?}", t.host.links());
-    assert_eq!(port_of(&t, &a), before);
+    failed_endpoint(&t, &pool, json!({"neutron.floating_network": public["id"]})).await;
     assert!(floating_ips(&t).is_empty());
 }

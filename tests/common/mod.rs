@@ -502,6 +502,38 @@ pub fn container_ip(container: &str, net: &str) -> String {
     ])
 }
 
+/// kuryr's port holding `ip` (a container's address).
+pub async fn port_at(n: &Neutron, ip: &str) -> kuryr::neutron::Port {
+    let ports: Vec<kuryr::neutron::Port> = n
+        .list(&kuryr::neutron::Filters::new().add("fixed_ips", format!("ip_address={ip}")))
+        .await
+        .expect("ports");
+    ports
+        .into_iter()
+        .find(|p| p.device_owner == kuryr::names::DEVICE_OWNER)
+        .unwrap_or_else(|| panic!("no kuryr port at {ip}"))
+}
+
+/// A labelled container created on no network running `cmd`, then connected to `net`
+/// with this endpoint driver option (what Compose's `driver_opts` sends); not started.
+pub fn connected_with(name: &str, net: &str, driver_opt: &str, cmd: &[&str]) {
+    let image = image();
+    let mut args = vec![
+        "create",
+        "--label",
+        "kuryr-test",
+        "--name",
+        name,
+        "--network",
+        "none",
+        &image,
+    ];
+    args.extend_from_slice(cmd);
+    docker(&args);
+    docker(&["network", "disconnect", "none", name]);
+    docker(&["network", "connect", "--driver-opt", driver_opt, net, name]);
+}
+
 /// The Neutron network kuryr made or adopted for Docker network `docker_net_id` (found
 /// by its id tags); exactly one.
 pub async fn neutron_network_of(n: &Neutron, docker_net_id: &str) -> String {
