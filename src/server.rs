@@ -38,7 +38,17 @@ pub struct Service {
     driver: OnceLock<Arc<Driver>>,
     /// Why there is no driver yet (Neutron's last answer).
     waiting: Mutex<String>,
+    /// Woken when the driver is set or an attempt to connect failed.
+    connected: tokio::sync::Notify,
+    /// An attempt to connect has failed: calls get their `Err` at once from then on.
+    failed_once: std::sync::atomic::AtomicBool,
 }
+
+/// How long a call that needs Neutron waits for kuryr's first attempt to connect before
+/// its `Err`: a `docker network create` right after kuryr starts (a unit ordering, a
+/// script) then waits the few milliseconds the connection takes instead of failing.
+/// Once an attempt has failed (Neutron down), calls get their `Err` at once.
+pub const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Service {
     /// Connecting: no driver yet.
@@ -47,6 +57,8 @@ impl Service {
             cfg,
             driver: OnceLock::new(),
             waiting: Mutex::new("connecting to Neutron".into()),
+            connected: tokio::sync::Notify::new(),
+            failed_once: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -63,6 +75,24 @@ impl Service {
 
     pub fn set_driver(&self, d: Arc<Driver>) {
         let _ = self.driver.set(d);
+        self.connected.notify_waiters();
+    }
+
+    /// The driver; while the first attempt to connect is still under way, waiting for
+    /// its outcome up to `wait`.
+    pub async fn driver_within(&self, wait: std::time::Duration) -> Option<&Arc<Driver>> {
+        let notified = self.connected.notified();
+        tokio::pin!(notified);
+        // Registered before the checks: an outcome in between still wakes this call.
+        notified.as_mut().enable();
+        if let Some(d) = self.driver.get() {
+            return Some(d);
+        }
+        if self.failed_once.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        let _ = tokio::time::timeout(wait, notified).await;
+        self.driver.get()
     }
 
     /// What Neutron answered the last attempt to connect.
@@ -70,6 +100,9 @@ impl Service {
         if let Ok(mut w) = self.waiting.lock() {
             *w = why;
         }
+        self.failed_once
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.connected.notify_waiters();
     }
 
     fn waiting(&self) -> String {
@@ -281,7 +314,7 @@ async fn serve_call(svc: &Service, method: Method, body: &[u8]) -> Result<Value,
     if let Some(answer) = constant(&svc.cfg, method, body) {
         return answer;
     }
-    match svc.driver() {
+    match svc.driver_within(CONNECT_WAIT).await {
         Some(d) => {
             let answer = dispatch(d, method, body).await;
             if answer.as_ref().is_err_and(DriverError::neutron_not_found) {
@@ -398,5 +431,31 @@ mod tests {
         for m in Method::ALL {
             assert_eq!(Method::from_path(m.path()), Some(m));
         }
+    }
+
+    /// A call that comes while kuryr is still connecting waits for the connection
+    /// instead of failing (a `docker network create` right after kuryr starts).
+    #[tokio::test]
+    async fn a_call_during_the_first_connection_waits_for_it() {
+        let t = crate::testkit::TestDriver::new("").await;
+        let svc = Arc::new(Service::connecting(t.driver.cfg.clone()));
+        let body = br#"{"Pool": "10.71.0.0/24"}"#;
+        let call = {
+            let svc = svc.clone();
+            tokio::spawn(async move { serve_call(&svc, Method::RequestPool, body).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        svc.set_driver(t.driver.clone());
+        let answer = call.await.unwrap();
+        assert!(answer.is_ok(), "{answer:?}");
+        // Without a connection the wait ends; once an attempt failed, there is none.
+        let alone = Service::connecting(t.driver.cfg.clone());
+        let short = std::time::Duration::from_millis(20);
+        assert!(alone.driver_within(short).await.is_none());
+        alone.set_waiting("Neutron: refused".into());
+        let at_once = std::time::Instant::now();
+        let long = std::time::Duration::from_secs(30);
+        assert!(alone.driver_within(long).await.is_none());
+        assert!(at_once.elapsed() < std::time::Duration::from_secs(5));
     }
 }

@@ -73,7 +73,7 @@ async fn handle(State(svc): State<App>, body: Bytes) -> Response {
     };
     let version = conf.version().to_string();
     let started = std::time::Instant::now();
-    let result = match svc.driver() {
+    let result = match svc.driver_within(crate::server::CONNECT_WAIT).await {
         Some(d) => dispatch(d, &call, &conf).await,
         None => Err(CniError::new(Code::NotAvailable, svc.not_ready())),
     };
