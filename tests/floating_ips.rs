@@ -11,7 +11,9 @@ mod common;
 use std::process::Command;
 
 use common::{docker, Kuryr, Netns};
-use kuryr::neutron::{Filters, FloatingIp, Network, Neutron, Port, Subnet};
+use kuryr::neutron::{
+    Filters, FloatingIp, Network, Neutron, Port, SecurityGroup, SecurityGroupRule, Subnet,
+};
 use serde_json::{json, Value};
 
 /// The outside world's subnet (TEST-NET-2) and the outside namespace's address in it.
@@ -140,6 +142,21 @@ async fn containers_are_reached_from_outside_at_their_floating_ips_released_at_r
     );
     n.delete::<Network>(&internal.id).await.unwrap();
 
+    // The agent enforces groups (the firewall profile). The default group lets in only
+    // its members (the outside namespace's port here is one, a real outside is not): the
+    // containers get a group that lets ping in from anywhere instead, as a user giving
+    // containers floating IPs would.
+    let ping_in: SecurityGroup = n
+        .create(json!({"name": common::unique("kt-ping-in-")}))
+        .await
+        .unwrap();
+    let _: SecurityGroupRule = n
+        .create(
+            json!({"security_group_id": ping_in.id, "direction": "ingress",
+            "ethertype": "IPv4", "protocol": "icmp"}),
+        )
+        .await
+        .unwrap();
     let net = common::unique("kfip-");
     common::kuryr_network_with(
         &p,
@@ -151,6 +168,8 @@ async fn containers_are_reached_from_outside_at_their_floating_ips_released_at_r
             "10.253.75.1",
             "-o",
             &format!("neutron.floating_network={}", ext.name),
+            "-o",
+            &format!("neutron.security_groups={}", ping_in.id),
         ],
     );
     // The router joins the kuryr network's subnet (it takes the gateway address).
@@ -249,4 +268,5 @@ async fn containers_are_reached_from_outside_at_their_floating_ips_released_at_r
     )
     .await;
     n.delete::<Network>(&ext.id).await.unwrap();
+    n.delete::<SecurityGroup>(&ping_in.id).await.unwrap();
 }

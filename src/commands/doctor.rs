@@ -568,43 +568,76 @@ async fn docker_plugin(socket: &Path, plugin: &str) -> Check {
 }
 
 /// Docker's FORWARD DROP policy with bridge netfilter drops frames between ports of a
-/// Linux bridge it does not own (Neutron's brq*), unless a rule accepts them.
+/// Linux bridge it does not own (Neutron's brq*), unless a rule accepts them or the L2
+/// agent's iptables firewall passes what the ports' groups allow.
 fn forward_policy() -> Check {
     let nf = std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
         .map(|s| s.trim() == "1")
         .unwrap_or(false);
     if !nf {
+        return forward_verdict(false, "", "");
+    }
+    let iptables = |chain: &str| {
+        std::process::Command::new("iptables")
+            .args(["-S", chain])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let Ok(rules) = iptables("FORWARD") else {
+        return Check::warn(FORWARD, "cannot run iptables", "");
+    };
+    forward_verdict(true, &rules, &iptables("DOCKER-USER").unwrap_or_default())
+}
+
+const FORWARD: &str = "bridged traffic and iptables";
+
+/// The verdict on `iptables -S FORWARD` and `-S DOCKER-USER`, bridge netfilter on or off.
+fn forward_verdict(nf: bool, forward: &str, docker_user: &str) -> Check {
+    if !nf {
         return Check::ok(
-            "bridged traffic and iptables",
+            FORWARD,
             "bridge netfilter is off: iptables does not see bridged frames",
         );
     }
-    let out = std::process::Command::new("iptables")
-        .args(["-S", "FORWARD"])
-        .output();
-    let Ok(out) = out else {
-        return Check::warn("bridged traffic and iptables", "cannot run iptables", "");
-    };
-    let rules = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !rules.contains("-P FORWARD DROP") {
-        return Check::ok("bridged traffic and iptables", "FORWARD policy accepts");
-    }
-    let user = std::process::Command::new("iptables")
-        .args(["-S", "DOCKER-USER"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let accepted = user.lines().chain(rules.lines()).any(|l| {
+    let lines: Vec<&str> = forward.lines().collect();
+    let at = |pred: &dyn Fn(&str) -> bool| lines.iter().position(|l| pred(l));
+    let bridged_accept = |l: &str| {
         l.contains("-j ACCEPT") && (l.contains("brq+") || l.contains("physdev-is-bridged"))
-    });
-    if accepted {
+    };
+    // The agent's iptables firewall hooks its own chain into FORWARD
+    // (neutron-linuxbri-FORWARD, neutron-openvswi-FORWARD).
+    let agent = at(&|l| l.starts_with("-A FORWARD -j neutron-") && l.ends_with("-FORWARD"));
+    let user_jump = at(&|l| l.starts_with("-A FORWARD -j DOCKER-USER"));
+    let in_user = docker_user.lines().any(bridged_accept);
+    let in_forward = at(&bridged_accept);
+    if let Some(a) = agent {
+        // An ACCEPT evaluated before the agent's chain passes every frame unfiltered.
+        let bypass =
+            (in_user && user_jump.is_some_and(|u| u < a)) || in_forward.is_some_and(|f| f < a);
+        return if bypass {
+            Check::warn(
+                FORWARD,
+                "the L2 agent runs the iptables firewall, but a rule accepting bridged frames comes before its chain: security groups are not enforced",
+                "iptables -D DOCKER-USER -i brq+ -o brq+ -j ACCEPT",
+            )
+        } else {
+            Check::ok(
+                FORWARD,
+                "FORWARD policy is DROP; the L2 agent's iptables firewall passes what the ports' security groups allow",
+            )
+        };
+    }
+    if !forward.contains("-P FORWARD DROP") {
+        return Check::ok(FORWARD, "FORWARD policy accepts");
+    }
+    if in_user || in_forward.is_some() {
         Check::ok(
-            "bridged traffic and iptables",
+            FORWARD,
             "FORWARD policy is DROP, but frames on brq+ bridges are accepted",
         )
     } else {
         Check::fail(
-            "bridged traffic and iptables",
+            FORWARD,
             "FORWARD policy is DROP (set by Docker) and bridge netfilter is on: containers on kuryr networks cannot reach each other",
             "iptables -I DOCKER-USER -i brq+ -o brq+ -j ACCEPT   (or let the agent's iptables firewall driver program the ports)",
         )
@@ -659,6 +692,31 @@ mod tests {
             let c = engine_check(v, "1.41");
             assert_eq!(c.status, status, "{v}: {c:?}");
             assert!(c.detail.starts_with(v), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn forward_rules_are_judged_with_the_agents_firewall_in_mind() {
+        let drop = "-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n";
+        let accept = "-N DOCKER-USER\n-A DOCKER-USER -i brq+ -o brq+ -j ACCEPT\n";
+        let agent_first = "-P FORWARD DROP\n-A FORWARD -j neutron-filter-top\n\
+            -A FORWARD -j neutron-linuxbri-FORWARD\n-A FORWARD -j DOCKER-USER\n";
+        let user_first = "-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n\
+            -A FORWARD -j neutron-linuxbri-FORWARD\n";
+        for (nf, fwd, user, status) in [
+            (false, drop, "", Status::Ok),
+            (true, "-P FORWARD ACCEPT\n", "", Status::Ok),
+            (true, drop, "", Status::Fail),
+            (true, drop, accept, Status::Ok),
+            // The agent's firewall alone passes the ports' frames.
+            (true, agent_first, "", Status::Ok),
+            (true, agent_first, accept, Status::Ok),
+            // Docker restarted after the agent: its ACCEPT comes first, groups bypassed.
+            (true, user_first, accept, Status::Warn),
+            (true, user_first, "", Status::Ok),
+        ] {
+            let c = forward_verdict(nf, fwd, user);
+            assert_eq!(c.status, status, "{fwd}{user}: {c:?}");
         }
     }
 

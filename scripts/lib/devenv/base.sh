@@ -133,7 +133,8 @@ enable_vxlan = false
 polling_interval = 1
 extensions = qos
 [securitygroup]
-firewall_driver = noop
+# noop, or iptables with the firewall profile (scripts/lib/devenv/firewall.sh).
+firewall_driver = $LB_FIREWALL
 enable_security_group = true
 EOF
   write_config "$DIR/neutron/dhcp_agent.ini" <<EOF
@@ -249,8 +250,14 @@ up_docker() {
   fi
   import_image
   # Docker sets FORWARD to DROP and loads br_netfilter: frames between ports of Neutron's
-  # linuxbridge bridges (brq*) would be dropped. Accept them in DOCKER-USER, which Docker
-  # evaluates first and never flushes.
-  iptables_ensure DOCKER-USER -i brq+ -o brq+ -j ACCEPT
+  # linuxbridge bridges (brq*) would be dropped. With the no-op firewall, accept them in
+  # DOCKER-USER, which Docker evaluates first and never flushes. With the firewall profile
+  # that rule would bypass the agent's per-port chains (later in FORWARD), which accept
+  # what the groups allow: it must not be there.
+  if [ "$LB_FIREWALL" = noop ]; then
+    iptables_ensure DOCKER-USER -i brq+ -o brq+ -j ACCEPT
+  else
+    iptables_absent DOCKER-USER -i brq+ -o brq+ -j ACCEPT
+  fi
 }
 

@@ -110,6 +110,14 @@ iptables_ensure() { # iptables_ensure CHAIN RULE...: the rule first in CHAIN, ad
   fi
 }
 
+iptables_absent() { # iptables_absent CHAIN RULE...: the rule removed from CHAIN, if there
+  local chain=$1; shift
+  while iptables -C "$chain" "$@" 2>/dev/null; do
+    iptables -D "$chain" "$@"
+    note_change "iptables: removed $chain $*"
+  done
+}
+
 agent_conf() { # agent_conf HOST FOLDER: FOLDER/neutron.conf, the base's for an agent of HOST
   mkdir -p "$2/state" "$2/lock"
   sed -e "s/^host = .*/host = $1/" -e "s|^state_path = .*|state_path = $2/state|" \
