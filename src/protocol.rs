@@ -372,6 +372,14 @@ pub struct ExposedPort {
 }
 
 /// Semantic checks shared by the handlers; each error names the field.
+/// A swarm object's id (25 `[0-9a-z]`), as a swarm network's: local ones are 64 hex.
+pub fn is_swarm_id(id: &str) -> bool {
+    id.len() == 25
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+}
+
 pub mod validate {
     use super::*;
 
@@ -388,10 +396,7 @@ pub mod validate {
             && id
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-            || (id.len() == 25
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()));
+            || is_swarm_id(id);
         if ok {
             Ok(())
         } else {

@@ -14,7 +14,7 @@ use crate::protocol::{validate, NeutronId, *};
 
 /// Name prefix of subnets made on demand when kuryr's IPAM serves another network driver.
 pub(crate) const IPAM_SUBNET_PREFIX: &str = "kuryr-ipam-subnet-";
-const IPAM_NET_PREFIX: &str = "kuryr-ipam-net-";
+pub(crate) const IPAM_NET_PREFIX: &str = "kuryr-ipam-net-";
 
 impl Driver {
     fn option<'a>(opts: &'a BTreeMap<String, String>, v6: bool, key: &str) -> Option<&'a str> {

@@ -30,6 +30,24 @@ enum NetUndo {
     DeleteSubnet(String),
     /// Take a pool's tag off an adopted subnet.
     UntagSubnet(String, String),
+    /// Give IPAM back the network and subnet it made (their names and tags before).
+    ReturnToIpam {
+        net: (String, String, Vec<String>),
+        subnet: (String, String, Vec<String>),
+    },
+}
+
+/// Where CreateNetwork's Neutron network comes from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Origin {
+    /// Made by this call.
+    New,
+    /// The user's, named by option: kept at removal.
+    Adopted,
+    /// The one kuryr's IPAM made to hold the pool's addresses before any network existed:
+    /// a swarm manager allocates a service's addresses (RequestAddress) before a node
+    /// creates the network. It becomes this Docker network's, addresses and all.
+    FromIpam,
 }
 
 impl Driver {
@@ -122,9 +140,10 @@ impl Driver {
         for f in &fams {
             pools.push(self.pool_for(f, &opts).await?);
         }
-        let (net, adopted, net_undo) = self.network_for(id, &opts, shared, &ask).await?;
+        let (net, origin, net_undo) = self.network_for(id, &opts, shared, &ask, &pools).await?;
+        let adopted = origin == Origin::Adopted;
         crate::kill_point!("CreateNetwork.after_network");
-        let subnets = match self.subnets_for(&net, adopted, &fams, &pools, &opts).await {
+        let subnets = match self.subnets_for(&net, origin, &fams, &pools, &opts).await {
             Ok(s) => s,
             Err(e) => return Err(self.undo_network(vec![net_undo], e).await),
         };
@@ -158,14 +177,16 @@ impl Driver {
     }
 
     /// The Neutron network: the one named by option (adopted: tagged for this Docker
-    /// network), else a new one. Also: whether it was adopted, and how to undo this step.
+    /// network), else the one IPAM made for the pool (swarm), else a new one. Also: where
+    /// it came from, and how to undo this step.
     async fn network_for(
         &self,
         id: &str,
         opts: &BTreeMap<String, String>,
         shared: bool,
         ask: &NetAsk,
-    ) -> Result<(Network, bool, NetUndo)> {
+        pools: &[Option<String>],
+    ) -> Result<(Network, Origin, NetUndo)> {
         let qos = ask.qos.as_deref();
         let existing = match (
             Self::net_option(opts, "neutron.net.uuid"),
@@ -187,6 +208,10 @@ impl Driver {
             id_tags.push(format!("{}{f}", names::TAG_FIP_NET));
         }
         let Some(net) = existing else {
+            if let Some(held) = self.ipam_held(id, pools).await? {
+                let (net, undo) = self.take_from_ipam(id, held, &id_tags, qos, shared).await?;
+                return Ok((net, Origin::FromIpam, undo));
+            }
             let mut body = json!({
                 "name": names::network_name(id),
                 "admin_state_up": true,
@@ -206,7 +231,7 @@ impl Driver {
             {
                 return Err(self.undo_network(vec![undo], e.into()).await);
             }
-            return Ok((net, false, undo));
+            return Ok((net, Origin::New, undo));
         };
         if opts.contains_key("neutron.net.shared") && net.shared != shared {
             return Err(DriverError::Conflict(format!(
@@ -236,7 +261,62 @@ impl Driver {
         }
         self.neutron.replace_tags::<Network>(&net.id, &tags).await?;
         let undo = NetUndo::RestoreTags(net.id.clone(), net.tags.clone());
-        Ok((net, true, undo))
+        Ok((net, Origin::Adopted, undo))
+    }
+
+    /// The subnet kuryr's IPAM made to hold addresses of one of these pools, if any. Only
+    /// a swarm network can have one (its manager asks for addresses before any node
+    /// creates the network), so only then does this cost a request.
+    async fn ipam_held(&self, id: &str, pools: &[Option<String>]) -> Result<Option<Subnet>> {
+        if !crate::protocol::is_swarm_id(id) {
+            return Ok(None);
+        }
+        for pid in pools.iter().flatten() {
+            if let Some(s) = self.pool_subnet(pid).await? {
+                if s.name.starts_with(super::ipam::IPAM_SUBNET_PREFIX) {
+                    return Ok(Some(s));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Makes IPAM's holding network and subnet this Docker network's own, as if this call
+    /// had made them: named and tagged as kuryr's (so removal deletes them with their
+    /// ports), with the network's options. The reserved addresses stay where they are.
+    async fn take_from_ipam(
+        &self,
+        id: &str,
+        subnet: Subnet,
+        id_tags: &[String],
+        qos: Option<&str>,
+        shared: bool,
+    ) -> Result<(Network, NetUndo)> {
+        let old: Network = self.neutron.get(&subnet.network_id).await?;
+        let mut body = json!({"name": names::network_name(id), "shared": shared});
+        if let Some(q) = qos {
+            body["qos_policy_id"] = json!(q);
+        }
+        let net: Network = self.neutron.update(&old.id, body).await?;
+        let undo = NetUndo::ReturnToIpam {
+            net: (old.id.clone(), old.name.clone(), old.tags.clone()),
+            subnet: (subnet.id.clone(), subnet.name.clone(), subnet.tags.clone()),
+        };
+        let renamed = async {
+            self.neutron
+                .replace_tags::<Network>(&net.id, id_tags)
+                .await?;
+            let pool_text = subnet.cidr.to_string();
+            self.neutron
+                .update::<Subnet>(&subnet.id, json!({"name": names::subnet_name(&pool_text)}))
+                .await
+        }
+        .await;
+        if let Err(e) = renamed {
+            return Err(self.undo_network(vec![undo], e.into()).await);
+        }
+        tracing::info!(network = %net.id, subnet = %subnet.id, "took over IPAM's network for a swarm network");
+        Ok((net, undo))
     }
 
     /// A subnet per family: an adopted network's own (named by option, or of the same
@@ -245,12 +325,12 @@ impl Driver {
     async fn subnets_for(
         &self,
         net: &Network,
-        adopted: bool,
+        origin: Origin,
         fams: &[Family],
         pools: &[Option<String>],
         opts: &BTreeMap<String, String>,
     ) -> Result<Vec<Subnet>> {
-        let current: Vec<Subnet> = if adopted {
+        let current: Vec<Subnet> = if origin != Origin::New {
             self.neutron
                 .list(&Filters::new().add("network_id", &net.id))
                 .await?
@@ -347,12 +427,30 @@ impl Driver {
                 }
                 NetUndo::DeleteSubnet(s) => self.neutron.delete_if_exists::<Subnet>(s).await,
                 NetUndo::UntagSubnet(s, t) => self.neutron.remove_tag::<Subnet>(s, t).await,
+                NetUndo::ReturnToIpam { net, subnet } => self.return_to_ipam(net, subnet).await,
             };
             if let Err(e) = r {
                 failures.push(e.into());
             }
         }
         error.rolled_back_with(failures)
+    }
+
+    async fn return_to_ipam(
+        &self,
+        (net_id, net_name, net_tags): &(String, String, Vec<String>),
+        (subnet_id, subnet_name, subnet_tags): &(String, String, Vec<String>),
+    ) -> std::result::Result<(), crate::neutron::NeutronError> {
+        self.neutron
+            .update::<Subnet>(subnet_id, json!({"name": subnet_name}))
+            .await?;
+        self.neutron
+            .replace_tags::<Subnet>(subnet_id, subnet_tags)
+            .await?;
+        self.neutron
+            .update::<Network>(net_id, json!({"name": net_name}))
+            .await?;
+        self.neutron.replace_tags::<Network>(net_id, net_tags).await
     }
 
     /// The subnetpool of one family: named by option, else the kuryr pool of the CIDR,

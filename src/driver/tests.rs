@@ -832,6 +832,86 @@ async fn ipam_under_another_network_driver_makes_a_holding_network() {
     }
 }
 
+/// A swarm network's id (25 `[0-9a-z]`, as Docker makes them).
+const SWARM_NET: &str = "ty1z5a9u6wcw0jd21ay0ov4tw";
+
+#[tokio::test]
+async fn a_swarm_network_takes_over_the_addresses_its_manager_reserved() {
+    let t = TestDriver::new("").await;
+    let gw = json!({"RequestAddressType": "com.docker.network.gateway"});
+    // The manager: pool, gateway, and a task's address before any network exists.
+    let pool = t
+        .ok("IpamDriver.RequestPool", &pool_req("10.31.0.0/24"))
+        .await;
+    let pool_id = pool["PoolID"].as_str().unwrap_or_default().to_string();
+    let gw_req = json!({"PoolID": pool_id, "Address": "", "Options": gw});
+    t.ok("IpamDriver.RequestAddress", &gw_req).await;
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
+        )
+        .await;
+    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    assert_eq!(t.neutron.count("networks"), 1);
+    // The node: the same pool again, its gateway, then the network itself.
+    let again = t
+        .ok("IpamDriver.RequestPool", &pool_req("10.31.0.0/24"))
+        .await;
+    assert_eq!(again["PoolID"], pool["PoolID"]);
+    t.ok("IpamDriver.RequestAddress", &gw_req).await;
+    t.ok(
+        "NetworkDriver.CreateNetwork",
+        &net_req(SWARM_NET, "10.31.0.0/24", "10.31.0.1/24", json!({})),
+    )
+    .await;
+    // One network and subnet, IPAM's, now kuryr's for this Docker network.
+    let nets = t.neutron.all("networks");
+    assert_eq!(nets.len(), 1, "{nets:?}");
+    assert_eq!(nets[0]["name"], names::network_name(SWARM_NET));
+    for tag in names::id_tags(SWARM_NET) {
+        assert!(nets[0]["tags"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!(tag))));
+    }
+    let subnets = t.neutron.all("subnets");
+    assert_eq!(subnets.len(), 1, "{subnets:?}");
+    assert_eq!(subnets[0]["name"], names::subnet_name("10.31.0.0/24"));
+    // The node asks for the task's address the manager chose: the reserved port.
+    t.ok(
+        "IpamDriver.RequestAddress",
+        &json!({"PoolID": pool_id, "Address": addr, "Options": {}}),
+    )
+    .await;
+    assert_eq!(t.neutron.count("ports"), 1);
+    let ep = |body: Value| {
+        let mut b = body;
+        b["NetworkID"] = json!(SWARM_NET);
+        b
+    };
+    t.ok("NetworkDriver.CreateEndpoint", &ep(ep_req(EP, &addr, "")))
+        .await;
+    assert_eq!(port_of(&t, &addr)["network_id"], nets[0]["id"]);
+    assert_eq!(port_of(&t, &addr)["device_owner"], names::DEVICE_OWNER);
+    // Removal, node then manager, each releasing what it asked for: nothing is left.
+    t.ok("NetworkDriver.DeleteEndpoint", &ep(ep_ref(EP))).await;
+    let release = json!({"PoolID": pool_id, "Address": addr});
+    t.ok("IpamDriver.ReleaseAddress", &release).await;
+    t.ok(
+        "NetworkDriver.DeleteNetwork",
+        &json!({"NetworkID": SWARM_NET}),
+    )
+    .await;
+    t.ok("IpamDriver.ReleasePool", &json!({"PoolID": pool_id}))
+        .await;
+    t.ok("IpamDriver.ReleaseAddress", &release).await;
+    t.ok("IpamDriver.ReleasePool", &json!({"PoolID": pool_id}))
+        .await;
+    for c in ["networks", "subnets", "subnetpools", "ports"] {
+        assert_eq!(t.neutron.count(c), 0, "{c} left");
+    }
+}
+
 #[tokio::test]
 async fn an_address_outside_the_pool_is_400_before_any_holding_network() {
     // Found by the handle_sequence fuzz target: the holding network and subnet used to
