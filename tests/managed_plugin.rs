@@ -30,7 +30,16 @@ async fn managed_plugin_serves_a_network() {
     let name = format!("{}:latest", common::unique("kuryrv2-"));
     let (net, ct) = (common::unique("kv2-"), common::unique("kv2c-"));
     let _cleanup = Remove(name.clone(), vec![net.clone()], vec![ct.clone()]);
-    let etc = tempfile::tempdir().unwrap();
+    // Where the engine (DOCKER_HOST's: engine2 runs in a root of its own) finds it.
+    let root = common::engine_root();
+    let etc = tempfile::tempdir_in(format!("{root}/tmp")).unwrap();
+    let etc_source = format!(
+        "/{}",
+        etc.path()
+            .strip_prefix(format!("{root}/"))
+            .unwrap()
+            .display()
+    );
     // The plugin has its own UTS namespace: the host name comes from the config.
     std::fs::write(
         etc.path().join("kuryr.conf"),
@@ -53,12 +62,7 @@ async fn managed_plugin_serves_a_network() {
         "{}",
         String::from_utf8_lossy(&build.stderr)
     );
-    docker(&[
-        "plugin",
-        "set",
-        &name,
-        &format!("etc.source={}", etc.path().display()),
-    ]);
+    docker(&["plugin", "set", &name, &format!("etc.source={etc_source}")]);
     docker(&["plugin", "enable", &name]);
     let listed = docker(&["plugin", "ls", "--format", "{{.Name}} {{.Enabled}}"]);
     assert!(listed.contains(&format!("{name} true")), "{listed}");

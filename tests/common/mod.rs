@@ -374,6 +374,18 @@ pub fn docker_try(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", docker_bin()))
 }
 
+/// Where the engine the tests drive (`DOCKER_HOST`, else the machine's) sees this
+/// machine's `/`: "" for the machine's own engine, engine2's root (it runs in a root of
+/// its own) when DOCKER_HOST names it. A path the engine must open (a plugin's mount
+/// source) is written at `engine_root() + path` and given to the engine as `path`.
+pub fn engine_root() -> String {
+    let e2 = std::env::var("KURYR_TEST_ENGINE2").ok();
+    match std::env::var("DOCKER_HOST") {
+        Ok(h) if Some(&h) == e2.as_ref() => devenv_path("KURYR_TEST_ENGINE2_ROOT"),
+        _ => String::new(),
+    }
+}
+
 /// Fails loudly when dockerd is not there.
 pub fn require_docker() {
     let out = docker_try(&["version", "--format", "{{.Server.Version}}"]);
