@@ -4,7 +4,9 @@
 //! standing in for the outside world. The outside reaches a container at its floating IP;
 //! `kuryr inspect` shows it; removal releases it. A user's own floating IP
 //! (`--driver-opt neutron.floating_ip=`) is associated and at removal only
-//! disassociated. A network that is not external is refused before anything is made.
+//! disassociated. A CNI attachment on the same network (`floatingNetwork` in its config)
+//! gets one too, released at DEL. A network that is not external is refused before
+//! anything is made.
 
 mod common;
 
@@ -117,7 +119,7 @@ async fn containers_are_reached_from_outside_at_their_floating_ips_released_at_r
         .to_string();
 
     let p = common::unique("kfip");
-    let _k = Kuryr::plugin(&p).start();
+    let k = Kuryr::plugin(&p).start();
 
     // Not external: refused, nothing made.
     let inside = common::unique("kt-inside-");
@@ -199,6 +201,37 @@ async fn containers_are_reached_from_outside_at_their_floating_ips_released_at_r
     common::connected_with(&b, &net, &opt, &["sleep", "600"]);
     docker(&["start", &b]);
 
+    // A CNI attachment on the same Neutron network, its floating IP from the config.
+    let c_ns = Netns::named("kfo");
+    let c_ctr = common::unique("kfc-");
+    let c_conf = json!({"cniVersion": "1.0.0", "name": "kuryr-fip", "type": "kuryr-cni",
+        "network": neutron_net, "socket": k.cni_socket, "floatingNetwork": ext.name,
+        "securityGroups": [ping_in.id]});
+    let c_path = c_ns.path();
+    let c_env = |cmd: &'static str| {
+        vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", c_ctr.as_str()),
+            ("CNI_NETNS", c_path.as_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_ARGS", ""),
+        ]
+    };
+    let (code, added) = common::cni::cni(&c_env("ADD"), &c_conf);
+    assert_eq!(code, 0, "CNI ADD: {added}\n{}", k.log_text());
+    let c_ip = added["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    let c_port = common::port_at(&n, &c_ip).await;
+    let c_fips: Vec<FloatingIp> = n
+        .list(&Filters::new().add("port_id", &c_port.id))
+        .await
+        .unwrap();
+    assert_eq!(c_fips.len(), 1, "{c_fips:?}");
+    assert_eq!(c_fips[0].floating_network_id, ext.id);
+
     // What the user sees, and what Neutron has.
     let a_fip = common::kuryr_inspect(&a)["ports"][0]["floating_ips"][0]
         .as_str()
@@ -224,7 +257,11 @@ async fn containers_are_reached_from_outside_at_their_floating_ips_released_at_r
 
     // The outside reaches both containers at their floating IPs, through the router's NAT.
     let (ns, outside_port) = outside(&n, &ext, &ext_subnet).await;
-    for (ct, fip) in [(&a, &a_fip), (&b, &theirs.floating_ip_address)] {
+    for (ct, fip) in [
+        (&a, &a_fip),
+        (&b, &theirs.floating_ip_address),
+        (&c_ctr, &c_fips[0].floating_ip_address),
+    ] {
         assert!(
             common::wait_until(90, || pings(&ns, fip).then_some(())).is_some(),
             "the outside cannot reach {ct} at {fip} (fixed {a_ip}); router: {}",
@@ -250,6 +287,15 @@ async fn containers_are_reached_from_outside_at_their_floating_ips_released_at_r
     let still: FloatingIp = n.get(&theirs.id).await.unwrap();
     assert_eq!(still.port_id, None);
     assert!(!pings(&ns, &a_fip));
+    // CNI DEL releases the attachment's.
+    let (code, out) = common::cni::cni(&c_env("DEL"), &c_conf);
+    assert_eq!(code, 0, "CNI DEL: {out}");
+    let gone = n.get::<FloatingIp>(&c_fips[0].id).await;
+    assert!(
+        gone.is_err_and(|e| e.is_not_found()),
+        "the CNI attachment's floating IP was not released"
+    );
+    drop(c_ns);
 
     api(
         reqwest::Method::PUT,

@@ -99,6 +99,10 @@ pub struct NetConf {
     /// A QoS policy (name or id) of the ports; else the Neutron network's, if any.
     #[serde(default)]
     pub qos_policy: Option<String>,
+    /// An external network (name or id) each attachment gets a floating IP from; else
+    /// the one a Docker network on the same Neutron network asked for, if any.
+    #[serde(default)]
+    pub floating_network: Option<String>,
     /// MTU of the container interface; else the Neutron network's.
     #[serde(default)]
     pub mtu: Option<u32>,

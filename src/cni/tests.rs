@@ -393,3 +393,54 @@ async fn a_subnetpool_gives_the_network_its_subnet() {
         .await;
     assert_eq!((status, r["code"].as_u64()), (400, Some(7)), "{r}");
 }
+
+#[tokio::test]
+async fn a_floating_network_gives_the_attachment_a_floating_ip_released_at_del() {
+    let (t, net_id, _) = driver().await;
+    let public = t.neutron.seed(
+        "networks",
+        json!({"name": "public", "router:external": true}),
+    );
+    // Not external: refused before any port.
+    let (status, r) = t
+        .cni(&call(
+            "ADD",
+            CTR,
+            "",
+            conf(json!({"floatingNetwork": "net1"})),
+        ))
+        .await;
+    assert_eq!(status, 400, "{r}");
+    assert!(ports(&t).is_empty());
+    let (status, r) = t
+        .cni(&call(
+            "ADD",
+            CTR,
+            "",
+            conf(json!({"floatingNetwork": "public"})),
+        ))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let port = ports(&t).remove(0);
+    let fips = t.neutron.all("floatingips");
+    assert_eq!(fips.len(), 1, "{fips:?}");
+    assert_eq!(fips[0]["port_id"], port["id"]);
+    assert_eq!(fips[0]["floating_network_id"], public["id"]);
+    assert!(fips[0]["description"]
+        .as_str()
+        .is_some_and(|d| d.starts_with(names::FIP_DESCRIPTION_PREFIX)));
+    let (status, r) = t.cni(&call("DEL", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+    assert!(t.neutron.all("floatingips").is_empty(), "released at DEL");
+    assert!(ports(&t).is_empty());
+    // A Docker network on the same Neutron network that asked for floating IPs: its
+    // external network is the attachment's too.
+    t.neutron.set(
+        "networks",
+        &net_id,
+        json!({"tags": [format!("{}{}", names::TAG_FIP_NET, public["id"].as_str().unwrap())]}),
+    );
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(t.neutron.all("floatingips").len(), 1);
+}

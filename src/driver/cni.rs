@@ -16,7 +16,7 @@ use super::{Driver, DriverError, Result};
 use crate::host::netns::NsInterface;
 use crate::host::PlugRequest;
 use crate::names;
-use crate::neutron::{Filters, Network, Port, Subnet};
+use crate::neutron::{Filters, FloatingIp, Network, Port, Subnet};
 
 /// One attachment as ADD, DEL and CHECK name it.
 #[derive(Debug, Clone)]
@@ -44,6 +44,8 @@ pub struct Wiring {
     pub security_groups: Vec<String>,
     /// QoS policy, name or id.
     pub qos_policy: Option<String>,
+    /// External network (name or id) of the attachment's floating IP.
+    pub floating_network: Option<String>,
     pub mtu: Option<u32>,
     /// Specific addresses (`IP=`, `ips`) and MAC (`MAC=`, `mac`).
     pub ips: Vec<IpAddr>,
@@ -231,6 +233,10 @@ impl Driver {
                 tracing::debug!(netns = %ns.display(), error = %e, "container interface not deleted");
             }
         }
+        // Neutron only disassociates a floating IP whose port goes: kuryr's is released.
+        if port.tags.iter().any(|t| t == names::TAG_PORT_OWN) && self.ext.has("router") {
+            self.detach_floating_ips(&port.id, &cni_alias(a)).await?;
+        }
         let bind = bind_context(port, &cni_alias(a), &port.project_id);
         self.plumber.unplug(&bind).await?;
         self.neutron.delete_if_exists::<Port>(&port.id).await?;
@@ -265,6 +271,11 @@ impl Driver {
             Some(q) => Some(self.qos_policy_id(q).await?),
             None => None,
         };
+        // The config's external network, else the one a Docker network asked for here.
+        let floating = match &w.floating_network {
+            Some(f) => Some(self.external_network_id(f).await?),
+            None => names::fip_net_from_tags(&net.tags),
+        };
         let fixed_ips = fixed_ips(&subnets, &w.ips)?;
         for old in self.cni_ports(a).await? {
             tracing::info!(port = %old.id, container = %a.container_id, "replacing the port of an interrupted ADD");
@@ -295,7 +306,11 @@ impl Driver {
         if let Some(q) = &qos {
             body["qos_policy_id"] = json!(q);
         }
-        let tags = names::cni_tags(&a.ifname, &a.conf_name);
+        let mut tags = names::cni_tags(&a.ifname, &a.conf_name);
+        if floating.is_some() {
+            // DEL, and a replacing ADD, look for the floating IP only on such a port.
+            tags.push(names::TAG_PORT_OWN.to_string());
+        }
         // Tagged in the create itself where Neutron can: a kuryr killed right after still
         // leaves a port that DEL and GC find.
         let tagged_at_create = self.ext.has(super::TAG_AT_CREATE);
@@ -336,6 +351,17 @@ impl Driver {
                 .await?;
             if self.cfg.neutron.vif_plugging_is_fatal {
                 self.wait_active(&port.id).await?;
+            }
+            if let Some(ext) = &floating {
+                let made: FloatingIp = self
+                    .neutron
+                    .create(json!({
+                        "floating_network_id": ext,
+                        "port_id": port.id,
+                        "description": names::fip_description(&cni_alias(a)),
+                    }))
+                    .await?;
+                tracing::info!(container = %a.container_id, floating_ip = %made.floating_ip_address, "floating IP allocated");
             }
             Ok(att)
         }

@@ -1227,7 +1227,7 @@ impl Driver {
 
     /// At an endpoint's end: the floating IP kuryr allocated for it is released, a user's
     /// only disassociated (it stays theirs).
-    async fn detach_floating_ips(&self, port_id: &str, ep: &str) -> Result<()> {
+    pub(super) async fn detach_floating_ips(&self, port_id: &str, ep: &str) -> Result<()> {
         let fips: Vec<FloatingIp> = self
             .neutron
             .list(&Filters::new().add("port_id", port_id))
