@@ -14,17 +14,32 @@ struct Cli {
     command: Command,
 }
 
+/// `--config-file`, which every command takes.
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// kuryr.conf (the reference implementation's INI file).
+    #[arg(
+        long,
+        default_value = "/etc/kuryr/kuryr.conf",
+        env = "KURYR_CONFIG_FILE"
+    )]
+    config_file: PathBuf,
+}
+
+/// `--docker-socket`, for the commands that ask dockerd.
+#[derive(clap::Args)]
+struct DockerArg {
+    /// Docker's API socket (a path or unix://path); DOCKER_HOST as for the docker CLI.
+    #[arg(long, env = "DOCKER_HOST", default_value = kuryr::docker::DEFAULT_SOCKET, value_parser = kuryr::docker::parse_socket)]
+    docker_socket: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the plugin protocol to Docker.
     Serve {
-        /// kuryr.conf (the reference implementation's INI file).
-        #[arg(
-            long,
-            default_value = "/etc/kuryr/kuryr.conf",
-            env = "KURYR_CONFIG_FILE"
-        )]
-        config_file: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Write the Docker discovery file for the TCP listener here (`kuryr.spec`, or
         /// `kuryr.json` with TLS), e.g. /etc/docker/plugins; removed at exit.
         #[arg(long)]
@@ -33,30 +48,20 @@ enum Command {
     /// Check the set-up (config, Neutron, extensions, agent, Docker, firewall) and say
     /// how to fix what is wrong; exits non-zero when a check fails.
     Doctor {
-        #[arg(
-            long,
-            default_value = "/etc/kuryr/kuryr.conf",
-            env = "KURYR_CONFIG_FILE"
-        )]
-        config_file: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Plugin name Docker uses (default: from unix_socket, else kuryr).
         #[arg(long)]
         plugin: Option<String>,
-        /// Docker's API socket (a path or unix://path); DOCKER_HOST as for the docker CLI.
-        #[arg(long, env = "DOCKER_HOST", default_value = kuryr::docker::DEFAULT_SOCKET, value_parser = kuryr::docker::parse_socket)]
-        docker_socket: PathBuf,
+        #[command(flatten)]
+        docker: DockerArg,
     },
     /// Find what kuryr left behind on this host and in Neutron; --apply removes it.
     Gc {
-        #[arg(
-            long,
-            default_value = "/etc/kuryr/kuryr.conf",
-            env = "KURYR_CONFIG_FILE"
-        )]
-        config_file: PathBuf,
-        /// Docker's API socket (a path or unix://path); DOCKER_HOST as for the docker CLI.
-        #[arg(long, env = "DOCKER_HOST", default_value = kuryr::docker::DEFAULT_SOCKET, value_parser = kuryr::docker::parse_socket)]
-        docker_socket: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        docker: DockerArg,
         /// Leave reservations and pools younger than this many seconds alone.
         #[arg(long, default_value_t = 600)]
         grace_seconds: u64,
@@ -68,15 +73,10 @@ enum Command {
     /// security groups, QoS policy, floating IPs (a Docker container by name or id, a
     /// CNI container by its id).
     Inspect {
-        #[arg(
-            long,
-            default_value = "/etc/kuryr/kuryr.conf",
-            env = "KURYR_CONFIG_FILE"
-        )]
-        config_file: PathBuf,
-        /// Docker's API socket (a path or unix://path); DOCKER_HOST as for the docker CLI.
-        #[arg(long, env = "DOCKER_HOST", default_value = kuryr::docker::DEFAULT_SOCKET, value_parser = kuryr::docker::parse_socket)]
-        docker_socket: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        docker: DockerArg,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -125,30 +125,39 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve {
-            config_file,
+            config,
             discovery_dir,
-        } => kuryr::commands::serve::run(&config_file, discovery_dir.as_deref(), &cli.log_format)
-            .map(|()| true),
+        } => kuryr::commands::serve::run(
+            &config.config_file,
+            discovery_dir.as_deref(),
+            &cli.log_format,
+        )
+        .map(|()| true),
         Command::Doctor {
-            config_file,
+            config,
             plugin,
-            docker_socket,
-        } => doctor(config_file, plugin, docker_socket),
+            docker,
+        } => doctor(config.config_file, plugin, docker.docker_socket),
         Command::Gc {
-            config_file,
-            docker_socket,
+            config,
+            docker,
             grace_seconds,
             apply,
-        } => gc(config_file, docker_socket, grace_seconds, apply),
+        } => gc(
+            config.config_file,
+            docker.docker_socket,
+            grace_seconds,
+            apply,
+        ),
         Command::Inspect {
-            config_file,
-            docker_socket,
+            config,
+            docker,
             json,
             container,
         } => inspect(
-            config_file,
+            config.config_file,
             kuryr::commands::inspect::Options {
-                docker_socket,
+                docker_socket: docker.docker_socket,
                 container,
                 json,
             },
