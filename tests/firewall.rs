@@ -33,22 +33,9 @@ async fn group(n: &Neutron, name: &str, protocol: &str, port: Option<u16>) -> Se
 const SERVE: &str = "mkdir -p /w && hostname > /w/id && httpd -p 8080 -h /w \
     && httpd -p 8081 -h /w && exec sleep 600";
 
-/// `docker run -d` of a server on `net`, with `extra` arguments before the image.
-fn server(name: &str, net: &str, extra: &[&str]) {
-    let image = common::image();
-    let mut args = vec![
-        "run",
-        "-d",
-        "--label",
-        "kuryr-test",
-        "--name",
-        name,
-        "--network",
-        net,
-    ];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&[&image, "sh", "-c", SERVE]);
-    docker(&args);
+/// `docker run -d` of a server on `net`.
+fn server(name: &str, net: &str) {
+    common::run_container_cmd(name, net, &[], &["sh", "-c", SERVE]);
 }
 
 /// A server connected to `net` with this endpoint driver option, started.
@@ -116,7 +103,7 @@ async fn groups_are_enforced_a_containers_own_replaces_the_networks_and_default_
         ],
     );
     let (s, c) = (common::unique("kfws-"), common::unique("kfwc-"));
-    server(&s, &net, &[]);
+    server(&s, &net);
     common::run_container(&c, &net, &[]);
     let s_ip = common::container_ip(&s, &net);
     // 8080 answers (and so both ports' chains are in place) ...
@@ -142,7 +129,7 @@ async fn groups_are_enforced_a_containers_own_replaces_the_networks_and_default_
     let net2 = common::unique("kfwd-");
     common::kuryr_network(&p, "10.253.81.0/24", "10.253.81.1", &net2);
     let (a, b) = (common::unique("kfwa-"), common::unique("kfwb-"));
-    server(&a, &net2, &[]);
+    server(&a, &net2);
     common::run_container(&b, &net2, &[]);
     let a_ip = common::container_ip(&a, &net2);
     // A member reaches a member, on any port and by ping.

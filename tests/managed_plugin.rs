@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{docker, docker_try};
 use kuryr::neutron::{Filters, Port};
 
@@ -30,40 +28,7 @@ async fn managed_plugin_serves_a_network() {
     let name = format!("{}:latest", common::unique("kuryrv2-"));
     let (net, ct) = (common::unique("kv2-"), common::unique("kv2c-"));
     let _cleanup = Remove(name.clone(), vec![net.clone()], vec![ct.clone()]);
-    // Where the engine (DOCKER_HOST's: engine2 runs in a root of its own) finds it.
-    let root = common::engine_root();
-    let etc = tempfile::tempdir_in(format!("{root}/tmp")).unwrap();
-    let etc_source = format!(
-        "/{}",
-        etc.path()
-            .strip_prefix(format!("{root}/"))
-            .unwrap()
-            .display()
-    );
-    // The plugin has its own UTS namespace: the host name comes from the config.
-    std::fs::write(
-        etc.path().join("kuryr.conf"),
-        format!(
-            "[DEFAULT]\nhost = {}\n[neutron]\nauth_type = none\nendpoint = {}\n",
-            kuryr::config::hostname(),
-            common::neutron_url()
-        ),
-    )
-    .unwrap();
-    let build = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/contrib/docker-plugin/build"
-    ))
-    .args([&name, env!("CARGO_BIN_EXE_kuryr")])
-    .output()
-    .unwrap();
-    assert!(
-        build.status.success(),
-        "{}",
-        String::from_utf8_lossy(&build.stderr)
-    );
-    docker(&["plugin", "set", &name, &format!("etc.source={etc_source}")]);
-    docker(&["plugin", "enable", &name]);
+    let _etc = common::managed_plugin(&name, "");
     let listed = docker(&["plugin", "ls", "--format", "{{.Name}} {{.Enabled}}"]);
     assert!(listed.contains(&format!("{name} true")), "{listed}");
 

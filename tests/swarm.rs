@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use kuryr::neutron::{Filters, Neutron, Port, Subnet, SubnetPool};
 
@@ -88,7 +88,6 @@ async fn subnets_of_cidr(n: &Neutron) -> Vec<Subnet> {
 async fn a_swarm_service_of_two_replicas_pings_over_neutron_and_leaves_nothing() {
     let n = common::neutron().await;
     common::require_docker();
-    let root = common::engine_root();
     let state = engine_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
     let init = state != "active";
     if init {
@@ -103,33 +102,7 @@ async fn a_swarm_service_of_two_replicas_pings_over_neutron_and_leaves_nothing()
         left_swarm: init,
     };
 
-    // The plugin's config, where the engine finds it.
-    let etc_rel = format!("/tmp/{}", common::unique("kswarm-etc-"));
-    let etc = format!("{root}{etc_rel}");
-    std::fs::create_dir_all(&etc).unwrap();
-    std::fs::write(
-        format!("{etc}/kuryr.conf"),
-        format!(
-            "[DEFAULT]\nhost = {}\ncapability_scope = global\n[neutron]\nauth_type = none\nendpoint = {}\n",
-            kuryr::config::hostname(),
-            common::neutron_url()
-        ),
-    )
-    .unwrap();
-    let build = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/contrib/docker-plugin/build"
-    ))
-    .args([&plugin, env!("CARGO_BIN_EXE_kuryr")])
-    .output()
-    .unwrap();
-    assert!(
-        build.status.success(),
-        "{}",
-        String::from_utf8_lossy(&build.stderr)
-    );
-    engine_ok(&["plugin", "set", &plugin, &format!("etc.source={etc_rel}")]);
-    engine_ok(&["plugin", "enable", &plugin]);
+    let _etc = common::managed_plugin(&plugin, "capability_scope = global\n");
 
     // A global-scope driver's network is the swarm's (the manager allocates it).
     let net_id = engine_ok(&[
@@ -240,5 +213,4 @@ async fn a_swarm_service_of_two_replicas_pings_over_neutron_and_leaves_nothing()
         left.0.is_empty() && left.1.is_empty() && left.2.is_empty(),
         "left in Neutron: {left:?}"
     );
-    let _ = std::fs::remove_dir_all(&etc);
 }

@@ -72,6 +72,17 @@ async fn endpoint(t: &TestDriver, pool_id: &str, ep: &str, mac: &str) -> String 
     addr
 }
 
+/// RequestAddress of any address of the pool, as for a container; the address.
+async fn any_address(t: &TestDriver, pool_id: &str) -> String {
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
+        )
+        .await;
+    a["Address"].as_str().unwrap_or_default().to_string()
+}
+
 fn ports(t: &TestDriver) -> Vec<Value> {
     t.neutron.all("ports")
 }
@@ -275,13 +286,7 @@ async fn a_container_lifecycle_plugs_binds_and_cleans_up() {
 
     // RequestAddress: one request, a port created bound to this host. Docker asks no
     // MAC (RequiresMACAddress is false).
-    let a = t
-        .ok(
-            "IpamDriver.RequestAddress",
-            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
-        )
-        .await;
-    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    let addr = any_address(&t, &pool_id).await;
     assert!(
         addr.starts_with("10.10.0.") && addr.ends_with("/24"),
         "{addr}"
@@ -846,13 +851,7 @@ async fn a_swarm_network_takes_over_the_addresses_its_manager_reserved() {
     let pool_id = pool["PoolID"].as_str().unwrap_or_default().to_string();
     let gw_req = json!({"PoolID": pool_id, "Address": "", "Options": gw});
     t.ok("IpamDriver.RequestAddress", &gw_req).await;
-    let a = t
-        .ok(
-            "IpamDriver.RequestAddress",
-            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
-        )
-        .await;
-    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    let addr = any_address(&t, &pool_id).await;
     assert_eq!(t.neutron.count("networks"), 1);
     // The node: the same pool again, its gateway, then the network itself.
     let again = t

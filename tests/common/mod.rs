@@ -386,6 +386,47 @@ pub fn engine_root() -> String {
     }
 }
 
+/// Builds kuryr's managed (v2) plugin `name` (contrib/docker-plugin/build) in the engine of
+/// DOCKER_HOST, gives it a kuryr.conf for the test Neutron with these `[DEFAULT]` lines
+/// (the plugin has its own UTS namespace: the host name comes from the config) and
+/// enables it. The returned directory holds the config: keep it while the plugin runs.
+pub fn managed_plugin(name: &str, default_extra: &str) -> tempfile::TempDir {
+    // Where the engine (engine2 runs in a root of its own) finds it.
+    let root = engine_root();
+    let etc = tempfile::tempdir_in(format!("{root}/tmp")).expect("tempdir");
+    let etc_source = format!(
+        "/{}",
+        etc.path()
+            .strip_prefix(format!("{root}/"))
+            .expect("under the engine's root")
+            .display()
+    );
+    std::fs::write(
+        etc.path().join("kuryr.conf"),
+        format!(
+            "[DEFAULT]\nhost = {}\n{default_extra}[neutron]\nauth_type = none\nendpoint = {}\n",
+            kuryr::config::hostname(),
+            neutron_url()
+        ),
+    )
+    .expect("write kuryr.conf");
+    let build = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/docker-plugin/build"
+    ))
+    .args([name, env!("CARGO_BIN_EXE_kuryr")])
+    .output()
+    .expect("contrib/docker-plugin/build");
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    docker(&["plugin", "set", name, &format!("etc.source={etc_source}")]);
+    docker(&["plugin", "enable", name]);
+    etc
+}
+
 /// Fails loudly when dockerd is not there.
 pub fn require_docker() {
     let out = docker_try(&["version", "--format", "{{.Server.Version}}"]);
@@ -623,6 +664,11 @@ pub fn sleeper_args<'a>(name: &'a str, net: &'a str, image: &'a str) -> [&'a str
 
 /// `docker run -d` of the test image sleeping, labelled for clean-up.
 pub fn run_container(name: &str, net: &str, extra: &[&str]) -> String {
+    run_container_cmd(name, net, extra, &["sleep", "600"])
+}
+
+/// `docker run -d` of the test image running `cmd`, labelled for clean-up.
+pub fn run_container_cmd(name: &str, net: &str, extra: &[&str], cmd: &[&str]) -> String {
     let image = image();
     let mut args = vec![
         "run",
@@ -635,7 +681,8 @@ pub fn run_container(name: &str, net: &str, extra: &[&str]) -> String {
         net,
     ];
     args.extend_from_slice(extra);
-    args.extend_from_slice(&[image.as_str(), "sleep", "600"]);
+    args.push(image.as_str());
+    args.extend_from_slice(cmd);
     docker(&args)
 }
 
