@@ -96,7 +96,11 @@ pub async fn checks(opts: &Options) -> Vec<Check> {
     out.push(cni(&neutron, &cfg).await);
     out.push(docker_engine(&opts.docker_socket).await);
     out.push(docker_plugin(&opts.docker_socket, &opts.plugin).await);
-    out.push(forward_policy());
+    let (check, forward) = forward_policy();
+    out.push(check);
+    if let Some(c) = groups_at_start(&forward, cfg.neutron.vif_plugging_is_fatal) {
+        out.push(c);
+    }
     out
 }
 
@@ -570,12 +574,13 @@ async fn docker_plugin(socket: &Path, plugin: &str) -> Check {
 /// Docker's FORWARD DROP policy with bridge netfilter drops frames between ports of a
 /// Linux bridge it does not own (Neutron's brq*), unless a rule accepts them or the L2
 /// agent's iptables firewall passes what the ports' groups allow.
-fn forward_policy() -> Check {
+/// Also returns `iptables -S FORWARD` (empty when not read), for `groups_at_start`.
+fn forward_policy() -> (Check, String) {
     let nf = std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
         .map(|s| s.trim() == "1")
         .unwrap_or(false);
     if !nf {
-        return forward_verdict(false, "", "");
+        return (forward_verdict(false, "", ""), String::new());
     }
     let iptables = |chain: &str| {
         std::process::Command::new("iptables")
@@ -584,9 +589,44 @@ fn forward_policy() -> Check {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
     };
     let Ok(rules) = iptables("FORWARD") else {
-        return Check::warn(FORWARD, "cannot run iptables", "");
+        return (
+            Check::warn(FORWARD, "cannot run iptables", ""),
+            String::new(),
+        );
     };
-    forward_verdict(true, &rules, &iptables("DOCKER-USER").unwrap_or_default())
+    let user = iptables("DOCKER-USER").unwrap_or_default();
+    (forward_verdict(true, &rules, &user), rules)
+}
+
+/// Whether the L2 agent's iptables firewall hooks into FORWARD (its chain is
+/// neutron-linuxbri-FORWARD or neutron-openvswi-FORWARD).
+fn agent_firewall(forward: &str) -> bool {
+    forward
+        .lines()
+        .any(|l| l.starts_with("-A FORWARD -j neutron-") && l.ends_with("-FORWARD"))
+}
+
+/// With the agent enforcing groups, a container kuryr does not hold back until its port
+/// is ACTIVE runs for a moment (about the second or two the agent takes) before its
+/// filter exists, open to what its peers' groups let out. None when no agent firewall
+/// is seen here.
+fn groups_at_start(forward: &str, waits: bool) -> Option<Check> {
+    const WHAT: &str = "security groups at a container's start";
+    if !agent_firewall(forward) {
+        return None;
+    }
+    Some(if waits {
+        Check::ok(
+            WHAT,
+            "vif_plugging_is_fatal: a container starts once the agent has its port filtered",
+        )
+    } else {
+        Check::warn(
+            WHAT,
+            "the agent enforces groups, but a container starts before its port is filtered (about a second or two, open to its peers)",
+            "[neutron] vif_plugging_is_fatal = true and vif_plugging_timeout = 15 in kuryr.conf",
+        )
+    })
 }
 
 const FORWARD: &str = "bridged traffic and iptables";
@@ -606,7 +646,7 @@ fn forward_verdict(nf: bool, forward: &str, docker_user: &str) -> Check {
     };
     // The agent's iptables firewall hooks its own chain into FORWARD
     // (neutron-linuxbri-FORWARD, neutron-openvswi-FORWARD).
-    let agent = at(&|l| l.starts_with("-A FORWARD -j neutron-") && l.ends_with("-FORWARD"));
+    let agent = at(&|l| agent_firewall(l));
     let user_jump = at(&|l| l.starts_with("-A FORWARD -j DOCKER-USER"));
     let in_user = docker_user.lines().any(bridged_accept);
     let in_forward = at(&bridged_accept);
@@ -718,6 +758,16 @@ mod tests {
             let c = forward_verdict(nf, fwd, user);
             assert_eq!(c.status, status, "{fwd}{user}: {c:?}");
         }
+    }
+
+    #[test]
+    fn an_unfiltered_start_is_warned_about_only_where_the_agent_filters() {
+        let agent = "-P FORWARD DROP\n-A FORWARD -j neutron-linuxbri-FORWARD\n";
+        assert!(groups_at_start("-P FORWARD DROP\n", false).is_none());
+        let c = groups_at_start(agent, false).map(|c| c.status);
+        assert_eq!(c, Some(Status::Warn));
+        let c = groups_at_start(agent, true).map(|c| c.status);
+        assert_eq!(c, Some(Status::Ok));
     }
 
     #[test]
