@@ -207,8 +207,19 @@ impl Driver {
         if let Some(f) = &ask.floating {
             id_tags.push(format!("{}{f}", names::TAG_FIP_NET));
         }
+        let held = self.ipam_held(id, pools).await?;
+        if let (Some(net), Some(h)) = (&existing, &held) {
+            // The manager's reservations are ports of IPAM's network; a user's network
+            // cannot take them over, and ports left there would leak.
+            return Err(super::bad(format!(
+                "swarm network {id}: its manager already reserved addresses of the pool on \
+                 kuryr's network {}, which cannot move to Neutron network {}: create the \
+                 swarm network without neutron.net.uuid/neutron.net.name",
+                h.network_id, net.id
+            )));
+        }
         let Some(net) = existing else {
-            if let Some(held) = self.ipam_held(id, pools).await? {
+            if let Some(held) = held {
                 let (net, undo) = self.take_from_ipam(id, held, &id_tags, qos, shared).await?;
                 return Ok((net, Origin::FromIpam, undo));
             }

@@ -912,6 +912,39 @@ async fn a_swarm_network_takes_over_the_addresses_its_manager_reserved() {
 }
 
 #[tokio::test]
+async fn a_swarm_network_adopting_a_users_network_after_reservations_is_a_400() {
+    let t = TestDriver::new("").await;
+    let theirs = t.neutron.seed("networks", json!({"name": "theirs"}));
+    let pool = t
+        .ok("IpamDriver.RequestPool", &pool_req("10.32.0.0/24"))
+        .await;
+    let pool_id = pool["PoolID"].as_str().unwrap_or_default().to_string();
+    any_address(&t, &pool_id).await;
+    let before = t.neutron.all("networks");
+    let (status, body) = t
+        .call(
+            "NetworkDriver.CreateNetwork",
+            &net_req(
+                SWARM_NET,
+                "10.32.0.0/24",
+                "10.32.0.1/24",
+                json!({"neutron.net.uuid": theirs["id"]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["Err"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("neutron.net.uuid"),
+        "{body}"
+    );
+    // Nothing changed: the user's network is not tagged.
+    assert_eq!(t.neutron.all("networks"), before);
+}
+
+#[tokio::test]
 async fn an_address_outside_the_pool_is_400_before_any_holding_network() {
     // Found by the handle_sequence fuzz target: the holding network and subnet used to
     // be made before the address was checked, so a refused request changed Neutron.
