@@ -105,7 +105,7 @@ async fn a_swarm_service_of_two_replicas_pings_over_neutron_and_leaves_nothing()
     let _etc = common::managed_plugin(&plugin, "capability_scope = global\n");
 
     // A global-scope driver's network is the swarm's (the manager allocates it).
-    let net_id = engine_ok(&[
+    let create = [
         "network",
         "create",
         "-d",
@@ -117,7 +117,25 @@ async fn a_swarm_service_of_two_replicas_pings_over_neutron_and_leaves_nothing()
         "--gateway",
         "10.38.0.1",
         &net,
-    ]);
+    ];
+    // Right after `swarm init` the engine may still be reconnecting to its own manager
+    // ("grpc: the client connection is closing", seen once): such a create made nothing
+    // and is tried again; any other error fails the test.
+    let net_id = common::wait_until(30, || {
+        let out = engine(&create);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        match out.status.success() {
+            true => Some(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+            false
+                if err.contains("rpc error")
+                    && !engine(&["network", "inspect", &net]).status.success() =>
+            {
+                None
+            }
+            false => panic!("docker network create {net}: {err}"),
+        }
+    })
+    .unwrap_or_else(|| panic!("docker network create {net}: the swarm manager never answered"));
     assert_eq!(
         engine_ok(&["network", "inspect", "-f", "{{.Scope}}", &net]),
         "swarm"
