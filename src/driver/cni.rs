@@ -16,7 +16,7 @@ use super::{Driver, DriverError, Result};
 use crate::host::netns::NsInterface;
 use crate::host::PlugRequest;
 use crate::names;
-use crate::neutron::{Filters, FloatingIp, Network, Port, Subnet};
+use crate::neutron::{Filters, Network, Port, Subnet};
 
 /// One attachment as ADD, DEL and CHECK name it.
 #[derive(Debug, Clone)]
@@ -352,16 +352,11 @@ impl Driver {
             if self.cfg.neutron.vif_plugging_is_fatal {
                 self.wait_active(&port.id).await?;
             }
-            if let Some(ext) = &floating {
-                let made: FloatingIp = self
-                    .neutron
-                    .create(json!({
-                        "floating_network_id": ext,
-                        "port_id": port.id,
-                        "description": names::fip_description(&cni_alias(a)),
-                    }))
+            if let Some(ext) = floating {
+                // As a Docker endpoint's; a replacing ADD made a new port, so no retry check.
+                let f = super::endpoint::Floating::Allocate(ext);
+                self.attach_floating_ip(&f, &port, &cni_alias(a), false)
                     .await?;
-                tracing::info!(container = %a.container_id, floating_ip = %made.floating_ip_address, "floating IP allocated");
             }
             Ok(att)
         }

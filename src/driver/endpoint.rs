@@ -86,7 +86,7 @@ struct EndpointAsk<'a> {
 
 /// A container's floating IP: one kuryr allocates on an external network, or the user's.
 #[derive(Debug, Clone)]
-enum Floating {
+pub(super) enum Floating {
     Allocate(String),
     Existing(FloatingIp),
 }
@@ -1187,7 +1187,7 @@ impl Driver {
     /// Puts the floating IP on the port: one request (a retried call first looks for the
     /// one it allocated). Neutron refuses when no router joins the port's subnet to the
     /// external network; its message is the error.
-    async fn attach_floating_ip(
+    pub(super) async fn attach_floating_ip(
         &self,
         f: &Floating,
         port: &Port,
