@@ -108,7 +108,8 @@ fn gc(
     grace_seconds: u64,
     apply: bool,
 ) -> anyhow::Result<bool> {
-    let cfg = kuryr::config::Config::load_with_env(&config_file)?.config;
+    let mut cfg = kuryr::config::Config::load_with_env(&config_file)?.config;
+    kuryr::commands::resolve_host(&mut cfg);
     let opts = kuryr::commands::gc::Options {
         docker_socket,
         grace: std::time::Duration::from_secs(grace_seconds),
@@ -117,7 +118,8 @@ fn gc(
 }
 
 fn inspect(config_file: PathBuf, opts: kuryr::commands::inspect::Options) -> anyhow::Result<bool> {
-    let cfg = kuryr::config::Config::load_with_env(&config_file)?.config;
+    let mut cfg = kuryr::config::Config::load_with_env(&config_file)?.config;
+    kuryr::commands::resolve_host(&mut cfg);
     kuryr::commands::inspect::run(&cfg, opts)
 }
 

@@ -336,28 +336,28 @@ async fn on_an_ovs_host_the_interfaces_join_br_int_and_ping() {
         assert_eq!(code, 0, "ADD: {r}\n{}", k.log_text());
         ips.push(r["ips"][0]["address"].as_str().unwrap().replace("/24", ""));
     }
-    let on_bridge = common::ovs::br_int_ports(&rundir);
+    let on_bridge = common::ovs::agent_bridge_ports(&rundir);
     let mut taps = Vec::new();
     for p in net.ports().await {
         assert_eq!(p.vif_type, "ovs", "{p:?}");
         let tap = kuryr::names::host_veth(&p.id);
         assert!(
             on_bridge.contains(&tap),
-            "{tap} not on br-int: {on_bridge:?}"
+            "{tap} not on the agent bridge: {on_bridge:?}"
         );
         taps.push(tap);
     }
     assert_eq!(taps.len(), 2);
     assert!(
         pings(&a, &ips[1]),
-        "no ping through br-int\n{}",
+        "no ping through the agent bridge\n{}",
         k.log_text()
     );
     for (ns, ctr) in [(&a, "ctr-ovs-a"), (&b, "ctr-ovs-b")] {
         let (code, v) = cni(&env("DEL", ctr, &ns.path()), &c);
         assert_eq!((code, &v), (0, &Value::Null));
     }
-    let left = common::ovs::br_int_ports(&rundir);
+    let left = common::ovs::agent_bridge_ports(&rundir);
     assert!(taps.iter().all(|t| !left.contains(t)), "{left:?}");
     assert!(net.ports().await.is_empty());
     net.remove().await;

@@ -39,9 +39,15 @@ struct Case {
     linger: Duration,
 }
 
+/// The host's veths and, on OVN, the ports of br-int (which outlive a deleted veth).
 fn veths() -> Vec<String> {
     let mut v = common::host_links("tap");
     v.extend(common::host_links("t_c"));
+    v.extend(
+        common::ovn_bridge_ports()
+            .into_iter()
+            .map(|p| format!("br-int:{p}")),
+    );
     v
 }
 

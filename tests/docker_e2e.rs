@@ -137,9 +137,12 @@ async fn kuryr_network_two_containers_ping_and_clean_up() {
         ]);
         // The endpoint's bookkeeping follows the start (a second after CreateEndpoint).
         let port = wait_bookkeeping(&n, &ports[0].id, &ep).await;
-        assert_eq!(port.host_id, kuryr::config::hostname());
+        assert_eq!(port.host_id, common::binding_host());
         assert_eq!(port.device_owner, "compute:kuryr");
-        assert_eq!(port.vif_type, "bridge");
+        assert_eq!(port.vif_type, common::bound_vif_type());
+        if common::on_ovn() {
+            common::assert_ovn_interface(&port.id, &port.mac_address);
+        }
         assert_eq!(port.device_id, ep);
         assert!(
             kuryr::names::has_id_tags(&port.tags, &ep),
@@ -153,6 +156,17 @@ async fn kuryr_network_two_containers_ping_and_clean_up() {
     }
     assert!(ping(&a, &ip_b), "{a} cannot ping {ip_b}");
     assert!(ping(&b, &ip_a), "{b} cannot ping {ip_a}");
+    // Data, not just ping, both ways.
+    assert_eq!(
+        common::tcp_bytes(&a, &ip_a, &b, 4_000_000),
+        4_000_000,
+        "TCP {b} <- {a}"
+    );
+    assert_eq!(
+        common::tcp_bytes(&b, &ip_b, &a, 4_000_000),
+        4_000_000,
+        "TCP {a} <- {b}"
+    );
 
     // connect / disconnect on a running container.
     let third = common::unique("kc-");

@@ -54,7 +54,7 @@ async fn managed_plugin_serves_a_network() {
         .await
         .unwrap();
     assert_eq!(ports.len(), 1, "a Neutron port holds {ip}");
-    assert_eq!(ports[0].host_id, kuryr::config::hostname());
+    assert_eq!(ports[0].host_id, common::binding_host());
     assert_eq!(ports[0].vif_type, "bridge");
     docker(&["rm", "-f", &ct]);
     docker(&["network", "rm", &net]);

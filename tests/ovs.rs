@@ -1,14 +1,14 @@
 //! Open vSwitch binding end to end: the `scripts/devenv ovs` profile runs ovsdb-server,
-//! ovs-vswitchd (userspace datapath, br-int with datapath_type=netdev) and
+//! ovs-vswitchd (userspace datapath, br-ovs with datapath_type=netdev) and
 //! neutron-openvswitch-agent as its own host. A kuryr standing for that host gets ports
-//! bound with `binding:vif_type = ovs`, plugs their veths into br-int with the
+//! bound with `binding:vif_type = ovs`, plugs their veths into its bridge with the
 //! `iface-id` Neutron's agent looks for, and two containers ping each other through OVS.
 
 mod common;
 
 use std::path::PathBuf;
 
-use common::ovs::{br_int_ports, external_id, ovs_env};
+use common::ovs::{agent_bridge_ports, external_id, ovs_env};
 use common::{docker, docker_try, kuryr_network, run_container, unique, wait_until, Kuryr};
 use kuryr::neutron::{Filters, Port};
 
@@ -45,7 +45,7 @@ async fn containers_on_ovs_bound_ports_ping_each_other() {
     let ip_b = common::container_ip(&b, &net);
 
     // Bound by Neutron's openvswitch mechanism driver for the OVS agent's host, plugged
-    // into br-int under the name and iface-id the agent looks for, and ACTIVE (the wait is
+    // into the agent bridge under the name and iface-id the agent looks for, and ACTIVE (the wait is
     // fatal in this config, so `docker run` succeeding already says so).
     let ports: Vec<Port> = n
         .list(&Filters::new().add("binding:host_id", &host))
@@ -56,14 +56,14 @@ async fn containers_on_ovs_bound_ports_ping_each_other() {
         .filter(|p| kuryr::driver::kuryr_made(p))
         .collect();
     assert_eq!(ours.len(), 2, "{ports:#?}\n{}", k.log_text());
-    let on_bridge = br_int_ports(&rundir);
+    let on_bridge = agent_bridge_ports(&rundir);
     for p in &ours {
         assert_eq!(p.vif_type, "ovs", "{p:#?}");
         assert_eq!(p.status, "ACTIVE", "{p:#?}");
         let tap = kuryr::names::host_veth(&p.id);
         assert!(
             on_bridge.contains(&tap),
-            "{tap} not on br-int: {on_bridge:?}"
+            "{tap} not on the agent bridge: {on_bridge:?}"
         );
         assert_eq!(external_id(&rundir, &tap, "iface-id"), p.id);
     }
@@ -74,15 +74,18 @@ async fn containers_on_ovs_bound_ports_ping_each_other() {
             .success()
             .then_some(())
     });
-    assert!(pinged.is_some(), "{a} cannot reach {ip_b} through br-int");
+    assert!(
+        pinged.is_some(),
+        "{a} cannot reach {ip_b} through the agent bridge"
+    );
 
-    // Removal unplugs from br-int and leaves no port.
+    // Removal unplugs from the bridge and leaves no port.
     docker(&["rm", "-f", &a, &b]);
     docker(&["network", "rm", &net]);
-    let on_bridge = br_int_ports(&rundir);
+    let on_bridge = agent_bridge_ports(&rundir);
     for p in &ours {
         let tap = kuryr::names::host_veth(&p.id);
-        assert!(!on_bridge.contains(&tap), "{tap} left on br-int");
+        assert!(!on_bridge.contains(&tap), "{tap} left on the agent bridge");
     }
     let left: Vec<Port> = n
         .list(&Filters::new().add("binding:host_id", &host))

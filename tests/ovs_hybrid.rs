@@ -12,7 +12,7 @@ mod common;
 use std::process::Command;
 
 use common::cnm::hexid;
-use common::ovs::{br_int_ports, external_id, ovs_env};
+use common::ovs::{agent_bridge_ports, external_id, ovs_env};
 use common::{ip, wait_until};
 use kuryr::host::binding::BindContext;
 use kuryr::host::{PlugRequest, Plumber, Plumbing};
@@ -34,7 +34,7 @@ fn master_of(link: &str) -> String {
         .to_string()
 }
 
-/// Whatever a failed run leaves of a hybrid plug (qbr, qvb/qvo, the qvo port on br-int),
+/// Whatever a failed run leaves of a hybrid plug (qbr, qvb/qvo, the qvo port on the agent bridge),
 /// removed on drop; after a clean unplug there is nothing left to remove.
 struct HybridGuard {
     rundir: String,
@@ -47,7 +47,12 @@ impl Drop for HybridGuard {
             let short = &id[..11];
             let _ = Command::new("ovs-vsctl")
                 .env("OVS_RUNDIR", &self.rundir)
-                .args(["--if-exists", "del-port", "br-int", &format!("qvo{short}")])
+                .args([
+                    "--if-exists",
+                    "del-port",
+                    &common::ovs::agent_bridge(),
+                    &format!("qvo{short}"),
+                ])
                 .output();
             for l in [
                 format!("qvb{short}"),
@@ -170,10 +175,13 @@ fn hybrid_plug_reaches_br_int_through_qbr_and_carries_traffic() {
                 format!("qvb{short}"),
                 format!("qvo{short}"),
             );
-            // tap and qvb on qbr, qvo on br-int with the agent's external ids.
+            // tap and qvb on qbr, qvo on the agent bridge with the agent's external ids.
             assert_eq!(master_of(&names::host_veth(&p.id)), qbr);
             assert_eq!(master_of(&qvb), qbr);
-            assert!(br_int_ports(&rundir).contains(&qvo), "{qvo} not on br-int");
+            assert!(
+                agent_bridge_ports(&rundir).contains(&qvo),
+                "{qvo} not on the agent bridge"
+            );
             assert_eq!(external_id(&rundir, &qvo, "iface-id"), p.id);
             assert_eq!(
                 external_id(&rundir, &qvo, "attached-mac").to_ascii_lowercase(),
@@ -225,7 +233,7 @@ fn hybrid_plug_reaches_br_int_through_qbr_and_carries_traffic() {
                 .success()
                 .then_some(())
         });
-        assert!(pinged.is_some(), "no ping through qbr/qvb/qvo/br-int");
+        assert!(pinged.is_some(), "no ping through qbr/qvb/qvo/agent bridge");
 
         for p in &ports {
             plumber.unplug(&hybrid_context(p)).await.unwrap();
@@ -241,7 +249,7 @@ fn hybrid_plug_reaches_br_int_through_qbr_and_carries_traffic() {
                     "{link} left after unplug"
                 );
             }
-            assert!(!br_int_ports(&rundir).contains(&format!("qvo{short}")));
+            assert!(!agent_bridge_ports(&rundir).contains(&format!("qvo{short}")));
             n.delete::<Port>(&p.id).await.unwrap();
         }
         n.delete::<Network>(&net.id).await.unwrap();

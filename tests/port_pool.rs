@@ -71,7 +71,7 @@ async fn pool_serves_starts_without_a_port_create() {
     });
     let port = named.expect("claimed ports lose the pool name");
     assert_eq!(port.device_id, ep);
-    assert_eq!(port.host_id, kuryr::config::hostname());
+    assert_eq!(port.host_id, common::binding_host());
     let mac = docker(&["exec", &c1, "cat", "/sys/class/net/eth0/address"]);
     assert_eq!(port.mac_address, mac, "the port took Docker's MAC");
     // Refilled in the background.

@@ -198,7 +198,7 @@ async fn a_swarm_service_of_two_replicas_pings_over_neutron_and_leaves_nothing()
     for ip in &ips {
         let p = common::port_at(&n, ip).await;
         assert_eq!(p.network_id, neutron_net);
-        assert_eq!(p.host_id, kuryr::config::hostname());
+        assert_eq!(p.host_id, common::binding_host());
         assert!(p.vif_type.is_bound(), "{p:?}");
     }
 

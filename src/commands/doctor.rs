@@ -119,7 +119,20 @@ fn config(opts: &Options, out: &mut Vec<Check>) -> Option<Config> {
                 )
             };
             out.push(Check::ok("configuration parses", detail));
-            Some(l.config)
+            let mut cfg = l.config;
+            let source = super::resolve_host(&mut cfg);
+            out.push(Check::ok(
+                "binding host",
+                match source {
+                    super::HostSource::Config => format!("{} (kuryr.conf)", cfg.host),
+                    super::HostSource::OvnChassis => format!(
+                        "{} (this host's OVN chassis; kuryr.conf sets no host)",
+                        cfg.host
+                    ),
+                    super::HostSource::Kernel => format!("{} (the kernel's host name)", cfg.host),
+                },
+            ));
+            Some(cfg)
         }
         Err(e) => {
             out.push(Check::fail(

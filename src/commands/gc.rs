@@ -388,6 +388,38 @@ impl Finder<'_> {
                 }
             }
         }
+        // OVS ports kuryr plugged outlive their veth (a crash between the two deletes):
+        // one whose device is gone, or whose port is, goes (deleting it as a "veth"
+        // removes the OVS port too).
+        let live: HashSet<&str> = all_ports
+            .iter()
+            .filter(|p| !self.doomed.contains(&p.id))
+            .map(|p| p.id.as_str())
+            .collect();
+        let ovs = self
+            .host
+            .ovs_interfaces()
+            .await
+            .map_err(|e| e.to_string())?;
+        for (iface, exists) in ovs {
+            let why = if !live.contains(iface.port_id.as_str()) {
+                "an OVS port of kuryr's with no Neutron port behind it"
+            } else if !exists {
+                "an OVS port of kuryr's whose device is gone"
+            } else {
+                continue;
+            };
+            if !self
+                .leaks
+                .iter()
+                .any(|l| matches!(l, Leak::Veth { name, .. } if *name == iface.name))
+            {
+                self.leaks.push(Leak::Veth {
+                    name: iface.name,
+                    why: why.into(),
+                });
+            }
+        }
         Ok(())
     }
 

@@ -38,7 +38,10 @@ pub fn run(config_file: &Path, discovery_dir: Option<&Path>, log_format: &str) -
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let cfg = Arc::new(loaded.config);
+    let mut cfg = loaded.config;
+    let source = super::resolve_host(&mut cfg);
+    tracing::info!(host = %cfg.host, from = ?source, "binding host");
+    let cfg = Arc::new(cfg);
     // Certificate problems are configuration errors: fail before touching Neutron.
     let tls = if cfg.enable_ssl {
         if !cfg.tcp_configured {

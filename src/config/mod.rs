@@ -198,6 +198,9 @@ pub struct Config {
     pub port_pool_size: usize,
     /// Name used as `binding:host_id`; must match the L2 agent's `host`.
     pub host: String,
+    /// Whether kuryr.conf set `host`; when it did not, commands may take the name this
+    /// host's OVN chassis registered (`commands::resolve_host`).
+    pub host_set: bool,
     pub debug: bool,
     pub neutron: NeutronConfig,
     pub binding: BindingConfig,
@@ -227,6 +230,7 @@ impl Default for Config {
             reconcile_grace: std::time::Duration::from_secs(600),
             port_pool_size: 0,
             host: hostname(),
+            host_set: false,
             debug: false,
             neutron: NeutronConfig {
                 auth_type: AuthType::None,

@@ -219,6 +219,7 @@ pub(super) const OPTIONS: &[Opt] = &[
             return Err(v.err("a host name without spaces"));
         }
         c.host = v.string();
+        c.host_set = true;
         Ok(())
     }),
     opt!("DEFAULT", ["cni_socket"], |c, v| {

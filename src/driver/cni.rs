@@ -313,7 +313,7 @@ impl Driver {
         }
         // Tagged in the create itself where Neutron can: a kuryr killed right after still
         // leaves a port that DEL and GC find.
-        let tagged_at_create = self.ext.has(super::TAG_AT_CREATE);
+        let tagged_at_create = self.tags_at_create;
         if tagged_at_create {
             body["tags"] = json!(tags);
         }

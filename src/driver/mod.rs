@@ -103,6 +103,34 @@ pub type Result<T> = std::result::Result<T, DriverError>;
 /// when ports are created; without it they are written by a request of their own.
 pub const TAG_AT_CREATE: &str = "tag-ports-during-bulk-creation";
 
+/// Whether Neutron keeps tags given in a port's create although it does not list
+/// [`TAG_AT_CREATE`]: ML2/OVN loads the extension driver yet filters the alias out of
+/// its list (its supported-extensions table lacks it, Neutron 21 to 26). One request,
+/// which creates nothing: a port on a network that does not exist, with tags. Neutron
+/// checks the attributes first ("Attribute 'tags' not allowed in POST", 400, when the
+/// driver is not loaded), then the network (404). Anything else reads as "no".
+async fn tags_at_create_unlisted(neutron: &Neutron) -> bool {
+    let body = serde_json::json!({
+        "network_id": "00000000-0000-4000-8000-00000000dead",
+        "name": "kuryr-probe-tags-at-create",
+        "tags": [names::TAG_KURYR_PORT],
+    });
+    match neutron.create::<crate::neutron::Port>(body).await {
+        Err(e) if e.is_not_found() => true,
+        Ok(p) => {
+            // Cannot happen (no such network); if it did, nothing is left behind.
+            let _ = neutron
+                .delete_if_exists::<crate::neutron::Port>(&p.id)
+                .await;
+            p.tags.iter().any(|t| t == names::TAG_KURYR_PORT)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "Neutron does not keep tags given at a port's create");
+            false
+        }
+    }
+}
+
 /// A request value `protocol::validate` refused: a bad request.
 impl From<crate::protocol::validate::Invalid> for DriverError {
     fn from(e: crate::protocol::validate::Invalid) -> Self {
@@ -135,6 +163,8 @@ pub struct Driver {
     pub(crate) port_driver: nested::PortDriver,
     /// The VM's trunk (vlan port driver only).
     pub(crate) trunk: Option<nested::TrunkIds>,
+    /// Neutron keeps the tags a port is created with ([`TAG_AT_CREATE`], listed or not).
+    pub(crate) tags_at_create: bool,
 }
 
 impl Driver {
@@ -169,9 +199,10 @@ impl Driver {
                 )));
             }
         }
+        let tags_at_create = ext.has(TAG_AT_CREATE) || tags_at_create_unlisted(&neutron).await;
         let pool_host = port_pool::PoolHost {
             host: cfg.host.clone(),
-            tags_at_create: ext.has(TAG_AT_CREATE),
+            tags_at_create,
             plumbing: plumber.clone(),
         };
         let mut d = Driver {
@@ -187,6 +218,7 @@ impl Driver {
             unwritten: Default::default(),
             port_driver,
             trunk: None,
+            tags_at_create,
         };
         if let Some((link, nested::NestedKind::Vlan)) = d.nested() {
             let link = link.to_string();

@@ -115,13 +115,59 @@ fn hybrid_plug(details: &Map<String, Value>) -> bool {
     details.get("ovs_hybrid_plug") == Some(&Value::Bool(true))
 }
 
-fn ovs_bridge(details: &Map<String, Value>) -> String {
-    details
+/// The bridge an `ovs` port goes into: the one Neutron names (the OVS agent always does,
+/// ML2/OVN since 2024.1), else this host's OVN integration bridge (`ovn-bridge`, which
+/// ML2/OVN of older releases leaves unnamed), else `br-int`.
+async fn ovs_bridge(details: &Map<String, Value>) -> String {
+    if let Some(b) = details
         .get("bridge_name")
         .and_then(|v| v.as_str())
         .filter(|s| valid_ifname(s))
-        .unwrap_or("br-int")
-        .to_string()
+    {
+        return b.to_string();
+    }
+    let chassis_bridge = cached("ovn-bridge", || {
+        super::ovs::local_chassis().map(|c| c.bridge)
+    })
+    .await;
+    chassis_bridge
+        .filter(|b| valid_ifname(b))
+        .unwrap_or_else(|| "br-int".into())
+}
+
+/// The datapath of the bridge a port goes into: Neutron's `datapath_type` if it says,
+/// else the bridge's own.
+async fn ovs_datapath(details: &Map<String, Value>, bridge: &str) -> Option<String> {
+    if let Some(d) = details.get("datapath_type").and_then(|v| v.as_str()) {
+        return Some(d.to_string());
+    }
+    let b = bridge.to_string();
+    cached(&format!("datapath:{bridge}"), move || {
+        super::ovs::bridge_datapath_type(&b)
+    })
+    .await
+}
+
+/// What this host's Open vSwitch answered, kept for the life of the process: a
+/// bridge's datapath and the chassis' bridge do not change under a running kuryr, and
+/// a start should not pay an `ovs-vsctl` for them each time. Only answers are kept: a
+/// look-up that found nothing is tried again next time.
+async fn cached<F>(key: &str, look_up: F) -> Option<String>
+where
+    F: FnOnce() -> Option<String> + Send + 'static,
+{
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(v) = cache.lock().ok().and_then(|c| c.get(key).cloned()) {
+        return Some(v);
+    }
+    let found = tokio::task::spawn_blocking(look_up).await.ok().flatten()?;
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key.to_string(), found.clone());
+    }
+    Some(found)
 }
 
 fn valid_ifname(s: &str) -> bool {
@@ -179,7 +225,13 @@ impl Binder {
             Binder::Tap => Ok(()),
             Binder::Ovs => {
                 let ovs = PathBuf::from("ovs-vsctl");
-                let br = ovs_bridge(&ctx.vif_details);
+                let br = ovs_bridge(&ctx.vif_details).await;
+                let datapath = ovs_datapath(&ctx.vif_details, &br).await;
+                if super::ovs::needs_tx_checksum_off(datapath.as_deref()) {
+                    // Before the port is plugged: no packet leaves with a checksum the
+                    // userspace datapath would never complete.
+                    super::ethtool::set_tx_checksum(&names::container_veth(&ctx.port_id), false)?;
+                }
                 if hybrid_plug(&ctx.vif_details) {
                     let qbr = format!("qbr{}", &ctx.port_id.get(..11).unwrap_or(&ctx.port_id));
                     let qvb = format!("qvb{}", &ctx.port_id.get(..11).unwrap_or(&ctx.port_id));
@@ -219,7 +271,7 @@ impl Binder {
             Binder::Bridge | Binder::Tap => Ok(()),
             Binder::Ovs => {
                 let ovs = PathBuf::from("ovs-vsctl");
-                let br = ovs_bridge(&ctx.vif_details);
+                let br = ovs_bridge(&ctx.vif_details).await;
                 if hybrid_plug(&ctx.vif_details) {
                     // Every piece is taken down, whatever fails before it.
                     let short = ctx.port_id.get(..11).unwrap_or(&ctx.port_id);

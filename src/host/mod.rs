@@ -2,8 +2,10 @@
 //! Docker or Neutron's API; it gets names, MAC, MTU and a vif_type.
 
 pub mod binding;
+pub mod ethtool;
 pub mod netlink;
 pub mod netns;
+pub mod ovs;
 pub mod sriov;
 
 use std::path::{Path, PathBuf};
@@ -102,6 +104,11 @@ pub trait Plumbing: Send + Sync {
     async fn delete_link(&self, name: &str) -> Result<bool, HostError>;
     /// Names of the links whose name starts with `prefix`.
     async fn links_with_prefix(&self, prefix: &str) -> Result<Vec<String>, HostError>;
+    /// OVS interfaces kuryr plugged here (none without Open vSwitch), and whether the
+    /// device each names still exists.
+    async fn ovs_interfaces(&self) -> Result<Vec<(ovs::KuryrInterface, bool)>, HostError> {
+        Ok(Vec::new())
+    }
     /// The host veth whose alias names endpoint `ep` (written by `plug`), if any.
     async fn veth_of_endpoint(&self, ep: &str) -> Result<Option<String>, HostError>;
     /// CNI: moves `link` (the container end `plug` made) into the namespace at `netns`
@@ -332,8 +339,26 @@ impl Plumbing for Plumber {
         Ok(self.nl.link(name).await?.map(|l| l.mac))
     }
 
+    /// Deletes the link and the OVS port kuryr made of it, which outlives the device.
     async fn delete_link(&self, name: &str) -> Result<bool, HostError> {
-        self.nl.delete(name).await
+        let deleted = self.nl.delete(name).await?;
+        let n = name.to_string();
+        let unplugged = tokio::task::spawn_blocking(move || ovs::delete_kuryr_port(&n))
+            .await
+            .map_err(|e| HostError::Binding(e.to_string()))??;
+        Ok(deleted || unplugged)
+    }
+
+    async fn ovs_interfaces(&self) -> Result<Vec<(ovs::KuryrInterface, bool)>, HostError> {
+        let found = tokio::task::spawn_blocking(ovs::kuryr_interfaces)
+            .await
+            .map_err(|e| HostError::Binding(e.to_string()))?;
+        let mut out = Vec::new();
+        for i in found {
+            let exists = self.nl.link(&i.name).await?.is_some();
+            out.push((i, exists));
+        }
+        Ok(out)
     }
 
     async fn links_with_prefix(&self, prefix: &str) -> Result<Vec<String>, HostError> {

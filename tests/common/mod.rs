@@ -23,6 +23,83 @@ pub fn neutron_url() -> String {
 
 /// A path `scripts/devenv env` exports: set by the test command, whatever the state
 /// directory; missing, the test fails saying so (no guess at a default state dir).
+/// The Neutron backend the tests run against: `KURYR_TEST_BACKEND` (`linuxbridge`, the
+/// default, or `ovn`), which `scripts/test` sets with `KURYR_TEST_NEUTRON_URL`.
+pub fn backend() -> String {
+    std::env::var("KURYR_TEST_BACKEND").unwrap_or_else(|_| "linuxbridge".into())
+}
+
+pub fn on_ovn() -> bool {
+    backend() == "ovn"
+}
+
+/// The `binding:host_id` kuryr must give ports here: on OVN the host name this host's
+/// chassis registered (kuryr finds it itself; it is not the kernel's here), else the
+/// kernel's.
+pub fn binding_host() -> String {
+    if on_ovn() {
+        devenv_path("KURYR_TEST_OVN_HOST")
+    } else {
+        kuryr::config::hostname()
+    }
+}
+
+/// The `binding:vif_type` Neutron gives a port bound here.
+pub fn bound_vif_type() -> &'static str {
+    if on_ovn() {
+        "ovs"
+    } else {
+        "bridge"
+    }
+}
+
+/// Serves `bytes` bytes over HTTP (busybox httpd, port 8080) from container `server` and
+/// fetches them from container `client`: what reached it. TCP, not ping: OVS's
+/// userspace datapath passes ping and drops TCP whose checksum was left to the NIC.
+pub fn tcp_bytes(server: &str, server_ip: &str, client: &str, bytes: usize) -> usize {
+    docker(&[
+        "exec",
+        server,
+        "sh",
+        "-c",
+        &format!("mkdir -p /w && head -c {bytes} /dev/zero > /w/f && httpd -p 8080 -h /w"),
+    ]);
+    let out = docker_try(&[
+        "exec",
+        client,
+        "sh",
+        "-c",
+        // (busybox 1.35's `wget -T` crashes: `timeout` bounds it instead.)
+        &format!("timeout 20 wget -q -O - http://{server_ip}:8080/f | wc -c"),
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// On OVN, the ports of this host's br-int (none on other backends).
+pub fn ovn_bridge_ports() -> Vec<String> {
+    if !on_ovn() {
+        return Vec::new();
+    }
+    let mut ports = ovs::bridge_ports(&devenv_path("KURYR_TEST_OVS_RUNDIR"), "br-int");
+    ports.retain(|p| p != "br-int");
+    ports
+}
+
+/// On OVN: the OVS interface of port `port_id` (on this host's br-int) and its
+/// `external_ids` as ovn-controller and os-vif expect them.
+pub fn assert_ovn_interface(port_id: &str, mac: &str) {
+    let rundir = devenv_path("KURYR_TEST_OVS_RUNDIR");
+    let iface = kuryr::names::host_veth(port_id);
+    let ports = ovs::bridge_ports(&rundir, "br-int");
+    assert!(ports.contains(&iface), "{iface} not on br-int: {ports:?}");
+    assert_eq!(ovs::external_id(&rundir, &iface, "iface-id"), port_id);
+    assert_eq!(ovs::external_id(&rundir, &iface, "attached-mac"), mac);
+    assert_eq!(ovs::external_id(&rundir, &iface, "iface-status"), "active");
+}
+
 pub fn devenv_path(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run the tests through ./scripts/test, or eval \"$(scripts/devenv env)\" first")

@@ -1,5 +1,5 @@
 //! The `scripts/devenv ovs` profile as the tests see it: its agent's host, its ovsdb and
-//! what is on br-int.
+//! what is on its integration bridge (`KURYR_TEST_OVS_BRIDGE`; br-int is OVN's).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -24,8 +24,19 @@ fn vsctl(rundir: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-pub fn br_int_ports(rundir: &str) -> Vec<String> {
-    vsctl(rundir, &["list-ports", "br-int"])
+/// The ovs profile agent's integration bridge.
+pub fn agent_bridge() -> String {
+    std::env::var("KURYR_TEST_OVS_BRIDGE").unwrap_or_else(|_| "br-ovs".into())
+}
+
+/// Ports on the ovs profile agent's integration bridge.
+pub fn agent_bridge_ports(rundir: &str) -> Vec<String> {
+    bridge_ports(rundir, &agent_bridge())
+}
+
+/// Ports on `bridge`.
+pub fn bridge_ports(rundir: &str, bridge: &str) -> Vec<String> {
+    vsctl(rundir, &["list-ports", bridge])
         .lines()
         .map(str::to_string)
         .collect()

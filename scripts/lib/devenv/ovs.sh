@@ -1,13 +1,20 @@
 # shellcheck shell=bash
 # The ovs profile of scripts/devenv (on top of the base). Sourced by scripts/devenv.
 # Open vSwitch without its kernel module: ovsdb-server and ovs-vswitchd run by hand with
-# the userspace datapath (br-int has datapath_type=netdev), and neutron-openvswitch-agent
-# reports as host `$OVS_HOST`, so ports bound to that host get binding:vif_type = ovs.
+# the userspace datapath, and neutron-openvswitch-agent reports as host `$OVS_HOST`, so
+# ports bound to that host get binding:vif_type = ovs. Its integration bridge is
+# `$OVS_BRIDGE` (datapath_type=netdev), not br-int: br-int is ovn-controller's (the ovn
+# profile) on the same Open vSwitch, and Neutron names the agent's bridge in each port's
+# vif_details (`bridge_name`), which kuryr follows.
 OVS_DIR=$DIR/ovs
 OVS_HOST=${KURYR_DEVENV_OVS_HOST:-$HOST_NAME-ovs}
+OVS_BRIDGE=br-ovs
 ovs_vsctl() { OVS_RUNDIR="$OVS_DIR/run" ovs-vsctl --db="unix:$OVS_DIR/run/db.sock" "$@"; }
-up_ovs() {
-  install_packages openvswitch-switch neutron-openvswitch-agent
+# This host's Open vSwitch, shared by the ovs profile (its agent's bridge $OVS_BRIDGE) and
+# the ovn profile (ovn-controller's br-int): one ovs-vswitchd per network namespace, since
+# the userspace datapath's own device (ovs-netdev) has one name.
+up_ovsdb() {
+  install_packages openvswitch-switch
   mkdir -p "$OVS_DIR/run"
   if [ ! -f "$OVS_DIR/conf.db" ]; then
     ovsdb-tool create "$OVS_DIR/conf.db" /usr/share/openvswitch/vswitch.ovsschema
@@ -26,7 +33,11 @@ up_ovs() {
     start_bg ovs-vswitchd "$DIR/log/ovs-vswitchd.log" env OVS_RUNDIR="$OVS_DIR/run" \
       ovs-vswitchd "unix:$OVS_DIR/run/db.sock" --unixctl="$OVS_DIR/run/ovs-vswitchd.ctl"
   fi
-  ovs_vsctl --may-exist add-br br-int -- set Bridge br-int datapath_type=netdev
+}
+up_ovs() {
+  install_packages neutron-openvswitch-agent
+  up_ovsdb
+  ovs_vsctl --may-exist add-br "$OVS_BRIDGE" -- set Bridge "$OVS_BRIDGE" datapath_type=netdev
   # Hybrid plug puts each port behind a Linux bridge qbr*; with br_netfilter and Docker's
   # FORWARD DROP its frames need the same pass as brq* (the iptables_hybrid firewall driver
   # would program per-port rules there instead; this profile's agent runs none).
@@ -34,7 +45,7 @@ up_ovs() {
   agent_conf "$OVS_HOST" "$OVS_DIR"
   write_config "$OVS_DIR/openvswitch_agent.ini" <<OVSEOF
 [ovs]
-integration_bridge = br-int
+integration_bridge = $OVS_BRIDGE
 datapath_type = netdev
 ovsdb_connection = unix:$OVS_DIR/run/db.sock
 of_listen_address = 127.0.0.1
@@ -55,6 +66,6 @@ OVSEOF
       --config-file "$OVS_DIR/openvswitch_agent.ini"
   fi
   wait_agent "Open vSwitch agent" "$OVS_HOST" "$DIR/log/ovs-agent.log"
-  log "ovs profile ready: host $OVS_HOST, br-int (netdev), OVS_RUNDIR=$OVS_DIR/run"
+  log "ovs profile ready: host $OVS_HOST, $OVS_BRIDGE (netdev), OVS_RUNDIR=$OVS_DIR/run"
 }
 
