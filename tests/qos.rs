@@ -168,17 +168,20 @@ async fn a_networks_policy_limits_its_containers_and_a_containers_own_replaces_i
         assert_eq!(port["qos_policy_from"], json!(from), "{v}");
     }
 
-    // The agent's rate limit on the limited container's tap (what leaves the tap enters
-    // the container), none on the other's.
-    let tap = kuryr::names::host_veth(&limited_port.id);
-    let shaping = common::wait_until(60, || {
-        let q = qdiscs(&tap);
-        q.contains("tbf").then_some(q)
-    })
-    .unwrap_or_else(|| panic!("no rate limit on {tap}: {:?}", qdiscs(&tap)));
-    assert!(shaping.contains("rate 2Mbit"), "{shaping}");
-    let own_tap = kuryr::names::host_veth(&own_port.id);
-    assert!(!qdiscs(&own_tap).contains("tbf"), "{}", qdiscs(&own_tap));
+    // The linuxbridge agent's rate limit on the limited container's tap (what leaves the
+    // tap enters the container), none on the other's. (OVN limits in its own datapath:
+    // the transfer below is what shows it there.)
+    if !common::on_ovn() {
+        let tap = kuryr::names::host_veth(&limited_port.id);
+        let shaping = common::wait_until(60, || {
+            let q = qdiscs(&tap);
+            q.contains("tbf").then_some(q)
+        })
+        .unwrap_or_else(|| panic!("no rate limit on {tap}: {:?}", qdiscs(&tap)));
+        assert!(shaping.contains("rate 2Mbit"), "{shaping}");
+        let own_tap = kuryr::names::host_veth(&own_port.id);
+        assert!(!qdiscs(&own_tap).contains("tbf"), "{}", qdiscs(&own_tap));
+    }
 
     // What the limit lets in: at most the limit (after the burst), while the same
     // transfer into the container with its own policy goes far faster.

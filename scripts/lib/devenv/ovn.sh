@@ -13,6 +13,8 @@
 #   no agent: ovn-controller claiming a port's OVS interface is what turns it ACTIVE.
 # Sourced by scripts/devenv.
 OVN_DIR=$DIR/ovn
+# shellcheck disable=SC2153 # OVS_DIR: the ovs profile's (ovs.sh), whose Open vSwitch this shares
+: "${OVS_DIR:?}"
 NEUTRON_OVN_PORT=${KURYR_DEVENV_NEUTRON_OVN_PORT:-9698}
 OVN_CHASSIS=kuryr-devenv
 OVN_HOST=${KURYR_DEVENV_OVN_HOST:-$HOST_NAME-ovn}
