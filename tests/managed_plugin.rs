@@ -55,7 +55,17 @@ async fn managed_plugin_serves_a_network() {
         .unwrap();
     assert_eq!(ports.len(), 1, "a Neutron port holds {ip}");
     assert_eq!(ports[0].host_id, common::binding_host());
-    assert_eq!(ports[0].vif_type, "bridge");
+    assert_eq!(ports[0].vif_type, common::bound_vif_type());
+    // Data, not just an address: over OVN's userspace datapath only with the tx checksum
+    // offload kuryr turned off inside the plugin.
+    let peer = common::unique("kv2p-");
+    common::run_container(&peer, &net, &[]);
+    let got = common::tcp_bytes(&ct, &ip, &peer, 2_000_000);
+    docker(&["rm", "-f", &peer]);
+    assert_eq!(
+        got, 2_000_000,
+        "TCP between two containers of the plugin's network"
+    );
     docker(&["rm", "-f", &ct]);
     docker(&["network", "rm", &net]);
     let left: Vec<Port> = n

@@ -478,11 +478,17 @@ pub fn managed_plugin(name: &str, default_extra: &str) -> tempfile::TempDir {
             .expect("under the engine's root")
             .display()
     );
+    // On OVN the plugin binds as this host's chassis, which it finds itself through the
+    // host's Open vSwitch: no `host` (its own UTS namespace has another name).
+    let host_line = if on_ovn() {
+        String::new()
+    } else {
+        format!("host = {}\n", kuryr::config::hostname())
+    };
     std::fs::write(
         etc.path().join("kuryr.conf"),
         format!(
-            "[DEFAULT]\nhost = {}\n{default_extra}[neutron]\nauth_type = none\nendpoint = {}\n",
-            kuryr::config::hostname(),
+            "[DEFAULT]\n{host_line}{default_extra}[neutron]\nauth_type = none\nendpoint = {}\n",
             neutron_url()
         ),
     )
@@ -500,6 +506,17 @@ pub fn managed_plugin(name: &str, default_extra: &str) -> tempfile::TempDir {
         String::from_utf8_lossy(&build.stderr)
     );
     docker(&["plugin", "set", name, &format!("etc.source={etc_source}")]);
+    if on_ovn() {
+        // The devenv's Open vSwitch runs under its state dir, not /run/openvswitch.
+        let rundir = devenv_path("KURYR_TEST_OVS_RUNDIR");
+        docker(&[
+            "plugin",
+            "set",
+            name,
+            &format!("ovs-run.source={rundir}"),
+            "OVS_RUNDIR=/host/run",
+        ]);
+    }
     docker(&["plugin", "enable", name]);
     etc
 }
