@@ -1,5 +1,7 @@
 //! `kuryr doctor`: the checks an operator would do by hand, each with its fix.
 
+mod ovn;
+
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
@@ -91,6 +93,7 @@ pub async fn checks(opts: &Options) -> Vec<Check> {
             out.push(sriov_pfs(&cfg, &crate::host::sriov::Sysfs::default()));
         }
     }
+    out.extend(ovn::checks(&neutron, &cfg).await);
     out.push(binding_programs(&neutron, &cfg).await);
     out.push(listener(&cfg, &opts.plugin));
     out.push(cni(&neutron, &cfg).await);

@@ -67,9 +67,12 @@ mod tests {
         );
         assert_eq!(cfg.host, "node1.example.org");
 
-        let mut set = Config::parse("t", "[DEFAULT]\nhost = mine\n")
-            .unwrap()
-            .config;
+        let mut set = Config::parse(
+            "t",
+            "[DEFAULT]\nhost = mine\n[neutron]\nendpoint = http://n\n",
+        )
+        .unwrap()
+        .config;
         assert_eq!(resolve_host(&mut set), HostSource::Config);
         assert_eq!(set.host, "mine");
     }

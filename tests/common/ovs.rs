@@ -15,7 +15,7 @@ pub fn ovs_env() -> (String, String) {
     (host, rundir)
 }
 
-fn vsctl(rundir: &str, args: &[&str]) -> String {
+pub fn vsctl(rundir: &str, args: &[&str]) -> String {
     let out = Command::new("ovs-vsctl")
         .env("OVS_RUNDIR", rundir)
         .args(args)
