@@ -1,7 +1,9 @@
 //! Two Docker hosts, one Neutron network: the multihost profile of `scripts/devenv` gives
 //! two network namespaces (kmh-a, kmh-b), each with its own dockerd and linuxbridge agent
-//! (hosts mh-a, mh-b, VXLAN over an underlay veth). One kuryr per host; a container on A
-//! pings a container on B across the VXLAN underlay.
+//! (hosts mh-a, mh-b, VXLAN over an underlay veth) and, on ML2/OVN, its own Open vSwitch
+//! and ovn-controller (chassis of hosts mh-a-ovn, mh-b-ovn, Geneve over a second
+//! underlay). One kuryr per host; a container on A pings a container on B across the
+//! underlay and fetches data from it over TCP.
 
 mod common;
 
@@ -14,6 +16,8 @@ use serde_json::json;
 
 struct Host {
     name: &'static str,
+    /// Its ports' `binding:host_id`: the agent's host, or on OVN the chassis' host name.
+    binding: String,
     sock: String,
     kuryr: Option<Kuryr>,
 }
@@ -71,18 +75,35 @@ fn start_hosts(dir: &str) -> Vec<Host> {
         .into_iter()
         .map(|h| {
             let socket = PathBuf::from(format!("{dir}/{h}/plugins/kuryr.sock"));
-            // Each host's kuryr: its own `host` (binding:host_id), same plugin name.
+            // Each host's kuryr: its own `host` (binding:host_id), same plugin name. On OVN
+            // none: kuryr takes the name its host's chassis registered, from that host's
+            // Open vSwitch.
+            let (host_line, binding, ovs) = if common::on_ovn() {
+                (
+                    String::new(),
+                    format!("mh-{h}-ovn"),
+                    format!("{dir}/{h}/ovs"),
+                )
+            } else {
+                (format!("host = mh-{h}\n"), format!("mh-{h}"), String::new())
+            };
             let conf = format!(
-                "[DEFAULT]\nunix_socket = {}\nhost = mh-{h}\ndebug = true\n\
+                "[DEFAULT]\nunix_socket = {}\n{host_line}debug = true\n\
                  [neutron]\nauth_type = none\nendpoint = {}\nenable_dhcp = false\n",
                 socket.display(),
                 common::neutron_url()
             );
             let k = Kuryr::at(socket)
                 .conf(&conf)
+                .envs(&if ovs.is_empty() {
+                    vec![]
+                } else {
+                    vec![("OVS_RUNDIR", ovs.as_str())]
+                })
                 .netns(&format!("kmh-{h}"))
                 .start();
             Host {
+                binding,
                 name: if h == "a" { "mh-a" } else { "mh-b" },
                 sock: format!("{dir}/{h}/docker.sock"),
                 kuryr: Some(k),
@@ -114,10 +135,11 @@ fn run(h: &Host, name: &str, net: &str) {
 /// ping each other across the underlay.
 async fn operator_network_spans_hosts(n: &Neutron, hosts: &[Host]) {
     let net_name = unique("kuryr-mh-");
+    let net_type = if common::on_ovn() { "geneve" } else { "vxlan" };
     let net: Network = n
-        .create(json!({"name": net_name, "provider:network_type": "vxlan"}))
+        .create(json!({"name": net_name, "provider:network_type": net_type}))
         .await
-        .expect("create a vxlan network (ML2 vxlan type driver)");
+        .expect("create an overlay network (ML2 vxlan or geneve type driver)");
 
     // The same Docker network on both hosts, naming the shared Neutron network.
     let third = rand_octet();
@@ -166,7 +188,7 @@ async fn operator_network_spans_hosts(n: &Neutron, hosts: &[Host]) {
     bound.sort();
     assert_eq!(
         bound,
-        vec!["mh-a".to_string(), "mh-b".to_string()],
+        vec![hosts[0].binding.clone(), hosts[1].binding.clone()],
         "{ports:#?}"
     );
 
@@ -183,6 +205,22 @@ async fn operator_network_spans_hosts(n: &Neutron, hosts: &[Host]) {
     };
     assert!(ping(&hosts[0], &ip_b), "mh-a cannot reach {ip_b} on mh-b");
     assert!(ping(&hosts[1], &ip_a), "mh-b cannot reach {ip_a} on mh-a");
+    // Data across the hosts, not just ping: 2 MB from B's container to A's.
+    hosts[1].docker(&[
+        "exec",
+        &cname(&hosts[1]),
+        "sh",
+        "-c",
+        "mkdir -p /w && head -c 2000000 /dev/zero > /w/f && httpd -p 8080 -h /w",
+    ]);
+    let got = hosts[0].docker(&[
+        "exec",
+        &cname(&hosts[0]),
+        "sh",
+        "-c",
+        &format!("timeout 20 wget -q -O - http://{ip_b}:8080/f | wc -c"),
+    ]);
+    assert_eq!(got, "2000000", "TCP from mh-b to mh-a");
 
     // Host A leaves first: the network, subnet and pool stay for host B, whose container
     // keeps working and who can still start another one.
@@ -272,7 +310,10 @@ async fn network_made_on_one_host_is_used_from_the_other(n: &Neutron, hosts: &[H
         .list(&Filters::new().add("network_id", &net_id))
         .await
         .unwrap();
-    assert!(ports.iter().any(|p| p.host_id == "mh-b"), "{ports:#?}");
+    assert!(
+        ports.iter().any(|p| p.host_id == hosts[1].binding),
+        "{ports:#?}"
+    );
     let on_b2 = format!("{dnet}-b2");
     run(&hosts[1], &on_b2, &dnet);
 

@@ -225,8 +225,10 @@ impl KuryrBuilder {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        // The host under test: a network namespace of its own when the run says so.
+        let netns = self.netns.clone().or_else(test_netns);
         Kuryr::spawn(
-            self.netns.as_deref(),
+            netns.as_deref(),
             self.socket,
             cni_socket,
             &text,
@@ -238,10 +240,13 @@ impl KuryrBuilder {
 }
 
 impl Kuryr {
-    /// Serving plugin `name` (socket `/run/docker/plugins/<name>.sock`, where Docker
-    /// finds it).
+    /// Serving plugin `name` (socket `<plugin dir>/<name>.sock`, where the engine under
+    /// test finds it: `/run/docker/plugins`, or `KURYR_TEST_PLUGIN_DIR` for an engine of
+    /// another host).
     pub fn plugin(name: &str) -> KuryrBuilder {
-        Self::at(PathBuf::from(format!("/run/docker/plugins/{name}.sock")))
+        let dir =
+            std::env::var("KURYR_TEST_PLUGIN_DIR").unwrap_or_else(|_| "/run/docker/plugins".into());
+        Self::at(PathBuf::from(format!("{dir}/{name}.sock")))
     }
 
     /// Listening on `socket`.
@@ -531,12 +536,21 @@ pub fn require_docker() {
     );
 }
 
-/// Host interfaces whose name starts with `prefix`.
+/// The network namespace of the host under test (`KURYR_TEST_NETNS`: a devenv host such
+/// as the ovn26 profile's), None for this machine's own.
+pub fn test_netns() -> Option<String> {
+    std::env::var("KURYR_TEST_NETNS")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Host interfaces whose name starts with `prefix` (on the host under test).
 pub fn host_links(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["-o", "link", "show"])
-        .output()
-        .expect("ip link");
+    let mut cmd = Command::new("ip");
+    if let Some(ns) = test_netns() {
+        cmd.args(["-n", &ns]);
+    }
+    let out = cmd.args(["-o", "link", "show"]).output().expect("ip link");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split(": ").nth(1))

@@ -137,3 +137,20 @@ wait_agent() { # wait_agent TYPE HOST LOG
   wait_for 90 agent_alive "$1" "$2" \
     || die "the $1 of host $2 did not report alive: see $3"
 }
+
+# ovn_chassis WHAT SYSTEM_ID HOSTNAME SB_REMOTE ENCAP_IP VSCTL...: make the Open vSwitch
+# that VSCTL... (an ovs-vsctl command line) reaches an OVN chassis with br-int on the
+# userspace datapath; only the external_ids that differ are written.
+ovn_chassis() {
+  local what=$1 sysid=$2 host=$3 remote=$4 encap=$5; shift 5
+  local kv key val have
+  for kv in "system-id=$sysid" "hostname=$host" "ovn-remote=$remote" ovn-encap-type=geneve \
+            "ovn-encap-ip=$encap" ovn-bridge=br-int ovn-bridge-datapath-type=netdev; do
+    key=external_ids:${kv%%=*}; val=${kv#*=}
+    have=$("$@" --if-exists get Open_vSwitch . "$key" 2>/dev/null | tr -d '"' || true)
+    if [ "$have" != "$val" ]; then
+      "$@" set Open_vSwitch . "$key=\"$val\""
+      note_change "$what OVS: $key=$val"
+    fi
+  done
+}

@@ -3,15 +3,32 @@
 # Two "hosts" on this machine: a network namespace each, with its own linuxbridge agent
 # and dockerd. Neutron's API and RabbitMQ stay on the root namespace's loopback; socat
 # relays carry them into each namespace's loopback through unix sockets under $MH_DIR.
+# With the ovn profile up, each host is also an OVN chassis (mh-a-ovn, mh-b-ovn): its own
+# Open vSwitch (userspace datapath) and ovn-controller in its namespace, Geneve between
+# the two over a second underlay whose addresses sit on an OVS bridge (br-phy: the
+# userspace datapath sends tunnel packets only through its own ports), and a relay to
+# the OVN Neutron (9698) as to the other.
 MH_DIR=$DIR/multihost
 MH_HOSTS=(a b)
 mh_ip() { case $1 in a) echo 10.99.0.1 ;; b) echo 10.99.0.2 ;; esac; }
 mh_services() {
   local h
   echo mh-relay-neutron mh-relay-rabbit
+  echo mh-relay-neutron-ovn
   for h in "${MH_HOSTS[@]}"; do
     echo "mh-$h-dockerd mh-$h-agent mh-$h-relay-neutron mh-$h-relay-rabbit"
+    echo "mh-$h-ovn-controller mh-$h-vswitchd mh-$h-ovsdb mh-$h-relay-neutron-ovn"
   done
+}
+mh_ovn_ip() { case $1 in a) echo 10.98.0.1 ;; b) echo 10.98.0.2 ;; esac; }
+mh_vsctl() { # mh_vsctl HOST ARGS...: that host's Open vSwitch
+  local h=$1; shift
+  OVS_RUNDIR="$MH_DIR/$h/ovs" ovs-vsctl --db="unix:$MH_DIR/$h/ovs/db.sock" "$@"
+}
+mh_ovn_alive() { # mh_ovn_alive HOST: the OVN Neutron lists that host's chassis alive
+  local body
+  body=$(curl -fsS -m 5 "http://127.0.0.1:$NEUTRON_OVN_PORT/v2.0/agents?host=mh-$1-ovn") || return 1
+  [[ $body =~ \"alive\":\ *true ]]
 }
 mh_docker_ok() { DOCKER_HOST="unix://$MH_DIR/$1/docker.sock" "$DOCKER" version >/dev/null 2>&1; }
 
@@ -99,7 +116,69 @@ MHEOF
     DOCKER_HOST="unix://$MH_DIR/$h/docker.sock" import_image
     wait_agent "Linux bridge agent" "mh-$h" "$DIR/log/mh-$h-agent.log"
   done
+  if running neutron-ovn; then up_multihost_ovn; fi
   log "multihost profile ready: hosts mh-a, mh-b (namespaces kmh-a, kmh-b; docker -H unix://$MH_DIR/<a|b>/docker.sock)"
+}
+
+# Each host as an OVN chassis of the ovn profile's Neutron (see the header).
+up_multihost_ovn() {
+  local h ns
+  if ! running mh-relay-neutron-ovn; then
+    start_bg mh-relay-neutron-ovn "$DIR/log/mh-relay.log" socat \
+      "UNIX-LISTEN:$MH_DIR/neutron-ovn.sock,fork,unlink-early,mode=600" "TCP:127.0.0.1:$NEUTRON_OVN_PORT"
+  fi
+  if ! ip -n kmh-a link show kmh-o >/dev/null 2>&1; then
+    log "creating the OVN underlay kmh-a/kmh-o <-> kmh-b/kmh-o"
+    note_change "created the OVN underlay"
+    ip link add kmh-oa type veth peer name kmh-ob
+    ip link set kmh-oa netns kmh-a
+    ip link set kmh-ob netns kmh-b
+    ip -n kmh-a link set kmh-oa name kmh-o
+    ip -n kmh-b link set kmh-ob name kmh-o
+  fi
+  for h in "${MH_HOSTS[@]}"; do
+    ns=kmh-$h
+    mkdir -p "$MH_DIR/$h/ovs"
+    if ! running "mh-$h-relay-neutron-ovn"; then
+      start_bg "mh-$h-relay-neutron-ovn" "$DIR/log/mh-relay.log" ip netns exec "$ns" socat \
+        "TCP-LISTEN:$NEUTRON_OVN_PORT,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$MH_DIR/neutron-ovn.sock"
+    fi
+    if [ ! -f "$MH_DIR/$h/ovs/conf.db" ]; then
+      ovsdb-tool create "$MH_DIR/$h/ovs/conf.db" /usr/share/openvswitch/vswitch.ovsschema
+      note_change "created host mh-$h's OVS database"
+    fi
+    if ! running "mh-$h-ovsdb"; then
+      start_bg "mh-$h-ovsdb" "$DIR/log/mh-$h-ovsdb.log" ip netns exec "$ns" env OVS_RUNDIR="$MH_DIR/$h/ovs" \
+        ovsdb-server "$MH_DIR/$h/ovs/conf.db" --remote="punix:$MH_DIR/$h/ovs/db.sock" \
+        --unixctl="$MH_DIR/$h/ovs/ovsdb-server.ctl"
+      wait_for 20 mh_vsctl "$h" --no-wait show || die "host mh-$h's ovsdb-server did not start: see $DIR/log/mh-$h-ovsdb.log"
+      mh_vsctl "$h" --no-wait init
+    fi
+    if ! running "mh-$h-vswitchd"; then
+      start_bg "mh-$h-vswitchd" "$DIR/log/mh-$h-vswitchd.log" ip netns exec "$ns" env OVS_RUNDIR="$MH_DIR/$h/ovs" \
+        ovs-vswitchd "unix:$MH_DIR/$h/ovs/db.sock" --unixctl="$MH_DIR/$h/ovs/ovs-vswitchd.ctl"
+    fi
+    if ! mh_vsctl "$h" br-exists br-phy; then
+      mh_vsctl "$h" add-br br-phy -- set Bridge br-phy datapath_type=netdev -- add-port br-phy kmh-o
+      note_change "created host mh-$h's br-phy"
+    fi
+    # The tunnel endpoint's address on br-phy (its device is remade with ovs-vswitchd).
+    wait_for 20 ip -n "$ns" link show br-phy || die "host mh-$h's br-phy has no device: see $DIR/log/mh-$h-vswitchd.log"
+    ip -n "$ns" link set kmh-o up
+    ip -n "$ns" addr replace "$(mh_ovn_ip "$h")/24" dev br-phy
+    ip -n "$ns" link set br-phy up
+    ovn_chassis "host mh-$h's" "mh-$h" "mh-$h-ovn" "unix:$OVN_DIR/run/ovnsb_db.sock" "$(mh_ovn_ip "$h")" mh_vsctl "$h"
+    if ! running "mh-$h-ovn-controller"; then
+      log "starting ovn-controller of host mh-$h (chassis mh-$h, host mh-$h-ovn, Geneve $(mh_ovn_ip "$h"))"
+      start_bg "mh-$h-ovn-controller" "$DIR/log/mh-$h-ovn-controller.log" ip netns exec "$ns" \
+        env OVS_RUNDIR="$MH_DIR/$h/ovs" OVN_RUNDIR="$MH_DIR/$h/ovs" ovn-controller "unix:$MH_DIR/$h/ovs/db.sock"
+    fi
+  done
+  for h in "${MH_HOSTS[@]}"; do
+    wait_for 60 mh_ovn_alive "$h" \
+      || die "the OVN Neutron lists no alive chassis of host mh-$h-ovn: see $DIR/log/mh-$h-ovn-controller.log"
+  done
+  log "multihost hosts are OVN chassis too: mh-a-ovn, mh-b-ovn (OVS_RUNDIR=$MH_DIR/<a|b>/ovs)"
 }
 
 down_multihost() {

@@ -123,20 +123,7 @@ up_ovn() {
   up_ovsdb
   # This Open vSwitch as an OVN chassis. Geneve to itself on loopback: the one chassis
   # here (the multihost hosts have their own).
-  local want
-  want="external_ids:system-id=$OVN_CHASSIS external_ids:hostname=$OVN_HOST"
-  want+=" external_ids:ovn-remote=unix:$OVN_DIR/run/ovnsb_db.sock external_ids:ovn-encap-type=geneve"
-  want+=" external_ids:ovn-encap-ip=127.0.0.1 external_ids:ovn-bridge=br-int"
-  want+=" external_ids:ovn-bridge-datapath-type=netdev"
-  local kv key val have
-  for kv in $want; do
-    key=${kv%%=*}; val=${kv#*=}
-    have=$(ovs_vsctl --if-exists get Open_vSwitch . "$key" 2>/dev/null | tr -d '"' || true)
-    if [ "$have" != "$val" ]; then
-      ovs_vsctl set Open_vSwitch . "$key=\"$val\""
-      note_change "OVS: $key=$val"
-    fi
-  done
+  ovn_chassis "this host's" "$OVN_CHASSIS" "$OVN_HOST" "unix:$OVN_DIR/run/ovnsb_db.sock" 127.0.0.1 ovs_vsctl
   if ! running ovn-controller; then
     log "starting ovn-controller (chassis $OVN_CHASSIS, host $OVN_HOST)"
     start_bg ovn-controller "$DIR/log/ovn-controller.log" \
