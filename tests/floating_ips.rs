@@ -46,25 +46,43 @@ fn host_name() -> String {
         .to_string()
 }
 
-/// A namespace with a port on the external network, as a machine outside would be: the
-/// linuxbridge agent puts its tap on the external network's bridge.
-async fn outside(n: &Neutron, ext: &Network, subnet: &Subnet) -> (Netns, Port) {
-    let port: Port = n
-        .create(json!({"network_id": ext.id, "name": "kuryr-test-outside",
-            "device_owner": "kuryr-test:outside", "binding:host_id": host_name(),
-            "fixed_ips": [{"subnet_id": subnet.id, "ip_address": OUTSIDE_IP}]}))
-        .await
-        .unwrap();
+/// The outside world's way in: on linuxbridge a port of the external network (the agent
+/// puts its tap on the network's bridge), on OVN a device on the physical network's
+/// bridge (br-ex, mapped to `extnet`), where the router's gateway answers.
+enum Outside {
+    Port(Port),
+    OvsPort(String),
+}
+
+/// A namespace on the external network, as a machine outside would be.
+async fn outside(n: &Neutron, ext: &Network, subnet: &Subnet) -> (Netns, Outside) {
     let ns = Netns::named("kfo-");
-    let tap = kuryr::names::host_veth(&port.id);
     let peer = format!("{}o", &ns.0[..ns.0.len().min(14)]);
+    let (tap, mac, way_in) = if common::on_ovn() {
+        let tap = format!("{}x", &ns.0[..ns.0.len().min(14)]);
+        (tap.clone(), None, Outside::OvsPort(tap))
+    } else {
+        let port: Port = n
+            .create(json!({"network_id": ext.id, "name": "kuryr-test-outside",
+                "device_owner": "kuryr-test:outside", "binding:host_id": host_name(),
+                "fixed_ips": [{"subnet_id": subnet.id, "ip_address": OUTSIDE_IP}]}))
+            .await
+            .unwrap();
+        let tap = kuryr::names::host_veth(&port.id);
+        (tap, Some(port.mac_address.clone()), Outside::Port(port))
+    };
     common::ip(&[
         "link", "add", &tap, "type", "veth", "peer", "name", &peer, "netns", &ns.0,
     ]);
     common::ip(&["link", "set", &tap, "up"]);
+    if common::on_ovn() {
+        let rundir = common::devenv_path("KURYR_TEST_OVS_RUNDIR");
+        common::ovs::vsctl(&rundir, &["add-port", "br-ex", &tap]);
+    }
+    let mac = mac.unwrap_or_else(|| "02:00:c6:33:64:c8".into());
     let cmds: [&[&str]; 4] = [
         &["ip", "link", "set", "lo", "up"],
-        &["ip", "link", "set", &peer, "address", &port.mac_address],
+        &["ip", "link", "set", &peer, "address", &mac],
         &[
             "ip",
             "addr",
@@ -79,7 +97,19 @@ async fn outside(n: &Neutron, ext: &Network, subnet: &Subnet) -> (Netns, Port) {
         let out = ns.exec(c);
         assert!(out.status.success(), "{c:?}: {out:?}");
     }
-    (ns, port)
+    (ns, way_in)
+}
+
+/// Takes the outside's way in away again.
+async fn remove_outside(n: &Neutron, way_in: Outside) {
+    match way_in {
+        Outside::Port(p) => n.delete::<Port>(&p.id).await.unwrap(),
+        Outside::OvsPort(tap) => {
+            let rundir = common::devenv_path("KURYR_TEST_OVS_RUNDIR");
+            common::ovs::vsctl(&rundir, &["--if-exists", "del-port", "br-ex", &tap]);
+            let _ = Command::new("ip").args(["link", "del", &tap]).output();
+        }
+    }
 }
 
 fn pings(ns: &Netns, ip: &str) -> bool {
@@ -92,13 +122,18 @@ fn pings(ns: &Netns, ip: &str) -> bool {
 async fn containers_are_reached_from_outside_at_their_floating_ips_released_at_removal() {
     common::require_docker();
     let n = common::neutron().await;
-    let ext: Network = n
-        .create(
-            json!({"name": common::unique("kt-ext-"), "router:external": true,
-            "provider:network_type": "local"}),
-        )
-        .await
-        .unwrap();
+    // On OVN the physical network the devenv's chassis maps to br-ex (a router's gateway
+    // needs a chassis serving its network); on linuxbridge a local one.
+    let provider = if common::on_ovn() {
+        json!({"provider:network_type": "flat", "provider:physical_network": "extnet"})
+    } else {
+        json!({"provider:network_type": "local"})
+    };
+    let mut ext_body = json!({"name": common::unique("kt-ext-"), "router:external": true});
+    for (k, v) in provider.as_object().unwrap() {
+        ext_body[k] = v.clone();
+    }
+    let ext: Network = n.create(ext_body).await.unwrap();
     let ext_subnet: Subnet = n
         .create(
             json!({"network_id": ext.id, "cidr": EXT_CIDR, "ip_version": 4,
@@ -305,7 +340,7 @@ async fn containers_are_reached_from_outside_at_their_floating_ips_released_at_r
     .await;
     docker(&["network", "rm", &net]);
     n.delete::<FloatingIp>(&theirs.id).await.unwrap();
-    n.delete::<Port>(&outside_port.id).await.unwrap();
+    remove_outside(&n, outside_port).await;
     drop(ns);
     api(
         reqwest::Method::DELETE,

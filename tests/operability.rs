@@ -103,18 +103,7 @@ fn readyz_fails_when_neutron_is_gone() {
 }
 
 fn doctor(conf: &str, plugin: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kuryr.conf");
-    std::fs::write(&path, conf).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kuryr"))
-        .args(["doctor", "--plugin", plugin, "--config-file"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    common::kuryr_doctor(conf, plugin, &[])
 }
 
 #[test]

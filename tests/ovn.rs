@@ -6,24 +6,11 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{docker, docker_try, Kuryr};
 
 fn doctor(conf: &str, plugin: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kuryr.conf");
-    std::fs::write(&path, conf).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kuryr"))
-        .args(["doctor", "--plugin", plugin, "--config-file"])
-        .arg(&path)
-        .env("OVS_RUNDIR", common::devenv_path("KURYR_TEST_OVS_RUNDIR"))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let rundir = common::devenv_path("KURYR_TEST_OVS_RUNDIR");
+    common::kuryr_doctor(conf, plugin, &[("OVS_RUNDIR", &rundir)])
 }
 
 #[test]

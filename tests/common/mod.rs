@@ -580,6 +580,24 @@ pub fn kuryr_gc(conf: &str, extra: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `kuryr doctor --plugin PLUGIN` with this kuryr.conf and environment: whether it
+/// passed, and its report.
+pub fn kuryr_doctor(conf: &str, plugin: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kuryr.conf");
+    std::fs::write(&path, conf).expect("write conf");
+    let out = Command::new(env!("CARGO_BIN_EXE_kuryr"))
+        .args(["doctor", "--plugin", plugin, "--config-file"])
+        .arg(&path)
+        .envs(env.iter().copied())
+        .output()
+        .expect("kuryr doctor");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// `kuryr inspect --json CONTAINER` against the test Neutron and the default dockerd: its
 /// answer. Fails the test when it fails.
 pub fn kuryr_inspect(container: &str) -> Value {

@@ -152,18 +152,8 @@ EOF
 }
 up_neutron() {
   write_neutron_config
-  local conf=(--config-file "$DIR/neutron/neutron.conf" --config-file "$DIR/neutron/ml2_conf.ini")
-  if ! running neutron-server; then
-    if [ ! -f "$DIR/neutron/db-synced" ]; then
-      log "creating Neutron's database schema"
-      note_change "created Neutron's schema"
-      neutron-db-manage "${conf[@]}" upgrade heads >"$DIR/log/neutron-db-manage.log" 2>&1 \
-        || die "neutron-db-manage failed: see $DIR/log/neutron-db-manage.log"
-      touch "$DIR/neutron/db-synced"
-    fi
-    log "starting neutron-server on 127.0.0.1:$NEUTRON_PORT"
-    start_bg neutron-server "$DIR/log/neutron-server.log" neutron-server "${conf[@]}"
-  fi
+  neutron_server_up neutron-server "$DIR/neutron" "neutron-server on 127.0.0.1:$NEUTRON_PORT" -- \
+    "$DIR/neutron/neutron.conf" "$DIR/neutron/ml2_conf.ini"
   wait_for 120 neutron_api extensions \
     || die "neutron-server does not answer: see $DIR/log/neutron-server.log"
   if ! running linuxbridge-agent; then

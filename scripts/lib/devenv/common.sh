@@ -143,14 +143,42 @@ wait_agent() { # wait_agent TYPE HOST LOG
 # userspace datapath; only the external_ids that differ are written.
 ovn_chassis() {
   local what=$1 sysid=$2 host=$3 remote=$4 encap=$5; shift 5
-  local kv key val have
+  local kv
   for kv in "system-id=$sysid" "hostname=$host" "ovn-remote=$remote" ovn-encap-type=geneve \
             "ovn-encap-ip=$encap" ovn-bridge=br-int ovn-bridge-datapath-type=netdev; do
-    key=external_ids:${kv%%=*}; val=${kv#*=}
-    have=$("$@" --if-exists get Open_vSwitch . "$key" 2>/dev/null | tr -d '"' || true)
-    if [ "$have" != "$val" ]; then
-      "$@" set Open_vSwitch . "$key=\"$val\""
-      note_change "$what OVS: $key=$val"
-    fi
+    ovs_external_id "$what" "${kv%%=*}" "${kv#*=}" "$@"
   done
+}
+
+# ovs_external_id WHAT KEY VALUE VSCTL...: external_ids:KEY of the Open_vSwitch row that
+# VSCTL... reaches, written only when it differs.
+ovs_external_id() {
+  local what=$1 key=external_ids:$2 val=$3 have; shift 3
+  have=$("$@" --if-exists get Open_vSwitch . "$key" 2>/dev/null | tr -d '"' || true)
+  if [ "$have" != "$val" ]; then
+    "$@" set Open_vSwitch . "$key=\"$val\""
+    note_change "$what OVS: $key=$val"
+  fi
+}
+
+# neutron_server_up NAME STATE_DIR WHAT [PREFIX...] -- CONFIG_FILE...: unless service NAME
+# runs, creates Neutron's schema once (STATE_DIR/db-synced) and starts neutron-server
+# (log $DIR/log/NAME.log); PREFIX runs both (e.g. in another root and namespace).
+neutron_server_up() {
+  local name=$1 state=$2 what=$3; shift 3
+  local prefix=() conf=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do prefix+=("$1"); shift; done
+  shift
+  local f
+  for f in "$@"; do conf+=(--config-file "$f"); done
+  running "$name" && return 0
+  if [ ! -f "$state/db-synced" ]; then
+    log "creating the database schema of $what"
+    note_change "created the schema of $what"
+    "${prefix[@]}" neutron-db-manage "${conf[@]}" upgrade heads >"$DIR/log/$name-db-manage.log" 2>&1 \
+      || die "neutron-db-manage failed: see $DIR/log/$name-db-manage.log"
+    touch "$state/db-synced"
+  fi
+  log "starting $what"
+  start_bg "$name" "$DIR/log/$name.log" "${prefix[@]}" neutron-server "${conf[@]}"
 }

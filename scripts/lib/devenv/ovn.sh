@@ -6,7 +6,8 @@
 # - this host's Open vSwitch (shared with the ovs profile, userspace datapath) made an
 #   OVN chassis: ovn-controller owns br-int (datapath_type=netdev) and reports as chassis
 #   $OVN_CHASSIS with host name $OVN_HOST, which is NOT the kernel's host name, as on
-#   clouds whose deployment tool names chassis by FQDN: kuryr must find it itself;
+#   clouds whose deployment tool names chassis by FQDN: kuryr must find it itself; it
+#   hosts the routers' gateways, to physical network `extnet` on its bridge br-ex;
 # - a second neutron-server on 127.0.0.1:$NEUTRON_OVN_PORT (database neutron_ovn on the
 #   base's MariaDB) with mechanism_drivers = ovn: OVN's native DHCP, security groups as
 #   OVN ACLs, the OVN L3 router (routers and floating IPs), QoS and trunks. No RabbitMQ,
@@ -54,13 +55,13 @@ up_ovn_db() { # up_ovn_db nb|sb: one OVN database server
   fi
 }
 
-write_neutron_ovn_config() {
-  local n=$OVN_DIR/neutron
-  mkdir -p "$n/state" "$n/lock"
-  write_config "$n/neutron.conf" <<EOF
+# ovn_neutron_conf PORT STATE_PATH LOCK_PATH DB_URL: neutron.conf of an ML2/OVN
+# neutron-server on 127.0.0.1:PORT, no Keystone.
+ovn_neutron_conf() {
+  cat <<EOF
 [DEFAULT]
 bind_host = 127.0.0.1
-bind_port = $NEUTRON_OVN_PORT
+bind_port = $1
 core_plugin = ml2
 service_plugins = ovn-router,qos,trunk
 auth_strategy = noauth
@@ -70,19 +71,24 @@ transport_url = fake:/
 api_workers = 1
 rpc_workers = 0
 rpc_state_report_workers = 0
-state_path = $n/state
+state_path = $2
 notify_nova_on_port_status_changes = false
 notify_nova_on_port_data_changes = false
 debug = false
 use_stderr = true
 [database]
-connection = mysql+pymysql://neutron:neutron@127.0.0.1:$DB_PORT/neutron_ovn
+connection = $4
 max_pool_size = 20
 max_overflow = 40
 [oslo_concurrency]
-lock_path = $n/lock
+lock_path = $3
 EOF
-  write_config "$n/ml2_conf.ini" <<EOF
+}
+
+# ovn_ml2_conf NB SB: ML2's configuration for ML2/OVN on these databases (the same for
+# Neutron 21 and 26).
+ovn_ml2_conf() {
+  cat <<EOF
 [ml2]
 type_drivers = local,flat,geneve
 tenant_network_types = geneve
@@ -100,12 +106,20 @@ flat_networks = *
 [securitygroup]
 enable_security_group = true
 [ovn]
-ovn_nb_connection = unix:$OVN_DIR/run/ovnnb_db.sock
-ovn_sb_connection = unix:$OVN_DIR/run/ovnsb_db.sock
+ovn_nb_connection = $1
+ovn_sb_connection = $2
 ovn_metadata_enabled = false
 neutron_sync_mode = off
 ovn_l3_scheduler = leastloaded
 EOF
+}
+
+write_neutron_ovn_config() {
+  local n=$OVN_DIR/neutron
+  mkdir -p "$n/state" "$n/lock"
+  ovn_neutron_conf "$NEUTRON_OVN_PORT" "$n/state" "$n/lock" \
+    "mysql+pymysql://neutron:neutron@127.0.0.1:$DB_PORT/neutron_ovn" | write_config "$n/neutron.conf"
+  ovn_ml2_conf "unix:$OVN_DIR/run/ovnnb_db.sock" "unix:$OVN_DIR/run/ovnsb_db.sock" | write_config "$n/ml2_conf.ini"
   restart_if_changed neutron-ovn "$n/neutron.conf" "$n/ml2_conf.ini"
 }
 
@@ -124,6 +138,11 @@ up_ovn() {
   # This Open vSwitch as an OVN chassis. Geneve to itself on loopback: the one chassis
   # here (the multihost hosts have their own).
   ovn_chassis "this host's" "$OVN_CHASSIS" "$OVN_HOST" "unix:$OVN_DIR/run/ovnsb_db.sock" 127.0.0.1 ovs_vsctl
+  # The outside world: physical network `extnet` on br-ex, where a test puts a namespace
+  # standing in for it; this chassis hosts the routers' gateways (and their NAT) to it.
+  ovs_vsctl --may-exist add-br br-ex -- set Bridge br-ex datapath_type=netdev
+  ovs_external_id "this host's" ovn-bridge-mappings extnet:br-ex ovs_vsctl
+  ovs_external_id "this host's" ovn-cms-options enable-chassis-as-gw ovs_vsctl
   if ! running ovn-controller; then
     log "starting ovn-controller (chassis $OVN_CHASSIS, host $OVN_HOST)"
     start_bg ovn-controller "$DIR/log/ovn-controller.log" \
@@ -131,6 +150,20 @@ up_ovn() {
       ovn-controller "unix:$OVS_DIR/run/db.sock"
   fi
   wait_for 20 ovs_vsctl br-exists br-int || die "ovn-controller made no br-int: see $DIR/log/ovn-controller.log"
+  # Neutron 21 reads a chassis' gateway options from its southbound row's external_ids,
+  # where OVN before 22.09 copied them; OVN 23.03 keeps them in other_config only. Without
+  # them Neutron schedules a router's gateway on every chassis (the multihost ones too,
+  # which have no extnet), and the NAT lands where the outside is not.
+  wait_for 20 ovn_sbctl get Chassis "$OVN_CHASSIS" name || die "no chassis $OVN_CHASSIS in OVN: see $DIR/log/ovn-controller.log"
+  local kv key val have
+  for kv in ovn-cms-options=enable-chassis-as-gw ovn-bridge-mappings=extnet:br-ex; do
+    key=external_ids:${kv%%=*}; val=${kv#*=}
+    have=$(ovn_sbctl --if-exists get Chassis "$OVN_CHASSIS" "$key" 2>/dev/null | tr -d '"' || true)
+    if [ "$have" != "$val" ]; then
+      ovn_sbctl set Chassis "$OVN_CHASSIS" "$key=\"$val\""
+      note_change "OVN chassis $OVN_CHASSIS: $key=$val"
+    fi
+  done
   # An OVS agent that once had br-int (an older ovs profile) left its controller and
   # OpenFlow versions there: ovn-controller's own connection is then refused.
   if [ "$(ovs_vsctl get Bridge br-int controller)" != "[]" ] || [ "$(ovs_vsctl get Bridge br-int protocols)" != "[]" ]; then
@@ -141,18 +174,8 @@ up_ovn() {
   mysql_cli -e "CREATE DATABASE IF NOT EXISTS neutron_ovn;
     GRANT ALL ON neutron_ovn.* TO 'neutron'@'127.0.0.1'; FLUSH PRIVILEGES;"
   write_neutron_ovn_config
-  local conf=(--config-file "$OVN_DIR/neutron/neutron.conf" --config-file "$OVN_DIR/neutron/ml2_conf.ini")
-  if ! running neutron-ovn; then
-    if [ ! -f "$OVN_DIR/neutron/db-synced" ]; then
-      log "creating the OVN Neutron's database schema"
-      note_change "created the OVN Neutron's schema"
-      neutron-db-manage "${conf[@]}" upgrade heads >"$DIR/log/neutron-ovn-db-manage.log" 2>&1 \
-        || die "neutron-db-manage failed: see $DIR/log/neutron-ovn-db-manage.log"
-      touch "$OVN_DIR/neutron/db-synced"
-    fi
-    log "starting neutron-server (ML2/OVN) on 127.0.0.1:$NEUTRON_OVN_PORT"
-    start_bg neutron-ovn "$DIR/log/neutron-ovn.log" neutron-server "${conf[@]}"
-  fi
+  neutron_server_up neutron-ovn "$OVN_DIR/neutron" "neutron-server (ML2/OVN) on 127.0.0.1:$NEUTRON_OVN_PORT" -- \
+    "$OVN_DIR/neutron/neutron.conf" "$OVN_DIR/neutron/ml2_conf.ini"
   wait_for 120 neutron_ovn_api extensions \
     || die "neutron-server (ML2/OVN) does not answer: see $DIR/log/neutron-ovn.log"
   wait_for 60 ovn_agent_alive \

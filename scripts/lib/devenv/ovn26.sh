@@ -51,45 +51,10 @@ o26_build_root() {
 
 o26_config() {
   local etc=$O26_ROOT/etc/kuryr-devenv
-  write_config "$etc/neutron.conf" <<EOF
-[DEFAULT]
-bind_host = 127.0.0.1
-bind_port = $O26_PORT
-core_plugin = ml2
-service_plugins = ovn-router,qos,trunk
-auth_strategy = noauth
-allow_overlapping_ips = true
-transport_url = fake:/
-api_workers = 1
-rpc_workers = 0
-rpc_state_report_workers = 0
-state_path = /var/lib/neutron
-notify_nova_on_port_status_changes = false
-notify_nova_on_port_data_changes = false
-use_stderr = true
-[database]
-connection = mysql+pymysql://neutron:neutron@localhost/neutron26?unix_socket=/run/mysql-host/mysqld.sock
-[oslo_concurrency]
-lock_path = /var/lib/neutron/lock
-EOF
-  write_config "$etc/ml2_conf.ini" <<EOF
-[ml2]
-type_drivers = local,flat,geneve
-tenant_network_types = geneve
-mechanism_drivers = ovn
-extension_drivers = port_security,qos,tag_ports_during_bulk_creation
-overlay_ip_version = 4
-[ml2_type_geneve]
-vni_ranges = 1:65536
-max_header_size = 38
-[securitygroup]
-enable_security_group = true
-[ovn]
-ovn_nb_connection = unix:/run/ovn/ovnnb_db.sock
-ovn_sb_connection = unix:/run/ovn/ovnsb_db.sock
-ovn_metadata_enabled = false
-neutron_sync_mode = off
-EOF
+  ovn_neutron_conf "$O26_PORT" /var/lib/neutron /var/lib/neutron/lock \
+    "mysql+pymysql://neutron:neutron@localhost/neutron26?unix_socket=/run/mysql-host/mysqld.sock" \
+    | write_config "$etc/neutron.conf"
+  ovn_ml2_conf unix:/run/ovn/ovnnb_db.sock unix:/run/ovn/ovnsb_db.sock | write_config "$etc/ml2_conf.ini"
   restart_if_changed o26-neutron "$etc/neutron.conf" "$etc/ml2_conf.ini"
 }
 
@@ -157,19 +122,9 @@ up_ovn26() {
       chroot "$O26_ROOT" ovn-controller unix:/run/openvswitch/db.sock
   fi
   o26_config
-  local conf=(--config-file /etc/kuryr-devenv/neutron.conf --config-file /etc/kuryr-devenv/ml2_conf.ini)
-  if ! running o26-neutron; then
-    if [ ! -f "$O26_DIR/db-synced" ]; then
-      log "creating Neutron 26's database schema"
-      note_change "created Neutron 26's schema"
-      o26 neutron-db-manage "${conf[@]}" upgrade heads >"$DIR/log/ovn26-db-manage.log" 2>&1 \
-        || die "neutron-db-manage (26) failed: see $DIR/log/ovn26-db-manage.log"
-      touch "$O26_DIR/db-synced"
-    fi
-    log "starting neutron-server 26 (ML2/OVN) on 127.0.0.1:$O26_PORT in $O26_NS"
-    start_bg o26-neutron "$DIR/log/ovn26-neutron.log" nsenter --net="/run/netns/$O26_NS" \
-      chroot "$O26_ROOT" neutron-server "${conf[@]}"
-  fi
+  neutron_server_up o26-neutron "$O26_DIR" "neutron-server 26 (ML2/OVN) on 127.0.0.1:$O26_PORT in $O26_NS" \
+    nsenter --net="/run/netns/$O26_NS" chroot "$O26_ROOT" -- \
+    /etc/kuryr-devenv/neutron.conf /etc/kuryr-devenv/ml2_conf.ini
   # The machine's loopback reaches it at the same address (tests, kuryr gc).
   if ! running o26-relay-in; then
     start_bg o26-relay-in "$DIR/log/ovn26-relay.log" nsenter --net="/run/netns/$O26_NS" socat \
@@ -189,7 +144,7 @@ up_ovn26() {
           -H "unix://$1/docker.sock" --iptables=false --ip6tables=false' \
       sh "$O26_DIR"
   fi
-  wait_for 120 o26_api extensions || die "neutron-server 26 does not answer: see $DIR/log/ovn26-neutron.log"
+  wait_for 120 o26_api extensions || die "neutron-server 26 does not answer: see $DIR/log/o26-neutron.log"
   wait_for 60 o26_alive || die "Neutron 26 lists no alive chassis of host $O26_HOST: see $DIR/log/ovn26-ovn-controller.log"
   wait_for 60 o26_docker_ok || die "dockerd of kovn26 did not start: see $DIR/log/ovn26-dockerd.log"
   DOCKER_HOST="unix://$O26_DIR/docker.sock" import_image
