@@ -50,7 +50,9 @@ fn host_name() -> String {
 /// puts its tap on the network's bridge), on OVN a device on the physical network's
 /// bridge (br-ex, mapped to `extnet`), where the router's gateway answers.
 enum Outside {
-    Port(Port),
+    /// The id of its port on the external network.
+    Port(String),
+    /// The name of its device on br-ex.
     OvsPort(String),
 }
 
@@ -69,7 +71,7 @@ async fn outside(n: &Neutron, ext: &Network, subnet: &Subnet) -> (Netns, Outside
             .await
             .unwrap();
         let tap = kuryr::names::host_veth(&port.id);
-        (tap, Some(port.mac_address.clone()), Outside::Port(port))
+        (tap, Some(port.mac_address.clone()), Outside::Port(port.id))
     };
     common::ip(&[
         "link", "add", &tap, "type", "veth", "peer", "name", &peer, "netns", &ns.0,
@@ -103,7 +105,7 @@ async fn outside(n: &Neutron, ext: &Network, subnet: &Subnet) -> (Netns, Outside
 /// Takes the outside's way in away again.
 async fn remove_outside(n: &Neutron, way_in: Outside) {
     match way_in {
-        Outside::Port(p) => n.delete::<Port>(&p.id).await.unwrap(),
+        Outside::Port(id) => n.delete::<Port>(&id).await.unwrap(),
         Outside::OvsPort(tap) => {
             let rundir = common::devenv_path("KURYR_TEST_OVS_RUNDIR");
             common::ovs::vsctl(&rundir, &["--if-exists", "del-port", "br-ex", &tap]);
