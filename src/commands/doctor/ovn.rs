@@ -8,7 +8,9 @@ use crate::host::ovs::{self, Chassis, KuryrInterface};
 use crate::names;
 use crate::neutron::{Agent, Filters, Neutron, Port, PortStatus};
 
-const OVN_AGENT: &str = "OVN Controller agent";
+/// Neutron's agent types of a chassis: "OVN Controller agent", or "OVN Controller
+/// Gateway agent" for one that hosts routers' gateways.
+const OVN_AGENT: &str = "OVN Controller";
 
 /// What this host's Open vSwitch says, read once.
 pub struct Local {
@@ -42,8 +44,11 @@ impl Local {
 
 /// The OVN checks, none when Neutron has no OVN chassis at all (another backend).
 pub async fn checks(n: &Neutron, cfg: &Config) -> Vec<Check> {
-    let agents: Vec<Agent> = match n.list(&Filters::new().add("agent_type", OVN_AGENT)).await {
-        Ok(a) => a,
+    let agents: Vec<Agent> = match n.list::<Agent>(&Filters::new()).await {
+        Ok(a) => a
+            .into_iter()
+            .filter(|a| a.agent_type.starts_with(OVN_AGENT))
+            .collect(),
         // The L2 agent check already says that agents cannot be listed.
         Err(_) => return Vec::new(),
     };
@@ -174,7 +179,7 @@ mod tests {
     fn agent(host: &str, alive: bool) -> Agent {
         Agent {
             id: format!("chassis-of-{host}"),
-            agent_type: OVN_AGENT.into(),
+            agent_type: "OVN Controller Gateway agent".into(),
             host: host.into(),
             alive,
         }
