@@ -28,6 +28,11 @@ pub enum Leak {
         name: String,
         why: String,
     },
+    /// An OVS port kuryr plugged (`owner=kuryr`) whose device or Neutron port is gone.
+    OvsPort {
+        name: String,
+        why: String,
+    },
     SecurityGroup {
         id: String,
         why: String,
@@ -63,7 +68,9 @@ impl std::fmt::Display for Leak {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Leak::Port { id, why } => write!(f, "port {id}: {why}"),
-            Leak::Veth { name, why } => write!(f, "host interface {name}: {why}"),
+            Leak::Veth { name, why } | Leak::OvsPort { name, why } => {
+                write!(f, "host interface {name}: {why}")
+            }
             Leak::SecurityGroup { id, why } => write!(f, "security group {id}: {why}"),
             Leak::Network { id, why } => write!(f, "network {id}: {why}"),
             Leak::Pool { id, why } => write!(f, "subnetpool {id}: {why}"),
@@ -388,9 +395,9 @@ impl Finder<'_> {
                 }
             }
         }
-        // OVS ports kuryr plugged outlive their veth (a crash between the two deletes):
-        // one whose device is gone, or whose port is, goes (deleting it as a "veth"
-        // removes the OVS port too).
+        // OVS ports kuryr plugged outlive their veth (the veth deleted behind kuryr's
+        // back, or with a container's namespace): one whose device is gone, or whose
+        // port is, goes. One whose veth is a leak already goes with it.
         let live: HashSet<&str> = all_ports
             .iter()
             .filter(|p| !self.doomed.contains(&p.id))
@@ -414,7 +421,7 @@ impl Finder<'_> {
                 .iter()
                 .any(|l| matches!(l, Leak::Veth { name, .. } if *name == iface.name))
             {
-                self.leaks.push(Leak::Veth {
+                self.leaks.push(Leak::OvsPort {
                     name: iface.name,
                     why: why.into(),
                 });
@@ -648,7 +655,7 @@ pub async fn apply(neutron: &Neutron, host: &dyn Plumbing, leaks: &[Leak]) -> Ve
     // Order: a port comes off the VM port / trunk before it is deleted (Neutron refuses
     // to delete a subport); ports and groups before the networks and pools they keep busy.
     let rank = |l: &Leak| match l {
-        Leak::Veth { .. } => 0,
+        Leak::Veth { .. } | Leak::OvsPort { .. } => 0,
         Leak::VmPair { .. } | Leak::Subport { .. } | Leak::FloatingIp { .. } => 1,
         Leak::Port { .. } => 2,
         Leak::SecurityGroup { .. } => 3,
@@ -661,6 +668,11 @@ pub async fn apply(neutron: &Neutron, host: &dyn Plumbing, leaks: &[Leak]) -> Ve
         let r = match l {
             Leak::Veth { name, .. } => host
                 .delete_link(name)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Leak::OvsPort { name, .. } => host
+                .delete_ovs_port(name)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string()),

@@ -109,6 +109,11 @@ pub trait Plumbing: Send + Sync {
     async fn ovs_interfaces(&self) -> Result<Vec<(ovs::KuryrInterface, bool)>, HostError> {
         Ok(Vec::new())
     }
+    /// Removes the OVS port kuryr plugged under this name, its device there or not;
+    /// true if there was one.
+    async fn delete_ovs_port(&self, _name: &str) -> Result<bool, HostError> {
+        Ok(false)
+    }
     /// The host veth whose alias names endpoint `ep` (written by `plug`), if any.
     async fn veth_of_endpoint(&self, ep: &str) -> Result<Option<String>, HostError>;
     /// CNI: moves `link` (the container end `plug` made) into the namespace at `netns`
@@ -134,6 +139,22 @@ pub trait Plumbing: Send + Sync {
 /// yet when kuryr restarts).
 pub fn veth_alias(endpoint_id: &str) -> String {
     format!("kuryr:{endpoint_id}")
+}
+
+/// The OVS interfaces kuryr plugged here (none without Open vSwitch), and whether the
+/// device each names exists in this network namespace.
+pub async fn kuryr_ovs_interfaces(
+    nl: &Netlink,
+) -> Result<Vec<(ovs::KuryrInterface, bool)>, HostError> {
+    let found = tokio::task::spawn_blocking(ovs::kuryr_interfaces)
+        .await
+        .map_err(|e| HostError::Binding(e.to_string()))?;
+    let mut out = Vec::new();
+    for i in found {
+        let exists = nl.link(&i.name).await?.is_some();
+        out.push((i, exists));
+    }
+    Ok(out)
 }
 
 /// What the container side of an endpoint needs.
@@ -339,26 +360,27 @@ impl Plumbing for Plumber {
         Ok(self.nl.link(name).await?.map(|l| l.mac))
     }
 
-    /// Deletes the link and the OVS port kuryr made of it, which outlives the device.
+    /// Deletes the link and, for a host veth that was still there (a left-over plug), the
+    /// OVS port kuryr made of it, which would outlive the device. A veth already gone
+    /// costs no `ovs-vsctl`: the usual release after an unplug stays netlink only, and an
+    /// OVS port whose device went otherwise is `kuryr gc`'s.
     async fn delete_link(&self, name: &str) -> Result<bool, HostError> {
         let deleted = self.nl.delete(name).await?;
+        if deleted && name.starts_with(names::HOST_VETH_PREFIX) {
+            self.delete_ovs_port(name).await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_ovs_port(&self, name: &str) -> Result<bool, HostError> {
         let n = name.to_string();
-        let unplugged = tokio::task::spawn_blocking(move || ovs::delete_kuryr_port(&n))
+        tokio::task::spawn_blocking(move || ovs::delete_kuryr_port(&n))
             .await
-            .map_err(|e| HostError::Binding(e.to_string()))??;
-        Ok(deleted || unplugged)
+            .map_err(|e| HostError::Binding(e.to_string()))?
     }
 
     async fn ovs_interfaces(&self) -> Result<Vec<(ovs::KuryrInterface, bool)>, HostError> {
-        let found = tokio::task::spawn_blocking(ovs::kuryr_interfaces)
-            .await
-            .map_err(|e| HostError::Binding(e.to_string()))?;
-        let mut out = Vec::new();
-        for i in found {
-            let exists = self.nl.link(&i.name).await?.is_some();
-            out.push((i, exists));
-        }
-        Ok(out)
+        kuryr_ovs_interfaces(&self.nl).await
     }
 
     async fn links_with_prefix(&self, prefix: &str) -> Result<Vec<String>, HostError> {

@@ -98,7 +98,16 @@ pub fn kuryr_interfaces() -> Vec<KuryrInterface> {
 /// Removes the OVS port named `name` from whichever bridge holds it, if kuryr plugged it;
 /// true if there was one. The device may be gone already: the port outlives it.
 pub fn delete_kuryr_port(name: &str) -> Result<bool, super::HostError> {
-    if !kuryr_interfaces().iter().any(|i| i.name == name) {
+    let ours = vsctl(&[
+        "--format=json",
+        "--columns=name,external_ids",
+        "find",
+        "Interface",
+        &format!("name={name}"),
+        "external_ids:owner=kuryr",
+    ])
+    .map(|out| interfaces_of_find(&out));
+    if ours.unwrap_or_default().is_empty() {
         return Ok(false);
     }
     vsctl(&["--if-exists", "del-port", name])

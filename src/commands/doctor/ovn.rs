@@ -22,18 +22,17 @@ pub struct Local {
 }
 
 impl Local {
-    fn read(netlink_exists: impl Fn(&str) -> bool) -> Local {
+    async fn read() -> Local {
         let chassis = ovs::local_chassis();
         let bridge_datapath = chassis
             .as_ref()
             .and_then(|c| ovs::bridge_datapath_type(&c.bridge));
-        let interfaces = ovs::kuryr_interfaces()
-            .into_iter()
-            .map(|i| {
-                let exists = netlink_exists(&i.name);
-                (i, exists)
-            })
-            .collect();
+        let interfaces = match crate::host::netlink::Netlink::connect() {
+            Ok(nl) => crate::host::kuryr_ovs_interfaces(&nl)
+                .await
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
         Local {
             chassis,
             bridge_datapath,
@@ -55,7 +54,7 @@ pub async fn checks(n: &Neutron, cfg: &Config) -> Vec<Check> {
     if agents.is_empty() {
         return Vec::new();
     }
-    let local = Local::read(|name| std::path::Path::new("/sys/class/net").join(name).exists());
+    let local = Local::read().await;
     let ports: Vec<Port> = n
         .list(
             &Filters::new()
