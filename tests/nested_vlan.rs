@@ -4,7 +4,8 @@
 //! frees them. The host side needs 802.1Q sub-interfaces; where the kernel has no 8021q
 //! (as on the CI machines), CreateEndpoint must fail cleanly and leave no subport;
 //! where it has, the VLAN sub-interface must carry the subport's id. The netlink request
-//! itself is checked by unit tests in `host::netlink`. Nested ipvlan's Neutron side (the
+//! itself is checked by unit tests in `host::netlink`. On ML2/OVN, the subport becomes a
+//! child of the VM's logical port with its VLAN tag. Nested ipvlan's Neutron side (the
 //! VM port's pair with the VM's MAC) is tested the same way.
 
 mod common;
@@ -64,6 +65,25 @@ async fn subports_get_free_segmentation_ids_and_go_again() {
     let mut want = vec![(other.id.clone(), 1), (c1.id.clone(), 2)];
     want.sort();
     assert_eq!(on_trunk, want);
+
+    // On ML2/OVN the trunk driver makes the subport a child of the VM's logical port
+    // (OVN's container-in-VM ports: parent_name and the VLAN tag), which is what lets
+    // the VM's tagged frames reach it.
+    if common::on_ovn() {
+        let sub: Port = n.get(&c1.id).await.unwrap();
+        assert_eq!(
+            sub.profile.get("parent_name").and_then(|v| v.as_str()),
+            Some(vm.id.as_str()),
+            "{:?}",
+            sub.profile
+        );
+        assert_eq!(
+            sub.profile.get("tag").and_then(|v| v.as_u64()),
+            Some(2),
+            "{:?}",
+            sub.profile
+        );
+    }
 
     // A restart reads the ids back from the trunk: 1 and 2 stay taken.
     drop(d);

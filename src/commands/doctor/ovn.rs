@@ -3,7 +3,7 @@
 //! host plugged with its iface-id, and why is one DOWN.
 
 use super::Check;
-use crate::config::Config;
+use crate::config::{Config, PortDriverName};
 use crate::host::ovs::{self, Chassis, KuryrInterface};
 use crate::names;
 use crate::neutron::{Agent, Filters, Neutron, Port, PortStatus};
@@ -54,6 +54,10 @@ pub async fn checks(n: &Neutron, cfg: &Config) -> Vec<Check> {
     if agents.is_empty() {
         return Vec::new();
     }
+    // kuryr inside a VM is no chassis: the VM's port is plugged on the hypervisor.
+    if let Some(c) = nested(cfg) {
+        return vec![c];
+    }
     let local = Local::read().await;
     let ports: Vec<Port> = n
         .list(
@@ -64,6 +68,34 @@ pub async fn checks(n: &Neutron, cfg: &Config) -> Vec<Check> {
         .await
         .unwrap_or_default();
     judge(cfg, &agents, &local, &ports)
+}
+
+/// kuryr inside a VM on ML2/OVN: whether its nested driver can carry traffic there. OVN
+/// makes each container's (unbound) port a `virtual` port of the VM port and delivers
+/// traffic for it only to the VM port's own MAC: ipvlan sub-interfaces and VLAN
+/// subports (OVN's parent_name/tag ports) receive it, a macvlan with the container
+/// port's MAC never does (OVN installs no output for a virtual port's own MAC).
+pub fn nested(cfg: &Config) -> Option<Check> {
+    const WHAT: &str = "nested driver on ML2/OVN";
+    match cfg.default_port_driver {
+        PortDriverName::Vlan => Some(Check::ok(
+            WHAT,
+            "vlan: each container's port is a subport of the VM's trunk, which OVN reaches by its VLAN tag",
+        )),
+        PortDriverName::Nested if cfg.binding.default_driver == "macvlan" => Some(Check::fail(
+            WHAT,
+            "macvlan: OVN makes each container's port a virtual port of the VM port and delivers its traffic only to the VM port's MAC, never to the container's own: containers get addresses but no traffic",
+            "use `[binding] driver = ipvlan` (containers share the VM's MAC) or `default_port_driver = vlan` with the VM port as a trunk parent",
+        )),
+        PortDriverName::Nested => Some(Check::ok(
+            WHAT,
+            format!(
+                "{}: containers use the VM port's MAC, where OVN delivers their addresses",
+                cfg.binding.default_driver
+            ),
+        )),
+        PortDriverName::Veth | PortDriverName::Sriov => None,
+    }
 }
 
 /// The checks for what was read: a pure function, tested without OVN.
@@ -223,6 +255,33 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    fn nested_cfg(port_driver: &str, binding: &str) -> Config {
+        Config::parse(
+            "t",
+            &format!(
+                "[DEFAULT]\ndefault_port_driver = {port_driver}\nenabled_port_drivers = {port_driver}\n\
+                 [binding]\ndriver = {binding}\nlink_iface = eth0\n[neutron]\nendpoint = http://n\n"
+            ),
+        )
+        .expect("config")
+        .config
+    }
+
+    #[test]
+    fn nested_macvlan_fails_on_ovn_and_says_what_works() {
+        let c = nested(&nested_cfg("nested", "macvlan")).expect("a nested check");
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.fix.contains("ipvlan") && c.fix.contains("vlan"), "{c:?}");
+        for (port_driver, binding) in [("nested", "ipvlan"), ("vlan", "vlan")] {
+            let c = nested(&nested_cfg(port_driver, binding)).expect("a nested check");
+            assert_eq!(c.status, Status::Ok, "{port_driver}/{binding}: {c:?}");
+        }
+        assert!(
+            nested(&cfg("n1")).is_none(),
+            "veth hosts get the chassis checks"
+        );
     }
 
     #[test]
