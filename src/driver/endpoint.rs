@@ -673,6 +673,11 @@ impl Driver {
             return Ok(json!({}));
         };
         let port = &info.port;
+        if let Some(newer) = self.endpoint_serving(&port.id, Some(ep)) {
+            tracing::info!(endpoint = %ep, port = %port.id, %newer, "DeleteEndpoint: the port serves a newer endpoint now; left to it");
+            self.cache.endpoints.remove(&ep.to_string());
+            return Ok(json!({}));
+        }
         // Bookkeeping not started yet is not needed any more: the port is released next.
         self.background.cancel(&port.id);
         self.background.settle(&port.id).await;

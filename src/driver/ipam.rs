@@ -668,6 +668,13 @@ impl Driver {
             }
         };
         for p in ports {
+            // A late release of an address a newer endpoint was given again (dockerd's
+            // restart, `--ip`): the address is still in use.
+            if let Some(ep) = self.endpoint_serving(&p.id, None) {
+                tracing::info!(port = %p.id, endpoint = %ep, "ReleaseAddress: the address serves an endpoint; kept");
+                self.cache.addresses.put(key.clone(), p);
+                continue;
+            }
             self.release_port(&p, true).await?;
         }
         Ok(json!({}))

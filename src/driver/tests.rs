@@ -394,6 +394,52 @@ async fn create_endpoint_is_idempotent() {
     assert_eq!(t.host.links().len(), 2);
 }
 
+/// dockerd restarted: a container started with `--ip` can ask for its address, and get
+/// its endpoint made, before the endpoint of before the restart is deleted and its
+/// address released. That late delete and release belong to the old endpoint: the port
+/// and veth now serve the new one and stay.
+#[tokio::test]
+async fn an_address_taken_again_survives_the_old_endpoints_late_release() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let req = json!({"PoolID": pool_id, "Address": "10.10.0.10", "Options": {}});
+    let a = t.ok("IpamDriver.RequestAddress", &req).await;
+    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    t.ok("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, ""))
+        .await;
+    let id = port_of(&t, &addr)["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    t.driver.background.settle(&id).await;
+
+    let again = t.ok("IpamDriver.RequestAddress", &req).await;
+    assert_eq!(again["Address"], addr.as_str());
+    t.ok("NetworkDriver.CreateEndpoint", &ep_req(EP2, &addr, ""))
+        .await;
+    t.driver.background.settle(&id).await;
+    t.host.clear_calls();
+    t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
+    t.ok(
+        "IpamDriver.ReleaseAddress",
+        &json!({"PoolID": pool_id, "Address": addr}),
+    )
+    .await;
+    assert!(t.host.calls().is_empty(), "{:?}", t.host.calls());
+    assert!(t.host.links().contains(&names::container_veth(&id)));
+    assert_eq!(t.neutron.count("ports"), 1);
+
+    // The new endpoint's own delete and release still clean up.
+    t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP2)).await;
+    t.ok(
+        "IpamDriver.ReleaseAddress",
+        &json!({"PoolID": pool_id, "Address": addr}),
+    )
+    .await;
+    assert!(t.host.links().is_empty(), "{:?}", t.host.links());
+    assert_eq!(t.neutron.count("ports"), 0);
+}
+
 #[tokio::test]
 async fn create_endpoint_whose_plug_fails_gives_the_port_back() {
     let t = TestDriver::new("").await;
