@@ -26,7 +26,9 @@ pub mod names;
 pub mod neutron;
 pub mod protocol;
 pub mod server;
+pub mod service;
 pub mod tls;
+pub mod vif;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -13,11 +13,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+/// rustls needs one process-wide crypto provider (the Neutron client's and the listener's
+/// alike); ring keeps the build free of C toolchains beyond what ring itself needs.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A client that does not finish its handshake in this time is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
-    crate::neutron::install_crypto_provider();
+    install_crypto_provider();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("ssl_cert_file {}: {e}", cert.display()))?
         .collect::<Result<_, _>>()

@@ -40,7 +40,7 @@ fn client(conf: &str) -> Neutron {
 
 /// An admin token and the admin user's id, straight from Keystone.
 async fn admin_token() -> (String, String) {
-    kuryr::neutron::install_crypto_provider();
+    kuryr::tls::install_crypto_provider();
     let r = reqwest::Client::new()
         .post(format!("{}/auth/tokens", keystone_url()))
         .json(

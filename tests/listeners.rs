@@ -77,7 +77,7 @@ async fn tls_listener_and_json_file() {
         serde_json::from_str(&std::fs::read_to_string(disc.join("kuryr.json")).unwrap()).unwrap();
     assert_eq!(v["Addr"], format!("https://127.0.0.1:{port}"));
     assert_eq!(v["TLSConfig"]["CAFile"], ca.to_str().unwrap());
-    kuryr::neutron::install_crypto_provider();
+    kuryr::tls::install_crypto_provider();
     let root = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
     let client = reqwest::Client::builder()
         .add_root_certificate(root)

@@ -17,7 +17,7 @@ async fn tls_front(
     key: &std::path::Path,
     client_ca: Option<&std::path::Path>,
 ) -> u16 {
-    kuryr::neutron::install_crypto_provider();
+    kuryr::tls::install_crypto_provider();
     let cfg = match client_ca {
         None => kuryr::tls::server_config(cert, key).unwrap(),
         Some(ca) => {

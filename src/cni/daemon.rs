@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::spec::{self, Call, CniError, CniResult, Code, NetConf};
 use crate::driver::cni::{Attach, Attached, Wiring};
 use crate::driver::{Driver, DriverError};
-use crate::server::App;
+use crate::service::App;
 
 pub fn router(service: App) -> Router {
     Router::new()
@@ -73,7 +73,7 @@ async fn handle(State(svc): State<App>, body: Bytes) -> Response {
     };
     let version = conf.version().to_string();
     let started = std::time::Instant::now();
-    let result = match svc.driver_within(crate::server::CONNECT_WAIT).await {
+    let result = match svc.driver_within(crate::service::CONNECT_WAIT).await {
         Some(d) => dispatch(d, &call, &conf).await,
         None => Err(CniError::new(Code::NotAvailable, svc.not_ready())),
     };

@@ -11,7 +11,7 @@ use tokio::process::Command;
 use super::netlink::Netlink;
 use super::HostError;
 use crate::names;
-use crate::neutron::VifType;
+use crate::vif::VifType;
 
 /// Everything a binder may need about the port.
 #[derive(Debug, Clone)]

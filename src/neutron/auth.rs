@@ -384,7 +384,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_renewal_holds_up_no_request_while_the_token_is_valid() {
-        crate::neutron::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let (url, issued) = slow_keystone(std::time::Duration::from_millis(800)).await;
         let auth = Arc::new(password_auth(&url));
         // Due for renewal, valid for a while yet.

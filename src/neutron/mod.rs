@@ -166,7 +166,7 @@ impl Neutron {
     /// same error mapping and retries as over HTTP.
     #[cfg(any(test, feature = "testkit"))]
     pub fn memory(m: crate::testkit::MemoryNeutron) -> Self {
-        install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let cfg = crate::config::Config::default().neutron;
         let cfg = NeutronConfig {
             endpoint: Some("memory://neutron".into()),
@@ -543,7 +543,7 @@ impl Neutron {
 
 /// The reqwest client for Neutron and Keystone: timeouts, CA, client certificate.
 fn http_client(cfg: &NeutronConfig) -> Result<reqwest::Client> {
-    install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5).min(cfg.timeout))
         .timeout(cfg.timeout)
@@ -633,12 +633,6 @@ async fn backoff(attempt: u32) -> bool {
     }
     tokio::time::sleep(wait).await;
     true
-}
-
-/// rustls needs one process-wide crypto provider; ring keeps the build free of C toolchains
-/// beyond what ring itself needs.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 #[cfg(test)]
