@@ -220,6 +220,7 @@ fn code_of(e: &DriverError) -> Code {
         DriverError::Neutron(_) | DriverError::Conflict(_) => Code::Neutron,
         DriverError::Host(_) | DriverError::Internal(_) => Code::Host,
         DriverError::RolledBack { error, .. } => code_of(error),
+        DriverError::Teardown(all) => all.first().map_or(Code::Host, code_of),
     }
 }
 

@@ -681,47 +681,59 @@ impl Driver {
         // Bookkeeping not started yet is not needed any more: the port is released next.
         self.background.cancel(&port.id);
         self.background.settle(&port.id).await;
+        // Every step runs whatever failed before it; the endpoint is forgotten only when
+        // all worked, so Docker's retry redoes what is left.
+        let mut failed = super::Failures::default();
         if super::sriov::is_sriov(&port.vnic_type) {
             self.unplug_sriov(port).await;
         } else if let Some((link, kind)) = self.nested() {
-            self.unplug_nested(link, kind, port).await?;
+            failed.step(self.unplug_nested(link, kind, port).await);
         } else {
             let bind = bind_context(port, ep, &port.project_id);
-            self.plumber.unplug(&bind).await?;
+            failed.step(self.plumber.unplug(&bind).await.map_err(Into::into));
         }
         crate::kill_point!("DeleteEndpoint.after_unplug");
         if port.tags.iter().any(|t| t == names::TAG_PORT_OWN) && self.ext.has("router") {
-            self.detach_floating_ips(&port.id, ep).await?;
+            failed.step(self.detach_floating_ips(&port.id, ep).await);
         }
         if self.cfg.process_external_connectivity && !info.no_exposed_group {
-            self.take_off_exposed_group(&port.id).await?;
+            failed.step(self.take_off_exposed_group(&port.id).await);
         }
         // Ports kuryr made are deleted by ReleaseAddress next; an adopted port stops
         // pointing at this endpoint now.
         if !kuryr_made(port) {
-            let picked = port.tags.iter().any(|t| t == names::TAG_VF_PICKED);
-            if picked {
-                self.release_picked_vf(port).await?;
-            }
-            let keep: Vec<String> = port
-                .tags
-                .iter()
-                .filter(|t| {
-                    !names::id_tags(ep).contains(t)
-                        && t.as_str() != names::TAG_VF_PICKED
-                        && t.as_str() != names::TAG_PORT_OWN
-                })
-                .cloned()
-                .collect();
-            match self.neutron.replace_tags::<Port>(&port.id, &keep).await {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-            self.cache.addresses.retain(|_, p| p.id != port.id);
+            failed.step(self.give_back_adopted(port, ep).await);
         }
-        self.cache.endpoints.remove(&ep.to_string());
+        if failed.is_empty() {
+            self.cache.endpoints.remove(&ep.to_string());
+        }
+        failed.into_result()?;
         Ok(json!({}))
+    }
+
+    /// An adopted port stops pointing at endpoint `ep`: its VF pick released, the
+    /// endpoint's tags taken off.
+    async fn give_back_adopted(&self, port: &Port, ep: &str) -> Result<()> {
+        if port.tags.iter().any(|t| t == names::TAG_VF_PICKED) {
+            self.release_picked_vf(port).await?;
+        }
+        let keep: Vec<String> = port
+            .tags
+            .iter()
+            .filter(|t| {
+                !names::id_tags(ep).contains(t)
+                    && t.as_str() != names::TAG_VF_PICKED
+                    && t.as_str() != names::TAG_PORT_OWN
+            })
+            .cloned()
+            .collect();
+        match self.neutron.replace_tags::<Port>(&port.id, &keep).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.cache.addresses.retain(|_, p| p.id != port.id);
+        Ok(())
     }
 
     pub async fn endpoint_oper_info(&self, req: EndpointRequest) -> Result<Value> {

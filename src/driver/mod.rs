@@ -51,6 +51,39 @@ pub enum DriverError {
         error: Box<DriverError>,
         failures: Vec<DriverError>,
     },
+    /// A teardown ran every step; these failed, in order (two or more; one alone is
+    /// reported as itself).
+    #[error("{}", join(.0))]
+    Teardown(Vec<DriverError>),
+}
+
+/// What a teardown collects: every step runs, whatever failed before it.
+#[derive(Default)]
+pub(crate) struct Failures(Vec<DriverError>);
+
+impl Failures {
+    /// Keeps a step's error; its value when it worked.
+    pub(crate) fn step<T>(&mut self, r: Result<T>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(e);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn into_result(mut self) -> Result<()> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => Err(self.0.remove(0)),
+            _ => Err(DriverError::Teardown(self.0)),
+        }
+    }
 }
 
 fn join(errors: &[DriverError]) -> String {
@@ -67,6 +100,7 @@ impl DriverError {
         match self {
             DriverError::Neutron(e) => e.is_not_found(),
             DriverError::RolledBack { error, .. } => error.neutron_not_found(),
+            DriverError::Teardown(all) => all.iter().all(DriverError::neutron_not_found),
             _ => false,
         }
     }
@@ -82,6 +116,7 @@ impl DriverError {
             DriverError::Timeout(_) => 504,
             DriverError::Unavailable(_) => 503,
             DriverError::RolledBack { error, .. } => error.status(),
+            DriverError::Teardown(all) => all.first().map_or(500, DriverError::status),
         }
     }
 

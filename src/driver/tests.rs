@@ -667,6 +667,42 @@ async fn an_exposed_group_goes_with_its_endpoint_without_a_revoke() {
     assert_eq!(port_of(&t, &addr)["security_groups"], json!([]));
 }
 
+/// DeleteEndpoint runs every step of its teardown: an unplug that fails does not keep the
+/// exposed group on the port; the call reports the failure, and Docker's retry finishes.
+#[tokio::test]
+async fn delete_endpoint_runs_every_step_and_a_retry_finishes() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let addr = endpoint(&t, &pool_id, EP, MAC).await;
+    expose(&t, json!([{"Proto": 6, "Port": 80}])).await;
+    t.host.fail("unplug", 1);
+    let (status, v) = t.call("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
+    assert_eq!(status, 500, "{v}");
+    assert_eq!(
+        t.neutron.count("security-groups"),
+        0,
+        "the group's step ran after the failed unplug"
+    );
+    assert_eq!(port_of(&t, &addr)["security_groups"], json!([]));
+    t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
+    assert!(t.host.links().is_empty(), "{:?}", t.host.links());
+}
+
+/// Two failures of one teardown are both reported.
+#[test]
+fn a_teardown_reports_every_failure() {
+    let mut f = super::Failures::default();
+    assert_eq!(f.step(Ok::<u8, _>(1)), Some(1));
+    f.step::<()>(Err(super::DriverError::Internal(
+        "unplug: gone wrong".into(),
+    )));
+    f.step::<()>(Err(super::DriverError::Conflict("group in use".into())));
+    let e = f.into_result().unwrap_err();
+    assert_eq!(e.to_string(), "unplug: gone wrong; group in use");
+    assert_eq!(e.status(), 500, "the first failure's status");
+    assert!(super::Failures::default().into_result().is_ok());
+}
+
 /// A ProgramExternalConnectivity cut short (the group made, no rule, not on the port) and
 /// resent finishes the group instead of trusting it.
 #[tokio::test]
