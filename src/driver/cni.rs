@@ -354,7 +354,7 @@ impl Driver {
             }
             if let Some(ext) = floating {
                 // As a Docker endpoint's; a replacing ADD made a new port, so no retry check.
-                let f = super::endpoint::Floating::Allocate(ext);
+                let f = super::floating::Floating::Allocate(ext);
                 self.attach_floating_ip(&f, &port, &cni_alias(a), false)
                     .await?;
             }

@@ -2,9 +2,14 @@
 //! Handlers take typed requests and return typed answers; HTTP lives in `server`.
 
 mod background;
+mod bookkeeping;
 pub mod cache;
 pub mod cni;
 mod endpoint;
+mod endpoint_plan;
+mod endpoint_state;
+mod exposed;
+mod floating;
 mod ipam;
 pub mod nested;
 mod network;

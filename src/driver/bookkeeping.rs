@@ -1,0 +1,60 @@
+//! An endpoint's bookkeeping (its name, device_id and tags on the port), written after
+//! CreateEndpoint's answer, off the path of a container start, and retried.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::neutron::{Neutron, NeutronError, Port};
+
+/// An endpoint's bookkeeping waiting to be written on its port.
+pub(super) struct Bookkeeping {
+    pub(super) background: Arc<super::background::Background>,
+    pub(super) neutron: Neutron,
+    pub(super) unwritten: Arc<std::sync::Mutex<std::collections::HashMap<String, Port>>>,
+    pub(super) before: Port,
+    pub(super) body: Value,
+    pub(super) tags: Vec<String>,
+    /// Nothing of it has reached the port yet.
+    pub(super) as_made: bool,
+}
+
+/// A bookkeeping Neutron did not take (down, restarting) is tried again, each wait twice
+/// the last, up to this; DeleteEndpoint cancels a retry still waiting.
+const BOOKKEEPING_RETRY_MAX: Duration = Duration::from_secs(60);
+
+impl Bookkeeping {
+    pub(super) fn schedule(mut self, delay: Duration) {
+        let id = self.before.id.clone();
+        // A port given back while marked unwritten is not scrubbed: marked only while
+        // nothing of the bookkeeping has reached it.
+        if self.as_made {
+            if let Ok(mut m) = self.unwritten.lock() {
+                m.insert(id.clone(), self.before.clone());
+            }
+        }
+        let background = self.background.clone();
+        background.spawn_after(&id.clone(), delay, async move {
+            if let Ok(mut m) = self.unwritten.lock() {
+                m.remove(&id);
+            }
+            crate::kill_point!("CreateEndpoint.bookkeeping");
+            let (update, tagged) = tokio::join!(
+                self.neutron.update::<Port>(&id, self.body.clone()),
+                self.neutron.replace_tags::<Port>(&id, &self.tags)
+            );
+            let failed: Vec<NeutronError> = [update.err(), tagged.err()]
+                .into_iter()
+                .flatten()
+                .collect();
+            if failed.is_empty() || failed.iter().any(NeutronError::is_not_found) {
+                return;
+            }
+            let next = (delay * 2).min(BOOKKEEPING_RETRY_MAX);
+            tracing::warn!(port = %id, error = %failed[0], retry_in_s = next.as_secs(), "endpoint bookkeeping on the port failed; trying again");
+            self.as_made &= failed.len() == 2;
+            self.schedule(next);
+        });
+    }
+}

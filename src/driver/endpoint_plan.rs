@@ -1,0 +1,339 @@
+//! CreateEndpoint's Neutron step: the plan (keep, update or create the endpoint's port),
+//! decided before anything changes, its application, and the record that undoes it.
+
+use serde_json::{json, Value};
+
+use super::cache::NetInfo;
+use super::endpoint::{holds_all, EndpointAsk, HostPlan};
+use super::{kuryr_made, Driver, DriverError, Result};
+use crate::names;
+use crate::neutron::Port;
+
+/// What CreateEndpoint does to Neutron, decided before anything changes.
+pub(super) enum PortPlan {
+    /// The port is bound and tagged for this endpoint already (a retry): nothing to do.
+    Keep(Box<Port>),
+    /// The port is bound to this host already (made so by RequestAddress or the pool):
+    /// nothing on the start path; its endpoint bookkeeping (device_id, name, tags) is
+    /// written after the answer.
+    Finish {
+        port: Box<Port>,
+        body: Value,
+        tags: Vec<String>,
+    },
+    /// One update of the port (binding, device, maybe MAC, name or VF profile) and of its
+    /// tags; a bound port whose MAC changes is unbound first (Neutron refuses a new MAC
+    /// on a bound port).
+    Update {
+        port: Box<Port>,
+        body: Value,
+        tags: Vec<String>,
+        unbind_first: bool,
+    },
+    /// Dual stack from IPAM (one port per family): kuryr's ports are replaced by one port
+    /// holding every address, as Neutron models an endpoint.
+    Replace {
+        delete: Vec<Port>,
+        body: Value,
+        tags: Vec<String>,
+    },
+}
+
+/// The rollback record of the Neutron step: what to give back if a later step fails.
+pub(super) enum PortUndo {
+    Nothing,
+    Delete(String),
+    /// The port as it was; `qos`: its QoS policy was written too.
+    Restore(Box<Port>, bool),
+}
+
+impl Driver {
+    pub(super) fn port_plan(
+        &self,
+        ask: &EndpointAsk<'_>,
+        net: &NetInfo,
+        host: &HostPlan,
+        ports: Vec<Port>,
+    ) -> Result<PortPlan> {
+        let ep = ask.ep;
+        let mut body = self.binding_body(ep, host);
+        if let Some(g) = &ask.groups {
+            body["security_groups"] = json!(g);
+        }
+        if let Some(q) = &ask.qos {
+            body["qos_policy_id"] = json!(q);
+        }
+        let picked = matches!(host, HostPlan::Sriov(p) if p.profile.is_some());
+        // One port holding every address: bind it.
+        if let [old] = ports.as_slice() {
+            if holds_all(old, ask) {
+                return Ok(self.update_plan(old.clone(), body, ask, host, picked));
+            }
+        }
+        for p in &ports {
+            if !kuryr_made(p) {
+                return Err(DriverError::Conflict(format!(
+                    "addresses of endpoint {ep} are held by different ports, one of them not kuryr's ({})",
+                    p.id
+                )));
+            }
+        }
+        let fixed: Vec<Value> = ask
+            .addrs
+            .iter()
+            .zip(&ask.subnets)
+            .map(|(ip, s)| json!({"subnet_id": s.id, "ip_address": ip.to_string()}))
+            .collect();
+        body["name"] = json!(names::UNBOUND_PORT_NAME);
+        body["network_id"] = json!(net.neutron_id);
+        body["fixed_ips"] = json!(fixed);
+        if let Some(m) = &ask.mac {
+            body["mac_address"] = json!(m);
+        }
+        let mut tags = vec![names::TAG_KURYR_PORT.to_string()];
+        tags.extend(names::id_tags(ep));
+        if ask.groups.is_some() || ask.qos.is_some() || ask.floating.is_some() {
+            tags.push(names::TAG_PORT_OWN.to_string());
+        }
+        Ok(PortPlan::Replace {
+            delete: ports,
+            body,
+            tags,
+        })
+    }
+
+    fn update_plan(
+        &self,
+        old: Port,
+        mut body: Value,
+        ask: &EndpointAsk<'_>,
+        host: &HostPlan,
+        picked: bool,
+    ) -> PortPlan {
+        let ep = ask.ep;
+        // kuryr's own ports are named after their endpoint, as the reference names them;
+        // a user's port keeps its name.
+        if kuryr_made(&old) {
+            body["name"] = json!(names::endpoint_port_name(ep));
+        }
+        let new_mac = ask
+            .mac
+            .as_ref()
+            .filter(|m| !old.mac_address.eq_ignore_ascii_case(m));
+        if let Some(m) = new_mac {
+            body["mac_address"] = json!(m);
+        }
+        // A user's port keeps its own groups and policy.
+        if !kuryr_made(&old) {
+            if let Some(b) = body.as_object_mut() {
+                b.remove("security_groups");
+                b.remove("qos_policy_id");
+            }
+        }
+        let groups_ok = body
+            .get("security_groups")
+            .and_then(Value::as_array)
+            .is_none_or(|g| {
+                g.len() == old.security_groups.len()
+                    && g.iter().all(|x| {
+                        x.as_str()
+                            .is_some_and(|x| old.security_groups.iter().any(|o| o == x))
+                    })
+            })
+            && body
+                .get("qos_policy_id")
+                .is_none_or(|q| q.as_str() == old.qos_policy_id.as_deref());
+        let nested = matches!(host, HostPlan::Nested(..));
+        let subport = matches!(host, HostPlan::Nested(_, super::nested::NestedKind::Vlan));
+        let already = (nested || old.host_id == self.cfg.host)
+            && (subport || old.device_id == ep)
+            && names::has_id_tags(&old.tags, ep)
+            && groups_ok;
+        // binding_failed is retried: the agent may have come up since.
+        if already && (nested || old.vif_type.is_bound()) {
+            return PortPlan::Keep(Box::new(old));
+        }
+        // Another endpoint's tags (a port given back to the pool) do not stay.
+        let mut tags: Vec<String> = old
+            .tags
+            .iter()
+            .filter(|t| !t.starts_with(names::TAG_LOW) && !t.starts_with(names::TAG_HIGH))
+            .cloned()
+            .collect();
+        let mut add = names::id_tags(ep);
+        if picked {
+            add.push(names::TAG_VF_PICKED.to_string());
+        }
+        let own = body.get("security_groups").is_some() || body.get("qos_policy_id").is_some();
+        if (own && !groups_ok) || ask.floating.is_some() {
+            add.push(names::TAG_PORT_OWN.to_string());
+        }
+        if kuryr_made(&old) {
+            add.push(names::TAG_KURYR_PORT.to_string());
+        }
+        for t in add {
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        let bound_here = old.host_id == self.cfg.host && old.vif_type.is_bound();
+        let free = old.device_id.is_empty() || old.device_id == ep;
+        // Groups take effect before the container starts: not deferred with the rest.
+        if matches!(host, HostPlan::Veth) && bound_here && free && new_mac.is_none() && groups_ok {
+            if let Some(b) = body.as_object_mut() {
+                // Already so: bound here, admin up.
+                b.remove("binding:host_id");
+                b.remove("admin_state_up");
+            }
+            return PortPlan::Finish {
+                port: Box::new(old),
+                body,
+                tags,
+            };
+        }
+        let unbind_first = new_mac.is_some() && old.vif_type.is_bound();
+        PortPlan::Update {
+            port: Box::new(old),
+            body,
+            tags,
+            unbind_first,
+        }
+    }
+
+    /// Carries the port plan out; on failure what it did is undone before it returns.
+    /// On success: the port, and what to give back if a later step fails.
+    pub(super) async fn apply_port(&self, plan: PortPlan) -> Result<(Port, PortUndo)> {
+        match plan {
+            PortPlan::Keep(port) => Ok((*port, PortUndo::Nothing)),
+            PortPlan::Finish { port, body, tags } => {
+                // What the port will say once the bookkeeping is written.
+                let mut done = (*port).clone();
+                done.device_id = body["device_id"].as_str().unwrap_or_default().to_string();
+                done.device_owner = names::DEVICE_OWNER.to_string();
+                if let Some(n) = body["name"].as_str() {
+                    done.name = n.to_string();
+                }
+                done.tags = tags;
+                Ok((done, PortUndo::Nothing))
+            }
+            PortPlan::Update {
+                port,
+                body,
+                tags,
+                unbind_first,
+            } => {
+                let qos = body.get("qos_policy_id").is_some();
+                if unbind_first {
+                    let unbind = json!({"binding:host_id": ""});
+                    if let Err(e) = self.neutron.update::<Port>(&port.id, unbind).await {
+                        let id = port.id.clone();
+                        return Err(self
+                            .undo_port(PortUndo::Restore(port, qos), &id, e.into())
+                            .await);
+                    }
+                }
+                // Independent requests: binding and tags go to Neutron side by side.
+                let update = self.neutron.update::<Port>(&port.id, body);
+                let result = if tags != port.tags {
+                    tokio::try_join!(update, self.neutron.replace_tags::<Port>(&port.id, &tags))
+                        .map(|(p, ())| p)
+                } else {
+                    update.await
+                };
+                match result {
+                    Ok(mut updated) => {
+                        updated.tags = tags;
+                        Ok((updated, PortUndo::Restore(port, qos)))
+                    }
+                    Err(e) => {
+                        let id = port.id.clone();
+                        Err(self
+                            .undo_port(PortUndo::Restore(port, qos), &id, e.into())
+                            .await)
+                    }
+                }
+            }
+            PortPlan::Replace { delete, body, tags } => {
+                for p in &delete {
+                    self.neutron.delete_if_exists::<Port>(&p.id).await?;
+                }
+                let mut port: Port = self.neutron.create(body).await?;
+                let undo = PortUndo::Delete(port.id.clone());
+                if let Err(e) = self.neutron.replace_tags::<Port>(&port.id, &tags).await {
+                    let id = port.id.clone();
+                    return Err(self.undo_port(undo, &id, e.into()).await);
+                }
+                port.tags = tags;
+                Ok((port, undo))
+            }
+        }
+    }
+
+    /// Gives the port back as it was (a failed CreateEndpoint); every step is tried, and
+    /// what could not be undone is added to `error`, which is returned.
+    pub(super) async fn undo_port(
+        &self,
+        undo: PortUndo,
+        ep: &str,
+        error: DriverError,
+    ) -> DriverError {
+        crate::deadline::undo(self.undo_port_now(undo, ep, error)).await
+    }
+
+    async fn undo_port_now(&self, undo: PortUndo, ep: &str, error: DriverError) -> DriverError {
+        let mut failures: Vec<DriverError> = Vec::new();
+        match undo {
+            PortUndo::Nothing => {}
+            PortUndo::Delete(id) => {
+                if let Err(e) = self.neutron.delete_if_exists::<Port>(&id).await {
+                    failures.push(e.into());
+                }
+            }
+            PortUndo::Restore(port, qos) => {
+                // Unbound first: Neutron refuses a MAC change on a bound port, and the
+                // update may have changed the MAC (`--mac-address`).
+                let mut body = json!({
+                    "binding:host_id": port.host_id,
+                    "device_owner": port.device_owner,
+                    "device_id": port.device_id,
+                    "name": port.name,
+                    "mac_address": port.mac_address,
+                    "security_groups": port.security_groups,
+                });
+                if qos {
+                    body["qos_policy_id"] = json!(port.qos_policy_id);
+                }
+                // A VF kuryr picked is given back with the rest.
+                if super::sriov::is_sriov(&port.vnic_type) {
+                    body["binding:profile"] = json!(port.profile);
+                }
+                let unbind = json!({"binding:host_id": ""});
+                let restored = match self.neutron.update::<Port>(&port.id, unbind).await {
+                    Ok(_) => self
+                        .neutron
+                        .update::<Port>(&port.id, body)
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = restored {
+                    failures.push(e.into());
+                }
+                if let Err(e) = self
+                    .neutron
+                    .replace_tags::<Port>(&port.id, &port.tags)
+                    .await
+                {
+                    failures.push(e.into());
+                }
+            }
+        }
+        self.cache.endpoints.remove(&ep.to_string());
+        if failures.is_empty() {
+            error
+        } else {
+            tracing::warn!(endpoint = %ep, failures = failures.len(), "rollback incomplete");
+            error.rolled_back_with(failures)
+        }
+    }
+}
