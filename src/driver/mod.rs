@@ -1,6 +1,7 @@
 //! The CNM-to-Neutron mapping: what each libnetwork call means in Neutron and on the host.
 //! Handlers take typed requests and return typed answers; HTTP lives in `server`.
 
+mod addresses;
 mod background;
 mod bookkeeping;
 pub mod cache;
