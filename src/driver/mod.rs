@@ -14,6 +14,7 @@ mod floating;
 mod ipam;
 pub mod nested;
 mod network;
+mod network_subnets;
 pub mod port_pool;
 mod sriov;
 #[cfg(test)]

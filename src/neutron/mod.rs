@@ -3,7 +3,10 @@
 
 pub mod auth;
 pub mod error;
+mod http;
 pub mod types;
+
+use http::{collection_of, decode_body, encode_segment, http_client};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -539,77 +542,6 @@ impl Neutron {
             aliases: list.into_iter().map(|e| e.alias).collect(),
         })
     }
-}
-
-/// The reqwest client for Neutron and Keystone: timeouts, CA, client certificate.
-fn http_client(cfg: &NeutronConfig) -> Result<reqwest::Client> {
-    crate::tls::install_crypto_provider();
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5).min(cfg.timeout))
-        .timeout(cfg.timeout)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(16)
-        .user_agent(concat!("kuryr-rs/", env!("CARGO_PKG_VERSION")));
-    if let Some(ca) = &cfg.cafile {
-        let pem = std::fs::read(ca)
-            .map_err(|e| NeutronError::Auth(format!("cafile {}: {e}", ca.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| NeutronError::Auth(format!("cafile {}: {e}", ca.display())))?;
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
-    }
-    if let (Some(cert), Some(key)) = (&cfg.certfile, &cfg.keyfile) {
-        let mut pem = std::fs::read(cert)
-            .map_err(|e| NeutronError::Auth(format!("certfile {}: {e}", cert.display())))?;
-        pem.extend(
-            std::fs::read(key)
-                .map_err(|e| NeutronError::Auth(format!("keyfile {}: {e}", key.display())))?,
-        );
-        let id = reqwest::Identity::from_pem(&pem)
-            .map_err(|e| NeutronError::Auth(format!("client certificate: {e}")))?;
-        b = b.identity(id);
-    }
-    if cfg.insecure {
-        b = b.danger_accept_invalid_certs(true);
-    }
-    b.build().map_err(|e| {
-        let cause = std::error::Error::source(&e)
-            .map(|s| format!(": {s}"))
-            .unwrap_or_default();
-        NeutronError::Transport(format!("HTTP client: {e}{cause}"))
-    })
-}
-
-/// A 2xx answer's body: empty, or JSON.
-fn decode_body(method: &Method, path: &str, text: &str) -> Result<Option<Value>> {
-    if text.trim().is_empty() {
-        return Ok(None);
-    }
-    serde_json::from_str(text)
-        .map(Some)
-        .map_err(|e| NeutronError::Decode(format!("{method} {path}: {e}")))
-}
-
-/// The collection a request path is about (`/v2.0/ports/<id>/tags` -> `ports`).
-fn collection_of(path: &str) -> &str {
-    path.trim_start_matches("/v2.0/")
-        .split('/')
-        .next()
-        .unwrap_or("")
-}
-
-/// Percent-encodes a path segment (tags contain `:`; keep it readable but safe).
-fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The query pairs of a pagination link.
