@@ -222,7 +222,7 @@ async fn unreachable_neutron_is_a_transport_error() {
     .config;
     let n = Neutron::new(&cfg.neutron).unwrap();
     let e = n.list::<Network>(&Filters::new()).await.unwrap_err();
-    assert!(matches!(e, NeutronError::Transport(_)), "{e:?}");
+    assert!(matches!(e, NeutronError::Transport { .. }), "{e:?}");
     assert_eq!(e.http_status(), 503);
     // Connection refused is retried (bounded): three attempts were made.
     assert_eq!(n.stats().total(), 3);

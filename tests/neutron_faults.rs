@@ -168,7 +168,7 @@ async fn slow_neutron_times_out() {
     let n = client(f.port, 1);
     let started = std::time::Instant::now();
     let e = n.create::<Network>(json!({"name": "a"})).await.unwrap_err();
-    assert!(matches!(e, NeutronError::Transport(_)), "{e:?}");
+    assert!(matches!(e, NeutronError::Transport { .. }), "{e:?}");
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "the timeout bounds the call"
@@ -200,4 +200,28 @@ async fn request_id_is_sent_as_global_request_id() {
         "{}",
         heads[0]
     );
+}
+
+/// A request that never reaches Neutron says why, down to the root cause (the client's
+/// own text is only "error sending request"), and keeps the client's error as its source.
+#[tokio::test]
+async fn a_refused_connection_names_its_cause_and_keeps_its_source() {
+    // A port that was just free: nothing listens there.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e = client(port, 2)
+        .list::<Network>(&Filters::new())
+        .await
+        .unwrap_err();
+    let NeutronError::Transport { message, cause } = &e else {
+        panic!("not a transport error: {e:?}");
+    };
+    assert!(
+        message.to_ascii_lowercase().contains("refused"),
+        "{message}"
+    );
+    assert!(cause.is_some());
+    assert!(std::error::Error::source(&e).is_some(), "{e:?}");
 }

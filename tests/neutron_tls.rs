@@ -92,7 +92,7 @@ async fn cafile_insecure_and_client_certificate() {
         .list::<Network>(&Filters::new())
         .await
         .unwrap_err();
-    assert!(matches!(e, NeutronError::Transport(_)), "{e:?}");
+    assert!(matches!(e, NeutronError::Transport { .. }), "{e:?}");
     // insecure = true skips verification.
     client(port, "insecure = true\n")
         .list::<Network>(&Filters::new())

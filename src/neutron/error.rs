@@ -1,4 +1,47 @@
+use std::sync::Arc;
+
 use thiserror::Error;
+
+/// The error under a failed exchange (the HTTP client's), kept as the `source()` of a
+/// [`NeutronError::Transport`]; shared, as errors are cloned.
+#[derive(Debug, Clone)]
+pub struct Cause(pub Arc<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Two causes are alike when they say the same (the error types under them have no
+/// equality of their own).
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+/// An error and the errors under it, as one line: `a: b: c`.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        // Some errors repeat their source in their own message.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
+}
 
 /// What went wrong talking to Neutron or Keystone. Neutron's own message is kept so it
 /// can be handed to Docker verbatim.
@@ -16,8 +59,14 @@ pub enum NeutronError {
     Forbidden(String),
     #[error("Neutron: server error {status}: {message}")]
     Server { status: u16, message: String },
-    #[error("Neutron did not answer: {0}")]
-    Transport(String),
+    /// No answer: the message says why, down to the root cause; `cause` is the error
+    /// itself when one was raised.
+    #[error("Neutron did not answer: {message}")]
+    Transport {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The call's time budget ran out (`crate::deadline`) before Neutron answered.
     #[error("Neutron did not answer in time: {0}")]
     Deadline(String),
@@ -49,7 +98,7 @@ impl NeutronError {
             NeutronError::Unauthorized(_) => 401,
             NeutronError::Forbidden(_) => 403,
             NeutronError::Server { status, .. } => *status,
-            NeutronError::Transport(_) => 503,
+            NeutronError::Transport { .. } => 503,
             NeutronError::Deadline(_) => 504,
             NeutronError::Decode(_) | NeutronError::Auth(_) => 500,
         }

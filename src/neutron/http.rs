@@ -41,11 +41,9 @@ pub(super) fn http_client(cfg: &NeutronConfig) -> Result<reqwest::Client> {
     if cfg.insecure {
         b = b.danger_accept_invalid_certs(true);
     }
-    b.build().map_err(|e| {
-        let cause = std::error::Error::source(&e)
-            .map(|s| format!(": {s}"))
-            .unwrap_or_default();
-        NeutronError::Transport(format!("HTTP client: {e}{cause}"))
+    b.build().map_err(|e| NeutronError::Transport {
+        message: format!("HTTP client: {}", super::error::chain(&e)),
+        cause: Some(super::error::Cause(std::sync::Arc::new(e))),
     })
 }
 

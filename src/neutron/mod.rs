@@ -141,6 +141,20 @@ struct Answer {
 struct NoAnswer {
     connect: bool,
     message: String,
+    cause: Option<error::Cause>,
+}
+
+impl NoAnswer {
+    /// The client's error kept whole; the message names its causes too (a refused
+    /// connection, a certificate refused), which its own text leaves out.
+    fn from_reqwest(connect: bool, e: reqwest::Error) -> NoAnswer {
+        let e = e.without_url();
+        NoAnswer {
+            connect,
+            message: error::chain(&e),
+            cause: Some(error::Cause(std::sync::Arc::new(e))),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -249,7 +263,10 @@ impl Neutron {
                             e.message
                         )));
                     }
-                    return Err(NeutronError::Transport(e.message));
+                    return Err(NeutronError::Transport {
+                        message: e.message,
+                        cause: e.cause,
+                    });
                 }
             };
             tracing::debug!(%method, path, status, elapsed_ms, neutron_request_id = %answer.request_id, "neutron request");
@@ -296,12 +313,14 @@ impl Neutron {
                 Err(crate::testkit::NoReply::Refused) => Err(NoAnswer {
                     connect: true,
                     message: "error sending request: connection refused".into(),
+                    cause: None,
                 }),
                 Err(crate::testkit::NoReply::Silent) => {
                     tokio::time::sleep(deadline::cap(self.timeout)).await;
                     Err(NoAnswer {
                         connect: false,
                         message: "error sending request: operation timed out".into(),
+                        cause: None,
                     })
                 }
             },
@@ -331,10 +350,7 @@ impl Neutron {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let no_answer = |e: reqwest::Error| NoAnswer {
-            connect: e.is_connect(),
-            message: e.without_url().to_string(),
-        };
+        let no_answer = |e: reqwest::Error| NoAnswer::from_reqwest(e.is_connect(), e);
         let resp = req.send().await.map_err(no_answer)?;
         let status = resp.status().as_u16();
         let request_id = resp
@@ -344,10 +360,10 @@ impl Neutron {
             .unwrap_or("")
             .to_string();
         // A body cut off mid-way is no answer either, but the request did reach Neutron.
-        let body = resp.text().await.map_err(|e| NoAnswer {
-            connect: false,
-            message: e.without_url().to_string(),
-        })?;
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| NoAnswer::from_reqwest(false, e))?;
         Ok(Answer {
             status,
             body,
