@@ -347,8 +347,7 @@ impl Driver {
         // Bookkeeping not started yet is not needed any more: the port is released next.
         self.background.cancel(&port.id);
         self.background.settle(&port.id).await;
-        // Every step runs whatever failed before it; the endpoint is forgotten only when
-        // all worked, so Docker's retry redoes what is left.
+        // Every step runs whatever failed before it.
         let mut failed = super::Failures::default();
         if super::sriov::is_sriov(&port.vnic_type) {
             self.unplug_sriov(port).await;
@@ -370,9 +369,10 @@ impl Driver {
         if !kuryr_made(port) {
             failed.step(self.give_back_adopted(port, ep).await);
         }
-        if failed.is_empty() {
-            self.cache.endpoints.remove(&ep.to_string());
-        }
+        // Forgotten whatever failed: a retry finds the endpoint again by its tags or its
+        // veth, and the ReleaseAddress Docker sends after a forced delete must not see the
+        // port as a live endpoint's.
+        self.cache.endpoints.remove(&ep.to_string());
         failed.into_result()?;
         Ok(json!({}))
     }

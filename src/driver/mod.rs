@@ -80,10 +80,6 @@ impl Failures {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     pub(crate) fn into_result(mut self) -> Result<()> {
         match self.0.len() {
             0 => Ok(()),

@@ -668,7 +668,8 @@ async fn an_exposed_group_goes_with_its_endpoint_without_a_revoke() {
 }
 
 /// DeleteEndpoint runs every step of its teardown: an unplug that fails does not keep the
-/// exposed group on the port; the call reports the failure, and Docker's retry finishes.
+/// exposed group on the port; the call reports the failure, Docker's retry finishes, and
+/// the address's release that follows a forced delete still gives the port back.
 #[tokio::test]
 async fn delete_endpoint_runs_every_step_and_a_retry_finishes() {
     let t = TestDriver::new("").await;
@@ -686,6 +687,30 @@ async fn delete_endpoint_runs_every_step_and_a_retry_finishes() {
     assert_eq!(port_of(&t, &addr)["security_groups"], json!([]));
     t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
     assert!(t.host.links().is_empty(), "{:?}", t.host.links());
+    t.ok(
+        "IpamDriver.ReleaseAddress",
+        &json!({"PoolID": pool_id, "Address": addr}),
+    )
+    .await;
+    assert_eq!(t.neutron.count("ports"), 0);
+}
+
+/// `docker rm -f`: Docker releases the address even when DeleteEndpoint failed; the port
+/// goes all the same (the failed endpoint does not hold it as a live one).
+#[tokio::test]
+async fn a_forced_release_after_a_failed_delete_gives_the_port_back() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let addr = endpoint(&t, &pool_id, EP, MAC).await;
+    t.host.fail("unplug", 1);
+    let (status, v) = t.call("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
+    assert_eq!(status, 500, "{v}");
+    t.ok(
+        "IpamDriver.ReleaseAddress",
+        &json!({"PoolID": pool_id, "Address": addr}),
+    )
+    .await;
+    assert_eq!(t.neutron.count("ports"), 0);
 }
 
 /// Two failures of one teardown are both reported.
