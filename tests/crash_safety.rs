@@ -209,7 +209,8 @@ async fn crash(n: &Neutron, case: &Case) {
         common::kuryr_gc(&conf, &["--apply"]);
     }
     let _ = docker_try(&["rm", "-f", &ct]);
-    nothing_left(n, &what, &neutron_before, &before).await;
+    let after = restarted.as_ref().map(Kuryr::log_text).unwrap_or_default();
+    nothing_left(n, &what, &neutron_before, &before, &after).await;
     drop(restarted);
 }
 
@@ -268,6 +269,7 @@ async fn nothing_left(
     what: &str,
     neutron_before: &[(String, String)],
     veths_before: &[String],
+    restarted_log: &str,
 ) {
     // Some of it is kuryr's to finish in the background (a delete it resumes at start).
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -282,12 +284,18 @@ async fn nothing_left(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    assert!(left.is_empty(), "{what}: left in Neutron: {left:?}");
+    assert!(
+        left.is_empty(),
+        "{what}: left in Neutron: {left:?}\n---- restarted kuryr's log ----\n{restarted_log}"
+    );
     let stray: Vec<String> = veths()
         .into_iter()
         .filter(|l| !veths_before.contains(l))
         .collect();
-    assert!(stray.is_empty(), "{what}: veths left: {stray:?}");
+    assert!(
+        stray.is_empty(),
+        "{what}: veths left: {stray:?}\n---- restarted kuryr's log ----\n{restarted_log}"
+    );
 }
 
 const EXPOSE: &[&str] = &["--expose", "8080/tcp"];

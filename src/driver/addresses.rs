@@ -66,6 +66,7 @@ impl Driver {
             },
         };
         self.set_companion(&subnet, &port);
+        self.grant(&port.id);
         let ip = port
             .fixed_ips
             .iter()
@@ -402,16 +403,41 @@ impl Driver {
             }
         };
         for p in ports {
-            // A late release of an address a newer endpoint was given again (dockerd's
-            // restart, `--ip`): the address is still in use.
-            if let Some(ep) = self.endpoint_serving(&p.id, None) {
-                tracing::info!(port = %p.id, endpoint = %ep, "ReleaseAddress: the address serves an endpoint; kept");
+            // The address was handed out again since (dockerd's restart, `--ip`): this is
+            // the release of the grant before, and the port stays with the later one.
+            if self.ungrant(&p.id) {
+                tracing::info!(port = %p.id, "ReleaseAddress: the address was handed out again since; kept");
                 self.cache.addresses.put(key.clone(), p);
                 continue;
             }
             self.release_port(&p, true).await?;
         }
         Ok(json!({}))
+    }
+
+    /// One more RequestAddress handed this port out.
+    fn grant(&self, port_id: &str) {
+        if let Ok(mut g) = self.grants.lock() {
+            *g.entry(port_id.to_string()).or_default() += 1;
+        }
+    }
+
+    /// One grant of the port released: whether another one still holds it. A port this
+    /// process never handed out (a restart since) has none: its release is the last word.
+    fn ungrant(&self, port_id: &str) -> bool {
+        let Ok(mut g) = self.grants.lock() else {
+            return false;
+        };
+        match g.get_mut(port_id) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            _ => {
+                g.remove(port_id);
+                false
+            }
+        }
     }
 
     /// When Docker removes a network no endpoint of this host is left on it: ports kuryr
@@ -438,6 +464,9 @@ impl Driver {
     /// Deletes a port kuryr made (or, `recycle` with the pool on, gives it back to the pool
     /// off the caller's path); gives an adopted one back as it was found.
     pub(crate) async fn release_port(&self, p: &Port, recycle: bool) -> Result<()> {
+        if let Ok(mut g) = self.grants.lock() {
+            g.remove(&p.id);
+        }
         self.background.settle(&p.id).await;
         // Docker does not call DeleteEndpoint for an endpoint whose CreateEndpoint failed
         // (e.g. kuryr crashed after plugging it): the address release is the last word,

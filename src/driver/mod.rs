@@ -198,6 +198,10 @@ pub struct Driver {
     /// not written (it follows CreateEndpoint's answer after a delay, and is skipped when
     /// the endpoint goes first).
     pub(crate) unwritten: Arc<std::sync::Mutex<std::collections::HashMap<String, Port>>>,
+    /// Port id -> how many RequestAddress calls of this process handed it out and were
+    /// not released yet: after dockerd restarts, a container started with `--ip` can get
+    /// its address (the same port) again before the endpoint of before is released.
+    pub(crate) grants: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     pub(crate) port_driver: nested::PortDriver,
     /// The VM's trunk (vlan port driver only).
     pub(crate) trunk: Option<nested::TrunkIds>,
@@ -254,6 +258,7 @@ impl Driver {
             background: Arc::default(),
             companion: Default::default(),
             unwritten: Default::default(),
+            grants: Default::default(),
             port_driver,
             trunk: None,
             tags_at_create,

@@ -713,6 +713,24 @@ async fn a_forced_release_after_a_failed_delete_gives_the_port_back() {
     assert_eq!(t.neutron.count("ports"), 0);
 }
 
+/// Docker calls no DeleteEndpoint for an endpoint whose CreateEndpoint it counts as failed
+/// (the answer lost in a crash and a restart): the address release is the last word, and
+/// the veth and the port go with it, though this process made the endpoint.
+#[tokio::test]
+async fn a_release_without_a_delete_takes_the_veth_and_the_port() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let addr = endpoint(&t, &pool_id, EP, MAC).await;
+    assert!(!t.host.links().is_empty());
+    t.ok(
+        "IpamDriver.ReleaseAddress",
+        &json!({"PoolID": pool_id, "Address": addr}),
+    )
+    .await;
+    assert!(t.host.links().is_empty(), "{:?}", t.host.links());
+    assert_eq!(t.neutron.count("ports"), 0);
+}
+
 /// Two failures of one teardown are both reported.
 #[test]
 fn a_teardown_reports_every_failure() {
