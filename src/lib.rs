@@ -29,6 +29,7 @@ pub mod server;
 pub mod service;
 pub mod tls;
 pub mod vif;
+mod wire;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -1,8 +1,6 @@
 //! `binding:vif_type`, Neutron's word on how a port's host side is plugged: read by the
 //! Neutron client and acted on by the host plumbing, so it sits below both.
 
-use serde::{Deserialize, Deserializer, Serialize};
-
 /// `binding:vif_type`: how the port's host interface must be plugged, as Neutron's
 /// mechanism driver decided it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -63,27 +61,4 @@ impl From<&str> for VifType {
     }
 }
 
-impl std::fmt::Display for VifType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl PartialEq<&str> for VifType {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl Serialize for VifType {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for VifType {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Option::<String>::deserialize(d)?.unwrap_or_default();
-        Ok(VifType::from(s.as_str()))
-    }
-}
+crate::wire::wire_string!(VifType);

@@ -8,7 +8,7 @@
 //! 2 the core (`driver/`) and the daemon's handle on it (`service.rs`)
 //! 1 clients and host plumbing: the Neutron client, the Docker engine client, netlink
 //!   and the binders (`host/`); siblings
-//! 0 protocol types, names, configuration, deadlines, TLS, metrics
+//! 0 protocol types, names, configuration, deadlines, TLS, metrics, wire strings
 //!
 //! `docs/architecture.md` says what lives where; this test keeps it true.
 
@@ -37,6 +37,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("deadline", 0, "base"),
     ("tls", 0, "base"),
     ("vif", 0, "base"),
+    ("wire", 0, "base"),
     ("metrics", 0, "base"),
     ("kill_point", 0, "base"),
 ];

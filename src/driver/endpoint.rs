@@ -339,7 +339,7 @@ impl Driver {
             return Ok(json!({}));
         };
         let port = &info.port;
-        if let Some(newer) = self.endpoint_serving(&port.id, Some(ep)) {
+        if let Some(newer) = self.newer_endpoint_on(&port.id, ep) {
             tracing::info!(endpoint = %ep, port = %port.id, %newer, "DeleteEndpoint: the port serves a newer endpoint now; left to it");
             self.cache.endpoints.remove(&ep.to_string());
             return Ok(json!({}));
@@ -375,6 +375,17 @@ impl Driver {
         self.cache.endpoints.remove(&ep.to_string());
         failed.into_result()?;
         Ok(json!({}))
+    }
+
+    /// Another endpoint of this process that port `port_id` serves now: a port can be
+    /// handed out again for the same address (`--ip`) before endpoint `ep`, which had it,
+    /// is deleted, as when dockerd restarts its containers.
+    fn newer_endpoint_on(&self, port_id: &str, ep: &str) -> Option<String> {
+        self.cache
+            .endpoints
+            .keys_where(|e| e.port.id == port_id)
+            .into_iter()
+            .find(|other| other != ep)
     }
 
     /// An adopted port stops pointing at endpoint `ep`: its VF pick released, the

@@ -403,17 +403,6 @@ impl Driver {
         }
     }
 
-    /// The endpoint of this process that a port serves now, other than `but`: a port can
-    /// be handed out again for the same address (`--ip`) before the endpoint that had it
-    /// is deleted, as when dockerd restarts its containers.
-    pub(crate) fn endpoint_serving(&self, port_id: &str, but: Option<&str>) -> Option<String> {
-        self.cache
-            .endpoints
-            .keys_where(|e| e.port.id == port_id)
-            .into_iter()
-            .find(|ep| Some(ep.as_str()) != but)
-    }
-
     /// The port of an endpoint: cache, else by the endpoint's id tags.
     pub(crate) async fn endpoint_info(
         &self,

@@ -83,6 +83,15 @@ async fn any_address(t: &TestDriver, pool_id: &str) -> String {
     a["Address"].as_str().unwrap_or_default().to_string()
 }
 
+/// ReleaseAddress, as Docker sends it when a container goes.
+async fn release(t: &TestDriver, pool_id: &str, addr: &str) {
+    t.ok(
+        "IpamDriver.ReleaseAddress",
+        &json!({"PoolID": pool_id, "Address": addr}),
+    )
+    .await;
+}
+
 fn ports(t: &TestDriver) -> Vec<Value> {
     t.neutron.all("ports")
 }
@@ -360,11 +369,7 @@ async fn a_container_lifecycle_plugs_binds_and_cleans_up() {
         t.take_requests().is_empty(),
         "DeleteEndpoint of a kuryr port asks nothing"
     );
-    t.ok(
-        "IpamDriver.ReleaseAddress",
-        &json!({"PoolID": pool_id, "Address": addr}),
-    )
-    .await;
+    release(&t, &pool_id, &addr).await;
     assert_eq!(t.take_requests(), ["DELETE ports"]);
     assert_eq!(t.neutron.count("ports"), 0);
 
@@ -420,22 +425,14 @@ async fn an_address_taken_again_survives_the_old_endpoints_late_release() {
     t.driver.background.settle(&id).await;
     t.host.clear_calls();
     t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
-    t.ok(
-        "IpamDriver.ReleaseAddress",
-        &json!({"PoolID": pool_id, "Address": addr}),
-    )
-    .await;
+    release(&t, &pool_id, &addr).await;
     assert!(t.host.calls().is_empty(), "{:?}", t.host.calls());
     assert!(t.host.links().contains(&names::container_veth(&id)));
     assert_eq!(t.neutron.count("ports"), 1);
 
     // The new endpoint's own delete and release still clean up.
     t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP2)).await;
-    t.ok(
-        "IpamDriver.ReleaseAddress",
-        &json!({"PoolID": pool_id, "Address": addr}),
-    )
-    .await;
+    release(&t, &pool_id, &addr).await;
     assert!(t.host.links().is_empty(), "{:?}", t.host.links());
     assert_eq!(t.neutron.count("ports"), 0);
 }
@@ -687,11 +684,7 @@ async fn delete_endpoint_runs_every_step_and_a_retry_finishes() {
     assert_eq!(port_of(&t, &addr)["security_groups"], json!([]));
     t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
     assert!(t.host.links().is_empty(), "{:?}", t.host.links());
-    t.ok(
-        "IpamDriver.ReleaseAddress",
-        &json!({"PoolID": pool_id, "Address": addr}),
-    )
-    .await;
+    release(&t, &pool_id, &addr).await;
     assert_eq!(t.neutron.count("ports"), 0);
 }
 
@@ -705,11 +698,7 @@ async fn a_forced_release_after_a_failed_delete_gives_the_port_back() {
     t.host.fail("unplug", 1);
     let (status, v) = t.call("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
     assert_eq!(status, 500, "{v}");
-    t.ok(
-        "IpamDriver.ReleaseAddress",
-        &json!({"PoolID": pool_id, "Address": addr}),
-    )
-    .await;
+    release(&t, &pool_id, &addr).await;
     assert_eq!(t.neutron.count("ports"), 0);
 }
 
@@ -722,11 +711,7 @@ async fn a_release_without_a_delete_takes_the_veth_and_the_port() {
     let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
     let addr = endpoint(&t, &pool_id, EP, MAC).await;
     assert!(!t.host.links().is_empty());
-    t.ok(
-        "IpamDriver.ReleaseAddress",
-        &json!({"PoolID": pool_id, "Address": addr}),
-    )
-    .await;
+    release(&t, &pool_id, &addr).await;
     assert!(t.host.links().is_empty(), "{:?}", t.host.links());
     assert_eq!(t.neutron.count("ports"), 0);
 }
@@ -1528,11 +1513,7 @@ async fn release_gives_a_pool_port_back_scrubbed() {
         call_requests(&t, "IpamDriver.ReleaseAddress"),
         call_requests(&t, "NetworkDriver.DeleteEndpoint"),
     );
-    t.ok(
-        "IpamDriver.ReleaseAddress",
-        &json!({"PoolID": pool_id, "Address": addr}),
-    )
-    .await;
+    release(&t, &pool_id, &addr).await;
     assert_eq!(
         (
             call_requests(&t, "IpamDriver.ReleaseAddress"),
@@ -1707,11 +1688,7 @@ async fn a_short_pooled_lifecycle_makes_no_neutron_request_at_all() {
         .to_string();
     t.ok("NetworkDriver.Leave", &ep_ref(EP)).await;
     t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
-    t.ok(
-        "IpamDriver.ReleaseAddress",
-        &json!({"PoolID": pool_id, "Address": addr}),
-    )
-    .await;
+    release(&t, &pool_id, &addr).await;
     t.driver.background.settle(&id).await;
     assert!(
         t.take_requests().is_empty(),

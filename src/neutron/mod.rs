@@ -147,10 +147,10 @@ struct NoAnswer {
 impl NoAnswer {
     /// The client's error kept whole; the message names its causes too (a refused
     /// connection, a certificate refused), which its own text leaves out.
-    fn from_reqwest(connect: bool, e: reqwest::Error) -> NoAnswer {
+    fn from_reqwest(e: reqwest::Error) -> NoAnswer {
         let e = e.without_url();
         NoAnswer {
-            connect,
+            connect: e.is_connect(),
             message: error::chain(&e),
             cause: Some(error::Cause(std::sync::Arc::new(e))),
         }
@@ -350,8 +350,7 @@ impl Neutron {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let no_answer = |e: reqwest::Error| NoAnswer::from_reqwest(e.is_connect(), e);
-        let resp = req.send().await.map_err(no_answer)?;
+        let resp = req.send().await.map_err(NoAnswer::from_reqwest)?;
         let status = resp.status().as_u16();
         let request_id = resp
             .headers()
@@ -360,10 +359,7 @@ impl Neutron {
             .unwrap_or("")
             .to_string();
         // A body cut off mid-way is no answer either, but the request did reach Neutron.
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| NoAnswer::from_reqwest(false, e))?;
+        let body = resp.text().await.map_err(NoAnswer::from_reqwest)?;
         Ok(Answer {
             status,
             body,

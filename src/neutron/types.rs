@@ -81,33 +81,7 @@ impl From<&str> for PortStatus {
     }
 }
 
-/// String-valued enums on the wire: parsed once, compared and printed as Neutron says them.
-macro_rules! wire_string {
-    ($t:ty) => {
-        impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-        impl PartialEq<&str> for $t {
-            fn eq(&self, other: &&str) -> bool {
-                self.as_str() == *other
-            }
-        }
-        impl Serialize for $t {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(self.as_str())
-            }
-        }
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = Option::<String>::deserialize(d)?.unwrap_or_default();
-                Ok(<$t>::from(s.as_str()))
-            }
-        }
-    };
-}
-wire_string!(PortStatus);
+crate::wire::wire_string!(PortStatus);
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 pub struct Network {
