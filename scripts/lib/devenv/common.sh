@@ -19,10 +19,27 @@ note_change() { # note_change WHAT: `up` started, installed, created or rewrote 
 }
 
 pidfile() { echo "$DIR/run/$1.pid"; }
+proc_start() { # proc_start PID: when the process started (clock ticks after boot); "" if gone
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  # Field 22; the fields after the command's ")" start at field 3.
+  stat=${stat##*) }
+  # shellcheck disable=SC2086 # split into fields on purpose
+  set -- $stat
+  echo "${20}"
+}
 running() { # running NAME: a process of the session we started for NAME is alive
   # (wrappers such as rabbitmq-server's may exit and leave their children running).
-  local f; f=$(pidfile "$1")
-  [ -s "$f" ] && pgrep -s "$(cat "$f")" >/dev/null 2>&1
+  local f sid; f=$(pidfile "$1")
+  [ -s "$f" ] || return 1
+  sid=$(cat "$f")
+  # After a reboot, or when everything was killed, the kernel may have given the number
+  # to an unrelated session leader (a login shell): not ours, and never to be killed.
+  # (While the session has members the number cannot be reused.)
+  if [ -s "$f.start" ] && [ -e "/proc/$sid" ] && [ "$(proc_start "$sid")" != "$(cat "$f.start")" ]; then
+    return 1
+  fi
+  pgrep -s "$sid" >/dev/null 2>&1
 }
 wait_for() { # wait_for SECONDS COMMAND...: until COMMAND succeeds; 1 if it never did
   local secs=$1; shift
@@ -38,6 +55,7 @@ start_bg() { # start_bg NAME LOGFILE COMMAND...: detached, pid recorded
   local name=$1 logf=$2; shift 2
   setsid "$@" >>"$logf" 2>&1 </dev/null &
   echo $! >"$(pidfile "$name")"
+  proc_start $! >"$(pidfile "$name").start"
   note_change "started $name"
 }
 stop_service() { # stop_service NAME: all of the session started for NAME
@@ -48,7 +66,7 @@ stop_service() { # stop_service NAME: all of the session started for NAME
     pkill -TERM -s "$sid" 2>/dev/null || true
     wait_for 30 session_gone "$sid" || pkill -KILL -s "$sid" 2>/dev/null || true
   fi
-  rm -f "$(pidfile "$name")"
+  rm -f "$(pidfile "$name")" "$(pidfile "$name").start"
 }
 session_gone() { ! pgrep -s "$1" >/dev/null; }
 
