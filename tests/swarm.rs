@@ -93,6 +93,13 @@ async fn a_swarm_service_of_two_replicas_pings_over_neutron_and_leaves_nothing()
     if init {
         engine_ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
     }
+    // The manager answers once its node is listed Ready.
+    let ready = common::wait_until(60, || {
+        let out = engine(&["node", "ls", "--format", "{{.Status}}"]);
+        (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "Ready")
+            .then_some(())
+    });
+    assert!(ready.is_some(), "the swarm's node never became Ready");
     let plugin = format!("{}:latest", common::unique("kswarm-"));
     let (net, svc) = (common::unique("ksw-"), common::unique("ksws-"));
     let _cleanup = Cleanup {
@@ -118,24 +125,30 @@ async fn a_swarm_service_of_two_replicas_pings_over_neutron_and_leaves_nothing()
         "10.38.0.1",
         &net,
     ];
-    // Right after `swarm init` the engine may still be reconnecting to its own manager
-    // ("grpc: the client connection is closing", seen once): such a create made nothing
-    // and is tried again; any other error fails the test.
-    let net_id = common::wait_until(30, || {
+    // Right after `swarm init` (or a `swarm leave` of an earlier run) the engine may still
+    // be reconnecting to its own manager ("grpc: the client connection is closing", seen
+    // in CI for over 30 s): such a create made nothing and is tried again; the last error
+    // is kept so a manager that never answers says why, and any other error fails the test.
+    let mut last_err = String::new();
+    let net_id = common::wait_until(90, || {
         let out = engine(&create);
-        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
         match out.status.success() {
             true => Some(String::from_utf8_lossy(&out.stdout).trim().to_string()),
             false
                 if err.contains("rpc error")
                     && !engine(&["network", "inspect", &net]).status.success() =>
             {
+                last_err = err;
+                std::thread::sleep(std::time::Duration::from_secs(1));
                 None
             }
             false => panic!("docker network create {net}: {err}"),
         }
     })
-    .unwrap_or_else(|| panic!("docker network create {net}: the swarm manager never answered"));
+    .unwrap_or_else(|| {
+        panic!("docker network create {net}: the swarm manager never answered; last: {last_err}")
+    });
     assert_eq!(
         engine_ok(&["network", "inspect", "-f", "{{.Scope}}", &net]),
         "swarm"
