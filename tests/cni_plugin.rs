@@ -8,43 +8,13 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::cni::{cni, TestNet};
+use common::cni::{cni, conf, env, pings, TestNet};
 use common::{Kuryr, Netns};
 use serde_json::{json, Value};
-
-/// A network namespace for the test, deleted however the test ends.
-fn conf(k: &Kuryr, network: &str, extra: Value) -> Value {
-    let mut c = json!({"cniVersion": "1.0.0", "name": "kuryr-it", "type": "kuryr-cni",
-        "network": network, "socket": k.cni_socket});
-    if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
-        for (key, v) in e {
-            c.insert(key.clone(), v.clone());
-        }
-    }
-    c
-}
-
-fn env<'a>(cmd: &'a str, ctr: &'a str, ns: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("CNI_COMMAND", cmd),
-        ("CNI_CONTAINERID", ctr),
-        ("CNI_NETNS", ns),
-        ("CNI_IFNAME", "eth0"),
-        ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=test"),
-    ]
-}
 
 fn addrs_in(ns: &Netns) -> String {
     String::from_utf8_lossy(&ns.exec(&["ip", "-o", "addr", "show", "dev", "eth0"]).stdout)
         .to_string()
-}
-
-fn pings(from: &Netns, to: &str) -> bool {
-    common::wait_until(90, || {
-        let out = from.exec(&["busybox", "ping", "-c", "1", "-W", "1", to]);
-        out.status.success().then_some(())
-    })
-    .is_some()
 }
 
 #[tokio::test]

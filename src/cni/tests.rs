@@ -444,3 +444,175 @@ async fn a_floating_network_gives_the_attachment_a_floating_ip_released_at_del()
     assert_eq!(status, 200, "{r}");
     assert_eq!(t.neutron.all("floatingips").len(), 1);
 }
+
+/// A driver with a port pool of `size` on `net1`, the pool filled by a first ADD (which
+/// also resolves the config): the pool's ports, as Neutron has them.
+async fn pooled(size: usize) -> (TestDriver, Vec<String>) {
+    let t = TestDriver::new(&format!("[DEFAULT]\nport_pool_size = {size}\n")).await;
+    let net = t
+        .neutron
+        .seed("networks", json!({"name": "net1", "mtu": 1450}));
+    t.neutron.seed(
+        "subnets",
+        json!({"network_id": net["id"], "cidr": "10.20.0.0/24", "ip_version": 4,
+            "gateway_ip": "10.20.0.1", "name": "sub1"}),
+    );
+    let first = CTR.replace("3f0c", "0f0c");
+    let (status, r) = t.cni(&call("ADD", &first, "", conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+    let mut pool = Vec::new();
+    for _ in 0..300 {
+        pool = pool_ports(&t);
+        if pool.len() == size {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(pool.len(), size, "the pool never filled");
+    t.driver.background.flush().await;
+    t.take_requests();
+    (t, pool)
+}
+
+fn pool_ports(t: &TestDriver) -> Vec<String> {
+    ports(t)
+        .iter()
+        .filter(|p| p["name"] == crate::driver::port_pool::POOL_PORT_NAME)
+        .map(|p| p["id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn port_by_id(t: &TestDriver, id: &str) -> Value {
+    ports(t)
+        .into_iter()
+        .find(|p| p["id"] == id)
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_pooled_add_asks_neutron_nothing_before_it_answers_and_its_port_becomes_the_attachments()
+{
+    let (t, pool) = pooled(3).await;
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(t.take_requests(), Vec::<String>::new());
+    // The answer is the pool port's, wired into the namespace.
+    let taken = pool
+        .iter()
+        .find(|id| {
+            let p = port_by_id(&t, id);
+            r["interfaces"][1]["mac"]
+                == json!(p["mac_address"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase())
+        })
+        .cloned()
+        .expect("the ADD's MAC is a pool port's");
+    assert!(t.host.links().contains(&names::host_veth(&taken)));
+    // After the answer, the port becomes the attachment's, as a port ADD made would be.
+    t.driver.background.flush().await;
+    let p = port_by_id(&t, &taken);
+    assert_eq!(p["device_id"], CTR);
+    assert_eq!(p["name"], names::cni_port_name(CTR, "eth0"));
+    let tags: Vec<String> = serde_json::from_value(p["tags"].clone()).unwrap();
+    assert_eq!(tags, names::cni_tags("eth0", "kuryr-test"));
+    // CHECK and DEL find it by its tags now.
+    let (status, v) = t.cni(&call("CHECK", CTR, "", conf(json!({})))).await;
+    assert_eq!((status, &v), (200, &Value::Null), "CHECK");
+    let (status, _) = t.cni(&call("DEL", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200);
+    assert_eq!(port_by_id(&t, &taken), Value::Null);
+    assert!(!t.host.links().contains(&names::host_veth(&taken)));
+}
+
+#[tokio::test]
+async fn check_and_del_right_after_a_pooled_add_find_its_port_by_the_veth() {
+    let (t, pool) = pooled(3).await;
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+    // Before the bookkeeping: the port is still a pool port in Neutron.
+    let (status, v) = t.cni(&call("CHECK", CTR, "", conf(json!({})))).await;
+    assert_eq!((status, &v), (200, &Value::Null), "CHECK");
+    let (status, _) = t.cni(&call("DEL", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200);
+    t.driver.background.flush().await;
+    // The taken port is gone, with its veth; no bookkeeping came back to life; the other
+    // pool ports stay free.
+    let left: Vec<String> = pool
+        .iter()
+        .filter(|id| port_by_id(&t, id) != Value::Null)
+        .cloned()
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    for id in &left {
+        assert_eq!(port_by_id(&t, id)["device_id"], "");
+    }
+    assert!(
+        !t.host.links().iter().any(|l| pool
+            .iter()
+            .any(|id| !left.contains(id) && *l == names::host_veth(id))),
+        "{:?}",
+        t.host.links()
+    );
+    assert!(!t
+        .host
+        .netns_links()
+        .contains(&(ns(CTR), "eth0".to_string())));
+}
+
+#[tokio::test]
+async fn a_pooled_add_that_fails_on_the_host_leaves_nothing_and_the_next_resolves_again() {
+    let (t, pool) = pooled(2).await;
+    t.host.fail("move_into_netns", 1);
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 500, "{r}");
+    assert!(t.host.netns_links().iter().all(|(n, _)| *n != ns(CTR)));
+    assert!(ports(&t).iter().all(|p| p["device_id"] != CTR));
+    // The failed ADD's target is not trusted: the next ADD reads the network again.
+    t.take_requests();
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+    let asked = t.take_requests();
+    assert!(asked.contains(&"GET networks".to_string()), "{asked:?}");
+    assert!(pool.len() == 2);
+}
+
+#[tokio::test]
+async fn an_attachment_with_its_own_address_or_groups_gets_a_port_of_its_own() {
+    let (t, pool) = pooled(2).await;
+    let (status, r) = t
+        .cni(&call("ADD", CTR, "IP=10.20.0.77", conf(json!({}))))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert!(t.take_requests().contains(&"POST ports".to_string()));
+    let mine: Vec<Value> = ports(&t)
+        .into_iter()
+        .filter(|p| p["device_id"] == CTR)
+        .collect();
+    assert_eq!(mine.len(), 1);
+    assert!(!pool.contains(&mine[0]["id"].as_str().unwrap_or_default().to_string()));
+    assert_eq!(mine[0]["fixed_ips"][0]["ip_address"], "10.20.0.77");
+}
+
+#[tokio::test]
+async fn later_adds_of_a_config_read_nothing_of_it_again() {
+    let (t, _, _) = driver().await;
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+    t.take_requests();
+    let other = CTR.replace("3f0c", "5f0c");
+    let (status, r) = t.cni(&call("ADD", &other, "", conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(t.take_requests(), vec!["GET ports", "POST ports"]);
+    // Another config (another subnet named) is resolved on its own.
+    let third = CTR.replace("3f0c", "6f0c");
+    let (status, r) = t
+        .cni(&call("ADD", &third, "", conf(json!({"subnet": "sub1"}))))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        t.take_requests(),
+        vec!["GET networks", "GET subnets", "GET ports", "POST ports"]
+    );
+}

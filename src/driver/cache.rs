@@ -117,6 +117,8 @@ pub struct Cache {
     pub network_subnets: Map<String, Vec<Subnet>>,
     /// Docker endpoint id -> its port.
     pub endpoints: Map<String, EndpointInfo>,
+    /// A CNI config's Neutron objects, by what the config names.
+    pub cni_targets: Map<String, super::cni_target::KeptTarget>,
 }
 
 impl Cache {
@@ -128,6 +130,7 @@ impl Cache {
         self.addresses.clear();
         self.network_subnets.clear();
         self.endpoints.clear();
+        self.cni_targets.clear();
     }
 }
 

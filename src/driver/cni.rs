@@ -1,6 +1,7 @@
 //! The CNI front-end's mapping onto Neutron and the host: one port per attachment
-//! (container id + interface name), made, bound and wired into the container's namespace
-//! by ADD, found again by its tags after any restart, removed by DEL and GC.
+//! (container id + interface name), made or taken from the pool, bound and wired into the
+//! container's namespace by ADD (`cni_add`), found again by its tags (or, before its
+//! bookkeeping is written, its host veth) after any restart, removed by DEL and GC.
 //!
 //! Typed requests in, typed results out: the CNI wire format lives in `crate::cni`.
 
@@ -9,14 +10,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::endpoint::bind_context;
 use super::{Driver, DriverError, Result};
-use crate::host::netns::NsInterface;
-use crate::host::PlugRequest;
 use crate::names;
-use crate::neutron::{Filters, Network, Port, Subnet};
+use crate::neutron::{Filters, Port};
 
 /// One attachment as ADD, DEL and CHECK name it.
 #[derive(Debug, Clone)]
@@ -72,144 +71,9 @@ pub struct Held {
     pub ifname: String,
 }
 
-fn is_uuid(s: &str) -> bool {
-    uuid::Uuid::parse_str(s).is_ok()
-}
-
 impl Driver {
-    /// The Neutron network of a config: by id, else by name (exactly one).
-    async fn cni_network(&self, want: &str) -> Result<Network> {
-        if is_uuid(want) {
-            return match self.neutron.get::<Network>(want).await {
-                Ok(n) => Ok(n),
-                Err(e) if e.is_not_found() => Err(DriverError::NotFound(format!(
-                    "Neutron network {want} does not exist"
-                ))),
-                Err(e) => Err(e.into()),
-            };
-        }
-        let mut found: Vec<Network> = self.neutron.list(&Filters::new().add("name", want)).await?;
-        match found.len() {
-            1 => Ok(found.remove(0)),
-            0 => Err(DriverError::NotFound(format!(
-                "no Neutron network is named {want:?}"
-            ))),
-            n => Err(DriverError::BadRequest(format!(
-                "{n} Neutron networks are named {want:?}: give its id instead"
-            ))),
-        }
-    }
-
-    /// The network and the subnets addresses come from; with `cidr` or `subnetpool`,
-    /// what is missing of them is made first (once: concurrent ADDs wait for it).
-    async fn cni_network_and_subnets(&self, w: &Wiring) -> Result<(Network, Vec<Subnet>)> {
-        if w.cidr.is_none() && w.subnetpool.is_empty() {
-            let net = self.cni_network(&w.network).await?;
-            let subnets = self.cni_subnets(&net, &w.subnet).await?;
-            return Ok((net, subnets));
-        }
-        let _g = self.locks.lock(&format!("cni-net:{}", w.network)).await;
-        let pool = match w.subnetpool.as_str() {
-            "" => None,
-            p => Some(self.cni_subnetpool(p).await?),
-        };
-        let net = match self.cni_network(&w.network).await {
-            Ok(n) => n,
-            Err(DriverError::NotFound(_)) if !is_uuid(&w.network) => {
-                tracing::info!(network = %w.network, "CNI: making the Neutron network the config names");
-                let net: Network = self
-                    .neutron
-                    .create(json!({"name": w.network, "admin_state_up": true}))
-                    .await?;
-                let tags = vec![names::TAG_CNI_MADE.to_string()];
-                self.neutron.replace_tags::<Network>(&net.id, &tags).await?;
-                Network { tags, ..net }
-            }
-            Err(e) => return Err(e),
-        };
-        let all: Vec<Subnet> = self
-            .neutron
-            .list(&Filters::new().add("network_id", net.id.as_str()))
-            .await?;
-        let found = all.iter().find(|s| match (&w.cidr, &pool) {
-            (Some(c), _) => s.cidr == *c,
-            (None, Some(p)) => s.subnetpool_id.as_deref() == Some(p.id.as_str()),
-            (None, None) => false,
-        });
-        let subnet = match found {
-            Some(s) => s.clone(),
-            None => {
-                let mut body =
-                    json!({"network_id": net.id, "name": format!("kuryr-cni-{}", w.network)});
-                match (&w.cidr, &pool) {
-                    (Some(c), p) => {
-                        body["cidr"] = json!(c.to_string());
-                        body["ip_version"] = json!(if c.addr().is_ipv4() { 4 } else { 6 });
-                        if let Some(p) = p {
-                            body["subnetpool_id"] = json!(p.id);
-                        }
-                    }
-                    (None, Some(p)) => {
-                        body["subnetpool_id"] = json!(p.id);
-                        body["ip_version"] = json!(if p.ip_version == 6 { 6 } else { 4 });
-                    }
-                    (None, None) => {}
-                }
-                self.neutron.create(body).await?
-            }
-        };
-        Ok((net, vec![subnet]))
-    }
-
-    async fn cni_subnetpool(&self, want: &str) -> Result<crate::neutron::SubnetPool> {
-        if is_uuid(want) {
-            return Ok(self.neutron.get(want).await?);
-        }
-        let mut found: Vec<crate::neutron::SubnetPool> =
-            self.neutron.list(&Filters::new().add("name", want)).await?;
-        match found.len() {
-            1 => Ok(found.remove(0)),
-            0 => Err(DriverError::NotFound(format!(
-                "no subnetpool is named {want:?}"
-            ))),
-            n => Err(DriverError::BadRequest(format!(
-                "{n} subnetpools are named {want:?}: give its id instead"
-            ))),
-        }
-    }
-
-    /// The subnets addresses come from: the one named, else the first of each family.
-    async fn cni_subnets(&self, net: &Network, want: &str) -> Result<Vec<Subnet>> {
-        let all: Vec<Subnet> = self
-            .neutron
-            .list(&Filters::new().add("network_id", net.id.as_str()))
-            .await?;
-        if !want.is_empty() {
-            return match all.into_iter().find(|s| s.id == want || s.name == want) {
-                Some(s) => Ok(vec![s]),
-                None => Err(DriverError::NotFound(format!(
-                    "network {} has no subnet {want:?}",
-                    net.id
-                ))),
-            };
-        }
-        let mut picked: Vec<Subnet> = Vec::new();
-        for s in all {
-            if !picked.iter().any(|p| p.ip_version == s.ip_version) {
-                picked.push(s);
-            }
-        }
-        if picked.is_empty() {
-            return Err(DriverError::BadRequest(format!(
-                "Neutron network {} has no subnet to take addresses from",
-                net.id
-            )));
-        }
-        Ok(picked)
-    }
-
     /// The ports of an attachment (one, unless a crash left a second).
-    async fn cni_ports(&self, a: &Attach) -> Result<Vec<Port>> {
+    pub(super) async fn cni_ports(&self, a: &Attach) -> Result<Vec<Port>> {
         let tags = [
             names::TAG_CNI.to_string(),
             format!("{}{}", names::TAG_CNI_IF, a.ifname),
@@ -225,7 +89,7 @@ impl Driver {
     }
 
     /// Unplugs and deletes a port of an attachment; gone already is fine.
-    async fn cni_remove(&self, port: &Port, a: &Attach) -> Result<()> {
+    pub(super) async fn cni_remove(&self, port: &Port, a: &Attach) -> Result<()> {
         if let Some(ns) = &a.netns {
             // The host end goes below and takes its peer with it; the container end is
             // deleted first only so that a namespace kept by the runtime is clean at once.
@@ -243,146 +107,60 @@ impl Driver {
         Ok(())
     }
 
-    /// CNI ADD: a port on the network for this container and interface, bound to this
-    /// host, its veth's container end in the namespace as `ifname`. A port an earlier,
-    /// interrupted ADD left is replaced. On failure nothing stays.
-    pub async fn cni_add(&self, a: &Attach, w: &Wiring) -> Result<Attached> {
-        let netns = a
-            .netns
-            .clone()
-            .ok_or_else(|| DriverError::BadRequest("CNI_NETNS is not set".into()))?;
-        if self.nested().is_some() {
-            return Err(DriverError::BadRequest(
-                "kuryr-cni does not support the nested port drivers yet: use the veth driver"
-                    .into(),
-            ));
-        }
-        let _g = self
-            .locks
-            .lock(&format!("cni:{}:{}", a.container_id, a.ifname))
-            .await;
-        let (net, subnets) = self.cni_network_and_subnets(w).await?;
-        // The config's groups, else those a Docker network asked for on this network.
-        let groups = match w.security_groups.is_empty() {
-            false => self.security_group_ids(&w.security_groups).await?,
-            true => names::sgs_from_tags(&net.tags),
-        };
-        let qos = match &w.qos_policy {
-            Some(q) => Some(self.qos_policy_id(q).await?),
-            None => None,
-        };
-        // The config's external network, else the one a Docker network asked for here.
-        let floating = match &w.floating_network {
-            Some(f) => Some(self.external_network_id(f).await?),
-            None => names::fip_net_from_tags(&net.tags),
-        };
-        let fixed_ips = fixed_ips(&subnets, &w.ips)?;
-        for old in self.cni_ports(a).await? {
-            tracing::info!(port = %old.id, container = %a.container_id, "replacing the port of an interrupted ADD");
-            self.cni_remove(
-                &old,
-                &Attach {
-                    netns: None,
-                    ..a.clone()
-                },
-            )
-            .await?;
-        }
-        let mut body = json!({
-            "network_id": net.id,
-            "name": names::cni_port_name(&a.container_id, &a.ifname),
-            "admin_state_up": true,
-            "device_owner": names::DEVICE_OWNER,
-            "device_id": a.container_id,
-            "binding:host_id": self.cfg.host,
-            "fixed_ips": fixed_ips,
-        });
-        if let Some(m) = &w.mac {
-            body["mac_address"] = json!(m);
-        }
-        if !groups.is_empty() {
-            body["security_groups"] = json!(groups);
-        }
-        if let Some(q) = &qos {
-            body["qos_policy_id"] = json!(q);
-        }
-        let mut tags = names::cni_tags(&a.ifname, &a.conf_name);
-        if floating.is_some() {
-            // DEL, and a replacing ADD, look for the floating IP only on such a port.
-            tags.push(names::TAG_PORT_OWN.to_string());
-        }
-        // Tagged in the create itself where Neutron can: a kuryr killed right after still
-        // leaves a port that DEL and GC find.
-        let tagged_at_create = self.tags_at_create;
-        if tagged_at_create {
-            body["tags"] = json!(tags);
-        }
-        let mut port: Port = self.neutron.create(body).await?;
-        crate::kill_point!("CNI.ADD.after_port");
-        let wired = async {
-            if !tagged_at_create {
-                self.neutron.replace_tags::<Port>(&port.id, &tags).await?;
-            }
-            port.tags = tags.clone();
-            if super::sriov::is_sriov(&port.vnic_type) {
-                return Err(DriverError::BadRequest(
-                    "kuryr-cni does not support SR-IOV ports yet".into(),
-                ));
-            }
-            let mtu = w.mtu.or(net.mtu);
-            let bind = bind_context(&port, &cni_alias(a), &net.project_id);
-            let plugged = self
-                .plumber
-                .plug(&PlugRequest {
-                    bind: bind.clone(),
-                    mtu,
-                })
-                .await?;
-            let att = attached(&port, &subnets, mtu, plugged.host_ifname);
-            let want = NsInterface {
-                ifname: a.ifname.clone(),
-                mac: port.mac_address.to_ascii_lowercase(),
-                mtu,
-                addrs: att.ips.iter().map(|(a, _)| *a).collect(),
-                routes: att.routes.clone(),
-            };
-            self.plumber
-                .move_into_netns(&plugged.container_ifname, &netns, &want)
-                .await?;
-            if self.cfg.neutron.vif_plugging_is_fatal {
-                self.wait_active(&port.id).await?;
-            }
-            if let Some(ext) = floating {
-                // As a Docker endpoint's; a replacing ADD made a new port, so no retry check.
-                let f = super::floating::Floating::Allocate(ext);
-                self.attach_floating_ip(&f, &port, &cni_alias(a), false)
-                    .await?;
-            }
-            Ok(att)
-        }
-        .await;
-        match wired {
-            Ok(att) => Ok(att),
-            Err(e) => {
-                let undo = crate::deadline::undo(self.cni_remove(&port, a)).await;
-                Err(match undo {
-                    Ok(()) => e,
-                    Err(u) => e.rolled_back_with(vec![u]),
-                })
-            }
-        }
-    }
-
     /// CNI DEL: everything of the attachment goes; nothing there is success.
     pub async fn cni_del(&self, a: &Attach) -> Result<()> {
         let _g = self
             .locks
             .lock(&format!("cni:{}:{}", a.container_id, a.ifname))
             .await;
-        for p in self.cni_ports(a).await? {
+        for p in self.cni_attachment_ports(a).await? {
+            // Bookkeeping not written yet is not needed any more.
+            self.background.cancel(&p.id);
+            self.background.settle(&p.id).await;
+            if let Ok(mut m) = self.unwritten.lock() {
+                m.remove(&p.id);
+            }
             self.cni_remove(&p, a).await?;
         }
         Ok(())
+    }
+
+    /// The ports of an attachment: those its tags name, and a pool port it took whose
+    /// bookkeeping is not written yet, found by the alias of its host veth.
+    async fn cni_attachment_ports(&self, a: &Attach) -> Result<Vec<Port>> {
+        let mut ports = self.cni_ports(a).await?;
+        let Some(veth) = self.plumber.veth_of_endpoint(&cni_alias(a)).await? else {
+            return Ok(ports);
+        };
+        let short = veth
+            .strip_prefix(names::HOST_VETH_PREFIX)
+            .unwrap_or_default();
+        if short.is_empty() || ports.iter().any(|p| p.id.starts_with(short)) {
+            return Ok(ports);
+        }
+        let unwritten = self
+            .unwritten
+            .lock()
+            .ok()
+            .and_then(|m| m.values().find(|p| p.id.starts_with(short)).cloned());
+        let pending = match unwritten {
+            Some(p) => Some(p),
+            // Taken by a kuryr that stopped before the bookkeeping: still a pool port.
+            None => {
+                let pool: Vec<Port> = self
+                    .neutron
+                    .list(
+                        &Filters::new()
+                            .add("name", super::port_pool::POOL_PORT_NAME)
+                            .add("binding:host_id", self.cfg.host.as_str()),
+                    )
+                    .await?;
+                pool.into_iter()
+                    .find(|p| p.id.starts_with(short) && p.device_id.is_empty())
+            }
+        };
+        ports.extend(pending);
+        Ok(ports)
     }
 
     /// CNI CHECK: the port exists, is bound here, and the namespace's interface has its
@@ -392,7 +170,7 @@ impl Driver {
             .netns
             .clone()
             .ok_or_else(|| DriverError::BadRequest("CNI_NETNS is not set".into()))?;
-        let ports = self.cni_ports(a).await?;
+        let ports = self.cni_attachment_ports(a).await?;
         let [port] = ports.as_slice() else {
             return Err(DriverError::NotFound(format!(
                 "{} ports for container {} interface {} (want one)",
@@ -520,139 +298,6 @@ impl Driver {
 }
 
 /// What the host veth's alias and a binding program call the attachment.
-fn cni_alias(a: &Attach) -> String {
+pub(super) fn cni_alias(a: &Attach) -> String {
     format!("cni:{}:{}", a.container_id, a.ifname)
-}
-
-/// The port's `fixed_ips`: each wanted address on the subnet that holds it, and one
-/// address from every subnet no wanted address falls in.
-fn fixed_ips(subnets: &[Subnet], wanted: &[IpAddr]) -> Result<Vec<Value>> {
-    let mut out = Vec::new();
-    let mut served = HashSet::new();
-    for ip in wanted {
-        let s = subnets
-            .iter()
-            .find(|s| s.cidr.contains(ip))
-            .ok_or_else(|| {
-                let cidrs: Vec<String> = subnets.iter().map(|s| s.cidr.to_string()).collect();
-                DriverError::BadRequest(format!(
-                    "address {ip} is on none of the subnets ({})",
-                    cidrs.join(", ")
-                ))
-            })?;
-        served.insert(s.id.clone());
-        out.push(json!({"subnet_id": s.id, "ip_address": ip.to_string()}));
-    }
-    for s in subnets.iter().filter(|s| !served.contains(&s.id)) {
-        // With specific addresses asked for, only their families get addresses.
-        if wanted.is_empty() {
-            out.push(json!({"subnet_id": s.id}));
-        }
-    }
-    Ok(out)
-}
-
-/// The container's addresses, routes and DNS from the port and its subnets.
-fn attached(port: &Port, subnets: &[Subnet], mtu: Option<u32>, host_ifname: String) -> Attached {
-    let mut ips = Vec::new();
-    let mut routes = Vec::new();
-    let mut nameservers = Vec::new();
-    for f in &port.fixed_ips {
-        let ip = f.ip_address;
-        let Some(s) = subnets.iter().find(|s| s.id == f.subnet_id) else {
-            continue;
-        };
-        let Ok(addr) = IpNet::new(ip, s.cidr.prefix_len()) else {
-            continue;
-        };
-        ips.push((addr, s.gateway_ip));
-        if let Some(gw) = s.gateway_ip {
-            let default: IpNet = if ip.is_ipv4() {
-                IpNet::V4(Default::default())
-            } else {
-                IpNet::V6(Default::default())
-            };
-            routes.push((default, Some(gw)));
-        }
-        for r in &s.host_routes {
-            if let (Ok(dst), Ok(gw)) = (r.destination.parse(), r.nexthop.parse()) {
-                routes.push((dst, Some(gw)));
-            }
-        }
-        for n in &s.dns_nameservers {
-            if !nameservers.contains(n) {
-                nameservers.push(n.clone());
-            }
-        }
-    }
-    Attached {
-        host_ifname,
-        mac: port.mac_address.to_ascii_lowercase(),
-        mtu,
-        ips,
-        routes,
-        nameservers,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn subnet(id: &str, cidr: &str, gw: &str) -> Subnet {
-        Subnet {
-            id: id.into(),
-            cidr: cidr.parse().unwrap(),
-            gateway_ip: gw.parse().ok(),
-            ip_version: if cidr.contains(':') { 6 } else { 4 },
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn wanted_addresses_land_on_their_subnet_and_others_are_refused() {
-        let s = vec![
-            subnet("a", "10.0.0.0/24", "10.0.0.1"),
-            subnet("b", "fd00::/64", "fd00::1"),
-        ];
-        assert_eq!(
-            fixed_ips(&s, &[]).unwrap(),
-            vec![json!({"subnet_id": "a"}), json!({"subnet_id": "b"})]
-        );
-        assert_eq!(
-            fixed_ips(&s, &["10.0.0.7".parse().unwrap()]).unwrap(),
-            vec![json!({"subnet_id": "a", "ip_address": "10.0.0.7"})]
-        );
-        let e = fixed_ips(&s, &["10.9.0.7".parse().unwrap()]).unwrap_err();
-        assert!(e.to_string().contains("10.0.0.0/24"), "{e}");
-    }
-
-    #[test]
-    fn result_has_prefix_gateway_default_route_host_routes_and_dns() {
-        let mut s = subnet("a", "10.0.0.0/24", "10.0.0.1");
-        s.host_routes = vec![crate::neutron::HostRoute {
-            destination: "192.168.5.0/24".into(),
-            nexthop: "10.0.0.254".into(),
-        }];
-        s.dns_nameservers = vec!["10.0.0.53".into()];
-        let port: Port = serde_json::from_value(json!({
-            "id": "p1", "mac_address": "FA:16:3E:00:00:01",
-            "fixed_ips": [{"subnet_id": "a", "ip_address": "10.0.0.5"}]
-        }))
-        .unwrap();
-        let a = attached(&port, &[s], Some(1400), "tapp1".into());
-        assert_eq!(a.mac, "fa:16:3e:00:00:01");
-        assert_eq!(
-            a.ips,
-            vec![("10.0.0.5/24".parse().unwrap(), "10.0.0.1".parse().ok())]
-        );
-        assert_eq!(
-            a.routes,
-            vec![
-                ("0.0.0.0/0".parse().unwrap(), "10.0.0.1".parse().ok()),
-                ("192.168.5.0/24".parse().unwrap(), "10.0.0.254".parse().ok())
-            ]
-        );
-        assert_eq!(a.nameservers, vec!["10.0.0.53".to_string()]);
-    }
 }

@@ -18,7 +18,7 @@ use crate::neutron::{Filters, Port, PortStatus, Subnet};
 use crate::protocol::{validate, *};
 
 /// How long after CreateEndpoint's answer the endpoint's bookkeeping is written.
-const BOOKKEEPING_DELAY: Duration = Duration::from_secs(1);
+pub(super) const BOOKKEEPING_DELAY: Duration = Duration::from_secs(1);
 
 /// How the host side of the endpoint is made.
 pub(super) enum HostPlan {

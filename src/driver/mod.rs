@@ -6,6 +6,8 @@ mod background;
 mod bookkeeping;
 pub mod cache;
 pub mod cni;
+mod cni_add;
+mod cni_target;
 mod endpoint;
 mod endpoint_plan;
 mod endpoint_state;

@@ -128,14 +128,21 @@ impl PortPool {
     }
 
     /// A ready port of the network, waiting (a bounded while) for a refill already under
-    /// way; `subnets` are the network's kuryr subnets (what a new port would get).
+    /// way; `subnets` are the subnets a port of the caller gets an address on (a Docker
+    /// network's kuryr subnets, a CNI config's). A network's pool serves one set of
+    /// subnets, the first asked for: callers wanting others get nothing.
     pub async fn take(&self, neutron: &Neutron, subnets: &[Subnet]) -> Option<Port> {
         let network_id = &subnets.first()?.network_id;
-        self.with(network_id, |p| {
+        let same = self.with(network_id, |p| {
             if p.subnets.is_empty() {
                 p.subnets = subnets.to_vec();
             }
+            p.subnets.len() == subnets.len()
+                && p.subnets.iter().zip(subnets).all(|(a, b)| a.id == b.id)
         });
+        if same != Some(true) {
+            return None;
+        }
         if !self.with(network_id, |p| p.loaded).unwrap_or(true) {
             // First start on this network since kuryr started: read the pool back (a
             // list, much cheaper than a create).
@@ -162,10 +169,11 @@ impl PortPool {
     }
 
     /// Tops the network's pool up in the background once it is half empty, in one bulk
-    /// request, so refills stay rare and off Neutron's busy moments.
+    /// request, so refills stay rare and off Neutron's busy moments. Which subnets get a
+    /// pool is the caller's choice (see [`eligible`] for Docker's networks).
     pub fn refill(self: &Arc<Self>, neutron: &Neutron, subnets: &[Subnet]) {
         let Some(first) = subnets.first() else { return };
-        if self.size == 0 || !eligible(first) {
+        if self.size == 0 {
             return;
         }
         let network_id = first.network_id.clone();

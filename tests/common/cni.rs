@@ -5,6 +5,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use kuryr::neutron::{Filters, Network, Neutron, Port, Subnet};
+
+use super::{Kuryr, Netns};
 use serde_json::{json, Value};
 
 /// A Neutron network with one IPv4 subnet, deleted (with what is left on it) at the end.
@@ -86,4 +88,36 @@ pub fn cni(env: &[(&str, &str)], stdin: &Value) -> (i32, Value) {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {text}"))
     };
     (out.status.code().unwrap_or(-1), v)
+}
+
+/// A network config of test kuryr `k` for Neutron network `network`, plus `extra`.
+pub fn conf(k: &Kuryr, network: &str, extra: Value) -> Value {
+    let mut c = json!({"cniVersion": "1.0.0", "name": "kuryr-it", "type": "kuryr-cni",
+        "network": network, "socket": k.cni_socket});
+    if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        for (key, v) in e {
+            c.insert(key.clone(), v.clone());
+        }
+    }
+    c
+}
+
+/// The CNI environment of `cmd` for container `ctr` in namespace `ns`, interface eth0.
+pub fn env<'a>(cmd: &'a str, ctr: &'a str, ns: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("CNI_COMMAND", cmd),
+        ("CNI_CONTAINERID", ctr),
+        ("CNI_NETNS", ns),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=test"),
+    ]
+}
+
+/// Whether `from` reaches `to` (tried for a while: the port may not be ACTIVE yet).
+pub fn pings(from: &Netns, to: &str) -> bool {
+    super::wait_until(90, || {
+        let out = from.exec(&["busybox", "ping", "-c", "1", "-W", "1", to]);
+        out.status.success().then_some(())
+    })
+    .is_some()
 }

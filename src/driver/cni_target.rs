@@ -1,0 +1,296 @@
+//! What a CNI network config names in Neutron: its network, the subnets addresses come
+//! from, its groups, QoS policy and external network. Resolved by the first ADD of a
+//! config and kept, so later ADDs ask Neutron nothing for it (with the port pool, an ADD
+//! asks Neutron nothing at all before it answers). A kept target older than
+//! [`TARGET_FRESH`] is read again in the background after the ADD that used it; one an
+//! ADD failed with is dropped, so the next ADD resolves it afresh.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::cni::Wiring;
+use super::{Driver, DriverError, Result};
+use crate::names;
+use crate::neutron::{Filters, Network, Neutron, NeutronError, Subnet, SubnetPool};
+
+/// How long a kept target is used without reading its network and subnets again.
+const TARGET_FRESH: Duration = Duration::from_secs(30);
+
+/// A config's Neutron objects, as ids.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub net: Network,
+    pub subnets: Vec<Subnet>,
+    /// The subnetpool the config names (its subnet is picked by it).
+    pub subnetpool_id: Option<String>,
+    /// The config's groups, else those a Docker network asked for on this network.
+    pub groups: Vec<String>,
+    pub qos: Option<String>,
+    /// The config's external network, else the one a Docker network asked for here.
+    pub floating: Option<String>,
+}
+
+/// A target and when it was last read from Neutron.
+#[derive(Debug, Clone)]
+pub struct KeptTarget {
+    pub target: Target,
+    pub read_at: Instant,
+}
+
+/// What identifies a config's target: every field that is resolved in Neutron.
+fn target_key(w: &Wiring) -> String {
+    let mut groups = w.security_groups.clone();
+    groups.sort();
+    format!(
+        "{:?}",
+        (
+            &w.network,
+            &w.subnet,
+            &w.cidr,
+            &w.subnetpool,
+            groups,
+            &w.qos_policy,
+            &w.floating_network
+        )
+    )
+}
+
+fn is_uuid(s: &str) -> bool {
+    uuid::Uuid::parse_str(s).is_ok()
+}
+
+/// The subnets addresses come from, of all the network's: the one the config's CIDR or
+/// subnetpool made, else the one named, else the first of each family. `None`: the
+/// config's CIDR or pool has no subnet here yet.
+fn pick_subnets(
+    net: &Network,
+    all: Vec<Subnet>,
+    w: &Wiring,
+    pool: Option<&str>,
+) -> Result<Option<Vec<Subnet>>> {
+    if w.cidr.is_some() || pool.is_some() {
+        let found = all.into_iter().find(|s| match (&w.cidr, pool) {
+            (Some(c), _) => s.cidr == *c,
+            (None, Some(p)) => s.subnetpool_id.as_deref() == Some(p),
+            (None, None) => false,
+        });
+        return Ok(found.map(|s| vec![s]));
+    }
+    if !w.subnet.is_empty() {
+        return match all
+            .into_iter()
+            .find(|s| s.id == w.subnet || s.name == w.subnet)
+        {
+            Some(s) => Ok(Some(vec![s])),
+            None => Err(DriverError::NotFound(format!(
+                "network {} has no subnet {:?}",
+                net.id, w.subnet
+            ))),
+        };
+    }
+    let mut picked: Vec<Subnet> = Vec::new();
+    for s in all {
+        if !picked.iter().any(|p| p.ip_version == s.ip_version) {
+            picked.push(s);
+        }
+    }
+    if picked.is_empty() {
+        return Err(DriverError::BadRequest(format!(
+            "Neutron network {} has no subnet to take addresses from",
+            net.id
+        )));
+    }
+    Ok(Some(picked))
+}
+
+async fn subnets_of(
+    neutron: &Neutron,
+    net: &Network,
+) -> std::result::Result<Vec<Subnet>, NeutronError> {
+    neutron
+        .list(&Filters::new().add("network_id", net.id.as_str()))
+        .await
+}
+
+impl Driver {
+    /// The config's target: kept, else resolved (and what its CIDR or pool asks for made).
+    pub(super) async fn cni_target(&self, w: &Wiring) -> Result<Target> {
+        let key = target_key(w);
+        if let Some(kept) = self.cache.cni_targets.get(&key) {
+            if kept.read_at.elapsed() >= TARGET_FRESH {
+                self.refresh_target(key, w.clone());
+            }
+            return Ok(kept.target);
+        }
+        let target = self.resolve_target(w).await?;
+        let kept = KeptTarget {
+            target: target.clone(),
+            read_at: Instant::now(),
+        };
+        self.cache.cni_targets.put(key, kept);
+        Ok(target)
+    }
+
+    /// Drops the kept target of a config (an ADD failed with it).
+    pub(super) fn forget_target(&self, w: &Wiring) {
+        self.cache.cni_targets.remove(&target_key(w));
+    }
+
+    /// Reads the kept target's network and subnets again, off the ADD's path; a target
+    /// that cannot be read any more is dropped.
+    fn refresh_target(&self, key: String, w: Wiring) {
+        // Marked read now, so the ADDs meanwhile do not start refreshes of their own.
+        let mut old = None;
+        self.cache.cni_targets.update(&key, |k| {
+            k.read_at = Instant::now();
+            old = Some(k.target.clone());
+        });
+        let Some(old) = old else { return };
+        let (neutron, cache) = (self.neutron.clone(), self.cache.clone());
+        tokio::spawn(async move {
+            let fresh = async {
+                let net: Network = neutron.get(&old.net.id).await?;
+                let all = subnets_of(&neutron, &net).await?;
+                let subnets = pick_subnets(&net, all, &w, old.subnetpool_id.as_deref())?;
+                Ok::<_, DriverError>((net, subnets))
+            }
+            .await;
+            match fresh {
+                Ok((net, Some(subnets))) => cache.cni_targets.update(&key, |k| {
+                    if w.security_groups.is_empty() {
+                        k.target.groups = names::sgs_from_tags(&net.tags);
+                    }
+                    if w.floating_network.is_none() {
+                        k.target.floating = names::fip_net_from_tags(&net.tags);
+                    }
+                    k.target.net = net;
+                    k.target.subnets = subnets;
+                }),
+                Ok((_, None)) | Err(_) => {
+                    tracing::debug!(network = %old.net.id, "CNI target changed in Neutron: resolved again at the next ADD");
+                    cache.cni_targets.remove(&key);
+                }
+            }
+        });
+    }
+
+    async fn resolve_target(&self, w: &Wiring) -> Result<Target> {
+        let (net, subnets, subnetpool_id) = self.cni_network_and_subnets(w).await?;
+        let groups = match w.security_groups.is_empty() {
+            false => self.security_group_ids(&w.security_groups).await?,
+            true => names::sgs_from_tags(&net.tags),
+        };
+        let qos = match &w.qos_policy {
+            Some(q) => Some(self.qos_policy_id(q).await?),
+            None => None,
+        };
+        let floating = match &w.floating_network {
+            Some(f) => Some(self.external_network_id(f).await?),
+            None => names::fip_net_from_tags(&net.tags),
+        };
+        Ok(Target {
+            net,
+            subnets,
+            subnetpool_id,
+            groups,
+            qos,
+            floating,
+        })
+    }
+
+    /// The Neutron network of a config: by id, else by name (exactly one).
+    async fn cni_network(&self, want: &str) -> Result<Network> {
+        if is_uuid(want) {
+            return match self.neutron.get::<Network>(want).await {
+                Ok(n) => Ok(n),
+                Err(e) if e.is_not_found() => Err(DriverError::NotFound(format!(
+                    "Neutron network {want} does not exist"
+                ))),
+                Err(e) => Err(e.into()),
+            };
+        }
+        let mut found: Vec<Network> = self.neutron.list(&Filters::new().add("name", want)).await?;
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(DriverError::NotFound(format!(
+                "no Neutron network is named {want:?}"
+            ))),
+            n => Err(DriverError::BadRequest(format!(
+                "{n} Neutron networks are named {want:?}: give its id instead"
+            ))),
+        }
+    }
+
+    /// The network and the subnets addresses come from; with `cidr` or `subnetpool`,
+    /// what is missing of them is made first (once: concurrent ADDs wait for it).
+    async fn cni_network_and_subnets(
+        &self,
+        w: &Wiring,
+    ) -> Result<(Network, Vec<Subnet>, Option<String>)> {
+        if w.cidr.is_none() && w.subnetpool.is_empty() {
+            let net = self.cni_network(&w.network).await?;
+            let all = subnets_of(&self.neutron, &net).await?;
+            let subnets = pick_subnets(&net, all, w, None)?.unwrap_or_default();
+            return Ok((net, subnets, None));
+        }
+        let _g = self.locks.lock(&format!("cni-net:{}", w.network)).await;
+        let pool = match w.subnetpool.as_str() {
+            "" => None,
+            p => Some(self.cni_subnetpool(p).await?),
+        };
+        let net = match self.cni_network(&w.network).await {
+            Ok(n) => n,
+            Err(DriverError::NotFound(_)) if !is_uuid(&w.network) => {
+                tracing::info!(network = %w.network, "CNI: making the Neutron network the config names");
+                let net: Network = self
+                    .neutron
+                    .create(json!({"name": w.network, "admin_state_up": true}))
+                    .await?;
+                let tags = vec![names::TAG_CNI_MADE.to_string()];
+                self.neutron.replace_tags::<Network>(&net.id, &tags).await?;
+                Network { tags, ..net }
+            }
+            Err(e) => return Err(e),
+        };
+        let pool_id = pool.as_ref().map(|p| p.id.clone());
+        let all = subnets_of(&self.neutron, &net).await?;
+        if let Some(found) = pick_subnets(&net, all, w, pool_id.as_deref())? {
+            return Ok((net, found, pool_id));
+        }
+        let mut body = json!({"network_id": net.id, "name": format!("kuryr-cni-{}", w.network)});
+        match (&w.cidr, &pool) {
+            (Some(c), p) => {
+                body["cidr"] = json!(c.to_string());
+                body["ip_version"] = json!(if c.addr().is_ipv4() { 4 } else { 6 });
+                if let Some(p) = p {
+                    body["subnetpool_id"] = json!(p.id);
+                }
+            }
+            (None, Some(p)) => {
+                body["subnetpool_id"] = json!(p.id);
+                body["ip_version"] = json!(if p.ip_version == 6 { 6 } else { 4 });
+            }
+            (None, None) => {}
+        }
+        let subnet: Subnet = self.neutron.create(body).await?;
+        Ok((net, vec![subnet], pool_id))
+    }
+
+    async fn cni_subnetpool(&self, want: &str) -> Result<SubnetPool> {
+        if is_uuid(want) {
+            return Ok(self.neutron.get(want).await?);
+        }
+        let mut found: Vec<SubnetPool> =
+            self.neutron.list(&Filters::new().add("name", want)).await?;
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(DriverError::NotFound(format!(
+                "no subnetpool is named {want:?}"
+            ))),
+            n => Err(DriverError::BadRequest(format!(
+                "{n} subnetpools are named {want:?}: give its id instead"
+            ))),
+        }
+    }
+}

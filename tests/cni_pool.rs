@@ -1,0 +1,104 @@
+//! kuryr-cni on the port pool (`port_pool_size`), against a real `kuryr serve`, the real
+//! Neutron and real network namespaces. A binary of its own: the pool's attachments
+//! would show in the host-wide counts of tests/cni_plugin.rs's tests running beside it.
+
+mod common;
+
+use common::cni::{cni, conf, env, pings, TestNet};
+use common::{Kuryr, Netns};
+use serde_json::{json, Value};
+
+/// With `port_pool_size`, an ADD takes a port the pool made before it (bound to this
+/// host already, so the ADD asks Neutron nothing: src/cni/tests.rs counts the requests),
+/// the port becomes the attachment's after the answer, and a DEL right after the ADD,
+/// before that, still takes it away.
+#[tokio::test]
+async fn with_a_port_pool_adds_take_pool_ports_and_dels_leave_only_the_pool() {
+    let mut k = Kuryr::at(tempfile::tempdir().unwrap().keep().join("k.sock"))
+        .extra("port_pool_size = 3")
+        .start();
+    let net = TestNet::new("10.253.66.0/24", "10.253.66.1").await;
+    let (a, b, c_ns) = (Netns::new(), Netns::new(), Netns::new());
+    let (ca, cb, cc) = (
+        common::unique("ctr-pa-"),
+        common::unique("ctr-pb-"),
+        common::unique("ctr-pc-"),
+    );
+    // A config name of its own: a CNI GC of another test's config never takes these.
+    let c = conf(&k, &net.name, json!({"name": "kuryr-it-pool"}));
+    let pool_name = kuryr::driver::port_pool::POOL_PORT_NAME;
+
+    // The first ADD resolves the config and fills the pool behind it.
+    let (code, ra) = cni(&env("ADD", &ca, &a.path()), &c);
+    assert_eq!(code, 0, "ADD: {ra}\n{}", k.log_text());
+    let mut pool = Vec::new();
+    for _ in 0..120 {
+        pool = net.ports().await;
+        pool.retain(|p| p.name == pool_name && p.vif_type.is_bound());
+        if pool.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(pool.len(), 3, "the pool never filled\n{}", k.log_text());
+
+    let (code, rb) = cni(&env("ADD", &cb, &b.path()), &c);
+    assert_eq!(code, 0, "pooled ADD: {rb}\n{}", k.log_text());
+    let mac_b = rb["interfaces"][1]["mac"].as_str().unwrap().to_string();
+    let taken = pool
+        .iter()
+        .find(|p| p.mac_address.eq_ignore_ascii_case(&mac_b))
+        .unwrap_or_else(|| panic!("b's MAC {mac_b} is no pool port's: {pool:?}"))
+        .id
+        .clone();
+    let ip_b = rb["ips"][0]["address"].as_str().unwrap();
+    let ip_b = ip_b.split('/').next().unwrap().to_string();
+    assert!(
+        pings(&a, &ip_b),
+        "a cannot reach b on a pool port\n{}",
+        k.log_text()
+    );
+    // After the answer the pool port becomes b's.
+    let mut port_b = None;
+    for _ in 0..40 {
+        port_b = net.ports().await.into_iter().find(|p| p.id == taken);
+        if port_b.as_ref().is_some_and(|p| p.device_id == cb) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let port_b = port_b.expect("b's port is gone");
+    assert_eq!(port_b.device_id, cb);
+    assert_eq!(port_b.name, kuryr::names::cni_port_name(&cb, "eth0"));
+    assert!(
+        port_b.tags.iter().any(|t| t == kuryr::names::TAG_CNI),
+        "{port_b:?}"
+    );
+    let (code, v) = cni(&env("CHECK", &cb, &b.path()), &c);
+    assert_eq!((code, &v), (0, &Value::Null), "CHECK");
+
+    // c: DEL at once after its ADD, whether or not its bookkeeping is written yet.
+    let (code, rc) = cni(&env("ADD", &cc, &c_ns.path()), &c);
+    assert_eq!(code, 0, "ADD c: {rc}\n{}", k.log_text());
+    let (code, v) = cni(&env("DEL", &cc, &c_ns.path()), &c);
+    assert_eq!((code, &v), (0, &Value::Null), "DEL c\n{}", k.log_text());
+
+    for (ctr, ns) in [(&ca, &a), (&cb, &b)] {
+        let (code, v) = cni(&env("DEL", ctr, &ns.path()), &c);
+        assert_eq!((code, &v), (0, &Value::Null), "DEL");
+    }
+    // What stays is the pool: free ports, no container's, and no veth of a taken one.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let left = net.ports().await;
+    for p in &left {
+        assert!(
+            p.name == pool_name && p.device_id.is_empty(),
+            "left: {p:?}\n{}",
+            k.log_text()
+        );
+    }
+    assert!(!left.iter().any(|p| p.id == taken), "b's port stayed");
+    assert!(common::host_links(&kuryr::names::host_veth(&taken)).is_empty());
+    k.stop();
+    net.remove().await;
+}
