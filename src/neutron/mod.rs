@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 mod http;
+pub mod transport;
 pub mod types;
 
 use http::{collection_of, decode_body, encode_segment, http_client};
@@ -18,6 +19,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 pub use error::NeutronError;
+pub use transport::Transport;
 pub use types::*;
 
 use crate::config::NeutronConfig;
@@ -121,47 +123,12 @@ impl Extensions {
     }
 }
 
-/// Where requests go: Neutron over HTTP or, in tests, the in-memory Neutron of
-/// [`crate::testkit`] (compiled only into test builds).
-#[derive(Clone)]
-enum Backend {
-    Http,
-    #[cfg(any(test, feature = "testkit"))]
-    Memory(crate::testkit::MemoryNeutron),
-}
-
-/// An answered request.
-struct Answer {
-    status: u16,
-    body: String,
-    request_id: String,
-}
-
-/// A request that got no answer; `connect` when it never reached Neutron.
-struct NoAnswer {
-    connect: bool,
-    message: String,
-    cause: Option<error::Cause>,
-}
-
-impl NoAnswer {
-    /// The client's error kept whole; the message names its causes too (a refused
-    /// connection, a certificate refused), which its own text leaves out.
-    fn from_reqwest(e: reqwest::Error) -> NoAnswer {
-        let e = e.without_url();
-        NoAnswer {
-            connect: e.is_connect(),
-            message: error::chain(&e),
-            cause: Some(error::Cause(std::sync::Arc::new(e))),
-        }
-    }
-}
-
 #[derive(Clone)]
 pub struct Neutron {
-    /// Neutron's requests (HTTP backend) and Keystone's (always).
+    /// Keystone's requests.
     http: reqwest::Client,
-    backend: Backend,
+    /// Neutron's requests.
+    transport: Arc<dyn Transport>,
     auth: Arc<auth::Authenticator>,
     stats: Arc<Stats>,
     /// `[neutron] timeout`: one request's limit (less when the call has less left).
@@ -170,31 +137,27 @@ pub struct Neutron {
 
 impl Neutron {
     pub fn new(cfg: &NeutronConfig) -> Result<Self> {
-        Ok(Neutron {
-            http: http_client(cfg)?,
-            backend: Backend::Http,
+        let http = http_client(cfg)?;
+        Ok(Self::with_transport(
+            cfg,
+            http.clone(),
+            Arc::new(transport::Http(http)),
+        ))
+    }
+
+    /// A client whose Neutron requests go through `transport` (Keystone's through
+    /// `http`): the same retries, counting and error mapping whatever carries them.
+    pub fn with_transport(
+        cfg: &NeutronConfig,
+        http: reqwest::Client,
+        transport: Arc<dyn Transport>,
+    ) -> Self {
+        Neutron {
+            http,
+            transport,
             auth: Arc::new(auth::Authenticator::new(cfg.clone())),
             stats: Arc::new(Stats::default()),
             timeout: cfg.timeout,
-        })
-    }
-
-    /// A client of the in-memory Neutron (no Keystone): same requests, same counting,
-    /// same error mapping and retries as over HTTP.
-    #[cfg(any(test, feature = "testkit"))]
-    pub fn memory(m: crate::testkit::MemoryNeutron) -> Self {
-        crate::tls::install_crypto_provider();
-        let cfg = crate::config::Config::default().neutron;
-        let cfg = NeutronConfig {
-            endpoint: Some("memory://neutron".into()),
-            ..cfg
-        };
-        Neutron {
-            http: reqwest::Client::new(),
-            backend: Backend::Memory(m),
-            timeout: cfg.timeout,
-            auth: Arc::new(auth::Authenticator::new(cfg)),
-            stats: Arc::new(Stats::default()),
         }
     }
 
@@ -238,7 +201,17 @@ impl Neutron {
             };
             self.stats.record(&method, path);
             let started = Instant::now();
-            let result = self.exchange(&session, &method, path, query, body).await;
+            let result = self
+                .transport
+                .exchange(transport::Request {
+                    session: &session,
+                    method: &method,
+                    path,
+                    query,
+                    body,
+                    timeout: self.timeout,
+                })
+                .await;
             let elapsed = started.elapsed();
             let elapsed_ms = elapsed.as_millis() as u64;
             let status = result.as_ref().map_or(0, |a| a.status);
@@ -290,81 +263,6 @@ impl Neutron {
                 error::message_from_body(&answer.body),
             ));
         }
-    }
-
-    /// One exchange with the backend, no retries.
-    async fn exchange(
-        &self,
-        session: &auth::Session,
-        method: &Method,
-        path: &str,
-        query: &[(String, String)],
-        body: Option<&Value>,
-    ) -> std::result::Result<Answer, NoAnswer> {
-        match &self.backend {
-            Backend::Http => self.http_exchange(session, method, path, query, body).await,
-            #[cfg(any(test, feature = "testkit"))]
-            Backend::Memory(m) => match m.exchange(method.as_str(), path, query, body) {
-                Ok((status, body)) => Ok(Answer {
-                    status,
-                    body,
-                    request_id: String::new(),
-                }),
-                Err(crate::testkit::NoReply::Refused) => Err(NoAnswer {
-                    connect: true,
-                    message: "error sending request: connection refused".into(),
-                    cause: None,
-                }),
-                Err(crate::testkit::NoReply::Silent) => {
-                    tokio::time::sleep(deadline::cap(self.timeout)).await;
-                    Err(NoAnswer {
-                        connect: false,
-                        message: "error sending request: operation timed out".into(),
-                        cause: None,
-                    })
-                }
-            },
-        }
-    }
-
-    async fn http_exchange(
-        &self,
-        session: &auth::Session,
-        method: &Method,
-        path: &str,
-        query: &[(String, String)],
-        body: Option<&Value>,
-    ) -> std::result::Result<Answer, NoAnswer> {
-        let url = format!("{}{}", session.endpoint.trim_end_matches('/'), path);
-        let mut req = self
-            .http
-            .request(method.clone(), &url)
-            .query(query)
-            .timeout(deadline::cap(self.timeout));
-        if !session.token.is_empty() {
-            req = req.header("X-Auth-Token", session.token.expose());
-        }
-        if let Ok(rid) = REQUEST_ID.try_with(|r| r.clone()) {
-            req = req.header("X-OpenStack-Request-ID", rid);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.map_err(NoAnswer::from_reqwest)?;
-        let status = resp.status().as_u16();
-        let request_id = resp
-            .headers()
-            .get("x-openstack-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        // A body cut off mid-way is no answer either, but the request did reach Neutron.
-        let body = resp.text().await.map_err(NoAnswer::from_reqwest)?;
-        Ok(Answer {
-            status,
-            body,
-            request_id,
-        })
     }
 
     fn decode<T: serde::de::DeserializeOwned>(v: Option<Value>, key: &str) -> Result<T> {

@@ -61,7 +61,7 @@ impl Harness {
         let cfg = Config::parse("fuzz", &conf)
             .map_err(|e| std::io::Error::other(format!("harness config: {e}")))?
             .config;
-        let neutron = Neutron::memory(fake.clone());
+        let neutron = fake.client();
         Ok(Harness {
             fake,
             cfg: Arc::new(cfg),

@@ -1,4 +1,4 @@
-//! An in-memory Neutron behind the client's `Memory` backend: the REST subset kuryr uses
+//! An in-memory Neutron, a transport of the product's client (`MemoryNeutron::client`): the REST subset kuryr uses
 //! (networks, subnets, subnetpools, ports, trunks, security groups and rules, tags,
 //! filters, agents), answered in-process, with no socket, so the driver's mapping can be
 //! tested without a network, and faults (an answer of any status, a refused connection)
@@ -134,7 +134,22 @@ pub enum NoReply {
 }
 
 impl MemoryNeutron {
-    /// One request, as the client's Memory backend sends it: the answer's status and body
+    /// A client of this Neutron (no Keystone): the product's client, with the same
+    /// requests, counting, error mapping and retries as over HTTP.
+    pub fn client(&self) -> crate::neutron::Neutron {
+        crate::tls::install_crypto_provider();
+        let cfg = crate::config::NeutronConfig {
+            endpoint: Some("memory://neutron".into()),
+            ..crate::config::Config::default().neutron
+        };
+        crate::neutron::Neutron::with_transport(
+            &cfg,
+            reqwest::Client::new(),
+            Arc::new(self.clone()),
+        )
+    }
+
+    /// One request, as the client sends it: the answer's status and body
     /// text, or why there is none (a scripted fault).
     pub fn exchange(
         &self,
@@ -986,4 +1001,34 @@ fn not_found(c: &str, id: &str) -> Reply {
         _ => "NotFound",
     };
     err(404, kind, format!("{c} {id} could not be found"))
+}
+
+#[async_trait::async_trait]
+impl crate::neutron::Transport for MemoryNeutron {
+    async fn exchange(
+        &self,
+        r: crate::neutron::transport::Request<'_>,
+    ) -> Result<crate::neutron::transport::Answer, crate::neutron::transport::NoAnswer> {
+        use crate::neutron::transport::{Answer, NoAnswer};
+        match MemoryNeutron::exchange(self, r.method.as_str(), r.path, r.query, r.body) {
+            Ok((status, body)) => Ok(Answer {
+                status,
+                body,
+                request_id: String::new(),
+            }),
+            Err(NoReply::Refused) => Err(NoAnswer {
+                connect: true,
+                message: "error sending request: connection refused".into(),
+                cause: None,
+            }),
+            Err(NoReply::Silent) => {
+                tokio::time::sleep(crate::deadline::cap(r.timeout)).await;
+                Err(NoAnswer {
+                    connect: false,
+                    message: "error sending request: operation timed out".into(),
+                    cause: None,
+                })
+            }
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! integration tests and fuzz targets, which enable the `testkit` feature. A release
 //! binary contains none of it (`scripts/test` checks the binary for its strings).
 //!
-//! - [`MemoryNeutron`]: an in-memory Neutron behind the client's Memory backend, with
+//! - [`MemoryNeutron`]: an in-memory Neutron, a transport of the product's client, with
 //!   scripted faults and a request log;
 //! - [`FakeHost`]: recording fake host plumbing;
 //! - [`TestDriver`]: a driver built from those two, with the real router in front;
@@ -26,7 +26,6 @@ pub use memory_neutron::{Fault, MemoryNeutron, NoReply};
 
 use crate::config::Config;
 use crate::driver::Driver;
-use crate::neutron::Neutron;
 
 /// A driver on the in-memory Neutron and the fake host, served by the real router.
 pub struct TestDriver {
@@ -55,23 +54,18 @@ impl TestDriver {
             )
         };
         if !text.contains("[neutron]") {
-            // The Memory backend ignores it; the config needs one.
+            // The in-memory transport ignores it; the config needs one.
             text.push_str("\n[neutron]\nendpoint = http://memory.invalid:9696\n");
         }
         let cfg = match Config::parse("test", &text) {
             Ok(l) => l.config,
             Err(e) => panic!("test config: {e}\n{text}"),
         };
-        let driver = match Driver::new(
-            Arc::new(cfg),
-            Neutron::memory(neutron.clone()),
-            Arc::new(host.clone()),
-        )
-        .await
-        {
-            Ok(d) => Arc::new(d),
-            Err(e) => panic!("test driver: {e}"),
-        };
+        let driver =
+            match Driver::new(Arc::new(cfg), neutron.client(), Arc::new(host.clone())).await {
+                Ok(d) => Arc::new(d),
+                Err(e) => panic!("test driver: {e}"),
+            };
         neutron.clear_requests();
         let app = crate::server::router(driver.clone());
         let cni_app =
