@@ -13,7 +13,7 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::spec::{self, Call, CniError, CniResult, Code, NetConf};
+use super::spec::{self, Call, CniError, CniResult, Code, Command, NetConf};
 use crate::driver::cni::{Attach, Attached, Wiring};
 use crate::driver::{Driver, DriverError};
 use crate::service::App;
@@ -100,114 +100,126 @@ async fn handle(State(svc): State<App>, body: Bytes) -> Response {
 
 /// Checks what the command needs, runs it: a result (Null for none) or a CNI error.
 async fn dispatch(d: &Arc<Driver>, call: &Call, conf: &NetConf) -> Result<Value, CniError> {
-    let attach = || -> Result<Attach, CniError> {
-        if !spec::valid_container_id(&call.container_id) {
-            return Err(CniError::new(
-                Code::InvalidEnv,
-                format!(
-                    "CNI_CONTAINERID {:?} is not a container id",
-                    call.container_id
-                ),
-            ));
-        }
-        if !spec::valid_ifname(&call.ifname) {
-            return Err(CniError::new(
-                Code::InvalidEnv,
-                format!("CNI_IFNAME {:?} is not an interface name", call.ifname),
-            ));
-        }
-        let netns = match call.netns.as_str() {
-            "" => None,
-            p if p.starts_with('/') && !p.contains("..") => Some(PathBuf::from(p)),
-            p => {
-                return Err(CniError::new(
-                    Code::InvalidEnv,
-                    format!("CNI_NETNS {p:?} is not an absolute path"),
-                ))
-            }
-        };
-        Ok(Attach {
-            container_id: call.container_id.clone(),
-            ifname: call.ifname.clone(),
-            netns,
-            conf_name: conf.name.clone(),
-        })
-    };
-    match call.command.as_str() {
-        "ADD" => {
-            let a = attach()?;
-            conf.require_network()?;
-            let wanted = spec::parse_args(&call.args, &conf.runtime_config)?;
-            let w = Wiring {
-                network: conf.network.clone(),
-                subnet: conf.subnet.clone(),
-                cidr: conf
-                    .cidr
-                    .as_deref()
-                    .and_then(|c| c.parse::<ipnet::IpNet>().ok())
-                    .map(|n| n.trunc()),
-                subnetpool: conf.subnetpool.clone(),
-                security_groups: conf.security_groups.clone(),
-                qos_policy: conf.qos_policy.clone(),
-                floating_network: conf.floating_network.clone(),
-                mtu: conf.mtu,
-                ips: wanted.ips,
-                mac: wanted.mac,
-            };
-            let att = d.cni_add(&a, &w).await.map_err(cni_error)?;
-            Ok(result(&att, &a).to_json(conf.version()))
-        }
-        "DEL" => {
-            d.cni_del(&attach()?).await.map_err(cni_error)?;
+    match Command::parse(&call.command)? {
+        Command::Add => add(d, call, conf).await,
+        Command::Del => {
+            d.cni_del(&attach_of(call, conf)?)
+                .await
+                .map_err(cni_error)?;
             Ok(Value::Null)
         }
-        "CHECK" => {
-            if conf.version().starts_with("0.3") {
-                return Err(CniError::new(
-                    Code::IncompatibleVersion,
-                    "CHECK needs cniVersion 0.4.0 or later",
-                ));
-            }
-            let prev = match &conf.prev_result {
-                Some(p) => CniResult::from_prev(p)?
-                    .ips
-                    .into_iter()
-                    .map(|i| i.address)
-                    .collect(),
-                None => Vec::new(),
-            };
-            d.cni_check(&attach()?, &prev).await.map_err(cni_error)?;
-            Ok(Value::Null)
-        }
-        "STATUS" => {
+        Command::Check => check(d, call, conf).await,
+        Command::Status => {
             d.cni_status().await.map_err(|e| {
                 CniError::new(Code::NotAvailable, "Neutron is not reachable from kuryr")
                     .with_details(e.to_string())
             })?;
             Ok(Value::Null)
         }
-        "GC" => {
-            let valid = conf.valid_attachments.as_ref().ok_or_else(|| {
-                CniError::new(
-                    Code::InvalidConfig,
-                    "GC needs cni.dev/valid-attachments (without it every attachment would go)",
-                )
-            })?;
-            let valid: Vec<(String, String)> = valid
-                .iter()
-                .map(|a| (a.container_id.clone(), a.ifname.clone()))
-                .collect();
-            let removed = d.cni_gc(&conf.name, &valid).await.map_err(cni_error)?;
-            for h in removed {
-                tracing::info!(port = %h.port_id, container = %h.container_id, ifname = %h.ifname, "CNI GC removed an attachment");
-            }
-            Ok(Value::Null)
-        }
-        c => Err(CniError::new(
+        Command::Gc => gc(d, conf).await,
+        Command::Version => Err(CniError::new(
             Code::InvalidEnv,
-            format!("CNI_COMMAND {c:?} is not a CNI command"),
+            "VERSION is answered by kuryr-cni itself, not the daemon",
         )),
     }
+}
+
+/// The attachment a call names, its container id, interface and namespace checked.
+fn attach_of(call: &Call, conf: &NetConf) -> Result<Attach, CniError> {
+    if !spec::valid_container_id(&call.container_id) {
+        return Err(CniError::new(
+            Code::InvalidEnv,
+            format!(
+                "CNI_CONTAINERID {:?} is not a container id",
+                call.container_id
+            ),
+        ));
+    }
+    if !spec::valid_ifname(&call.ifname) {
+        return Err(CniError::new(
+            Code::InvalidEnv,
+            format!("CNI_IFNAME {:?} is not an interface name", call.ifname),
+        ));
+    }
+    let netns = match call.netns.as_str() {
+        "" => None,
+        p if p.starts_with('/') && !p.contains("..") => Some(PathBuf::from(p)),
+        p => {
+            return Err(CniError::new(
+                Code::InvalidEnv,
+                format!("CNI_NETNS {p:?} is not an absolute path"),
+            ))
+        }
+    };
+    Ok(Attach {
+        container_id: call.container_id.clone(),
+        ifname: call.ifname.clone(),
+        netns,
+        conf_name: conf.name.clone(),
+    })
+}
+
+async fn add(d: &Arc<Driver>, call: &Call, conf: &NetConf) -> Result<Value, CniError> {
+    let a = attach_of(call, conf)?;
+    conf.require_network()?;
+    let wanted = spec::parse_args(&call.args, &conf.runtime_config)?;
+    let w = Wiring {
+        network: conf.network.clone(),
+        subnet: conf.subnet.clone(),
+        cidr: conf
+            .cidr
+            .as_deref()
+            .and_then(|c| c.parse::<ipnet::IpNet>().ok())
+            .map(|n| n.trunc()),
+        subnetpool: conf.subnetpool.clone(),
+        security_groups: conf.security_groups.clone(),
+        qos_policy: conf.qos_policy.clone(),
+        floating_network: conf.floating_network.clone(),
+        mtu: conf.mtu,
+        ips: wanted.ips,
+        mac: wanted.mac,
+    };
+    let att = d.cni_add(&a, &w).await.map_err(cni_error)?;
+    Ok(result(&att, &a).to_json(conf.version()))
+}
+
+async fn check(d: &Arc<Driver>, call: &Call, conf: &NetConf) -> Result<Value, CniError> {
+    if conf.version().starts_with("0.3") {
+        return Err(CniError::new(
+            Code::IncompatibleVersion,
+            "CHECK needs cniVersion 0.4.0 or later",
+        ));
+    }
+    let prev = match &conf.prev_result {
+        Some(p) => CniResult::from_prev(p)?
+            .ips
+            .into_iter()
+            .map(|i| i.address)
+            .collect(),
+        None => Vec::new(),
+    };
+    d.cni_check(&attach_of(call, conf)?, &prev)
+        .await
+        .map_err(cni_error)?;
+    Ok(Value::Null)
+}
+
+async fn gc(d: &Arc<Driver>, conf: &NetConf) -> Result<Value, CniError> {
+    let valid = conf.valid_attachments.as_ref().ok_or_else(|| {
+        CniError::new(
+            Code::InvalidConfig,
+            "GC needs cni.dev/valid-attachments (without it every attachment would go)",
+        )
+    })?;
+    let valid: Vec<(String, String)> = valid
+        .iter()
+        .map(|a| (a.container_id.clone(), a.ifname.clone()))
+        .collect();
+    let removed = d.cni_gc(&conf.name, &valid).await.map_err(cni_error)?;
+    for h in removed {
+        tracing::info!(port = %h.port_id, container = %h.container_id, ifname = %h.ifname, "CNI GC removed an attachment");
+    }
+    Ok(Value::Null)
 }
 
 /// The spec's code for a driver error: the config's fault, try again, or kuryr's own.

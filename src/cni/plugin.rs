@@ -49,8 +49,8 @@ pub fn run(command: &str, stdin: &[u8], env: &dyn Fn(&str) -> String) -> (Value,
         return (spec::version_info(&v), 0);
     }
     let fail = |e: CniError, v: &str| (e.to_json(v), 1);
-    let required = match spec::required_env(command) {
-        Ok(r) => r,
+    let required = match spec::Command::parse(command) {
+        Ok(c) => c.required_env(),
         Err(e) => return fail(e, spec::DEFAULT_VERSION),
     };
     let conf = match NetConf::parse(stdin) {

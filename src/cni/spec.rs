@@ -391,26 +391,48 @@ pub struct Call {
     pub config: Map<String, Value>,
 }
 
-/// The commands and what each needs from the environment.
-pub fn required_env(command: &str) -> Result<&'static [&'static str], CniError> {
-    Ok(match command {
-        "ADD" => &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
-        "DEL" => &["CNI_CONTAINERID", "CNI_IFNAME"],
-        "CHECK" => &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
-        "STATUS" | "GC" | "VERSION" => &[],
-        "" => {
-            return Err(CniError::new(
+/// A CNI command (`CNI_COMMAND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Add,
+    Del,
+    Check,
+    Status,
+    Gc,
+    Version,
+}
+
+impl Command {
+    /// The command `CNI_COMMAND` names; the spec's error for anything else.
+    pub fn parse(command: &str) -> Result<Command, CniError> {
+        Ok(match command {
+            "ADD" => Command::Add,
+            "DEL" => Command::Del,
+            "CHECK" => Command::Check,
+            "STATUS" => Command::Status,
+            "GC" => Command::Gc,
+            "VERSION" => Command::Version,
+            "" => return Err(CniError::new(
                 Code::InvalidEnv,
                 "CNI_COMMAND is not set (kuryr-cni is a CNI plugin: a container runtime runs it)",
-            ))
+            )),
+            c => {
+                return Err(CniError::new(
+                    Code::InvalidEnv,
+                    format!("CNI_COMMAND {c:?} is not a CNI command"),
+                ))
+            }
+        })
+    }
+
+    /// What the command needs from the environment.
+    pub fn required_env(self) -> &'static [&'static str] {
+        match self {
+            Command::Add | Command::Check => &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
+            Command::Del => &["CNI_CONTAINERID", "CNI_IFNAME"],
+            Command::Status | Command::Gc | Command::Version => &[],
         }
-        c => {
-            return Err(CniError::new(
-                Code::InvalidEnv,
-                format!("CNI_COMMAND {c:?} is not a CNI command"),
-            ))
-        }
-    })
+    }
 }
 
 /// A container id as the spec allows: alphanumerics, `_`, `.`, `-`, starting with an
@@ -519,7 +541,12 @@ mod tests {
         assert!(valid_container_id("3f2a-b_c.d"));
         assert!(!valid_container_id("-x"));
         assert!(!valid_container_id("a b"));
-        assert_eq!(required_env("ADD").unwrap().len(), 3);
-        assert!(required_env("PUT").is_err());
+        assert_eq!(Command::parse("ADD").unwrap().required_env().len(), 3);
+        assert_eq!(Command::parse("DEL").unwrap().required_env().len(), 2);
+        assert!(Command::parse("PUT").is_err());
+        assert!(Command::parse("")
+            .unwrap_err()
+            .msg
+            .contains("CNI_COMMAND is not set"));
     }
 }

@@ -101,6 +101,23 @@ async fn connect(cfg: Arc<Config>, service: Arc<server::Service>) -> Result<Arc<
     }
 }
 
+/// What `serve` listens on, and the files it removes when it stops.
+struct Listeners {
+    tasks: tokio::task::JoinSet<std::io::Result<()>>,
+    guards: Vec<server::SocketGuard>,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Listeners {
+    fn spawn<L>(&mut self, l: L, app: axum::Router)
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
+        spawn_serve(&mut self.tasks, l, app, self.stop.clone());
+    }
+}
+
 async fn serve(
     cfg: Arc<Config>,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -109,63 +126,29 @@ async fn serve(
     let service = Arc::new(server::Service::connecting(cfg.clone()));
     let app = server::router_for(service.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut guards = Vec::new();
+    let mut ls = Listeners {
+        tasks: tokio::task::JoinSet::new(),
+        guards: Vec::new(),
+        stop: stop_rx,
+    };
     if let Some(path) = &cfg.unix_socket {
         let l =
             server::bind_unix(path).with_context(|| format!("listening on {}", path.display()))?;
-        guards.push(server::SocketGuard(path.clone()));
+        ls.guards.push(server::SocketGuard(path.clone()));
         tracing::info!(socket = %path.display(), "listening");
-        spawn_serve(&mut tasks, l, app.clone(), stop_rx.clone());
+        ls.spawn(l, app.clone());
     }
     if let Some(path) = &cfg.cni_socket {
-        match server::bind_unix(path) {
-            Ok(l) => {
-                // Only root runs CNI plugins.
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .with_context(|| format!("permissions of {}", path.display()))?;
-                guards.push(server::SocketGuard(path.clone()));
-                tracing::info!(socket = %path.display(), "CNI API listening");
-                let cni = crate::cni::daemon::router(service.clone());
-                spawn_serve(&mut tasks, l, cni, stop_rx.clone());
-            }
-            // Another kuryr serves CNI here: this one serves Docker alone.
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                tracing::warn!(socket = %path.display(), "another kuryr serves the CNI socket; no CNI API here (set cni_socket)");
-            }
-            Err(e) => {
-                return Err(e).with_context(|| format!("listening on {}", path.display()));
-            }
-        }
+        listen_cni(path, &service, &mut ls)?;
     }
     if cfg.tcp_configured {
-        let l = listen_tcp(&cfg).await?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let addr = format!(
-            "{scheme}://{}",
-            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
-        );
-        tracing::info!(address = %addr, "listening on TCP");
-        if let Some(dir) = &discovery_dir {
-            let path = write_discovery_file(dir, &addr, tls.is_some(), &cfg)?;
-            tracing::info!(file = %path.display(), "wrote Docker discovery file");
-            guards.push(server::SocketGuard(path));
-        }
-        match tls.clone() {
-            Some(t) => spawn_serve(
-                &mut tasks,
-                tls::TlsListener::new(l, t),
-                app.clone(),
-                stop_rx.clone(),
-            ),
-            None => spawn_serve(&mut tasks, l, app.clone(), stop_rx.clone()),
-        }
+        listen_tcp_api(&cfg, tls, discovery_dir.as_deref(), app, &mut ls).await?;
     } else if discovery_dir.is_some() {
         tracing::info!(
             "no TCP listener: Docker finds the unix socket by itself, no discovery file written"
         );
     }
-    if tasks.is_empty() {
+    if ls.tasks.is_empty() {
         bail!("nothing to listen on: unix_socket is empty and kuryr_uri is not set");
     }
     if let Some(addr) = cfg.metrics_listen {
@@ -173,12 +156,7 @@ async fn serve(
             .await
             .with_context(|| format!("metrics_listen {addr}"))?;
         tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
-        spawn_serve(
-            &mut tasks,
-            l,
-            server::ops_router(service.clone()),
-            stop_rx.clone(),
-        );
+        ls.spawn(l, server::ops_router(service.clone()));
     }
     // Listening already: Docker's plugin lookup and Plugin.Activate never wait for Neutron.
     let reconcile_on_start = cfg.reconcile_on_start;
@@ -193,9 +171,9 @@ async fn serve(
             Ok::<(), anyhow::Error>(())
         }
     });
-    wait_for_stop(&mut tasks, connecting).await?;
+    wait_for_stop(&mut ls.tasks, connecting).await?;
     let _ = stop_tx.send(true);
-    while let Some(r) = tasks.join_next().await {
+    while let Some(r) = ls.tasks.join_next().await {
         if let Ok(Err(e)) = r {
             tracing::warn!(error = %e, "listener stopped with an error");
         }
@@ -203,8 +181,56 @@ async fn serve(
     if let Some(d) = service.driver() {
         d.flush().await;
     }
-    drop(guards);
+    drop(ls.guards);
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The CNI API on its own socket, root's only; none when another kuryr serves it.
+fn listen_cni(path: &Path, service: &server::App, ls: &mut Listeners) -> Result<()> {
+    match server::bind_unix(path) {
+        Ok(l) => {
+            // Only root runs CNI plugins.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("permissions of {}", path.display()))?;
+            ls.guards.push(server::SocketGuard(path.to_path_buf()));
+            tracing::info!(socket = %path.display(), "CNI API listening");
+            ls.spawn(l, crate::cni::daemon::router(service.clone()));
+            Ok(())
+        }
+        // Another kuryr serves CNI here: this one serves Docker alone.
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            tracing::warn!(socket = %path.display(), "another kuryr serves the CNI socket; no CNI API here (set cni_socket)");
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("listening on {}", path.display())),
+    }
+}
+
+/// The plugin API on `kuryr_uri` (TLS when configured), and Docker's discovery file.
+async fn listen_tcp_api(
+    cfg: &Config,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    discovery_dir: Option<&Path>,
+    app: axum::Router,
+    ls: &mut Listeners,
+) -> Result<()> {
+    let l = listen_tcp(cfg).await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let addr = format!(
+        "{scheme}://{}",
+        l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+    );
+    tracing::info!(address = %addr, "listening on TCP");
+    if let Some(dir) = discovery_dir {
+        let path = write_discovery_file(dir, &addr, tls.is_some(), cfg)?;
+        tracing::info!(file = %path.display(), "wrote Docker discovery file");
+        ls.guards.push(server::SocketGuard(path));
+    }
+    match tls {
+        Some(t) => ls.spawn(tls::TlsListener::new(l, t), app),
+        None => ls.spawn(l, app),
+    }
     Ok(())
 }
 

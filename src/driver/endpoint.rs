@@ -58,38 +58,7 @@ impl Driver {
         let ep = req.endpoint_id.as_str();
         let _g = self.locks.lock(&format!("ep:{ep}")).await;
         let net = self.require_net(&req.network_id).await?;
-        let subnets = subnets_of(&net, &addrs)?;
-        // The container's groups replace its network's; resolved before anything changes.
-        let groups = match req
-            .options
-            .get(super::network::SECURITY_GROUPS_OPTION)
-            .and_then(Value::as_str)
-        {
-            Some(v) => Some(
-                self.security_group_ids(&super::network::split_list(v))
-                    .await?,
-            ),
-            None if !net.security_groups.is_empty() => Some(net.security_groups.clone()),
-            None => None,
-        };
-        let qos = match req
-            .options
-            .get(super::network::QOS_POLICY_OPTION)
-            .and_then(Value::as_str)
-        {
-            Some(v) => Some(self.qos_policy_id(v).await?),
-            None => None,
-        };
-        let floating = self.floating_ask(&req.options, &net).await?;
-        let mut ask = EndpointAsk {
-            ep,
-            addrs,
-            subnets,
-            mac,
-            groups,
-            qos,
-            floating,
-        };
+        let mut ask = self.endpoint_ask(&req, &net, addrs, mac).await?;
         let ports = self.reserved_ports(&ask).await?;
         // A user's floating IP is free, or already on this endpoint's port (a retry).
         if let Some(Floating::Existing(f)) = &ask.floating {
@@ -144,6 +113,42 @@ impl Driver {
                 mac_address: response_mac(&req.interface, &port),
                 ..Default::default()
             },
+        })
+    }
+
+    /// What the endpoint asks of its port: its addresses' subnets, and the groups (the
+    /// container's replace its network's), QoS policy and floating IP its options or its
+    /// network name, resolved before anything changes.
+    async fn endpoint_ask<'a>(
+        &self,
+        req: &'a CreateEndpointRequest,
+        net: &NetInfo,
+        addrs: Vec<IpAddr>,
+        mac: Option<String>,
+    ) -> Result<EndpointAsk<'a>> {
+        let subnets = subnets_of(net, &addrs)?;
+        let option = |name: &str| req.options.get(name).and_then(Value::as_str);
+        let groups = match option(super::network::SECURITY_GROUPS_OPTION) {
+            Some(v) => Some(
+                self.security_group_ids(&super::network::split_list(v))
+                    .await?,
+            ),
+            None if !net.security_groups.is_empty() => Some(net.security_groups.clone()),
+            None => None,
+        };
+        let qos = match option(super::network::QOS_POLICY_OPTION) {
+            Some(v) => Some(self.qos_policy_id(v).await?),
+            None => None,
+        };
+        let floating = self.floating_ask(&req.options, net).await?;
+        Ok(EndpointAsk {
+            ep: req.endpoint_id.as_str(),
+            addrs,
+            subnets,
+            mac,
+            groups,
+            qos,
+            floating,
         })
     }
 

@@ -130,19 +130,7 @@ impl Driver {
                 b.remove("qos_policy_id");
             }
         }
-        let groups_ok = body
-            .get("security_groups")
-            .and_then(Value::as_array)
-            .is_none_or(|g| {
-                g.len() == old.security_groups.len()
-                    && g.iter().all(|x| {
-                        x.as_str()
-                            .is_some_and(|x| old.security_groups.iter().any(|o| o == x))
-                    })
-            })
-            && body
-                .get("qos_policy_id")
-                .is_none_or(|q| q.as_str() == old.qos_policy_id.as_deref());
+        let groups_ok = groups_and_policy_as_asked(&old, &body);
         let nested = matches!(host, HostPlan::Nested(..));
         let subport = matches!(host, HostPlan::Nested(_, super::nested::NestedKind::Vlan));
         let already = (nested || old.host_id == self.cfg.host)
@@ -153,29 +141,13 @@ impl Driver {
         if already && (nested || old.vif_type.is_bound()) {
             return PortPlan::Keep(Box::new(old));
         }
-        // Another endpoint's tags (a port given back to the pool) do not stay.
-        let mut tags: Vec<String> = old
-            .tags
-            .iter()
-            .filter(|t| !t.starts_with(names::TAG_LOW) && !t.starts_with(names::TAG_HIGH))
-            .cloned()
-            .collect();
-        let mut add = names::id_tags(ep);
-        if picked {
-            add.push(names::TAG_VF_PICKED.to_string());
-        }
         let own = body.get("security_groups").is_some() || body.get("qos_policy_id").is_some();
-        if (own && !groups_ok) || ask.floating.is_some() {
-            add.push(names::TAG_PORT_OWN.to_string());
-        }
-        if kuryr_made(&old) {
-            add.push(names::TAG_KURYR_PORT.to_string());
-        }
-        for t in add {
-            if !tags.contains(&t) {
-                tags.push(t);
-            }
-        }
+        let tags = endpoint_tags(
+            &old,
+            ep,
+            picked,
+            (own && !groups_ok) || ask.floating.is_some(),
+        );
         let bound_here = old.host_id == self.cfg.host && old.vif_type.is_bound();
         let free = old.device_id.is_empty() || old.device_id == ep;
         // Groups take effect before the container starts: not deferred with the rest.
@@ -336,4 +308,50 @@ impl Driver {
             error.rolled_back_with(failures)
         }
     }
+}
+
+/// Whether the port has the groups and QoS policy the update body asks for already.
+fn groups_and_policy_as_asked(old: &Port, body: &Value) -> bool {
+    let groups = body
+        .get("security_groups")
+        .and_then(Value::as_array)
+        .is_none_or(|g| {
+            g.len() == old.security_groups.len()
+                && g.iter().all(|x| {
+                    x.as_str()
+                        .is_some_and(|x| old.security_groups.iter().any(|o| o == x))
+                })
+        });
+    groups
+        && body
+            .get("qos_policy_id")
+            .is_none_or(|q| q.as_str() == old.qos_policy_id.as_deref())
+}
+
+/// The port's tags for endpoint `ep`: its own kept, another endpoint's (a port given
+/// back to the pool) dropped; `picked`: kuryr picked its VF; `own`: the port carries
+/// settings of its own (groups, policy, floating IP) and is never pooled again.
+fn endpoint_tags(old: &Port, ep: &str, picked: bool, own: bool) -> Vec<String> {
+    let mut tags: Vec<String> = old
+        .tags
+        .iter()
+        .filter(|t| !t.starts_with(names::TAG_LOW) && !t.starts_with(names::TAG_HIGH))
+        .cloned()
+        .collect();
+    let mut add = names::id_tags(ep);
+    if picked {
+        add.push(names::TAG_VF_PICKED.to_string());
+    }
+    if own {
+        add.push(names::TAG_PORT_OWN.to_string());
+    }
+    if kuryr_made(old) {
+        add.push(names::TAG_KURYR_PORT.to_string());
+    }
+    for t in add {
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+    tags
 }

@@ -95,22 +95,7 @@ impl Driver {
         .flatten()
         .collect();
         let opts = generic_options(&req.options);
-        let shared = match opts.get("neutron.net.shared") {
-            None => false,
-            Some(v) => crate::config::parse_bool(v)
-                .ok_or_else(|| super::bad(format!("neutron.net.shared {v:?} is not a boolean")))?,
-        };
-        for k in [
-            "neutron.net.uuid",
-            "neutron.pool.uuid",
-            "neutron.pool.v6.uuid",
-            "neutron.subnet.uuid",
-            "neutron.subnet.v6.uuid",
-        ] {
-            if let Some(v) = Self::net_option(&opts, k) {
-                validate::uuid(k, v)?;
-            }
-        }
+        let shared = Self::checked_options(&opts)?;
         let id = req.network_id.as_str();
         let _g = self.locks.lock(&format!("net:{id}")).await;
         // A retried call finds what the first one made.
@@ -118,23 +103,7 @@ impl Driver {
             return Ok(json!({}));
         }
         // Groups and pools first: nothing is created if one is missing.
-        let groups = match opts.get(SECURITY_GROUPS_OPTION) {
-            Some(v) => self.security_group_ids(&split_list(v)).await?,
-            None => Vec::new(),
-        };
-        let qos = match opts.get(QOS_POLICY_OPTION) {
-            Some(v) => Some(self.qos_policy_id(v).await?),
-            None => None,
-        };
-        let floating = match opts.get(FLOATING_NETWORK_OPTION) {
-            Some(v) => Some(self.external_network_id(v).await?),
-            None => None,
-        };
-        let ask = NetAsk {
-            groups,
-            qos,
-            floating,
-        };
+        let ask = self.net_ask(&opts).await?;
         let mut pools = Vec::new();
         for f in &fams {
             pools.push(self.pool_for(f, &opts).await?);
@@ -173,6 +142,48 @@ impl Driver {
         }
         self.cache.networks.put(id.to_string(), info);
         Ok(json!({}))
+    }
+
+    /// Checks the options' ids and flags before anything is read; whether the network
+    /// is to be shared.
+    fn checked_options(opts: &BTreeMap<String, String>) -> Result<bool> {
+        for k in [
+            "neutron.net.uuid",
+            "neutron.pool.uuid",
+            "neutron.pool.v6.uuid",
+            "neutron.subnet.uuid",
+            "neutron.subnet.v6.uuid",
+        ] {
+            if let Some(v) = Self::net_option(opts, k) {
+                validate::uuid(k, v)?;
+            }
+        }
+        match opts.get("neutron.net.shared") {
+            None => Ok(false),
+            Some(v) => crate::config::parse_bool(v)
+                .ok_or_else(|| super::bad(format!("neutron.net.shared {v:?} is not a boolean"))),
+        }
+    }
+
+    /// The groups, QoS policy and external network the options name, as ids.
+    async fn net_ask(&self, opts: &BTreeMap<String, String>) -> Result<NetAsk> {
+        let groups = match opts.get(SECURITY_GROUPS_OPTION) {
+            Some(v) => self.security_group_ids(&split_list(v)).await?,
+            None => Vec::new(),
+        };
+        let qos = match opts.get(QOS_POLICY_OPTION) {
+            Some(v) => Some(self.qos_policy_id(v).await?),
+            None => None,
+        };
+        let floating = match opts.get(FLOATING_NETWORK_OPTION) {
+            Some(v) => Some(self.external_network_id(v).await?),
+            None => None,
+        };
+        Ok(NetAsk {
+            groups,
+            qos,
+            floating,
+        })
     }
 
     /// The Neutron network: the one named by option (adopted: tagged for this Docker
@@ -222,25 +233,7 @@ impl Driver {
                 let (net, undo) = self.take_from_ipam(id, held, &id_tags, qos, shared).await?;
                 return Ok((net, Origin::FromIpam, undo));
             }
-            let mut body = json!({
-                "name": names::network_name(id),
-                "admin_state_up": true,
-                "shared": shared,
-            });
-            // On the network itself: Neutron applies it to every port without a policy
-            // of its own, so a container start costs no request for it.
-            if let Some(q) = qos {
-                body["qos_policy_id"] = json!(q);
-            }
-            let net: Network = self.neutron.create(body).await?;
-            let undo = NetUndo::DeleteNetwork(net.id.clone());
-            if let Err(e) = self
-                .neutron
-                .replace_tags::<Network>(&net.id, &id_tags)
-                .await
-            {
-                return Err(self.undo_network(vec![undo], e.into()).await);
-            }
+            let (net, undo) = self.new_network(id, shared, qos, &id_tags).await?;
             return Ok((net, Origin::New, undo));
         };
         if opts.contains_key("neutron.net.shared") && net.shared != shared {
@@ -272,6 +265,32 @@ impl Driver {
         self.neutron.replace_tags::<Network>(&net.id, &tags).await?;
         let undo = NetUndo::RestoreTags(net.id.clone(), net.tags.clone());
         Ok((net, Origin::Adopted, undo))
+    }
+
+    /// A network of kuryr's for Docker network `id`, tagged with `tags`.
+    async fn new_network(
+        &self,
+        id: &str,
+        shared: bool,
+        qos: Option<&str>,
+        tags: &[String],
+    ) -> Result<(Network, NetUndo)> {
+        let mut body = json!({
+            "name": names::network_name(id),
+            "admin_state_up": true,
+            "shared": shared,
+        });
+        // On the network itself: Neutron applies it to every port without a policy
+        // of its own, so a container start costs no request for it.
+        if let Some(q) = qos {
+            body["qos_policy_id"] = json!(q);
+        }
+        let net: Network = self.neutron.create(body).await?;
+        let undo = NetUndo::DeleteNetwork(net.id.clone());
+        if let Err(e) = self.neutron.replace_tags::<Network>(&net.id, tags).await {
+            return Err(self.undo_network(vec![undo], e.into()).await);
+        }
+        Ok((net, undo))
     }
 
     /// Undoes CreateNetwork steps, last first; every one is tried, and what could not be

@@ -189,20 +189,9 @@ impl Neutron {
                     deadline::STEPS.as_secs()
                 )));
             }
-            let session = match deadline::remaining() {
-                Some(left) => tokio::time::timeout(left, self.auth.session(&self.http))
-                    .await
-                    .map_err(|_| {
-                        NeutronError::Deadline(
-                            "no Keystone token before the call's deadline".into(),
-                        )
-                    })??,
-                None => self.auth.session(&self.http).await?,
-            };
-            self.stats.record(&method, path);
+            let session = self.session().await?;
             let started = Instant::now();
             let result = self
-                .transport
                 .exchange(transport::Request {
                     session: &session,
                     method: &method,
@@ -212,15 +201,7 @@ impl Neutron {
                     timeout: self.timeout,
                 })
                 .await;
-            let elapsed = started.elapsed();
-            let elapsed_ms = elapsed.as_millis() as u64;
-            let status = result.as_ref().map_or(0, |a| a.status);
-            crate::metrics::global().observe_neutron(
-                method.as_str(),
-                collection_of(path),
-                status,
-                elapsed.as_secs_f64(),
-            );
+            let elapsed_ms = started.elapsed().as_millis() as u64;
             let answer = match result {
                 Ok(a) => a,
                 Err(e) => {
@@ -242,6 +223,7 @@ impl Neutron {
                     });
                 }
             };
+            let status = answer.status;
             tracing::debug!(%method, path, status, elapsed_ms, neutron_request_id = %answer.request_id, "neutron request");
             if (200..300).contains(&status) {
                 return decode_body(&method, path, &answer.body);
@@ -263,6 +245,37 @@ impl Neutron {
                 error::message_from_body(&answer.body),
             ));
         }
+    }
+
+    /// A token and endpoint, within the call's deadline.
+    async fn session(&self) -> Result<auth::Session> {
+        match deadline::remaining() {
+            Some(left) => tokio::time::timeout(left, self.auth.session(&self.http))
+                .await
+                .map_err(|_| {
+                    NeutronError::Deadline("no Keystone token before the call's deadline".into())
+                })?,
+            None => self.auth.session(&self.http).await,
+        }
+    }
+
+    /// One exchange through the transport, counted and timed.
+    async fn exchange(
+        &self,
+        req: transport::Request<'_>,
+    ) -> std::result::Result<transport::Answer, transport::NoAnswer> {
+        let (method, path) = (req.method.clone(), req.path);
+        self.stats.record(&method, path);
+        let started = Instant::now();
+        let result = self.transport.exchange(req).await;
+        let status = result.as_ref().map_or(0, |a| a.status);
+        crate::metrics::global().observe_neutron(
+            method.as_str(),
+            collection_of(path),
+            status,
+            started.elapsed().as_secs_f64(),
+        );
+        result
     }
 
     fn decode<T: serde::de::DeserializeOwned>(v: Option<Value>, key: &str) -> Result<T> {
