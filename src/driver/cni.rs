@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use super::endpoint::bind_context;
 use super::{Driver, DriverError, Result};
 use crate::names;
 use crate::neutron::{Filters, Port};
@@ -101,8 +100,9 @@ impl Driver {
         if port.tags.iter().any(|t| t == names::TAG_PORT_OWN) && self.ext.has("router") {
             self.detach_floating_ips(&port.id, &cni_alias(a)).await?;
         }
-        let bind = bind_context(port, &cni_alias(a), &port.project_id);
-        self.plumber.unplug(&bind).await?;
+        super::binder::veth()
+            .unplug(self, port, &cni_alias(a))
+            .await?;
         self.neutron.delete_if_exists::<Port>(&port.id).await?;
         Ok(())
     }

@@ -8,13 +8,12 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde_json::{json, Value};
 
+use super::binder::{self, PlugNet};
 use super::bookkeeping::Bookkeeping;
 use super::cni::{cni_alias, Attach, Attached, Wiring};
 use super::cni_target::Target;
-use super::endpoint::bind_context;
 use super::{Driver, DriverError, Result};
 use crate::host::netns::NsInterface;
-use crate::host::PlugRequest;
 use crate::names;
 use crate::neutron::{Port, Subnet};
 
@@ -208,14 +207,12 @@ impl Driver {
             ));
         }
         let mtu = w.mtu.or(t.net.mtu);
-        let bind = bind_context(port, &cni_alias(a), &t.net.project_id);
-        let plugged = self
-            .plumber
-            .plug(&PlugRequest {
-                bind: bind.clone(),
-                mtu,
-            })
-            .await?;
+        let net = PlugNet {
+            mtu,
+            project_id: &t.net.project_id,
+        };
+        // The veth binder, as a Docker endpoint's (with the wait for ACTIVE when asked).
+        let plugged = binder::veth().plug(self, port, &cni_alias(a), &net).await?;
         let att = attached(port, &t.subnets, mtu, plugged.host_ifname);
         let want = NsInterface {
             ifname: a.ifname.clone(),
@@ -227,9 +224,6 @@ impl Driver {
         self.plumber
             .move_into_netns(&plugged.container_ifname, netns, &want)
             .await?;
-        if self.cfg.neutron.vif_plugging_is_fatal {
-            self.wait_active(&port.id).await?;
-        }
         if let Some(ext) = &t.floating {
             // As a Docker endpoint's; a replacing ADD made a new port, so no retry check.
             let f = super::floating::Floating::Allocate(ext.clone());

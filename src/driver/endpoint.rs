@@ -6,26 +6,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::binder::Binder;
 use super::bookkeeping::Bookkeeping;
 use super::cache::{EndpointInfo, NetInfo};
 use super::endpoint_plan::PortPlan;
 use super::floating::Floating;
 use super::{bad, kuryr_made, subnet_for_ip, Driver, DriverError, Result};
 use crate::host::binding::BindContext;
-use crate::host::PlugRequest;
 use crate::names;
 use crate::neutron::{Filters, Port, PortStatus, Subnet};
 use crate::protocol::{validate, *};
 
 /// How long after CreateEndpoint's answer the endpoint's bookkeeping is written.
 pub(super) const BOOKKEEPING_DELAY: Duration = Duration::from_secs(1);
-
-/// How the host side of the endpoint is made.
-pub(super) enum HostPlan {
-    Veth,
-    Nested(String, super::nested::NestedKind),
-    Sriov(super::sriov::SriovPlan),
-}
 
 /// A validated CreateEndpoint: its addresses, their subnets and the MAC Docker asks for.
 pub(super) struct EndpointAsk<'a> {
@@ -80,8 +73,8 @@ impl Driver {
             }
             _ => None,
         };
-        let host = self.host_plan(&ports, &net).await?;
-        let plan = self.port_plan(&ask, &net, &host, ports)?;
+        let binder = self.binder_for(&ports, &net).await?;
+        let plan = self.port_plan(&ask, &net, binder.as_ref(), ports)?;
         let retried = matches!(plan, PortPlan::Keep(_));
         let bookkeeping = match &plan {
             PortPlan::Finish { port, body, tags } => {
@@ -92,13 +85,12 @@ impl Driver {
         // Apply: Neutron, then the host; a failed host step gives the port back.
         let (port, undo) = self.apply_port(plan).await?;
         crate::kill_point!("CreateEndpoint.after_port");
-        if let Err(e) = self.plug_endpoint(&host, &port, ep, &net).await {
+        if let Err(e) = binder.plug(self, &port, ep, &(&net).into()).await {
             return Err(self.undo_port(undo, ep, e).await);
         }
         if let Some(f) = &ask.floating {
             if let Err(e) = self.attach_floating_ip(f, &port, ep, retried).await {
-                let bind = bind_context(&port, ep, &port.project_id);
-                if let Err(u) = self.plumber.unplug(&bind).await {
+                if let Err(u) = binder.unplug(self, &port, ep).await {
                     tracing::warn!(port = %port.id, error = %u, "unplug after a failed floating IP");
                 }
                 return Err(self.undo_port(undo, ep, e).await);
@@ -178,97 +170,16 @@ impl Driver {
         Ok(ports)
     }
 
-    /// The port's vnic_type picks the driver: an SR-IOV port (made beforehand with
-    /// `--vnic-type direct` and adopted) gets a VF whatever the default driver is; checked
-    /// before Neutron is touched.
-    async fn host_plan(&self, ports: &[Port], net: &NetInfo) -> Result<HostPlan> {
-        if let [p] = ports {
-            if super::sriov::is_sriov(&p.vnic_type) {
-                return Ok(HostPlan::Sriov(
-                    self.sriov_plan(p, &net.physical_network).await?,
-                ));
-            }
-        }
-        Ok(match self.nested() {
-            Some((link, kind)) => HostPlan::Nested(link.to_string(), kind),
-            None => HostPlan::Veth,
-        })
-    }
-
-    /// The port's binding body for this endpoint and host plan.
-    pub(super) fn binding_body(&self, ep: &str, host: &HostPlan) -> Value {
+    /// The port's binding body for this endpoint, as its binder wants it.
+    pub(super) fn binding_body(&self, ep: &str, binder: &dyn Binder) -> Value {
         let mut binding = json!({
             "binding:host_id": self.cfg.host,
             "device_owner": names::DEVICE_OWNER,
             "device_id": ep,
             "admin_state_up": true,
         });
-        if let (HostPlan::Nested(_, kind), Some(b)) = (host, binding.as_object_mut()) {
-            // The container port stays unbound: the VM's port carries its traffic.
-            b.remove("binding:host_id");
-            // Neutron takes only ports nobody owns as subports; the trunk plugin then
-            // owns it (`trunk:subport`). The endpoint tags still say whose it is.
-            if *kind == super::nested::NestedKind::Vlan {
-                b.remove("device_owner");
-                b.remove("device_id");
-            }
-        }
-        if let HostPlan::Sriov(super::sriov::SriovPlan {
-            profile: Some(profile),
-            ..
-        }) = host
-        {
-            binding["binding:profile"] = json!(profile);
-        }
+        binder.binding(&mut binding);
         binding
-    }
-
-    /// The host side: a VF, a sub-interface of the VM's NIC, or a veth bound per vif_type;
-    /// with `vif_plugging_is_fatal`, until Neutron reports the port ACTIVE. Undone on
-    /// failure.
-    async fn plug_endpoint(
-        &self,
-        host: &HostPlan,
-        port: &Port,
-        ep: &str,
-        net: &NetInfo,
-    ) -> Result<()> {
-        let fatal = self.cfg.neutron.vif_plugging_is_fatal;
-        match host {
-            HostPlan::Sriov(plan) => {
-                let vf = self.plug_sriov(&plan.dev, port, net.mtu).await?;
-                tracing::info!(port = %port.id, pci_slot = %plan.dev.pci_slot, netdev = %vf, "SR-IOV VF programmed");
-                if fatal {
-                    if let Err(e) = self.wait_active(&port.id).await {
-                        crate::deadline::undo(self.unplug_sriov(port)).await;
-                        return Err(e);
-                    }
-                }
-            }
-            HostPlan::Nested(link, kind) => {
-                self.plug_nested(link, *kind, port, net.mtu).await?;
-            }
-            HostPlan::Veth => {
-                let bind = bind_context(port, ep, &net.project_id);
-                self.plumber
-                    .plug(&PlugRequest {
-                        bind: bind.clone(),
-                        mtu: net.mtu,
-                    })
-                    .await?;
-                if fatal {
-                    if let Err(e) = self.wait_active(&port.id).await {
-                        return Err(
-                            match crate::deadline::undo(self.plumber.unplug(&bind)).await {
-                                Ok(()) => e,
-                                Err(u) => e.rolled_back_with(vec![u.into()]),
-                            },
-                        );
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     /// The endpoint's device_id, name and tags on its port, off the start path: a moment
@@ -354,14 +265,7 @@ impl Driver {
         self.background.settle(&port.id).await;
         // Every step runs whatever failed before it.
         let mut failed = super::Failures::default();
-        if super::sriov::is_sriov(&port.vnic_type) {
-            self.unplug_sriov(port).await;
-        } else if let Some((link, kind)) = self.nested() {
-            failed.step(self.unplug_nested(link, kind, port).await);
-        } else {
-            let bind = bind_context(port, ep, &port.project_id);
-            failed.step(self.plumber.unplug(&bind).await.map_err(Into::into));
-        }
+        failed.step(self.binder_of(port).unplug(self, port, ep).await);
         crate::kill_point!("DeleteEndpoint.after_unplug");
         if port.tags.iter().any(|t| t == names::TAG_PORT_OWN) && self.ext.has("router") {
             failed.step(self.detach_floating_ips(&port.id, ep).await);

@@ -3,8 +3,9 @@
 
 use serde_json::{json, Value};
 
+use super::binder::Binder;
 use super::cache::NetInfo;
-use super::endpoint::{holds_all, EndpointAsk, HostPlan};
+use super::endpoint::{holds_all, EndpointAsk};
 use super::{kuryr_made, Driver, DriverError, Result};
 use crate::names;
 use crate::neutron::Port;
@@ -52,7 +53,7 @@ impl Driver {
         &self,
         ask: &EndpointAsk<'_>,
         net: &NetInfo,
-        host: &HostPlan,
+        host: &dyn Binder,
         ports: Vec<Port>,
     ) -> Result<PortPlan> {
         let ep = ask.ep;
@@ -63,7 +64,7 @@ impl Driver {
         if let Some(q) = &ask.qos {
             body["qos_policy_id"] = json!(q);
         }
-        let picked = matches!(host, HostPlan::Sriov(p) if p.profile.is_some());
+        let picked = host.picked_vf();
         // One port holding every address: bind it.
         if let [old] = ports.as_slice() {
             if holds_all(old, ask) {
@@ -107,7 +108,7 @@ impl Driver {
         old: Port,
         mut body: Value,
         ask: &EndpointAsk<'_>,
-        host: &HostPlan,
+        host: &dyn Binder,
         picked: bool,
     ) -> PortPlan {
         let ep = ask.ep;
@@ -131,8 +132,8 @@ impl Driver {
             }
         }
         let groups_ok = groups_and_policy_as_asked(&old, &body);
-        let nested = matches!(host, HostPlan::Nested(..));
-        let subport = matches!(host, HostPlan::Nested(_, super::nested::NestedKind::Vlan));
+        let nested = !host.bound_here();
+        let subport = host.subport();
         let already = (nested || old.host_id == self.cfg.host)
             && (subport || old.device_id == ep)
             && names::has_id_tags(&old.tags, ep)
@@ -151,7 +152,7 @@ impl Driver {
         let bound_here = old.host_id == self.cfg.host && old.vif_type.is_bound();
         let free = old.device_id.is_empty() || old.device_id == ep;
         // Groups take effect before the container starts: not deferred with the rest.
-        if matches!(host, HostPlan::Veth) && bound_here && free && new_mac.is_none() && groups_ok {
+        if host.takes_ready_ports() && bound_here && free && new_mac.is_none() && groups_ok {
             if let Some(b) = body.as_object_mut() {
                 // Already so: bound here, admin up.
                 b.remove("binding:host_id");

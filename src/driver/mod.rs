@@ -3,6 +3,7 @@
 
 mod addresses;
 mod background;
+mod binder;
 mod bookkeeping;
 pub mod cache;
 pub mod cni;

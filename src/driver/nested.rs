@@ -348,7 +348,7 @@ impl Driver {
         kind: NestedKind,
         port: &Port,
         mtu: Option<u32>,
-    ) -> Result<()> {
+    ) -> Result<crate::host::Plugged> {
         let sub = match kind {
             NestedKind::Macvlan | NestedKind::Ipvlan => {
                 self.update_vm_pairs(link, port, kind, true).await?;
@@ -362,7 +362,8 @@ impl Driver {
         };
         // An ipvlan has its parent's MAC and cannot take another.
         let mac = (kind != NestedKind::Ipvlan).then_some(port.mac_address.as_str());
-        if let Err(e) = self.plumber.plug_sub(&port.id, mac, mtu, link, sub).await {
+        let plugged = self.plumber.plug_sub(&port.id, mac, mtu, link, sub).await;
+        if let Err(e) = plugged {
             let undo = crate::deadline::undo(async {
                 match kind {
                     NestedKind::Vlan => self.detach_subport(&port.id).await,
@@ -375,7 +376,7 @@ impl Driver {
             }
             return Err(e.into());
         }
-        Ok(())
+        Ok(plugged?)
     }
 
     pub(crate) async fn unplug_nested(

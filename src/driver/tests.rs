@@ -2053,3 +2053,57 @@ async fn a_floating_ip_neutron_refuses_gives_the_port_and_veth_back() {
     failed_endpoint(&t, &pool, json!({"neutron.floating_network": public["id"]})).await;
     assert!(floating_ips(&t).is_empty());
 }
+
+#[tokio::test]
+async fn a_floating_ip_neutron_refuses_gives_a_nested_ports_sub_interface_and_pair_back() {
+    let host = crate::testkit::FakeHost::default();
+    host.add_link("eth9", Some("fa:16:3e:00:00:99"));
+    let neutron = crate::testkit::MemoryNeutron::default();
+    let vm_net = neutron.seed("networks", json!({"name": "vms"}));
+    let vm = neutron.seed(
+        "ports",
+        json!({"network_id": vm_net["id"], "mac_address": "fa:16:3e:00:00:99"}),
+    );
+    let public = neutron.seed(
+        "networks",
+        json!({"name": "public", "router:external": true}),
+    );
+    let t = TestDriver::with(
+        "[DEFAULT]\ndefault_port_driver = kuryr_libnetwork.port_driver.drivers.nested\nenabled_port_drivers = nested\n[binding]\ndriver = kuryr.lib.binding.drivers.macvlan\nlink_iface = eth9\n",
+        neutron,
+        host,
+    )
+    .await;
+    let pool = network(&t, "10.70.0.0/24", "10.70.0.1").await;
+    t.neutron
+        .inject(Fault::once("POST", "/v2.0/floatingips", 404));
+    // The sub-interface the binder made goes again (not a veth the nested binder never
+    // made), and the VM port's address pairs are as they were.
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool, "Address": "", "Options": {}}),
+        )
+        .await["Address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut req = ep_req(EP, &a, "");
+    req["Options"] = json!({"neutron.floating_network": public["id"]});
+    req["Interface"] = json!({"Address": a, "AddressIPv6": ""});
+    let (s, v) = t.call("NetworkDriver.CreateEndpoint", &req).await;
+    assert_ne!(s, 200, "{v}");
+    let links: Vec<String> = t.host.links().into_iter().collect();
+    assert_eq!(links, vec!["eth9".to_string()]);
+    let vm_now = t
+        .neutron
+        .all("ports")
+        .into_iter()
+        .find(|p| p["id"] == vm["id"])
+        .unwrap_or_default();
+    let pairs = vm_now["allowed_address_pairs"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(pairs, 0, "{vm_now}");
+    assert!(floating_ips(&t).is_empty());
+}
