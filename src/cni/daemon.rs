@@ -73,10 +73,16 @@ async fn handle(State(svc): State<App>, body: Bytes) -> Response {
     };
     let version = conf.version().to_string();
     let started = std::time::Instant::now();
-    let result = match svc.driver_within(crate::service::CONNECT_WAIT).await {
-        Some(d) => dispatch(d, &call, &conf).await,
-        None => Err(CniError::new(Code::NotAvailable, svc.not_ready())),
-    };
+    // Neutron's requests are counted per command, as per libnetwork call.
+    let label = Command::parse(&call.command).map_or("CNI", Command::label);
+    let result = crate::neutron::CALL
+        .scope(label, async {
+            match svc.driver_within(crate::service::CONNECT_WAIT).await {
+                Some(d) => dispatch(d, &call, &conf).await,
+                None => Err(CniError::new(Code::NotAvailable, svc.not_ready())),
+            }
+        })
+        .await;
     let took_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(v) => {

@@ -425,6 +425,18 @@ impl Command {
         })
     }
 
+    /// The command as the daemon's logs and per-call request counts name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Command::Add => "CNI.ADD",
+            Command::Del => "CNI.DEL",
+            Command::Check => "CNI.CHECK",
+            Command::Status => "CNI.STATUS",
+            Command::Gc => "CNI.GC",
+            Command::Version => "CNI.VERSION",
+        }
+    }
+
     /// What the command needs from the environment.
     pub fn required_env(self) -> &'static [&'static str] {
         match self {

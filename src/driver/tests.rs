@@ -2107,3 +2107,90 @@ async fn a_floating_ip_neutron_refuses_gives_a_nested_ports_sub_interface_and_pa
     assert_eq!(pairs, 0, "{vm_now}");
     assert!(floating_ips(&t).is_empty());
 }
+
+/// One CNI call through the daemon's router, as `kuryr-cni` sends it.
+fn cni_call(command: &str, ctr: &str, config: Value) -> Value {
+    json!({"command": command, "container_id": ctr, "netns": format!("/run/netns/{ctr}"),
+        "ifname": "eth0", "args": "", "config": config})
+}
+
+/// Both front-ends on one core: a Docker network, a Docker container and two CNI
+/// attachments on the Neutron network behind it, every CNM and CNI method, with and
+/// without the port pool (which serves both: the CNI config's subnets are the Docker
+/// network's). Everything goes in the end: no port, subnet, network, pool or link.
+#[tokio::test]
+async fn both_front_ends_share_one_network_and_its_pool_and_leave_nothing() {
+    for size in [0, 2] {
+        let t = TestDriver::new(&format!("[DEFAULT]\nport_pool_size = {size}\n")).await;
+        let pool_id = network(&t, "10.71.0.0/24", "10.71.0.1").await;
+        let net = t.neutron.all("networks")[0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if size > 0 {
+            pool_ready(&t, size).await;
+        }
+        // Docker: every call of a container's life but the teardown.
+        let addr = start_container(&t, &pool_id, EP).await;
+        t.ok("NetworkDriver.EndpointOperInfo", &ep_ref(EP)).await;
+        let mut pec = ep_ref(EP);
+        pec["Options"] = json!({});
+        t.ok("NetworkDriver.ProgramExternalConnectivity", &pec)
+            .await;
+        t.ok("NetworkDriver.RevokeExternalConnectivity", &ep_ref(EP))
+            .await;
+        t.ok("NetworkDriver.Leave", &ep_ref(EP)).await;
+
+        // CNI on the same Neutron network, by id.
+        let conf = json!({"cniVersion": "1.1.0", "name": "both", "type": "kuryr-cni",
+            "network": net});
+        let (c1, c2) = ("c1c1c1c1", "c2c2c2c2");
+        if size > 0 {
+            pool_ready(&t, size).await;
+        }
+        let before = call_requests(&t, "CNI.ADD");
+        t.take_requests();
+        for c in [c1, c2] {
+            let (s, v) = t.cni(&cni_call("ADD", c, conf.clone())).await;
+            assert_eq!(s, 200, "pool {size}: ADD {c}: {v}");
+            assert!(
+                v["ips"][0]["address"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("10.71.0.")),
+                "{v}"
+            );
+        }
+        // Without the pool each ADD makes its port; with it, the pool serves them (the
+        // first ADD reads the config's network and subnets; its refills are not the ADD's).
+        let asked = call_requests(&t, "CNI.ADD") - before;
+        assert_eq!(asked, if size == 0 { 2 + 2 * 2 } else { 2 }, "pool {size}");
+        for c in [c1, c2] {
+            let (s, v) = t.cni(&cni_call("CHECK", c, conf.clone())).await;
+            assert_eq!((s, &v), (200, &Value::Null), "pool {size}: CHECK {c}");
+        }
+        t.driver.background.flush().await;
+        let mut gc = conf.clone();
+        gc["cni.dev/valid-attachments"] = json!([{"containerID": c2, "ifname": "eth0"}]);
+        let (s, v) = t.cni(&cni_call("GC", "", gc)).await;
+        assert_eq!((s, &v), (200, &Value::Null), "GC");
+        assert!(ports(&t).iter().all(|p| p["device_id"] != c1), "GC left c1");
+        let (s, _) = t.cni(&cni_call("DEL", c2, conf.clone())).await;
+        assert_eq!(s, 200);
+        let (s, _) = t.cni(&cni_call("STATUS", "", conf.clone())).await;
+        assert_eq!(s, 200);
+
+        // Docker's teardown takes the rest, the pool with the network.
+        t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
+        release(&t, &pool_id, &addr).await;
+        t.ok("NetworkDriver.DeleteNetwork", &json!({"NetworkID": NET}))
+            .await;
+        t.ok("IpamDriver.ReleasePool", &json!({"PoolID": pool_id}))
+            .await;
+        t.driver.background.flush().await;
+        for c in ["networks", "subnets", "subnetpools", "ports"] {
+            assert_eq!(t.neutron.count(c), 0, "pool {size}: {c} left");
+        }
+        assert!(t.host.links().is_empty(), "{:?}", t.host.links());
+        assert!(t.host.netns_links().is_empty());
+    }
+}
