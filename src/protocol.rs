@@ -110,10 +110,15 @@ impl std::fmt::Display for Method {
     }
 }
 
-/// A Docker object id (network, endpoint), checked when the request is parsed: 64
-/// lowercase hex (local) or 25 `[0-9a-z]` (swarm).
+/// A Docker network id, checked when the request is parsed: 64 lowercase hex (local) or
+/// 25 `[0-9a-z]` (swarm).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DockerId(String);
+pub struct DockerNetworkId(String);
+
+/// A Docker endpoint id, checked as a network id is; a type of its own so that one is
+/// never passed for the other.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointId(String);
 
 /// A Neutron id (a UUID, as Neutron prints it), checked when the request is parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -153,7 +158,8 @@ macro_rules! id_type {
         }
     };
 }
-id_type!(DockerId, validate::docker_id);
+id_type!(DockerNetworkId, validate::docker_id);
+id_type!(EndpointId, validate::docker_id);
 id_type!(NeutronId, validate::uuid);
 
 /// Field deserializers that check a value as it is parsed, so a handler only ever sees
@@ -161,7 +167,7 @@ id_type!(NeutronId, validate::uuid);
 mod de {
     use serde::{Deserialize, Deserializer};
 
-    use super::{DockerId, NeutronId};
+    use super::{DockerNetworkId, EndpointId, NeutronId};
 
     macro_rules! id_field {
         ($name:ident, $t:ty, $field:literal) => {
@@ -171,8 +177,8 @@ mod de {
             }
         };
     }
-    id_field!(network_id, DockerId, "NetworkID");
-    id_field!(endpoint_id, DockerId, "EndpointID");
+    id_field!(network_id, DockerNetworkId, "NetworkID");
+    id_field!(endpoint_id, EndpointId, "EndpointID");
     id_field!(pool_id, NeutronId, "PoolID");
 }
 
@@ -199,7 +205,7 @@ pub struct IpamData {
 #[derive(Debug, Deserialize)]
 pub struct CreateNetworkRequest {
     #[serde(rename = "NetworkID", deserialize_with = "de::network_id")]
-    pub network_id: DockerId,
+    pub network_id: DockerNetworkId,
     #[serde(rename = "IPv4Data", default, deserialize_with = "null_as_default")]
     pub ipv4_data: Vec<IpamData>,
     #[serde(rename = "IPv6Data", default, deserialize_with = "null_as_default")]
@@ -211,7 +217,7 @@ pub struct CreateNetworkRequest {
 #[derive(Debug, Deserialize)]
 pub struct NetworkRequest {
     #[serde(rename = "NetworkID", deserialize_with = "de::network_id")]
-    pub network_id: DockerId,
+    pub network_id: DockerNetworkId,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -227,9 +233,9 @@ pub struct EndpointInterface {
 #[derive(Debug, Deserialize)]
 pub struct CreateEndpointRequest {
     #[serde(rename = "NetworkID", deserialize_with = "de::network_id")]
-    pub network_id: DockerId,
+    pub network_id: DockerNetworkId,
     #[serde(rename = "EndpointID", deserialize_with = "de::endpoint_id")]
-    pub endpoint_id: DockerId,
+    pub endpoint_id: EndpointId,
     #[serde(rename = "Interface", default, deserialize_with = "null_as_default")]
     pub interface: EndpointInterface,
     #[serde(rename = "Options", default, deserialize_with = "null_as_default")]
@@ -255,9 +261,9 @@ pub struct CreateEndpointResponse {
 #[derive(Debug, Deserialize)]
 pub struct EndpointRequest {
     #[serde(rename = "NetworkID", deserialize_with = "de::network_id")]
-    pub network_id: DockerId,
+    pub network_id: DockerNetworkId,
     #[serde(rename = "EndpointID", deserialize_with = "de::endpoint_id")]
-    pub endpoint_id: DockerId,
+    pub endpoint_id: EndpointId,
     #[serde(rename = "Options", default, deserialize_with = "null_as_default")]
     pub options: Map<String, Value>,
 }
@@ -265,9 +271,9 @@ pub struct EndpointRequest {
 #[derive(Debug, Deserialize)]
 pub struct JoinRequest {
     #[serde(rename = "NetworkID", deserialize_with = "de::network_id")]
-    pub network_id: DockerId,
+    pub network_id: DockerNetworkId,
     #[serde(rename = "EndpointID", deserialize_with = "de::endpoint_id")]
-    pub endpoint_id: DockerId,
+    pub endpoint_id: EndpointId,
     #[serde(rename = "SandboxKey", default, deserialize_with = "null_as_default")]
     pub sandbox_key: String,
     #[serde(rename = "Options", default, deserialize_with = "null_as_default")]
