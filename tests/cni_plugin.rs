@@ -233,7 +233,7 @@ async fn a_namespace_gone_without_del_is_reported_by_kuryr_gc() {
     let conf_text = std::fs::read_to_string(k.dir.path().join("kuryr.conf")).unwrap();
     // Wired: kuryr gc leaves it alone.
     let report = common::kuryr_gc(&conf_text, &[]);
-    assert!(!report.contains(&port.id), "{report}");
+    assert!(!report.contains(port.id.as_str()), "{report}");
     // The container's namespace ends without a DEL: the kernel takes the veth pair.
     drop(ns);
     let veth = kuryr::names::host_veth(&port.id);
@@ -273,7 +273,7 @@ async fn a_config_with_a_cidr_makes_its_network_in_neutron() {
     assert_eq!(code, 0);
     TestNet {
         n,
-        id: nets[0].id.clone(),
+        id: nets[0].id.to_string(),
         name,
     }
     .remove()

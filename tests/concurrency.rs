@@ -59,7 +59,7 @@ async fn thirty_containers_in_parallel() {
         .map(|p| p.fixed_ips[0].ip_address.to_string())
         .collect();
     assert_eq!(ips.len(), 30);
-    let ids: Vec<String> = ports.iter().map(|p| p.id.clone()).collect();
+    let ids: Vec<String> = ports.iter().map(|p| p.id.to_string()).collect();
 
     thread::scope(|s| {
         for c in &names {

@@ -241,10 +241,10 @@ async fn neutron_ids(n: &Neutron) -> Vec<(String, String)> {
     }
     let f = Filters::new();
     let mut all = ids("network", n.list::<Network>(&f).await.unwrap(), |x| {
-        x.id.clone()
+        x.id.to_string()
     });
     all.extend(ids("subnet", n.list::<Subnet>(&f).await.unwrap(), |x| {
-        x.id.clone()
+        x.id.to_string()
     }));
     all.extend(ids(
         "subnetpool",

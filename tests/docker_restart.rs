@@ -261,7 +261,7 @@ async fn just_two_endpoints(n: &Neutron, e: &Engine, net: &str, when: &str) -> V
         let veths: Vec<String> = ports.iter().map(|p| names::host_veth(&p.id)).collect();
         let plugged = veths.iter().all(|v| !common::host_links(v).is_empty());
         if ports.len() == 2 && plugged {
-            let mut ids: Vec<String> = ports.into_iter().map(|p| p.id).collect();
+            let mut ids: Vec<String> = ports.into_iter().map(|p| p.id.into()).collect();
             ids.sort();
             return ids;
         }

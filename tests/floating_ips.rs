@@ -71,7 +71,11 @@ async fn outside(n: &Neutron, ext: &Network, subnet: &Subnet) -> (Netns, Outside
             .await
             .unwrap();
         let tap = kuryr::names::host_veth(&port.id);
-        (tap, Some(port.mac_address.clone()), Outside::Port(port.id))
+        (
+            tap,
+            Some(port.mac_address.clone()),
+            Outside::Port(port.id.into()),
+        )
     };
     common::ip(&[
         "link", "add", &tap, "type", "veth", "peer", "name", &peer, "netns", &ns.0,

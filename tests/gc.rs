@@ -118,7 +118,7 @@ async fn reconcile_on_start_removes_what_a_killed_kuryr_left() {
         .extra("reconcile_on_start = true\n")
         .start();
     let log = reconciled(&young);
-    assert!(!log.contains(&port.id), "{log}");
+    assert!(!log.contains(port.id.as_str()), "{log}");
     assert!(n.get::<Port>(&port.id).await.is_ok());
     assert_eq!(common::host_links(&tap).len(), 1);
     drop(young);
@@ -127,7 +127,7 @@ async fn reconcile_on_start_removes_what_a_killed_kuryr_left() {
         .extra("reconcile_on_start = true\nreconcile_grace_seconds = 0\n")
         .start();
     let log = reconciled(&k);
-    assert!(log.contains(&port.id), "{log}");
+    assert!(log.contains(port.id.as_str()), "{log}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let nets: Vec<Network> = n

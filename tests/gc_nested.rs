@@ -80,7 +80,7 @@ async fn gc_takes_what_a_dead_nested_kuryr_left_on_the_vm_port() {
     assert!(n.get::<Port>(&port.id).await.unwrap_err().is_not_found());
     assert!(common::host_links(&sub).is_empty());
     assert!(
-        !gc(&conf, false).contains(&vm.id),
+        !gc(&conf, false).contains(vm.id.as_str()),
         "a second pass finds nothing of the VM"
     );
 

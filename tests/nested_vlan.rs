@@ -62,7 +62,7 @@ async fn subports_get_free_segmentation_ids_and_go_again() {
     assert_eq!(d.attach_subport(&c1.id).await.unwrap(), 2);
     let mut on_trunk = subports(&n, &trunk.id).await;
     on_trunk.sort();
-    let mut want = vec![(other.id.clone(), 1), (c1.id.clone(), 2)];
+    let mut want = vec![(other.id.to_string(), 1), (c1.id.to_string(), 2)];
     want.sort();
     assert_eq!(on_trunk, want);
 
@@ -139,7 +139,11 @@ async fn subports_get_free_segmentation_ids_and_go_again() {
         assert!(err.contains("Operation not supported"), "{err}");
     }
     let sub = subports(&n, &trunk.id).await;
-    assert_eq!(sub, vec![(other.id.clone(), 1)], "subports left: {sub:?}");
+    assert_eq!(
+        sub,
+        vec![(other.id.to_string(), 1)],
+        "subports left: {sub:?}"
+    );
 
     cnm_teardown(&d, &c).await;
     n.delete::<Trunk>(&trunk.id).await.unwrap();

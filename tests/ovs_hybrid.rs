@@ -94,10 +94,10 @@ fn hybrid_context(p: &Port) -> BindContext {
     BindContext {
         vif_type: p.vif_type.clone(),
         vif_details: details,
-        port_id: p.id.clone(),
+        port_id: p.id.to_string(),
         endpoint_id: p.device_id.clone(),
         mac: p.mac_address.clone(),
-        network_id: p.network_id.clone(),
+        network_id: p.network_id.to_string(),
         project_id: p.project_id.clone(),
         ifname: String::new(),
     }
@@ -133,7 +133,7 @@ fn hybrid_plug_reaches_br_int_through_qbr_and_carries_traffic() {
         broken
             .vif_details
             .insert("bridge_name".into(), json!("br-kt-missing"));
-        let mut guarded: Vec<String> = ports.iter().map(|p| p.id.clone()).collect();
+        let mut guarded: Vec<String> = ports.iter().map(|p| p.id.to_string()).collect();
         guarded.push(broken.port_id.clone());
         let _cleanup = HybridGuard {
             rundir: rundir.clone(),

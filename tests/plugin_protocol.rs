@@ -430,7 +430,7 @@ async fn existing_subnet_named_by_option() {
     let pool_id = pool["PoolID"].as_str().unwrap().to_string();
     let p: SubnetPool = n.get(&pool_id).await.unwrap();
     assert!(
-        p.tags.contains(&subnet.id),
+        p.tags.contains(&subnet.id.to_string()),
         "the kuryr pool is tagged with the subnet: {:?}",
         p.tags
     );

@@ -43,7 +43,7 @@ async fn pool_serves_starts_without_a_port_create() {
     let docker_id = common::network_id(&net);
     let neutron_net = common::neutron_network_of(&n, &docker_id).await;
     let ready = wait_pool(&n, &neutron_net, 2).await;
-    let ready_ids: Vec<String> = ready.iter().map(|p| p.id.clone()).collect();
+    let ready_ids: Vec<String> = ready.iter().map(|p| p.id.to_string()).collect();
 
     common::run_container(&c1, &net, &[]);
     let ip = common::container_ip(&c1, &net);
@@ -53,7 +53,7 @@ async fn pool_serves_starts_without_a_port_create() {
         .unwrap()
         .remove(0);
     assert!(
-        ready_ids.contains(&port.id),
+        ready_ids.contains(&port.id.to_string()),
         "the container got a pool port, made before `docker run`"
     );
     // Named after its endpoint, as the reference names it, once the bookkeeping that
@@ -83,7 +83,7 @@ async fn pool_serves_starts_without_a_port_create() {
     let before: Vec<String> = pool_ports(&n, &neutron_net)
         .await
         .into_iter()
-        .map(|p| p.id)
+        .map(|p| p.id.into())
         .collect();
     common::run_container(&c2, &net, &[]);
     let ip2 = common::container_ip(&c2, &net);
@@ -93,7 +93,7 @@ async fn pool_serves_starts_without_a_port_create() {
         .unwrap()
         .remove(0);
     assert!(
-        before.contains(&port2.id),
+        before.contains(&port2.id.to_string()),
         "after a restart the pool is read back and used"
     );
     wait_pool(&n, &neutron_net, 2).await;

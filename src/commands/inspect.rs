@@ -159,7 +159,7 @@ pub async fn view(
     };
     Ok(PortView {
         network: network.to_string(),
-        port_id: port.id.clone(),
+        port_id: port.id.to_string(),
         status: port.status.as_str().to_string(),
         mac_address: port.mac_address.clone(),
         ips: port

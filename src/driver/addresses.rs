@@ -12,7 +12,7 @@ use super::cache::SubnetPoolInfo;
 use super::ipam::{first_host, IPAM_NET_PREFIX, IPAM_SUBNET_PREFIX};
 use super::{bad, kuryr_made, Driver, DriverError, Result};
 use crate::names;
-use crate::neutron::{Filters, Network, Port, Subnet};
+use crate::neutron::{Filters, Network, Port, PortId, Subnet};
 use crate::protocol::{validate, *};
 
 impl Driver {
@@ -418,7 +418,7 @@ impl Driver {
     /// One more RequestAddress handed this port out.
     fn grant(&self, port_id: &str) {
         if let Ok(mut g) = self.grants.lock() {
-            *g.entry(port_id.to_string()).or_default() += 1;
+            *g.entry(PortId::from(port_id)).or_default() += 1;
         }
     }
 

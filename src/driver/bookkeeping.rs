@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::neutron::{Neutron, NeutronError, Port};
+use crate::neutron::{Neutron, NeutronError, Port, PortId};
 
 /// An endpoint's bookkeeping waiting to be written on its port.
 pub(super) struct Bookkeeping {
     pub(super) background: Arc<super::background::Background>,
     pub(super) neutron: Neutron,
-    pub(super) unwritten: Arc<std::sync::Mutex<std::collections::HashMap<String, Port>>>,
+    pub(super) unwritten: Arc<std::sync::Mutex<std::collections::HashMap<PortId, Port>>>,
     pub(super) before: Port,
     pub(super) body: Value,
     pub(super) tags: Vec<String>,

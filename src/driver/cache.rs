@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
-use crate::neutron::{Port, Subnet};
+use crate::neutron::{NetworkId, Port, Subnet, SubnetId};
 
 #[derive(Debug, Clone)]
 pub struct NetInfo {
-    pub neutron_id: String,
+    pub neutron_id: NetworkId,
     pub mtu: Option<u32>,
     pub existing: bool,
     pub project_id: String,
@@ -111,10 +111,10 @@ pub struct Cache {
     /// Subnetpool name -> id (kuryr pools, found or made by RequestPool).
     pub subnetpool_names: Map<String, String>,
     /// (subnet id, IP) -> the port IPAM reserved or adopted for it.
-    pub addresses: Map<(String, String), Port>,
+    pub addresses: Map<(SubnetId, String), Port>,
     /// Neutron network id -> its subnets (networks this process did not create or see
     /// CreateNetwork for, e.g. after a restart).
-    pub network_subnets: Map<String, Vec<Subnet>>,
+    pub network_subnets: Map<NetworkId, Vec<Subnet>>,
     /// Docker endpoint id -> its port.
     pub endpoints: Map<String, EndpointInfo>,
     /// A CNI config's Neutron objects, by what the config names.

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{Driver, DriverError, Result};
 use crate::names;
-use crate::neutron::{Filters, Port};
+use crate::neutron::{Filters, Port, PortId};
 
 /// One attachment as ADD, DEL and CHECK name it.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ pub struct Attached {
 /// An attachment kuryr holds on this host, as GC and doctor see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
-    pub port_id: String,
+    pub port_id: PortId,
     pub container_id: String,
     pub ifname: String,
 }

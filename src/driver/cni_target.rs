@@ -12,7 +12,7 @@ use serde_json::json;
 use super::cni::Wiring;
 use super::{Driver, DriverError, Result};
 use crate::names;
-use crate::neutron::{Filters, Network, Neutron, NeutronError, Subnet, SubnetPool};
+use crate::neutron::{Filters, Network, Neutron, NeutronError, Subnet, SubnetPool, SubnetPoolId};
 
 /// How long a kept target is used without reading its network and subnets again.
 const TARGET_FRESH: Duration = Duration::from_secs(30);
@@ -23,7 +23,7 @@ pub struct Target {
     pub net: Network,
     pub subnets: Vec<Subnet>,
     /// The subnetpool the config names (its subnet is picked by it).
-    pub subnetpool_id: Option<String>,
+    pub subnetpool_id: Option<SubnetPoolId>,
     /// The config's groups, else those a Docker network asked for on this network.
     pub groups: Vec<String>,
     pub qos: Option<String>,
@@ -227,7 +227,7 @@ impl Driver {
     async fn cni_network_and_subnets(
         &self,
         w: &Wiring,
-    ) -> Result<(Network, Vec<Subnet>, Option<String>)> {
+    ) -> Result<(Network, Vec<Subnet>, Option<SubnetPoolId>)> {
         if w.cidr.is_none() && w.subnetpool.is_empty() {
             let net = self.cni_network(&w.network).await?;
             let all = subnets_of(&self.neutron, &net).await?;

@@ -381,10 +381,10 @@ pub(super) fn bind_context(port: &Port, ep: &str, project_id: &str) -> BindConte
     BindContext {
         vif_type: port.vif_type.clone(),
         vif_details: port.vif_details.clone(),
-        port_id: port.id.clone(),
+        port_id: port.id.to_string(),
         endpoint_id: ep.to_string(),
         mac: port.mac_address.to_ascii_lowercase(),
-        network_id: port.network_id.clone(),
+        network_id: port.network_id.to_string(),
         project_id: if port.project_id.is_empty() {
             project_id.to_string()
         } else {

@@ -8,7 +8,7 @@ use super::cache::NetInfo;
 use super::endpoint::{holds_all, EndpointAsk};
 use super::{kuryr_made, Driver, DriverError, Result};
 use crate::names;
-use crate::neutron::Port;
+use crate::neutron::{Port, PortId};
 
 /// What CreateEndpoint does to Neutron, decided before anything changes.
 pub(super) enum PortPlan {
@@ -43,7 +43,7 @@ pub(super) enum PortPlan {
 /// The rollback record of the Neutron step: what to give back if a later step fails.
 pub(super) enum PortUndo {
     Nothing,
-    Delete(String),
+    Delete(PortId),
     /// The port as it was; `qos`: its QoS policy was written too.
     Restore(Box<Port>, bool),
 }

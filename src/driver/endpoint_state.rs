@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::{bad, Driver, DriverError, Result};
 use crate::names;
-use crate::neutron::{Port, PortStatus};
+use crate::neutron::{Port, PortId, PortStatus};
 use crate::protocol::{EndpointRequest, InterfaceName, JoinRequest, JoinResponse, StaticRoute};
 
 /// How long a port status read by EndpointOperInfo is answered again without asking.
@@ -36,7 +36,7 @@ impl Driver {
 
     /// Reads a port's status into the endpoint's cache entry, in the background; an entry
     /// gone meanwhile (DeleteEndpoint) is not brought back.
-    fn refresh_status(&self, ep: String, port_id: String) {
+    fn refresh_status(&self, ep: String, port_id: PortId) {
         let (neutron, cache) = (self.neutron.clone(), self.cache.clone());
         if let Some(mut e) = cache.endpoints.get(&ep) {
             // Marks the read as under way, so concurrent calls start no second one.

@@ -54,7 +54,7 @@ impl Driver {
             Self::option(opts, req.v6, "subnet.name"),
         ) {
             (Some(id), _) => Some(NeutronId::parse("neutron.subnet.uuid", id)?.to_string()),
-            (None, Some(name)) => Some(self.subnet_by_name(name).await?.id),
+            (None, Some(name)) => Some(self.subnet_by_name(name).await?.id.into()),
             (None, None) => None,
         };
         if let Some(pool) = self.named_pool(opts, req.v6, &cidr, shared).await? {
@@ -100,7 +100,7 @@ impl Driver {
                 .await?;
         }
         self.remember_pool(&pool.id, cidr);
-        Ok(Some(pool_response(pool.id, cidr.to_string())))
+        Ok(Some(pool_response(pool.id.into(), cidr.to_string())))
     }
 
     /// kuryr's own pool of the CIDR (`kuryrPool-<cidr>`): found, or made.
@@ -146,9 +146,9 @@ impl Driver {
                 p
             }
         };
-        self.cache.subnetpool_names.put(name, pool.id.clone());
+        self.cache.subnetpool_names.put(name, pool.id.to_string());
         self.remember_pool(&pool.id, &cidr);
-        Ok(pool_response(pool.id, cidr))
+        Ok(pool_response(pool.id.into(), cidr))
     }
 
     /// No Pool in the request: the default subnetpool of the family, whole first prefix.
@@ -173,7 +173,7 @@ impl Driver {
             DriverError::Internal(format!("subnetpool {} has no prefix", pool.id))
         })?;
         self.remember_pool(&pool.id, &cidr);
-        Ok(pool_response(pool.id, cidr))
+        Ok(pool_response(pool.id.into(), cidr))
     }
 
     fn remember_pool(&self, id: &str, cidr: &str) {
@@ -420,7 +420,7 @@ impl Driver {
         {
             return;
         }
-        self.cache.subnetpools.remove(&pool.id);
+        self.cache.subnetpools.remove(&pool.id.to_string());
         self.cache.subnetpool_names.retain(|_, id| *id != pool.id);
         match self.neutron.delete_if_exists::<SubnetPool>(pool_id).await {
             Ok(()) => tracing::info!(pool = %pool_id, "empty kuryr subnetpool deleted"),

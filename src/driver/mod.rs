@@ -30,7 +30,9 @@ use thiserror::Error;
 use crate::config::Config;
 use crate::host::{HostError, Plumber, Plumbing};
 use crate::names;
-use crate::neutron::{Extensions, Filters, Network, Neutron, NeutronError, Port, Subnet};
+use crate::neutron::{
+    Extensions, Filters, Network, NetworkId, Neutron, NeutronError, Port, PortId, Subnet,
+};
 use cache::{Cache, EndpointInfo, KeyedLocks, NetInfo};
 
 #[derive(Debug, Error)]
@@ -196,15 +198,15 @@ pub struct Driver {
     /// Network -> the port RequestAddress gave one family of an endpoint, which also holds
     /// its address of the other family (dual stack: the second RequestAddress of the same
     /// endpoint comes next, under Docker's per-network lock).
-    pub(crate) companion: std::sync::Mutex<std::collections::HashMap<String, Port>>,
+    pub(crate) companion: std::sync::Mutex<std::collections::HashMap<NetworkId, Port>>,
     /// Port id -> the port as it still is in Neutron, while its endpoint's bookkeeping is
     /// not written (it follows CreateEndpoint's answer after a delay, and is skipped when
     /// the endpoint goes first).
-    pub(crate) unwritten: Arc<std::sync::Mutex<std::collections::HashMap<String, Port>>>,
+    pub(crate) unwritten: Arc<std::sync::Mutex<std::collections::HashMap<PortId, Port>>>,
     /// Port id -> how many RequestAddress calls of this process handed it out and were
     /// not released yet: after dockerd restarts, a container started with `--ip` can get
     /// its address (the same port) again before the endpoint of before is released.
-    pub(crate) grants: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    pub(crate) grants: std::sync::Mutex<std::collections::HashMap<PortId, u32>>,
     pub(crate) port_driver: nested::PortDriver,
     /// The VM's trunk (vlan port driver only).
     pub(crate) trunk: Option<nested::TrunkIds>,
@@ -364,7 +366,7 @@ impl Driver {
         let found: Vec<crate::neutron::Network> =
             self.neutron.list(&Filters::new().add(by, want)).await?;
         match found.as_slice() {
-            [one] if one.external => Ok(one.id.clone()),
+            [one] if one.external => Ok(one.id.to_string()),
             [one] => Err(DriverError::BadRequest(format!(
                 "network {want:?} ({}) is not external (router:external): no floating IP comes from it",
                 one.id

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::cache::NetInfo;
 use super::{Driver, DriverError, Result};
 use crate::names;
-use crate::neutron::{Filters, Network, Subnet};
+use crate::neutron::{Filters, Network, NetworkId, Subnet, SubnetId};
 use crate::protocol::{validate, *};
 
 /// One address family of a CreateNetwork request, validated.
@@ -23,16 +23,16 @@ pub(super) struct Family {
 /// The rollback record of CreateNetwork's steps: what to give back if a later one fails.
 pub(super) enum NetUndo {
     /// Delete a network kuryr made.
-    DeleteNetwork(String),
+    DeleteNetwork(NetworkId),
     /// Give an adopted network its tags back.
-    RestoreTags(String, Vec<String>),
-    DeleteSubnet(String),
+    RestoreTags(NetworkId, Vec<String>),
+    DeleteSubnet(SubnetId),
     /// Take a pool's tag off an adopted subnet.
-    UntagSubnet(String, String),
+    UntagSubnet(SubnetId, String),
     /// Give IPAM back the network and subnet it made (their names and tags before).
     ReturnToIpam {
-        net: (String, String, Vec<String>),
-        subnet: (String, String, Vec<String>),
+        net: (NetworkId, String, Vec<String>),
+        subnet: (SubnetId, String, Vec<String>),
     },
 }
 

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::ipam::same_cidr;
 use super::{Driver, DriverError, Result};
 use crate::names;
-use crate::neutron::{Filters, Network, Subnet, SubnetPool};
+use crate::neutron::{Filters, Network, NetworkId, Subnet, SubnetId, SubnetPool};
 
 use super::network::{Family, NetUndo, Origin};
 
@@ -166,8 +166,8 @@ impl Driver {
 
     pub(super) async fn return_to_ipam(
         &self,
-        (net_id, net_name, net_tags): &(String, String, Vec<String>),
-        (subnet_id, subnet_name, subnet_tags): &(String, String, Vec<String>),
+        (net_id, net_name, net_tags): &(NetworkId, String, Vec<String>),
+        (subnet_id, subnet_name, subnet_tags): &(SubnetId, String, Vec<String>),
     ) -> std::result::Result<(), crate::neutron::NeutronError> {
         self.neutron
             .update::<Subnet>(subnet_id, json!({"name": subnet_name}))
@@ -195,7 +195,7 @@ impl Driver {
         };
         if let Some(uuid) = Self::net_option(opts, uuid_key) {
             return match self.neutron.get::<SubnetPool>(uuid).await {
-                Ok(p) => Ok(Some(p.id)),
+                Ok(p) => Ok(Some(p.id.into())),
                 Err(e) if e.is_not_found() => Err(DriverError::NotFound(format!(
                     "Specified pool id({uuid}) does not exist."
                 ))),
@@ -215,7 +215,7 @@ impl Driver {
             .list(&Filters::new().add("name", &name))
             .await?;
         if let Some(p) = pools.into_iter().min_by(|a, b| a.id.cmp(&b.id)) {
-            return Ok(Some(p.id));
+            return Ok(Some(p.id.into()));
         }
         if Self::net_option(opts, name_key).is_some() {
             return Err(DriverError::NotFound(format!(
@@ -236,7 +236,7 @@ impl Driver {
             .into_iter()
             .find(|p| p.prefixes.first().is_some_and(|x| same_cidr(x, &cidr)))
         {
-            return Ok(Some(p.id));
+            return Ok(Some(p.id.into()));
         }
         tracing::info!(%cidr, "no kuryr subnetpool for this CIDR: subnet made without a pool");
         Ok(None)

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::host::Plumbing;
 use crate::names;
-use crate::neutron::{Filters, Neutron, NeutronError, Port, Subnet};
+use crate::neutron::{Filters, Neutron, NeutronError, Port, PortId, Subnet};
 
 pub const POOL_PORT_NAME: &str = "kuryr-pool-port";
 
@@ -376,7 +376,7 @@ impl PortPool {
 
     /// Deletes this host's pool ports of a network (before its subnets or itself go).
     pub async fn drain(&self, neutron: &Neutron, network_id: &str) {
-        let queued: HashSet<String> = self
+        let queued: HashSet<PortId> = self
             .with(network_id, |p| {
                 p.closed = true;
                 p.free
@@ -405,7 +405,7 @@ impl PortPool {
             .filter(|p| p.device_id.is_empty())
             .map(|p| p.id)
             .chain(queued);
-        let ids: HashSet<String> = ids.collect();
+        let ids: HashSet<PortId> = ids.collect();
         for id in ids {
             if let Err(e) = neutron.delete_if_exists::<Port>(&id).await {
                 tracing::warn!(port = %id, error = %e, "cannot delete pool port");

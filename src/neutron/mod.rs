@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 mod http;
+pub mod ids;
 pub mod transport;
 pub mod types;
 

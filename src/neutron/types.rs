@@ -8,6 +8,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+pub use super::ids::{NetworkId, PortId, SubnetId, SubnetPoolId};
+
 fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
@@ -85,7 +87,7 @@ crate::wire::wire_string!(PortStatus);
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 pub struct Network {
-    pub id: String,
+    pub id: NetworkId,
     #[serde(default, deserialize_with = "null_default")]
     pub name: String,
     #[serde(default, deserialize_with = "null_default")]
@@ -124,10 +126,10 @@ pub struct HostRoute {
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 pub struct Subnet {
-    pub id: String,
+    pub id: SubnetId,
     #[serde(default, deserialize_with = "null_default")]
     pub name: String,
-    pub network_id: String,
+    pub network_id: NetworkId,
     pub cidr: IpNet,
     #[serde(default)]
     pub ip_version: u8,
@@ -149,7 +151,7 @@ resource!(Subnet, "subnets", "subnet", "subnets");
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 pub struct SubnetPool {
-    pub id: String,
+    pub id: SubnetPoolId,
     #[serde(default, deserialize_with = "null_default")]
     pub name: String,
     #[serde(default, deserialize_with = "null_default")]
@@ -167,7 +169,7 @@ resource!(SubnetPool, "subnetpools", "subnetpool", "subnetpools");
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 pub struct FixedIp {
-    pub subnet_id: String,
+    pub subnet_id: SubnetId,
     pub ip_address: IpAddr,
 }
 
@@ -180,11 +182,11 @@ pub struct AddressPair {
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 pub struct Port {
-    pub id: String,
+    pub id: PortId,
     #[serde(default, deserialize_with = "null_default")]
     pub name: String,
     #[serde(default, deserialize_with = "null_default")]
-    pub network_id: String,
+    pub network_id: NetworkId,
     #[serde(default, deserialize_with = "null_default")]
     pub mac_address: String,
     #[serde(default, deserialize_with = "null_default")]

@@ -32,7 +32,7 @@ impl TestNet {
             .unwrap();
         TestNet {
             n,
-            id: net.id,
+            id: net.id.into(),
             name,
         }
     }

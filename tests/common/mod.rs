@@ -725,7 +725,7 @@ pub async fn neutron_network_of(n: &Neutron, docker_net_id: &str) -> String {
         1,
         "Neutron networks of {docker_net_id}: {nets:?}"
     );
-    nets[0].id.clone()
+    nets[0].id.to_string()
 }
 
 /// `docker network create` of a kuryr network served by `plugin`, labelled for clean-up.

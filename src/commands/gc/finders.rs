@@ -12,7 +12,7 @@ use crate::driver::nested::{NestedKind, PortDriver};
 use crate::host::Plumbing;
 use crate::names;
 use crate::neutron::{
-    Filters, FloatingIp, Network, Neutron, Port, SecurityGroup, Subnet, SubnetPool,
+    Filters, FloatingIp, Network, Neutron, Port, PortId, SecurityGroup, Subnet, SubnetPool,
 };
 
 use super::{age, neutron_err, Leak, Live};
@@ -25,7 +25,7 @@ pub(super) struct Finder<'a> {
     pub(super) host: &'a dyn Plumbing,
     pub(super) live: &'a Live,
     pub(super) grace: Duration,
-    pub(super) doomed: HashSet<String>,
+    pub(super) doomed: HashSet<PortId>,
     pub(super) leaks: Vec<Leak>,
 }
 
@@ -56,7 +56,7 @@ impl Finder<'_> {
         Ok(())
     }
 
-    fn doom_port(&mut self, id: String, why: String) {
+    fn doom_port(&mut self, id: PortId, why: String) {
         self.doomed.insert(id.clone());
         self.leaks.push(Leak::Port { id, why });
     }

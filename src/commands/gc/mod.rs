@@ -13,14 +13,17 @@ use crate::config::Config;
 use crate::docker::Docker;
 use crate::host::{Plumber, Plumbing};
 use crate::neutron::auth::parse_iso8601;
-use crate::neutron::{Filters, FloatingIp, Network, Neutron, Port, SecurityGroup, SubnetPool};
+use crate::neutron::{
+    Filters, FloatingIp, Network, NetworkId, Neutron, Port, PortId, SecurityGroup, SubnetPool,
+    SubnetPoolId,
+};
 use finders::Finder;
 
 /// Something to remove, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leak {
     Port {
-        id: String,
+        id: PortId,
         why: String,
     },
     Veth {
@@ -37,16 +40,16 @@ pub enum Leak {
         why: String,
     },
     Network {
-        id: String,
+        id: NetworkId,
         why: String,
     },
     Pool {
-        id: String,
+        id: SubnetPoolId,
         why: String,
     },
     /// A nested container's address left in the VM port's allowed_address_pairs.
     VmPair {
-        vm_port: String,
+        vm_port: PortId,
         ip: String,
         why: String,
     },
