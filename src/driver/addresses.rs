@@ -12,7 +12,7 @@ use super::cache::SubnetPoolInfo;
 use super::ipam::{first_host, IPAM_NET_PREFIX, IPAM_SUBNET_PREFIX};
 use super::{bad, kuryr_made, Driver, DriverError, Result};
 use crate::names;
-use crate::neutron::{Filters, Network, Port, PortId, Subnet};
+use crate::neutron::{Filters, FixedIpAsk, Network, NewPort, Port, PortId, Subnet};
 use crate::protocol::{validate, *};
 
 impl Driver {
@@ -311,20 +311,18 @@ impl Driver {
                 return self.adopt(p).await;
             }
         }
-        let mut fixed = json!({"subnet_id": subnet.id});
-        if let Some(ip) = ip {
-            fixed["ip_address"] = json!(ip.to_string());
-        }
-        let mut body = json!({
-            "name": names::UNBOUND_PORT_NAME,
-            "admin_state_up": true,
-            "network_id": subnet.network_id,
-            "fixed_ips": [fixed.clone()],
-        });
-        if let Some(m) = mac {
-            body["mac_address"] = json!(m);
-        }
-        match self.neutron.create::<Port>(body).await {
+        let body = NewPort {
+            name: names::UNBOUND_PORT_NAME.to_string(),
+            admin_state_up: true,
+            network_id: subnet.network_id.clone(),
+            fixed_ips: vec![FixedIpAsk {
+                subnet_id: subnet.id.clone(),
+                ip_address: ip,
+            }],
+            mac_address: mac.map(str::to_string),
+            ..NewPort::default()
+        };
+        match self.neutron.create::<Port>(&body).await {
             Ok(p) => Ok(p),
             // A pre-created port carries this MAC (`docker run --mac-address`): adopt it.
             Err(e) if e.is_conflict() && mac.is_some() => {
@@ -344,12 +342,15 @@ impl Driver {
                         if kuryr_made(&p)
                             && !p.fixed_ips.iter().any(|f| f.subnet_id == subnet.id) =>
                     {
-                        let mut fixed_ips: Vec<Value> = p
+                        let mut fixed_ips: Vec<FixedIpAsk> = p
                             .fixed_ips
                             .iter()
-                            .map(|f| json!({"subnet_id": f.subnet_id, "ip_address": f.ip_address}))
+                            .map(|f| FixedIpAsk {
+                                subnet_id: f.subnet_id.clone(),
+                                ip_address: Some(f.ip_address),
+                            })
                             .collect();
-                        fixed_ips.push(fixed);
+                        fixed_ips.extend(body.fixed_ips);
                         Ok(self
                             .neutron
                             .update::<Port>(&p.id, json!({"fixed_ips": fixed_ips}))

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::binder::{self, PlugNet};
 use super::bookkeeping::Bookkeeping;
@@ -15,7 +15,7 @@ use super::cni_target::Target;
 use super::{Driver, DriverError, Result};
 use crate::host::netns::NsInterface;
 use crate::names;
-use crate::neutron::{Port, Subnet};
+use crate::neutron::{FixedIpAsk, NewPort, Port, Subnet};
 
 impl Driver {
     /// CNI ADD: a port on the network for this container and interface, bound to this
@@ -147,24 +147,19 @@ impl Driver {
             )
             .await?;
         }
-        let mut body = json!({
-            "network_id": t.net.id,
-            "name": names::cni_port_name(&a.container_id, &a.ifname),
-            "admin_state_up": true,
-            "device_owner": names::DEVICE_OWNER,
-            "device_id": a.container_id,
-            "binding:host_id": self.cfg.host,
-            "fixed_ips": fixed_ips,
-        });
-        if let Some(m) = &w.mac {
-            body["mac_address"] = json!(m);
-        }
-        if !t.groups.is_empty() {
-            body["security_groups"] = json!(t.groups);
-        }
-        if let Some(q) = &t.qos {
-            body["qos_policy_id"] = json!(q);
-        }
+        let mut body = NewPort {
+            network_id: t.net.id.clone(),
+            name: names::cni_port_name(&a.container_id, &a.ifname),
+            admin_state_up: true,
+            device_owner: Some(names::DEVICE_OWNER.to_string()),
+            device_id: Some(a.container_id.clone()),
+            host_id: Some(self.cfg.host.clone()),
+            fixed_ips,
+            mac_address: w.mac.clone(),
+            security_groups: (!t.groups.is_empty()).then(|| t.groups.clone()),
+            qos_policy_id: t.qos.clone(),
+            tags: None,
+        };
         let mut tags = names::cni_tags(&a.ifname, &a.conf_name);
         if t.floating.is_some() {
             // DEL, and a replacing ADD, look for the floating IP only on such a port.
@@ -173,9 +168,9 @@ impl Driver {
         // Tagged in the create itself where Neutron can: a kuryr killed right after still
         // leaves a port that DEL and GC find.
         if self.tags_at_create {
-            body["tags"] = json!(tags);
+            body.tags = Some(tags.clone());
         }
-        let mut port: Port = self.neutron.create(body).await?;
+        let mut port: Port = self.neutron.create(&body).await?;
         crate::kill_point!("CNI.ADD.after_port");
         if !self.tags_at_create {
             if let Err(e) = self.neutron.replace_tags::<Port>(&port.id, &tags).await {
@@ -236,7 +231,7 @@ impl Driver {
 
 /// The port's `fixed_ips`: each wanted address on the subnet that holds it, and one
 /// address from every subnet no wanted address falls in.
-fn fixed_ips(subnets: &[Subnet], wanted: &[IpAddr]) -> Result<Vec<Value>> {
+fn fixed_ips(subnets: &[Subnet], wanted: &[IpAddr]) -> Result<Vec<FixedIpAsk>> {
     let mut out = Vec::new();
     let mut served = HashSet::new();
     for ip in wanted {
@@ -251,12 +246,18 @@ fn fixed_ips(subnets: &[Subnet], wanted: &[IpAddr]) -> Result<Vec<Value>> {
                 ))
             })?;
         served.insert(s.id.clone());
-        out.push(json!({"subnet_id": s.id, "ip_address": ip.to_string()}));
+        out.push(FixedIpAsk {
+            subnet_id: s.id.clone(),
+            ip_address: Some(*ip),
+        });
     }
     for s in subnets.iter().filter(|s| !served.contains(&s.id)) {
         // With specific addresses asked for, only their families get addresses.
         if wanted.is_empty() {
-            out.push(json!({"subnet_id": s.id}));
+            out.push(FixedIpAsk {
+                subnet_id: s.id.clone(),
+                ip_address: None,
+            });
         }
     }
     Ok(out)
@@ -325,13 +326,12 @@ mod tests {
             subnet("a", "10.0.0.0/24", "10.0.0.1"),
             subnet("b", "fd00::/64", "fd00::1"),
         ];
+        // As Neutron reads them: an address from the subnet, or this one of it.
+        let wire = |ips: &[IpAddr]| serde_json::to_value(fixed_ips(&s, ips).unwrap()).unwrap();
+        assert_eq!(wire(&[]), json!([{"subnet_id": "a"}, {"subnet_id": "b"}]));
         assert_eq!(
-            fixed_ips(&s, &[]).unwrap(),
-            vec![json!({"subnet_id": "a"}), json!({"subnet_id": "b"})]
-        );
-        assert_eq!(
-            fixed_ips(&s, &["10.0.0.7".parse().unwrap()]).unwrap(),
-            vec![json!({"subnet_id": "a", "ip_address": "10.0.0.7"})]
+            wire(&["10.0.0.7".parse().unwrap()]),
+            json!([{"subnet_id": "a", "ip_address": "10.0.0.7"}])
         );
         let e = fixed_ips(&s, &["10.9.0.7".parse().unwrap()]).unwrap_err();
         assert!(e.to_string().contains("10.0.0.0/24"), "{e}");

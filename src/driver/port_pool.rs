@@ -21,7 +21,9 @@ use serde_json::json;
 
 use crate::host::Plumbing;
 use crate::names;
-use crate::neutron::{Filters, Neutron, NeutronError, Port, PortId, Subnet};
+use crate::neutron::{
+    Filters, FixedIpAsk, NetworkId, Neutron, NeutronError, NewPort, Port, PortId, Subnet,
+};
 
 pub const POOL_PORT_NAME: &str = "kuryr-pool-port";
 
@@ -72,23 +74,28 @@ pub fn eligible(subnet: &Subnet) -> bool {
 /// The body of a port bound to `host` with an address on each of `subnets`.
 pub fn bound_port_body(
     name: &str,
-    network_id: &str,
+    network_id: &NetworkId,
     subnets: &[Subnet],
     host: &PoolHost,
-) -> serde_json::Value {
-    let fixed: Vec<_> = subnets.iter().map(|s| json!({"subnet_id": s.id})).collect();
-    let mut body = json!({
-        "name": name,
-        "admin_state_up": true,
-        "network_id": network_id,
-        "fixed_ips": fixed,
-        "binding:host_id": host.host,
-        "device_owner": names::DEVICE_OWNER,
-    });
-    if host.tags_at_create {
-        body["tags"] = json!([names::TAG_KURYR_PORT]);
+) -> NewPort {
+    NewPort {
+        name: name.to_string(),
+        admin_state_up: true,
+        network_id: network_id.clone(),
+        fixed_ips: subnets
+            .iter()
+            .map(|s| FixedIpAsk {
+                subnet_id: s.id.clone(),
+                ip_address: None,
+            })
+            .collect(),
+        host_id: Some(host.host.clone()),
+        device_owner: Some(names::DEVICE_OWNER.to_string()),
+        tags: host
+            .tags_at_create
+            .then(|| vec![names::TAG_KURYR_PORT.to_string()]),
+        ..NewPort::default()
     }
-    body
 }
 
 impl PortPool {
@@ -106,12 +113,7 @@ impl PortPool {
     }
 
     /// The body of a port bound to this host with an address on each of `subnets`.
-    pub fn bound_body(
-        &self,
-        name: &str,
-        network_id: &str,
-        subnets: &[Subnet],
-    ) -> serde_json::Value {
+    pub fn bound_body(&self, name: &str, network_id: &NetworkId, subnets: &[Subnet]) -> NewPort {
         bound_port_body(name, network_id, subnets, &self.host)
     }
 
@@ -260,8 +262,9 @@ impl PortPool {
         if missing == 0 || subnets.is_empty() {
             return Ok(());
         }
+        let net = NetworkId::from(network_id);
         let body: Vec<_> = (0..missing)
-            .map(|_| bound_port_body(POOL_PORT_NAME, network_id, &subnets, &self.host))
+            .map(|_| bound_port_body(POOL_PORT_NAME, &net, &subnets, &self.host))
             .collect();
         // One bulk request for all of them, bound to this host in the same request.
         let made: Vec<Port> = neutron.create_bulk(body).await?;

@@ -336,7 +336,7 @@ impl Neutron {
         Self::decode(v, T::SINGULAR)
     }
 
-    pub async fn create<T: Resource>(&self, body: Value) -> Result<T> {
+    pub async fn create<T: Resource>(&self, body: impl serde::Serialize) -> Result<T> {
         let v = self
             .send(
                 Method::POST,
@@ -349,7 +349,10 @@ impl Neutron {
     }
 
     /// Creates several resources in one request (`{"ports": [...]}`).
-    pub async fn create_bulk<T: Resource>(&self, bodies: Vec<Value>) -> Result<Vec<T>> {
+    pub async fn create_bulk<T: Resource, B: serde::Serialize>(
+        &self,
+        bodies: Vec<B>,
+    ) -> Result<Vec<T>> {
         let v = self
             .send(
                 Method::POST,
