@@ -9,7 +9,6 @@ use ipnet::IpNet;
 use serde_json::json;
 
 use super::binder::{self, PlugNet};
-use super::bookkeeping::Bookkeeping;
 use super::cni::{cni_alias, Attach, Attached, Wiring};
 use super::cni_target::Target;
 use super::{Driver, DriverError, Result};
@@ -120,16 +119,7 @@ impl Driver {
             "name": names::cni_port_name(&a.container_id, &a.ifname),
             "device_id": a.container_id,
         });
-        Bookkeeping {
-            background: self.background.clone(),
-            neutron: self.neutron.clone(),
-            unwritten: self.unwritten.clone(),
-            before: port,
-            body,
-            tags: names::cni_tags(&a.ifname, &a.conf_name),
-            as_made: true,
-        }
-        .schedule(super::endpoint::BOOKKEEPING_DELAY);
+        self.write_bookkeeping(port, body, names::cni_tags(&a.ifname, &a.conf_name));
     }
 
     /// A new port of the attachment, bound to this host and tagged; one an earlier,

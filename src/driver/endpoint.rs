@@ -18,7 +18,7 @@ use crate::neutron::{Filters, Port, PortStatus, Subnet};
 use crate::protocol::{validate, *};
 
 /// How long after CreateEndpoint's answer the endpoint's bookkeeping is written.
-pub(super) const BOOKKEEPING_DELAY: Duration = Duration::from_secs(1);
+const BOOKKEEPING_DELAY: Duration = Duration::from_secs(1);
 
 /// A validated CreateEndpoint: its addresses, their subnets and the MAC Docker asks for.
 pub(super) struct EndpointAsk<'a> {
@@ -186,7 +186,7 @@ impl Driver {
     /// after the answer, when Docker is done starting the container (Neutron shares the
     /// host's CPUs), and not at all if the endpoint goes first. Until they are written
     /// the port is known to be taken by its host veth, whose alias names the endpoint.
-    fn write_bookkeeping(&self, before: Port, body: Value, tags: Vec<String>) {
+    pub(super) fn write_bookkeeping(&self, before: Port, body: Value, tags: Vec<String>) {
         Bookkeeping {
             background: self.background.clone(),
             neutron: self.neutron.clone(),
