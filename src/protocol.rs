@@ -298,6 +298,19 @@ pub struct StaticRoute {
     pub next_hop: String,
 }
 
+/// `NetworkDriver.EndpointOperInfo`'s answer: the port's status, once known.
+#[derive(Debug, Serialize, Default, PartialEq)]
+pub struct EndpointOperInfoResponse {
+    #[serde(rename = "Value")]
+    pub value: OperInfo,
+}
+
+#[derive(Debug, Serialize, Default, PartialEq)]
+pub struct OperInfo {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
 #[derive(Debug, Serialize, PartialEq)]
 pub struct JoinResponse {
     #[serde(rename = "InterfaceName")]

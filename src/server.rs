@@ -247,15 +247,40 @@ fn constant(cfg: &Config, method: Method, body: &[u8]) -> Option<Result<Value, D
     use Method as M;
     Some(match method {
         M::Activate => Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]})),
-        M::NetworkCapabilities => Ok(crate::driver::network_capabilities(cfg)),
-        M::IpamCapabilities => Ok(crate::driver::ipam_capabilities()),
-        M::DefaultAddressSpaces => Ok(crate::driver::default_address_spaces(cfg)),
+        M::NetworkCapabilities => Ok(network_capabilities(cfg)),
+        M::IpamCapabilities => Ok(ipam_capabilities()),
+        M::DefaultAddressSpaces => Ok(default_address_spaces(cfg)),
         M::DiscoverNew | M::DiscoverDelete | M::FreeNetwork => {
             parse::<Value>(body).map(|_| json!({}))
         }
-        M::AllocateNetwork => parse::<Value>(body).map(|b| crate::driver::allocate_network(&b)),
+        M::AllocateNetwork => parse::<Value>(body).map(|b| allocate_network(&b)),
         _ => return None,
     })
+}
+
+/// `NetworkDriver.GetCapabilities`.
+pub fn network_capabilities(cfg: &Config) -> Value {
+    json!({"Scope": cfg.capability_scope.as_str()})
+}
+
+/// `IpamDriver.GetCapabilities`. Docker then makes no MAC of its own: CreateEndpoint gets
+/// an empty MacAddress (unless the user set one) and the container takes the port's MAC,
+/// which a port bound ahead of time cannot change.
+pub fn ipam_capabilities() -> Value {
+    json!({"RequiresMACAddress": false})
+}
+
+/// `IpamDriver.GetDefaultAddressSpaces`.
+pub fn default_address_spaces(cfg: &Config) -> Value {
+    json!({
+        "LocalDefaultAddressSpace": cfg.local_default_address_space,
+        "GlobalDefaultAddressSpace": cfg.global_default_address_space,
+    })
+}
+
+/// `NetworkDriver.AllocateNetwork` (swarm): nothing to allocate; the options go back.
+pub fn allocate_network(body: &Value) -> Value {
+    json!({"Options": body.get("Options").cloned().unwrap_or(Value::Null)})
 }
 
 /// Routes one libnetwork call to its handler.
@@ -273,20 +298,27 @@ pub async fn dispatch(d: &Driver, method: Method, body: &[u8]) -> Result<Value, 
         | M::DiscoverDelete
         | M::FreeNetwork
         | M::AllocateNetwork => Err(DriverError::Internal(format!("{method} answered above"))),
-        M::CreateNetwork => d.create_network(parse(body)?).await,
-        M::DeleteNetwork => d.delete_network(parse(body)?).await,
+        M::CreateNetwork => empty(d.create_network(parse(body)?).await),
+        M::DeleteNetwork => empty(d.delete_network(parse(body)?).await),
         M::CreateEndpoint => to_value(d.create_endpoint(parse(body)?).await?),
-        M::EndpointOperInfo => d.endpoint_oper_info(parse(body)?).await,
-        M::DeleteEndpoint => d.delete_endpoint(parse(body)?).await,
+        M::EndpointOperInfo => to_value(d.endpoint_oper_info(parse(body)?).await?),
+        M::DeleteEndpoint => empty(d.delete_endpoint(parse(body)?).await),
         M::Join => to_value(d.join(parse(body)?).await?),
-        M::Leave => d.leave(parse(body)?).await,
-        M::ProgramExternalConnectivity => d.program_external_connectivity(parse(body)?).await,
-        M::RevokeExternalConnectivity => d.revoke_external_connectivity(parse(body)?).await,
+        M::Leave => empty(d.leave(parse(body)?).await),
+        M::ProgramExternalConnectivity => {
+            empty(d.program_external_connectivity(parse(body)?).await)
+        }
+        M::RevokeExternalConnectivity => empty(d.revoke_external_connectivity(parse(body)?).await),
         M::RequestPool => to_value(d.request_pool(parse(body)?).await?),
-        M::ReleasePool => d.release_pool(parse(body)?).await,
+        M::ReleasePool => empty(d.release_pool(parse(body)?).await),
         M::RequestAddress => to_value(d.request_address(parse(body)?).await?),
-        M::ReleaseAddress => d.release_address(parse(body)?).await,
+        M::ReleaseAddress => empty(d.release_address(parse(body)?).await),
     }
+}
+
+/// The answer of a call that returns nothing but success.
+fn empty(done: Result<(), DriverError>) -> Result<Value, DriverError> {
+    done.map(|()| json!({}))
 }
 
 /// Binds the unix socket: parent created, a stale socket file replaced, mode 0660.

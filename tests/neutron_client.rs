@@ -257,11 +257,7 @@ async fn trunks_and_subports() {
         .await
         .unwrap();
     let t = n
-        .trunk_subports(
-            &trunk.id,
-            true,
-            json!([{"port_id": child.id, "segmentation_type": "vlan", "segmentation_id": 101}]),
-        )
+        .trunk_subports(&trunk.id, true, &[SubportAsk::vlan(child.id.as_str(), 101)])
         .await
         .unwrap();
     assert_eq!(t.sub_ports.len(), 1);
@@ -270,7 +266,7 @@ async fn trunks_and_subports() {
     assert_eq!(details.trunk_id, trunk.id);
     assert_eq!(details.sub_ports[0].segmentation_id, Some(101));
     let t = n
-        .trunk_subports(&trunk.id, false, json!([{"port_id": child.id}]))
+        .trunk_subports(&trunk.id, false, &[SubportAsk::remove(child.id.as_str())])
         .await
         .unwrap();
     assert!(t.sub_ports.is_empty());

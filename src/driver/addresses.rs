@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde_json::{json, Value};
 
 use super::cache::SubnetPoolInfo;
 use super::ipam::{first_host, IPAM_NET_PREFIX, IPAM_SUBNET_PREFIX};
 use super::{bad, kuryr_made, Driver, DriverError, Result};
 use crate::names;
-use crate::neutron::{Filters, FixedIpAsk, Network, NewPort, Port, PortId, Subnet};
+use crate::neutron::{
+    Filters, FixedIpAsk, Network, NetworkBody, NewPort, NewSubnet, Port, PortBody, PortId, Subnet,
+};
 use crate::protocol::{validate, *};
 
 impl Driver {
@@ -262,19 +263,19 @@ impl Driver {
             .or_else(|| first_host(&net_cidr).map(|i| i.to_string()));
         let net: Network = self
             .neutron
-            .create(json!({"name": format!("{IPAM_NET_PREFIX}{cidr}"), "admin_state_up": true}))
+            .create(NetworkBody::named(format!("{IPAM_NET_PREFIX}{cidr}")))
             .await?;
         let subnet = self
             .neutron
-            .create::<Subnet>(json!({
-                "name": format!("{IPAM_SUBNET_PREFIX}{cidr}"),
-                "network_id": net.id,
-                "ip_version": if net_cidr.addr().is_ipv6() { 6 } else { 4 },
-                "cidr": cidr,
-                "subnetpool_id": pool_id,
-                "gateway_ip": gateway,
-                "enable_dhcp": false,
-            }))
+            .create::<Subnet>(NewSubnet {
+                name: format!("{IPAM_SUBNET_PREFIX}{cidr}"),
+                network_id: net.id.clone(),
+                ip_version: if net_cidr.addr().is_ipv6() { 6 } else { 4 },
+                cidr: Some(cidr.to_string()),
+                subnetpool_id: Some(pool_id.into()),
+                gateway_ip: gateway,
+                enable_dhcp: Some(false),
+            })
             .await;
         let subnet = match subnet {
             Ok(s) => s,
@@ -312,15 +313,17 @@ impl Driver {
             }
         }
         let body = NewPort {
-            name: names::UNBOUND_PORT_NAME.to_string(),
-            admin_state_up: true,
             network_id: subnet.network_id.clone(),
-            fixed_ips: vec![FixedIpAsk {
-                subnet_id: subnet.id.clone(),
-                ip_address: ip,
-            }],
-            mac_address: mac.map(str::to_string),
-            ..NewPort::default()
+            port: PortBody {
+                name: Some(names::UNBOUND_PORT_NAME.to_string()),
+                admin_state_up: Some(true),
+                fixed_ips: Some(vec![FixedIpAsk {
+                    subnet_id: subnet.id.clone(),
+                    ip_address: ip,
+                }]),
+                mac_address: mac.map(str::to_string),
+                ..PortBody::default()
+            },
         };
         match self.neutron.create::<Port>(&body).await {
             Ok(p) => Ok(p),
@@ -350,11 +353,12 @@ impl Driver {
                                 ip_address: Some(f.ip_address),
                             })
                             .collect();
-                        fixed_ips.extend(body.fixed_ips);
-                        Ok(self
-                            .neutron
-                            .update::<Port>(&p.id, json!({"fixed_ips": fixed_ips}))
-                            .await?)
+                        fixed_ips.extend(body.port.fixed_ips.unwrap_or_default());
+                        let update = PortBody {
+                            fixed_ips: Some(fixed_ips),
+                            ..PortBody::default()
+                        };
+                        Ok(self.neutron.update::<Port>(&p.id, update).await?)
                     }
                     Some(p) => self.adopt(p).await,
                     None => Err(e.into()),
@@ -382,13 +386,13 @@ impl Driver {
         Ok(p)
     }
 
-    pub async fn release_address(&self, req: ReleaseAddressRequest) -> Result<Value> {
+    pub async fn release_address(&self, req: ReleaseAddressRequest) -> Result<()> {
         let ip = validate::ip_maybe_cidr("Address", &req.address)?
             .0
             .to_string();
         let subnet = match self.pool_subnet(&req.pool_id).await? {
             Some(s) => s,
-            None => return Ok(json!({})),
+            None => return Ok(()),
         };
         let key = (subnet.id.clone(), ip.clone());
         let ports = match self.cache.addresses.remove(&key) {
@@ -413,7 +417,7 @@ impl Driver {
             }
             self.release_port(&p, true).await?;
         }
-        Ok(json!({}))
+        Ok(())
     }
 
     /// One more RequestAddress handed this port out.
@@ -480,12 +484,16 @@ impl Driver {
             }
         }
         if p.tags.iter().any(|t| t == names::TAG_PORT_EXISTING) {
-            let mut body = json!({"device_owner": "", "binding:host_id": ""});
+            let mut body = PortBody {
+                device_owner: Some(String::new()),
+                host_id: Some(String::new()),
+                ..PortBody::default()
+            };
             if p.device_id.is_empty()
                 || p.name.starts_with(&p.device_id)
                 || p.device_owner == names::DEVICE_OWNER
             {
-                body["device_id"] = json!("");
+                body.device_id = Some(String::new());
             }
             match self.neutron.update::<Port>(&p.id, body).await {
                 Ok(_) => {}

@@ -5,23 +5,21 @@
 //! goes. The planning asks the binder what the port's binding must say; plug and unplug
 //! are the binder's own.
 
-use async_trait::async_trait;
-use serde_json::{json, Value};
-
 use super::cache::NetInfo;
 use super::endpoint::bind_context;
 use super::nested::NestedKind;
 use super::sriov::{is_sriov, SriovPlan};
 use super::{Driver, Result};
 use crate::host::{PlugRequest, Plugged};
-use crate::neutron::Port;
+use crate::neutron::{Port, PortBody};
+use async_trait::async_trait;
 
 #[async_trait]
 pub(super) trait Binder: Send + Sync {
     /// What the binder changes in the port's binding update (made for this host and
     /// endpoint): a nested port stays unbound, a VLAN subport has no owner, a VF kuryr
     /// picked goes into the profile.
-    fn binding(&self, _body: &mut Value) {}
+    fn binding(&self, _body: &mut PortBody) {}
     /// Neutron binds the port to this host (a nested port is carried by the VM's).
     fn bound_here(&self) -> bool {
         true
@@ -116,16 +114,14 @@ impl Binder for Veth {
 
 #[async_trait]
 impl Binder for Nested {
-    fn binding(&self, body: &mut Value) {
-        if let Some(b) = body.as_object_mut() {
-            // The container port stays unbound: the VM's port carries its traffic.
-            b.remove("binding:host_id");
-            // Neutron takes only ports nobody owns as subports; the trunk plugin then
-            // owns it (`trunk:subport`). The endpoint tags still say whose it is.
-            if self.kind == NestedKind::Vlan {
-                b.remove("device_owner");
-                b.remove("device_id");
-            }
+    fn binding(&self, body: &mut PortBody) {
+        // The container port stays unbound: the VM's port carries its traffic.
+        body.host_id = None;
+        // Neutron takes only ports nobody owns as subports; the trunk plugin then owns
+        // it (`trunk:subport`). The endpoint tags still say whose it is.
+        if self.kind == NestedKind::Vlan {
+            body.device_owner = None;
+            body.device_id = None;
         }
     }
 
@@ -148,13 +144,13 @@ impl Binder for Nested {
 
 #[async_trait]
 impl Binder for Sriov {
-    fn binding(&self, body: &mut Value) {
+    fn binding(&self, body: &mut PortBody) {
         if let Some(SriovPlan {
             profile: Some(profile),
             ..
         }) = &self.plan
         {
-            body["binding:profile"] = json!(profile);
+            body.profile = Some(profile.clone());
         }
     }
 

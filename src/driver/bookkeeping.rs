@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::neutron::{Neutron, NeutronError, Port, PortId};
+use crate::neutron::{Neutron, NeutronError, Port, PortBody, PortId};
 
 /// An endpoint's bookkeeping waiting to be written on its port.
 pub(super) struct Bookkeeping {
@@ -14,7 +12,7 @@ pub(super) struct Bookkeeping {
     pub(super) neutron: Neutron,
     pub(super) unwritten: Arc<std::sync::Mutex<std::collections::HashMap<PortId, Port>>>,
     pub(super) before: Port,
-    pub(super) body: Value,
+    pub(super) body: PortBody,
     pub(super) tags: Vec<String>,
     /// Nothing of it has reached the port yet.
     pub(super) as_made: bool,

@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde_json::json;
 
 use super::binder::{self, PlugNet};
 use super::cni::{cni_alias, Attach, Attached, Wiring};
@@ -14,7 +13,7 @@ use super::cni_target::Target;
 use super::{Driver, DriverError, Result};
 use crate::host::netns::NsInterface;
 use crate::names;
-use crate::neutron::{FixedIpAsk, NewPort, Port, Subnet};
+use crate::neutron::{FixedIpAsk, NewPort, Port, PortBody, Subnet};
 
 impl Driver {
     /// CNI ADD: a port on the network for this container and interface, bound to this
@@ -115,10 +114,11 @@ impl Driver {
     /// answer (as a Docker endpoint's); until then DEL and CHECK find the port by the
     /// alias of its host veth.
     fn cni_bookkeeping(&self, a: &Attach, port: Port) {
-        let body = json!({
-            "name": names::cni_port_name(&a.container_id, &a.ifname),
-            "device_id": a.container_id,
-        });
+        let body = PortBody {
+            name: Some(names::cni_port_name(&a.container_id, &a.ifname)),
+            device_id: Some(a.container_id.clone()),
+            ..PortBody::default()
+        };
         self.write_bookkeeping(port, body, names::cni_tags(&a.ifname, &a.conf_name));
     }
 
@@ -139,16 +139,18 @@ impl Driver {
         }
         let mut body = NewPort {
             network_id: t.net.id.clone(),
-            name: names::cni_port_name(&a.container_id, &a.ifname),
-            admin_state_up: true,
-            device_owner: Some(names::DEVICE_OWNER.to_string()),
-            device_id: Some(a.container_id.clone()),
-            host_id: Some(self.cfg.host.clone()),
-            fixed_ips,
-            mac_address: w.mac.clone(),
-            security_groups: (!t.groups.is_empty()).then(|| t.groups.clone()),
-            qos_policy_id: t.qos.clone(),
-            tags: None,
+            port: PortBody {
+                name: Some(names::cni_port_name(&a.container_id, &a.ifname)),
+                admin_state_up: Some(true),
+                device_owner: Some(names::DEVICE_OWNER.to_string()),
+                device_id: Some(a.container_id.clone()),
+                host_id: Some(self.cfg.host.clone()),
+                fixed_ips: Some(fixed_ips),
+                mac_address: w.mac.clone(),
+                security_groups: (!t.groups.is_empty()).then(|| t.groups.clone()),
+                qos_policy_id: t.qos.clone().map(Some),
+                ..PortBody::default()
+            },
         };
         let mut tags = names::cni_tags(&a.ifname, &a.conf_name);
         if t.floating.is_some() {
@@ -158,7 +160,7 @@ impl Driver {
         // Tagged in the create itself where Neutron can: a kuryr killed right after still
         // leaves a port that DEL and GC find.
         if self.tags_at_create {
-            body.tags = Some(tags.clone());
+            body.port.tags = Some(tags.clone());
         }
         let mut port: Port = self.neutron.create(&body).await?;
         crate::kill_point!("CNI.ADD.after_port");
@@ -299,6 +301,7 @@ fn attached(port: &Port, subnets: &[Subnet], mtu: Option<u32>, host_ifname: Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn subnet(id: &str, cidr: &str, gw: &str) -> Subnet {
         Subnet {

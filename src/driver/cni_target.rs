@@ -7,12 +7,13 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use super::cni::Wiring;
 use super::{Driver, DriverError, Result};
 use crate::names;
-use crate::neutron::{Filters, Network, Neutron, NeutronError, Subnet, SubnetPool, SubnetPoolId};
+use crate::neutron::{
+    Filters, Network, NetworkBody, Neutron, NeutronError, NewSubnet, Subnet, SubnetPool,
+    SubnetPoolId,
+};
 
 /// How long a kept target is used without reading its network and subnets again.
 const TARGET_FRESH: Duration = Duration::from_secs(30);
@@ -243,10 +244,7 @@ impl Driver {
             Ok(n) => n,
             Err(DriverError::NotFound(_)) if !is_uuid(&w.network) => {
                 tracing::info!(network = %w.network, "CNI: making the Neutron network the config names");
-                let net: Network = self
-                    .neutron
-                    .create(json!({"name": w.network, "admin_state_up": true}))
-                    .await?;
+                let net: Network = self.neutron.create(NetworkBody::named(&w.network)).await?;
                 let tags = vec![names::TAG_CNI_MADE.to_string()];
                 self.neutron.replace_tags::<Network>(&net.id, &tags).await?;
                 Network { tags, ..net }
@@ -258,18 +256,21 @@ impl Driver {
         if let Some(found) = pick_subnets(&net, all, w, pool_id.as_deref())? {
             return Ok((net, found, pool_id));
         }
-        let mut body = json!({"network_id": net.id, "name": format!("kuryr-cni-{}", w.network)});
+        let mut body = NewSubnet {
+            network_id: net.id.clone(),
+            name: format!("kuryr-cni-{}", w.network),
+            ip_version: 4,
+            ..NewSubnet::default()
+        };
         match (&w.cidr, &pool) {
             (Some(c), p) => {
-                body["cidr"] = json!(c.to_string());
-                body["ip_version"] = json!(if c.addr().is_ipv4() { 4 } else { 6 });
-                if let Some(p) = p {
-                    body["subnetpool_id"] = json!(p.id);
-                }
+                body.cidr = Some(c.to_string());
+                body.ip_version = if c.addr().is_ipv4() { 4 } else { 6 };
+                body.subnetpool_id = p.as_ref().map(|p| p.id.clone());
             }
             (None, Some(p)) => {
-                body["subnetpool_id"] = json!(p.id);
-                body["ip_version"] = json!(if p.ip_version == 6 { 6 } else { 4 });
+                body.subnetpool_id = Some(p.id.clone());
+                body.ip_version = if p.ip_version == 6 { 6 } else { 4 };
             }
             (None, None) => {}
         }

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::binder::Binder;
 use super::bookkeeping::Bookkeeping;
@@ -14,7 +14,7 @@ use super::floating::Floating;
 use super::{bad, kuryr_made, subnet_for_ip, Driver, DriverError, Result};
 use crate::host::binding::BindContext;
 use crate::names;
-use crate::neutron::{Filters, Port, PortStatus, Subnet};
+use crate::neutron::{Filters, Port, PortBody, PortStatus, Subnet};
 use crate::protocol::{validate, *};
 
 /// How long after CreateEndpoint's answer the endpoint's bookkeeping is written.
@@ -171,13 +171,14 @@ impl Driver {
     }
 
     /// The port's binding body for this endpoint, as its binder wants it.
-    pub(super) fn binding_body(&self, ep: &str, binder: &dyn Binder) -> Value {
-        let mut binding = json!({
-            "binding:host_id": self.cfg.host,
-            "device_owner": names::DEVICE_OWNER,
-            "device_id": ep,
-            "admin_state_up": true,
-        });
+    pub(super) fn binding_body(&self, ep: &str, binder: &dyn Binder) -> PortBody {
+        let mut binding = PortBody {
+            host_id: Some(self.cfg.host.clone()),
+            device_owner: Some(names::DEVICE_OWNER.to_string()),
+            device_id: Some(ep.to_string()),
+            admin_state_up: Some(true),
+            ..PortBody::default()
+        };
         binder.binding(&mut binding);
         binding
     }
@@ -186,7 +187,7 @@ impl Driver {
     /// after the answer, when Docker is done starting the container (Neutron shares the
     /// host's CPUs), and not at all if the endpoint goes first. Until they are written
     /// the port is known to be taken by its host veth, whose alias names the endpoint.
-    pub(super) fn write_bookkeeping(&self, before: Port, body: Value, tags: Vec<String>) {
+    pub(super) fn write_bookkeeping(&self, before: Port, body: PortBody, tags: Vec<String>) {
         Bookkeeping {
             background: self.background.clone(),
             neutron: self.neutron.clone(),
@@ -247,18 +248,18 @@ impl Driver {
         }
     }
 
-    pub async fn delete_endpoint(&self, req: EndpointRequest) -> Result<Value> {
+    pub async fn delete_endpoint(&self, req: EndpointRequest) -> Result<()> {
         let ep = req.endpoint_id.as_str();
         let _g = self.locks.lock(&format!("ep:{ep}")).await;
         let Some(info) = self.endpoint_info(&req.network_id, ep).await? else {
             tracing::info!(endpoint = %ep, "DeleteEndpoint: no port is tagged for it; nothing to do");
-            return Ok(json!({}));
+            return Ok(());
         };
         let port = &info.port;
         if let Some(newer) = self.newer_endpoint_on(&port.id, ep) {
             tracing::info!(endpoint = %ep, port = %port.id, %newer, "DeleteEndpoint: the port serves a newer endpoint now; left to it");
             self.cache.endpoints.remove(&ep.to_string());
-            return Ok(json!({}));
+            return Ok(());
         }
         // Bookkeeping not started yet is not needed any more: the port is released next.
         self.background.cancel(&port.id);
@@ -283,7 +284,7 @@ impl Driver {
         // port as a live endpoint's.
         self.cache.endpoints.remove(&ep.to_string());
         failed.into_result()?;
-        Ok(json!({}))
+        Ok(())
     }
 
     /// Another endpoint of this process that port `port_id` serves now: a port can be

@@ -1,14 +1,12 @@
 //! CreateEndpoint's Neutron step: the plan (keep, update or create the endpoint's port),
 //! decided before anything changes, its application, and the record that undoes it.
 
-use serde_json::{json, Value};
-
 use super::binder::Binder;
 use super::cache::NetInfo;
 use super::endpoint::{holds_all, EndpointAsk};
 use super::{kuryr_made, Driver, DriverError, Result};
 use crate::names;
-use crate::neutron::{Port, PortId};
+use crate::neutron::{FixedIpAsk, NewPort, Port, PortBody, PortId};
 
 /// What CreateEndpoint does to Neutron, decided before anything changes.
 pub(super) enum PortPlan {
@@ -19,7 +17,7 @@ pub(super) enum PortPlan {
     /// written after the answer.
     Finish {
         port: Box<Port>,
-        body: Value,
+        body: PortBody,
         tags: Vec<String>,
     },
     /// One update of the port (binding, device, maybe MAC, name or VF profile) and of its
@@ -27,7 +25,7 @@ pub(super) enum PortPlan {
     /// on a bound port).
     Update {
         port: Box<Port>,
-        body: Value,
+        body: PortBody,
         tags: Vec<String>,
         unbind_first: bool,
     },
@@ -35,7 +33,7 @@ pub(super) enum PortPlan {
     /// holding every address, as Neutron models an endpoint.
     Replace {
         delete: Vec<Port>,
-        body: Value,
+        body: NewPort,
         tags: Vec<String>,
     },
 }
@@ -58,12 +56,8 @@ impl Driver {
     ) -> Result<PortPlan> {
         let ep = ask.ep;
         let mut body = self.binding_body(ep, host);
-        if let Some(g) = &ask.groups {
-            body["security_groups"] = json!(g);
-        }
-        if let Some(q) = &ask.qos {
-            body["qos_policy_id"] = json!(q);
-        }
+        body.security_groups = ask.groups.clone();
+        body.qos_policy_id = ask.qos.clone().map(Some);
         let picked = host.picked_vf();
         // One port holding every address: bind it.
         if let [old] = ports.as_slice() {
@@ -79,18 +73,18 @@ impl Driver {
                 )));
             }
         }
-        let fixed: Vec<Value> = ask
+        let fixed = ask
             .addrs
             .iter()
             .zip(&ask.subnets)
-            .map(|(ip, s)| json!({"subnet_id": s.id, "ip_address": ip.to_string()}))
+            .map(|(ip, s)| FixedIpAsk {
+                subnet_id: s.id.clone(),
+                ip_address: Some(*ip),
+            })
             .collect();
-        body["name"] = json!(names::UNBOUND_PORT_NAME);
-        body["network_id"] = json!(net.neutron_id);
-        body["fixed_ips"] = json!(fixed);
-        if let Some(m) = &ask.mac {
-            body["mac_address"] = json!(m);
-        }
+        body.name = Some(names::UNBOUND_PORT_NAME.to_string());
+        body.fixed_ips = Some(fixed);
+        body.mac_address.clone_from(&ask.mac);
         let mut tags = vec![names::TAG_KURYR_PORT.to_string()];
         tags.extend(names::id_tags(ep));
         if ask.groups.is_some() || ask.qos.is_some() || ask.floating.is_some() {
@@ -98,7 +92,10 @@ impl Driver {
         }
         Ok(PortPlan::Replace {
             delete: ports,
-            body,
+            body: NewPort {
+                network_id: net.neutron_id.as_str().into(),
+                port: body,
+            },
             tags,
         })
     }
@@ -106,7 +103,7 @@ impl Driver {
     fn update_plan(
         &self,
         old: Port,
-        mut body: Value,
+        mut body: PortBody,
         ask: &EndpointAsk<'_>,
         host: &dyn Binder,
         picked: bool,
@@ -115,21 +112,17 @@ impl Driver {
         // kuryr's own ports are named after their endpoint, as the reference names them;
         // a user's port keeps its name.
         if kuryr_made(&old) {
-            body["name"] = json!(names::endpoint_port_name(ep));
+            body.name = Some(names::endpoint_port_name(ep));
         }
         let new_mac = ask
             .mac
             .as_ref()
             .filter(|m| !old.mac_address.eq_ignore_ascii_case(m));
-        if let Some(m) = new_mac {
-            body["mac_address"] = json!(m);
-        }
+        body.mac_address = new_mac.cloned();
         // A user's port keeps its own groups and policy.
         if !kuryr_made(&old) {
-            if let Some(b) = body.as_object_mut() {
-                b.remove("security_groups");
-                b.remove("qos_policy_id");
-            }
+            body.security_groups = None;
+            body.qos_policy_id = None;
         }
         let groups_ok = groups_and_policy_as_asked(&old, &body);
         let nested = !host.bound_here();
@@ -142,7 +135,7 @@ impl Driver {
         if already && (nested || old.vif_type.is_bound()) {
             return PortPlan::Keep(Box::new(old));
         }
-        let own = body.get("security_groups").is_some() || body.get("qos_policy_id").is_some();
+        let own = body.security_groups.is_some() || body.qos_policy_id.is_some();
         let tags = endpoint_tags(
             &old,
             ep,
@@ -153,11 +146,9 @@ impl Driver {
         let free = old.device_id.is_empty() || old.device_id == ep;
         // Groups take effect before the container starts: not deferred with the rest.
         if host.takes_ready_ports() && bound_here && free && new_mac.is_none() && groups_ok {
-            if let Some(b) = body.as_object_mut() {
-                // Already so: bound here, admin up.
-                b.remove("binding:host_id");
-                b.remove("admin_state_up");
-            }
+            // Already so: bound here, admin up.
+            body.host_id = None;
+            body.admin_state_up = None;
             return PortPlan::Finish {
                 port: Box::new(old),
                 body,
@@ -181,10 +172,10 @@ impl Driver {
             PortPlan::Finish { port, body, tags } => {
                 // What the port will say once the bookkeeping is written.
                 let mut done = (*port).clone();
-                done.device_id = body["device_id"].as_str().unwrap_or_default().to_string();
+                done.device_id = body.device_id.clone().unwrap_or_default();
                 done.device_owner = names::DEVICE_OWNER.to_string();
-                if let Some(n) = body["name"].as_str() {
-                    done.name = n.to_string();
+                if let Some(n) = &body.name {
+                    done.name.clone_from(n);
                 }
                 done.tags = tags;
                 Ok((done, PortUndo::Nothing))
@@ -195,9 +186,9 @@ impl Driver {
                 tags,
                 unbind_first,
             } => {
-                let qos = body.get("qos_policy_id").is_some();
+                let qos = body.qos_policy_id.is_some();
                 if unbind_first {
-                    let unbind = json!({"binding:host_id": ""});
+                    let unbind = PortBody::unbind();
                     if let Err(e) = self.neutron.update::<Port>(&port.id, unbind).await {
                         let id = port.id.clone();
                         return Err(self
@@ -265,22 +256,19 @@ impl Driver {
             PortUndo::Restore(port, qos) => {
                 // Unbound first: Neutron refuses a MAC change on a bound port, and the
                 // update may have changed the MAC (`--mac-address`).
-                let mut body = json!({
-                    "binding:host_id": port.host_id,
-                    "device_owner": port.device_owner,
-                    "device_id": port.device_id,
-                    "name": port.name,
-                    "mac_address": port.mac_address,
-                    "security_groups": port.security_groups,
-                });
-                if qos {
-                    body["qos_policy_id"] = json!(port.qos_policy_id);
-                }
-                // A VF kuryr picked is given back with the rest.
-                if super::sriov::is_sriov(&port.vnic_type) {
-                    body["binding:profile"] = json!(port.profile);
-                }
-                let unbind = json!({"binding:host_id": ""});
+                let body = PortBody {
+                    host_id: Some(port.host_id.clone()),
+                    device_owner: Some(port.device_owner.clone()),
+                    device_id: Some(port.device_id.clone()),
+                    name: Some(port.name.clone()),
+                    mac_address: Some(port.mac_address.clone()),
+                    security_groups: Some(port.security_groups.clone()),
+                    qos_policy_id: qos.then(|| port.qos_policy_id.clone()),
+                    // A VF kuryr picked is given back with the rest.
+                    profile: super::sriov::is_sriov(&port.vnic_type).then(|| port.profile.clone()),
+                    ..PortBody::default()
+                };
+                let unbind = PortBody::unbind();
                 let restored = match self.neutron.update::<Port>(&port.id, unbind).await {
                     Ok(_) => self
                         .neutron
@@ -312,21 +300,16 @@ impl Driver {
 }
 
 /// Whether the port has the groups and QoS policy the update body asks for already.
-fn groups_and_policy_as_asked(old: &Port, body: &Value) -> bool {
-    let groups = body
-        .get("security_groups")
-        .and_then(Value::as_array)
-        .is_none_or(|g| {
-            g.len() == old.security_groups.len()
-                && g.iter().all(|x| {
-                    x.as_str()
-                        .is_some_and(|x| old.security_groups.iter().any(|o| o == x))
-                })
-        });
+fn groups_and_policy_as_asked(old: &Port, body: &PortBody) -> bool {
+    let groups = body.security_groups.as_ref().is_none_or(|g| {
+        g.len() == old.security_groups.len()
+            && g.iter().all(|x| old.security_groups.iter().any(|o| o == x))
+    });
     groups
         && body
-            .get("qos_policy_id")
-            .is_none_or(|q| q.as_str() == old.qos_policy_id.as_deref())
+            .qos_policy_id
+            .as_ref()
+            .is_none_or(|q| q.as_deref() == old.qos_policy_id.as_deref())
 }
 
 /// The port's tags for endpoint `ep`: its own kept, another endpoint's (a port given

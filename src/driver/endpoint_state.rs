@@ -3,23 +3,27 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
 use super::{bad, Driver, DriverError, Result};
 use crate::names;
 use crate::neutron::{Port, PortId, PortStatus};
-use crate::protocol::{EndpointRequest, InterfaceName, JoinRequest, JoinResponse, StaticRoute};
+use crate::protocol::{
+    EndpointOperInfoResponse, EndpointRequest, InterfaceName, JoinRequest, JoinResponse, OperInfo,
+    StaticRoute,
+};
 
 /// How long a port status read by EndpointOperInfo is answered again without asking.
 const STATUS_TTL: Duration = Duration::from_secs(2);
 
 impl Driver {
-    pub async fn endpoint_oper_info(&self, req: EndpointRequest) -> Result<Value> {
+    pub async fn endpoint_oper_info(
+        &self,
+        req: EndpointRequest,
+    ) -> Result<EndpointOperInfoResponse> {
         let Some(info) = self
             .endpoint_info(&req.network_id, &req.endpoint_id)
             .await?
         else {
-            return Ok(json!({"Value": {}}));
+            return Ok(EndpointOperInfoResponse::default());
         };
         // Status changes as the agent works. Docker asks several times per start: the
         // answer comes from memory, and a status that is not ACTIVE yet (where it then
@@ -31,7 +35,11 @@ impl Driver {
         if status != PortStatus::Active && stale {
             self.refresh_status(req.endpoint_id.to_string(), info.port.id.clone());
         }
-        Ok(json!({"Value": {"status": status}}))
+        Ok(EndpointOperInfoResponse {
+            value: OperInfo {
+                status: Some(status.as_str().to_string()),
+            },
+        })
     }
 
     /// Reads a port's status into the endpoint's cache entry, in the background; an entry
@@ -114,7 +122,7 @@ impl Driver {
     }
 
     /// Nothing to undo of Join; the ids were checked when the request was parsed.
-    pub async fn leave(&self, _req: EndpointRequest) -> Result<Value> {
-        Ok(json!({}))
+    pub async fn leave(&self, _req: EndpointRequest) -> Result<()> {
+        Ok(())
     }
 }

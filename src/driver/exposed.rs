@@ -4,21 +4,22 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
-
 use super::{bad, Driver, Result};
 use crate::names;
-use crate::neutron::{Filters, Port, SecurityGroup, SecurityGroupRule};
+use crate::neutron::{
+    Filters, NewSecurityGroup, NewSecurityGroupRule, Port, PortBody, SecurityGroup,
+    SecurityGroupRule,
+};
 use crate::protocol::{exposed_ports, EndpointRequest, ExposedPort};
 
 impl Driver {
-    pub async fn program_external_connectivity(&self, req: EndpointRequest) -> Result<Value> {
+    pub async fn program_external_connectivity(&self, req: EndpointRequest) -> Result<()> {
         if !self.cfg.process_external_connectivity {
-            return Ok(json!({}));
+            return Ok(());
         }
         let exposed = exposed_ports(&req.options);
         if exposed.is_empty() {
-            return Ok(json!({}));
+            return Ok(());
         }
         let ranges = port_ranges(&exposed)?;
         let _g = self.locks.lock(&format!("ep:{}", req.endpoint_id)).await;
@@ -26,7 +27,7 @@ impl Driver {
             .endpoint_info(&req.network_id, &req.endpoint_id)
             .await?
         else {
-            return Ok(json!({}));
+            return Ok(());
         };
         let port_id = info.port.id.clone();
         self.background.settle(&port_id).await;
@@ -44,7 +45,10 @@ impl Driver {
             None => {
                 let sg: SecurityGroup = self
                     .neutron
-                    .create(json!({"name": name, "description": names::SG_DESCRIPTION}))
+                    .create(NewSecurityGroup {
+                        name,
+                        description: names::SG_DESCRIPTION.to_string(),
+                    })
                     .await?;
                 (sg, true)
             }
@@ -62,7 +66,7 @@ impl Driver {
                 Err(u) => e.rolled_back_with(vec![u.into()]),
             });
         }
-        Ok(json!({}))
+        Ok(())
     }
 
     /// Gives the exposed-ports group the rules it lacks and puts it on the port if it is
@@ -90,16 +94,15 @@ impl Driver {
                 if present {
                     continue;
                 }
-                let mut rule = json!({
-                    "security_group_id": sg.id,
-                    "direction": "ingress",
-                    "protocol": proto,
-                    "ethertype": ethertype,
-                });
-                if let (Some(lo), Some(hi)) = (lo, hi) {
-                    rule["port_range_min"] = json!(lo);
-                    rule["port_range_max"] = json!(hi);
-                }
+                let range = lo.zip(hi);
+                let rule = NewSecurityGroupRule {
+                    security_group_id: sg.id.clone(),
+                    direction: "ingress",
+                    protocol: proto.to_string(),
+                    ethertype,
+                    port_range_min: range.map(|(lo, _)| lo),
+                    port_range_max: range.map(|(_, hi)| hi),
+                };
                 self.neutron.create::<SecurityGroupRule>(rule).await?;
             }
         }
@@ -110,24 +113,24 @@ impl Driver {
         let mut groups = vec![sg.id.clone()];
         groups.extend(port.security_groups);
         self.neutron
-            .update::<Port>(port_id, json!({"security_groups": groups}))
+            .update::<Port>(port_id, PortBody::groups(groups))
             .await?;
         Ok(())
     }
 
-    pub async fn revoke_external_connectivity(&self, req: EndpointRequest) -> Result<Value> {
+    pub async fn revoke_external_connectivity(&self, req: EndpointRequest) -> Result<()> {
         if !self.cfg.process_external_connectivity {
-            return Ok(json!({}));
+            return Ok(());
         }
         let _g = self.locks.lock(&format!("ep:{}", req.endpoint_id)).await;
         let Some(info) = self
             .endpoint_info(&req.network_id, &req.endpoint_id)
             .await?
         else {
-            return Ok(json!({}));
+            return Ok(());
         };
         if info.no_exposed_group {
-            return Ok(json!({}));
+            return Ok(());
         }
         self.background.settle(&info.port.id).await;
         self.take_off_exposed_group(&info.port.id).await?;
@@ -135,7 +138,7 @@ impl Driver {
         self.cache
             .endpoints
             .update(&req.endpoint_id.to_string(), |v| v.no_exposed_group = true);
-        Ok(json!({}))
+        Ok(())
     }
 
     /// Takes the port's exposed-ports group (if any) off the port and deletes it. Run by
@@ -159,7 +162,7 @@ impl Driver {
                     .collect();
                 if keep.len() != port.security_groups.len() {
                     self.neutron
-                        .update::<Port>(port_id, json!({"security_groups": keep}))
+                        .update::<Port>(port_id, PortBody::groups(keep))
                         .await?;
                     crate::kill_point!("RevokeExternalConnectivity.after_port");
                 }

@@ -1,12 +1,12 @@
 //! Floating IPs of endpoints and CNI attachments: one kuryr allocates on an external
 //! network, or the user's own, associated once the port exists and given back with it.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::cache::NetInfo;
 use super::{Driver, DriverError, Result};
 use crate::names;
-use crate::neutron::{Filters, FloatingIp, Port};
+use crate::neutron::{Filters, FloatingIp, FloatingIpPort, NewFloatingIp, Port};
 
 /// A container's floating IP: one kuryr allocates on an external network, or the user's.
 #[derive(Debug, Clone)]
@@ -72,17 +72,22 @@ impl Driver {
                 }
                 let made: FloatingIp = self
                     .neutron
-                    .create(json!({
-                        "floating_network_id": net,
-                        "port_id": port.id,
-                        "description": names::fip_description(ep),
-                    }))
+                    .create(NewFloatingIp {
+                        floating_network_id: net.to_string(),
+                        port_id: port.id.clone(),
+                        description: names::fip_description(ep),
+                    })
                     .await?;
                 tracing::info!(endpoint = %ep, floating_ip = %made.floating_ip_address, "floating IP allocated");
             }
             Floating::Existing(fip) => {
                 self.neutron
-                    .update::<FloatingIp>(&fip.id, json!({"port_id": port.id}))
+                    .update::<FloatingIp>(
+                        &fip.id,
+                        FloatingIpPort {
+                            port_id: Some(port.id.clone()),
+                        },
+                    )
                     .await?;
                 tracing::info!(endpoint = %ep, floating_ip = %fip.floating_ip_address, "floating IP associated");
             }
@@ -103,7 +108,7 @@ impl Driver {
             } else {
                 match self
                     .neutron
-                    .update::<FloatingIp>(&f.id, json!({"port_id": null}))
+                    .update::<FloatingIp>(&f.id, FloatingIpPort { port_id: None })
                     .await
                 {
                     Ok(_) => {}

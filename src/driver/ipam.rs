@@ -5,12 +5,11 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde_json::{json, Value};
 
 use super::cache::SubnetPoolInfo;
 use super::{bad, Driver, DriverError, Result};
 use crate::names;
-use crate::neutron::{Filters, Network, Subnet, SubnetPool};
+use crate::neutron::{Filters, Network, NewSubnetPool, Subnet, SubnetPool};
 use crate::protocol::{validate, NeutronId, *};
 
 /// Name prefix of subnets made on demand when kuryr's IPAM serves another network driver.
@@ -133,12 +132,12 @@ impl Driver {
             None => {
                 let p: SubnetPool = self
                     .neutron
-                    .create(json!({
-                        "name": name,
-                        "prefixes": [cidr],
-                        "default_prefixlen": cidr_net.prefix_len(),
-                        "shared": shared,
-                    }))
+                    .create(NewSubnetPool {
+                        name: name.clone(),
+                        prefixes: vec![cidr.to_string()],
+                        default_prefixlen: cidr_net.prefix_len(),
+                        shared,
+                    })
                     .await?;
                 if let Some(s) = &subnet_id {
                     self.neutron.add_tag::<SubnetPool>(&p.id, s).await?;
@@ -283,13 +282,13 @@ impl Driver {
         self.cache.subnetpools.put(pool_id.to_string(), info);
     }
 
-    pub async fn release_pool(&self, req: ReleasePoolRequest) -> Result<Value> {
+    pub async fn release_pool(&self, req: ReleasePoolRequest) -> Result<()> {
         let pool_id = String::from(req.pool_id);
         let pool = match self.neutron.get::<SubnetPool>(&pool_id).await {
             Ok(p) => p,
             Err(e) if e.is_not_found() => {
                 self.cache.subnetpools.remove(&pool_id);
-                return Ok(json!({}));
+                return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
@@ -309,7 +308,7 @@ impl Driver {
             for s in subnets.iter().filter(|s| s.tags.contains(&pool_id)) {
                 self.neutron.remove_tag::<Subnet>(&s.id, &pool_id).await?;
             }
-            return Ok(json!({}));
+            return Ok(());
         }
         let is_kuryr = self.is_kuryr_pool(&pool);
         let mut shared = false;
@@ -327,7 +326,7 @@ impl Driver {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(json!({}))
+        Ok(())
     }
 
     fn is_kuryr_pool(&self, pool: &SubnetPool) -> bool {

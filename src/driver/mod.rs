@@ -153,11 +153,14 @@ pub const TAG_AT_CREATE: &str = "tag-ports-during-bulk-creation";
 /// checks the attributes first ("Attribute 'tags' not allowed in POST", 400, when the
 /// driver is not loaded), then the network (404). Anything else reads as "no".
 async fn tags_at_create_unlisted(neutron: &Neutron) -> bool {
-    let body = serde_json::json!({
-        "network_id": "00000000-0000-4000-8000-00000000dead",
-        "name": "kuryr-probe-tags-at-create",
-        "tags": [names::TAG_KURYR_PORT],
-    });
+    let body = crate::neutron::NewPort {
+        network_id: "00000000-0000-4000-8000-00000000dead".into(),
+        port: crate::neutron::PortBody {
+            name: Some("kuryr-probe-tags-at-create".into()),
+            tags: Some(vec![names::TAG_KURYR_PORT.to_string()]),
+            ..Default::default()
+        },
+    };
     match neutron.create::<crate::neutron::Port>(body).await {
         Err(e) if e.is_not_found() => true,
         Ok(p) => {
@@ -476,7 +479,11 @@ impl Driver {
             }
         }
         let name = names::endpoint_port_name(endpoint_id);
-        let body = serde_json::json!({"device_id": endpoint_id, "name": name});
+        let body = crate::neutron::PortBody {
+            device_id: Some(endpoint_id.to_string()),
+            name: Some(name.clone()),
+            ..Default::default()
+        };
         self.neutron.update::<Port>(&port.id, body).await?;
         self.neutron.replace_tags::<Port>(&port.id, &tags).await?;
         port.device_id = endpoint_id.to_string();
@@ -513,31 +520,6 @@ impl Driver {
     pub(crate) fn forget_network(&self, docker_net_id: &str) {
         self.cache.networks.remove(&docker_net_id.to_string());
     }
-}
-
-/// `NetworkDriver.GetCapabilities`.
-pub fn network_capabilities(cfg: &Config) -> serde_json::Value {
-    serde_json::json!({"Scope": cfg.capability_scope.as_str()})
-}
-
-/// `IpamDriver.GetCapabilities`. Docker then makes no MAC of its own: CreateEndpoint gets
-/// an empty MacAddress (unless the user set one) and the container takes the port's MAC,
-/// which a port bound ahead of time cannot change.
-pub fn ipam_capabilities() -> serde_json::Value {
-    serde_json::json!({"RequiresMACAddress": false})
-}
-
-/// `IpamDriver.GetDefaultAddressSpaces`.
-pub fn default_address_spaces(cfg: &Config) -> serde_json::Value {
-    serde_json::json!({
-        "LocalDefaultAddressSpace": cfg.local_default_address_space,
-        "GlobalDefaultAddressSpace": cfg.global_default_address_space,
-    })
-}
-
-/// `NetworkDriver.AllocateNetwork` (swarm): nothing to allocate; the options go back.
-pub fn allocate_network(body: &serde_json::Value) -> serde_json::Value {
-    serde_json::json!({"Options": body.get("Options").cloned().unwrap_or(serde_json::Value::Null)})
 }
 
 /// The subnet of `subnets` that contains `ip`.

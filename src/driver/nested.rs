@@ -15,13 +15,13 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use serde_json::json;
-
 use super::{Driver, DriverError, Result};
 use crate::config::{Config, PortDriverName};
 use crate::host::netlink::SubKind;
 use crate::host::Plumbing;
-use crate::neutron::{AddressPair, Filters, Neutron, Port, Trunk, TrunkDetails};
+use crate::neutron::{
+    AddressPair, Filters, Neutron, Port, PortBody, SubportAsk, Trunk, TrunkDetails,
+};
 
 /// The port driver an endpoint of this configuration uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,7 +256,13 @@ impl Driver {
             return Ok(());
         }
         self.neutron
-            .update::<Port>(&vm.id, json!({"allowed_address_pairs": pairs}))
+            .update::<Port>(
+                &vm.id,
+                PortBody {
+                    allowed_address_pairs: Some(pairs),
+                    ..PortBody::default()
+                },
+            )
             .await?;
         Ok(())
     }
@@ -288,9 +294,12 @@ impl Driver {
             let id = ids.take().ok_or_else(|| {
                 DriverError::Conflict(format!("trunk {} has no free VLAN id", ids.trunk_id))
             })?;
-            let body =
-                json!([{"port_id": port_id, "segmentation_type": "vlan", "segmentation_id": id}]);
-            match self.neutron.trunk_subports(&ids.trunk_id, true, body).await {
+            let body = [SubportAsk::vlan(port_id, id)];
+            match self
+                .neutron
+                .trunk_subports(&ids.trunk_id, true, &body)
+                .await
+            {
                 Ok(_) => return Ok(id),
                 Err(e) if e.is_conflict() => {
                     // Taken in between by another subport: next id. Any other conflict
@@ -328,7 +337,7 @@ impl Driver {
         };
         match self
             .neutron
-            .trunk_subports(&ids.trunk_id, false, json!([{"port_id": port_id}]))
+            .trunk_subports(&ids.trunk_id, false, &[SubportAsk::remove(port_id)])
             .await
         {
             Ok(_) => {}

@@ -3,12 +3,11 @@
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;
-use serde_json::{json, Value};
 
 use super::cache::NetInfo;
 use super::{Driver, DriverError, Result};
 use crate::names;
-use crate::neutron::{Filters, Network, NetworkId, Subnet, SubnetId};
+use crate::neutron::{Filters, Network, NetworkBody, NetworkId, Subnet, SubnetId};
 use crate::protocol::{validate, *};
 
 /// One address family of a CreateNetwork request, validated.
@@ -86,7 +85,7 @@ impl Driver {
         opts.get(key).map(String::as_str).filter(|s| !s.is_empty())
     }
 
-    pub async fn create_network(&self, req: CreateNetworkRequest) -> Result<Value> {
+    pub async fn create_network(&self, req: CreateNetworkRequest) -> Result<()> {
         let fams: Vec<Family> = [
             Self::family(&req.ipv4_data, false)?,
             Self::family(&req.ipv6_data, true)?,
@@ -100,7 +99,7 @@ impl Driver {
         let _g = self.locks.lock(&format!("net:{id}")).await;
         // A retried call finds what the first one made.
         if self.net_info(id).await?.is_some() {
-            return Ok(json!({}));
+            return Ok(());
         }
         // Groups and pools first: nothing is created if one is missing.
         let ask = self.net_ask(&opts).await?;
@@ -141,7 +140,7 @@ impl Driver {
             self.port_pool.refill(&self.neutron, &kuryr_subnets);
         }
         self.cache.networks.put(id.to_string(), info);
-        Ok(json!({}))
+        Ok(())
     }
 
     /// Checks the options' ids and flags before anything is read; whether the network
@@ -275,16 +274,13 @@ impl Driver {
         qos: Option<&str>,
         tags: &[String],
     ) -> Result<(Network, NetUndo)> {
-        let mut body = json!({
-            "name": names::network_name(id),
-            "admin_state_up": true,
-            "shared": shared,
-        });
-        // On the network itself: Neutron applies it to every port without a policy
-        // of its own, so a container start costs no request for it.
-        if let Some(q) = qos {
-            body["qos_policy_id"] = json!(q);
-        }
+        let body = NetworkBody {
+            shared: Some(shared),
+            // On the network itself: Neutron applies it to every port without a policy
+            // of its own, so a container start costs no request for it.
+            qos_policy_id: qos.map(str::to_string),
+            ..NetworkBody::named(names::network_name(id))
+        };
         let net: Network = self.neutron.create(body).await?;
         let undo = NetUndo::DeleteNetwork(net.id.clone());
         if let Err(e) = self.neutron.replace_tags::<Network>(&net.id, tags).await {
@@ -331,17 +327,17 @@ impl Driver {
         }
     }
 
-    pub async fn delete_network(&self, req: NetworkRequest) -> Result<Value> {
+    pub async fn delete_network(&self, req: NetworkRequest) -> Result<()> {
         let id = req.network_id.as_str();
         let _g = self.locks.lock(&format!("net:{id}")).await;
         let Some(info) = self.net_info(id).await? else {
             tracing::warn!(network = %id, "DeleteNetwork: no Neutron network is tagged for it; nothing to do");
-            return Ok(json!({}));
+            return Ok(());
         };
         self.forget_network(id);
         let net: Network = match self.neutron.get(&info.neutron_id).await {
             Ok(n) => n,
-            Err(e) if e.is_not_found() => return Ok(json!({})),
+            Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e.into()),
         };
         // Docker networks on other hosts (or other Docker networks here) naming the same
@@ -349,7 +345,7 @@ impl Driver {
         let shared = names::used_by_other_docker_networks(&net.name, &net.tags, &[id.to_string()]);
         if info.existing || shared {
             self.leave_network(id, &info, net, shared).await?;
-            return Ok(json!({}));
+            return Ok(());
         }
         match self
             .neutron
@@ -357,13 +353,13 @@ impl Driver {
             .await
         {
             Ok(()) => {}
-            Err(e) if e.is_not_found() => return Ok(json!({})),
+            Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e.into()),
         }
         self.port_pool.drain(&self.neutron, &info.neutron_id).await;
         self.remove_own_network(&info.neutron_id, &info.subnets)
             .await?;
-        Ok(json!({}))
+        Ok(())
     }
 
     /// DeleteNetwork of a Neutron network kuryr adopted or another Docker network still

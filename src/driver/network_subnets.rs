@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
 use super::ipam::same_cidr;
 use super::{Driver, DriverError, Result};
 use crate::names;
-use crate::neutron::{Filters, Network, NetworkId, Subnet, SubnetId, SubnetPool};
+use crate::neutron::{
+    Filters, Network, NetworkBody, NetworkId, NewSubnet, Rename, Subnet, SubnetId, SubnetPool,
+    SubnetPoolId,
+};
 
 use super::network::{Family, NetUndo, Origin};
 
@@ -46,10 +47,12 @@ impl Driver {
         shared: bool,
     ) -> Result<(Network, NetUndo)> {
         let old: Network = self.neutron.get(&subnet.network_id).await?;
-        let mut body = json!({"name": names::network_name(id), "shared": shared});
-        if let Some(q) = qos {
-            body["qos_policy_id"] = json!(q);
-        }
+        let body = NetworkBody {
+            name: Some(names::network_name(id)),
+            shared: Some(shared),
+            qos_policy_id: qos.map(str::to_string),
+            ..NetworkBody::default()
+        };
         let net: Network = self.neutron.update(&old.id, body).await?;
         let undo = NetUndo::ReturnToIpam {
             net: (old.id.clone(), old.name.clone(), old.tags.clone()),
@@ -61,7 +64,12 @@ impl Driver {
                 .await?;
             let pool_text = subnet.cidr.to_string();
             self.neutron
-                .update::<Subnet>(&subnet.id, json!({"name": names::subnet_name(&pool_text)}))
+                .update::<Subnet>(
+                    &subnet.id,
+                    Rename {
+                        name: names::subnet_name(&pool_text),
+                    },
+                )
                 .await
         }
         .await;
@@ -136,19 +144,15 @@ impl Driver {
             }
             return Ok((None, undo));
         }
-        let mut body = json!({
-            "name": names::subnet_name(&f.pool_text),
-            "network_id": net.id,
-            "ip_version": if f.v6 { 6 } else { 4 },
-            "cidr": f.pool.to_string(),
-            "enable_dhcp": self.cfg.neutron.enable_dhcp,
-        });
-        if let Some(pid) = pool_id {
-            body["subnetpool_id"] = json!(pid);
-        }
-        if let Some(gw) = f.gateway {
-            body["gateway_ip"] = json!(gw.to_string());
-        }
+        let body = NewSubnet {
+            name: names::subnet_name(&f.pool_text),
+            network_id: net.id.clone(),
+            ip_version: if f.v6 { 6 } else { 4 },
+            cidr: Some(f.pool.to_string()),
+            enable_dhcp: Some(self.cfg.neutron.enable_dhcp),
+            subnetpool_id: pool_id.map(SubnetPoolId::from),
+            gateway_ip: f.gateway.map(|gw| gw.to_string()),
+        };
         let s: Subnet = self.neutron.create(body).await?;
         let undo = NetUndo::DeleteSubnet(s.id.clone());
         if let Some(pid) = pool_id {
@@ -170,13 +174,23 @@ impl Driver {
         (subnet_id, subnet_name, subnet_tags): &(SubnetId, String, Vec<String>),
     ) -> std::result::Result<(), crate::neutron::NeutronError> {
         self.neutron
-            .update::<Subnet>(subnet_id, json!({"name": subnet_name}))
+            .update::<Subnet>(
+                subnet_id,
+                Rename {
+                    name: subnet_name.clone(),
+                },
+            )
             .await?;
         self.neutron
             .replace_tags::<Subnet>(subnet_id, subnet_tags)
             .await?;
         self.neutron
-            .update::<Network>(net_id, json!({"name": net_name}))
+            .update::<Network>(
+                net_id,
+                Rename {
+                    name: net_name.clone(),
+                },
+            )
             .await?;
         self.neutron.replace_tags::<Network>(net_id, net_tags).await
     }

@@ -17,12 +17,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use serde_json::json;
-
 use crate::host::Plumbing;
 use crate::names;
 use crate::neutron::{
-    Filters, FixedIpAsk, NetworkId, Neutron, NeutronError, NewPort, Port, PortId, Subnet,
+    Filters, FixedIpAsk, NetworkId, Neutron, NeutronError, NewPort, Port, PortBody, PortId, Subnet,
 };
 
 pub const POOL_PORT_NAME: &str = "kuryr-pool-port";
@@ -79,22 +77,26 @@ pub fn bound_port_body(
     host: &PoolHost,
 ) -> NewPort {
     NewPort {
-        name: name.to_string(),
-        admin_state_up: true,
         network_id: network_id.clone(),
-        fixed_ips: subnets
-            .iter()
-            .map(|s| FixedIpAsk {
-                subnet_id: s.id.clone(),
-                ip_address: None,
-            })
-            .collect(),
-        host_id: Some(host.host.clone()),
-        device_owner: Some(names::DEVICE_OWNER.to_string()),
-        tags: host
-            .tags_at_create
-            .then(|| vec![names::TAG_KURYR_PORT.to_string()]),
-        ..NewPort::default()
+        port: PortBody {
+            name: Some(name.to_string()),
+            admin_state_up: Some(true),
+            fixed_ips: Some(
+                subnets
+                    .iter()
+                    .map(|s| FixedIpAsk {
+                        subnet_id: s.id.clone(),
+                        ip_address: None,
+                    })
+                    .collect(),
+            ),
+            host_id: Some(host.host.clone()),
+            device_owner: Some(names::DEVICE_OWNER.to_string()),
+            tags: host
+                .tags_at_create
+                .then(|| vec![names::TAG_KURYR_PORT.to_string()]),
+            ..PortBody::default()
+        },
     }
 }
 
@@ -298,11 +300,15 @@ impl PortPool {
         for p in broken {
             // Unbind, then bind: Neutron retries the mechanism drivers on a new host_id.
             let rebound = async {
+                neutron.update::<Port>(&p.id, PortBody::unbind()).await?;
                 neutron
-                    .update::<Port>(&p.id, json!({"binding:host_id": ""}))
-                    .await?;
-                neutron
-                    .update::<Port>(&p.id, json!({"binding:host_id": self.host.host}))
+                    .update::<Port>(
+                        &p.id,
+                        PortBody {
+                            host_id: Some(self.host.host.clone()),
+                            ..PortBody::default()
+                        },
+                    )
                     .await
             }
             .await;
@@ -347,7 +353,11 @@ impl PortPool {
                 return;
             }
             let scrubbed = async {
-                let body = json!({"name": POOL_PORT_NAME, "device_id": ""});
+                let body = PortBody {
+                    name: Some(POOL_PORT_NAME.to_string()),
+                    device_id: Some(String::new()),
+                    ..PortBody::default()
+                };
                 let p = neutron.update::<Port>(&port.id, body).await?;
                 let tags = vec![names::TAG_KURYR_PORT.to_string()];
                 neutron.replace_tags::<Port>(&port.id, &tags).await?;

@@ -11,13 +11,13 @@
 
 use std::collections::HashSet;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::{Driver, DriverError, Result};
 use crate::config::PortDriverName;
 use crate::host::sriov::PciNetDevice;
 use crate::host::HostError;
-use crate::neutron::{Filters, Port};
+use crate::neutron::{Filters, Port, PortBody};
 
 /// vnic_types served by an SR-IOV virtual function, not by a veth or sub-interface.
 pub const SRIOV_VNIC_TYPES: &[&str] = &["direct", "macvtap", "direct-physical"];
@@ -197,7 +197,10 @@ impl Driver {
         let mut profile = port.profile.clone();
         profile.remove("pci_slot");
         profile.remove("physical_network");
-        let body = json!({"binding:host_id": "", "binding:profile": profile});
+        let body = PortBody {
+            profile: Some(profile),
+            ..PortBody::unbind()
+        };
         match self.neutron.update::<Port>(&port.id, body).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),

@@ -2,6 +2,7 @@
 //! for idempotent requests, request counting and per-request debug logs (never secrets).
 
 pub mod auth;
+pub mod bodies;
 pub mod error;
 mod http;
 pub mod ids;
@@ -19,6 +20,7 @@ use rand::Rng;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+pub use bodies::*;
 pub use error::NeutronError;
 pub use transport::Transport;
 pub use types::*;
@@ -364,7 +366,7 @@ impl Neutron {
         Self::decode(v, T::PLURAL)
     }
 
-    pub async fn update<T: Resource>(&self, id: &str, body: Value) -> Result<T> {
+    pub async fn update<T: Resource>(&self, id: &str, body: impl serde::Serialize) -> Result<T> {
         let v = self
             .send(
                 Method::PUT,
@@ -438,7 +440,7 @@ impl Neutron {
         &self,
         trunk_id: &str,
         add: bool,
-        sub_ports: Value,
+        sub_ports: &[SubportAsk],
     ) -> Result<Trunk> {
         let action = if add {
             "add_subports"

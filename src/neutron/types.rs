@@ -346,35 +346,3 @@ pub struct Agent {
     pub alive: bool,
 }
 resource!(Agent, "agents", "agent", "agents");
-
-/// An address a new port asks for: one from the subnet, or this one of it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct FixedIpAsk {
-    pub subnet_id: SubnetId,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip_address: Option<IpAddr>,
-}
-
-/// The body of a port kuryr creates; only the fields set are sent.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct NewPort {
-    pub name: String,
-    pub network_id: NetworkId,
-    pub admin_state_up: bool,
-    pub fixed_ips: Vec<FixedIpAsk>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device_owner: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device_id: Option<String>,
-    #[serde(rename = "binding:host_id", skip_serializing_if = "Option::is_none")]
-    pub host_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mac_address: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub security_groups: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub qos_policy_id: Option<String>,
-    /// Kept only where Neutron takes tags in a create (`tag-ports-during-bulk-creation`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tags: Option<Vec<String>>,
-}

@@ -15,7 +15,7 @@ use crate::host::{Plumber, Plumbing};
 use crate::neutron::auth::parse_iso8601;
 use crate::neutron::{
     Filters, FloatingIp, Network, NetworkId, Neutron, Port, PortId, SecurityGroup, SubnetPool,
-    SubnetPoolId,
+    SubnetPoolId, SubportAsk,
 };
 use finders::Finder;
 
@@ -226,7 +226,7 @@ pub async fn apply(neutron: &Neutron, host: &dyn Plumbing, leaks: &[Leak]) -> Ve
                 .map_err(|e| e.to_string()),
             Leak::Subport { trunk, port, .. } => {
                 match neutron
-                    .trunk_subports(trunk, false, serde_json::json!([{"port_id": port}]))
+                    .trunk_subports(trunk, false, &[SubportAsk::remove(port.as_str())])
                     .await
                 {
                     Ok(_) => Ok(()),
