@@ -14,8 +14,8 @@ use crate::docker::Docker;
 use crate::host::{Plumber, Plumbing};
 use crate::neutron::auth::parse_iso8601;
 use crate::neutron::{
-    Filters, FloatingIp, Network, NetworkId, Neutron, Port, PortId, SecurityGroup, SubnetPool,
-    SubnetPoolId, SubportAsk,
+    Filters, FloatingIp, Network, NetworkId, Neutron, Port, PortBody, PortId, SecurityGroup,
+    SubnetPool, SubnetPoolId, SubportAsk,
 };
 use finders::Finder;
 
@@ -170,7 +170,13 @@ async fn remove_vm_pair(neutron: &Neutron, vm_port: &str, ip: &str) -> Result<()
         return Ok(());
     }
     neutron
-        .update::<Port>(vm_port, serde_json::json!({"allowed_address_pairs": pairs}))
+        .update::<Port>(
+            vm_port,
+            PortBody {
+                allowed_address_pairs: Some(pairs),
+                ..PortBody::default()
+            },
+        )
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
