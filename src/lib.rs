@@ -23,6 +23,7 @@ pub mod driver;
 pub mod host;
 pub mod metrics;
 pub mod names;
+pub mod netavark;
 pub mod neutron;
 pub mod protocol;
 pub mod server;

@@ -31,6 +31,8 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("host", 1, "host"),
     ("cni::spec", 0, "base"),
     ("cni", 0, "base"),
+    ("netavark::spec", 0, "base"),
+    ("netavark", 0, "base"),
     ("config", 0, "base"),
     ("names", 0, "base"),
     ("protocol", 0, "base"),
