@@ -21,6 +21,7 @@ pub mod deadline;
 pub mod docker;
 pub mod driver;
 pub mod host;
+pub mod local_api;
 pub mod metrics;
 pub mod names;
 pub mod netavark;

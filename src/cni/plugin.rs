@@ -6,12 +6,10 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use super::spec::{self, Call, CniError, Code, NetConf};
+use crate::local_api::{self, LocalApiError};
 
 /// The daemon answers within its own call deadline (25 s); this covers a slow start.
 const ANSWER_WITHIN: Duration = Duration::from_secs(55);
@@ -84,14 +82,16 @@ pub fn run(command: &str, stdin: &[u8], env: &dyn Fn(&str) -> String) -> (Value,
         config,
     };
     let socket = PathBuf::from(conf.socket.as_deref().unwrap_or(spec::DEFAULT_SOCKET));
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(CniError::new(Code::Io, format!("runtime: {e}")), &version),
+    let body = match serde_json::to_vec(&call) {
+        Ok(b) => b,
+        Err(e) => {
+            return fail(
+                CniError::new(Code::Io, format!("encoding the call: {e}")),
+                &version,
+            )
+        }
     };
-    match rt.block_on(forward(&socket, &call)) {
+    match local_api::post_blocking(&socket, "/v1/cni", body, ANSWER_WITHIN) {
         Ok((200, body)) => (body, 0),
         Ok((_, body)) if body.get("code").is_some() => (body, 1),
         Ok((status, body)) => fail(
@@ -102,66 +102,25 @@ pub fn run(command: &str, stdin: &[u8], env: &dyn Fn(&str) -> String) -> (Value,
             .with_details(body.to_string()),
             &version,
         ),
-        Err(e) => fail(e, &version),
+        Err(e) => fail(cni_error_of(e), &version),
     }
 }
 
-/// `POST /v1/cni` on the daemon's socket; (status, JSON body; Null when empty).
-async fn forward(socket: &std::path::Path, call: &Call) -> Result<(u16, Value), CniError> {
-    let unavailable = |what: String| {
-        CniError::new(
-            Code::NotAvailable,
-            format!("kuryr daemon not reachable at {}", socket.display()),
-        )
-        .with_details(what)
+/// The spec's code for a daemon that did not answer.
+fn cni_error_of(e: LocalApiError) -> CniError {
+    let code = match &e {
+        LocalApiError::Unreachable { .. } => Code::NotAvailable,
+        LocalApiError::Timeout(_) => Code::TryAgain,
+        LocalApiError::Decode(_) => Code::Decode,
+        LocalApiError::Io(_) => Code::Io,
     };
-    let body = serde_json::to_vec(call)
-        .map_err(|e| CniError::new(Code::Io, format!("encoding the call: {e}")))?;
-    let exchange = async {
-        let stream = tokio::net::UnixStream::connect(socket)
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        tokio::spawn(conn);
-        let req = hyper::Request::post("/v1/cni")
-            .header("host", "kuryr")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| CniError::new(Code::Io, e.to_string()))?;
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(|e| CniError::new(Code::Io, format!("kuryr daemon: {e}")))?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| CniError::new(Code::Io, format!("kuryr daemon's answer: {e}")))?
-            .to_bytes();
-        let v = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).map_err(|e| {
-                CniError::new(Code::Decode, "kuryr daemon's answer is not JSON")
-                    .with_details(e.to_string())
-            })?
-        };
-        Ok((status, v))
-    };
-    tokio::time::timeout(ANSWER_WITHIN, exchange)
-        .await
-        .map_err(|_| {
-            CniError::new(
-                Code::TryAgain,
-                format!(
-                    "kuryr daemon did not answer within {} s",
-                    ANSWER_WITHIN.as_secs()
-                ),
-            )
-        })?
+    match e {
+        LocalApiError::Unreachable { socket, cause } => {
+            CniError::new(code, format!("kuryr daemon not reachable at {socket}"))
+                .with_details(cause)
+        }
+        e => CniError::new(code, e.to_string()),
+    }
 }
 
 #[cfg(test)]

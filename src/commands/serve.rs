@@ -194,8 +194,10 @@ fn listen_cni(path: &Path, service: &server::App, ls: &mut Listeners) -> Result<
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                 .with_context(|| format!("permissions of {}", path.display()))?;
             ls.guards.push(server::SocketGuard(path.to_path_buf()));
-            tracing::info!(socket = %path.display(), "CNI API listening");
-            ls.spawn(l, crate::cni::daemon::router(service.clone()));
+            tracing::info!(socket = %path.display(), "CNI and netavark API listening");
+            let app = crate::cni::daemon::router(service.clone())
+                .merge(crate::netavark::daemon::router(service.clone()));
+            ls.spawn(l, app);
             Ok(())
         }
         // Another kuryr serves CNI here: this one serves Docker alone.

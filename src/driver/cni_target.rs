@@ -133,6 +133,14 @@ impl Driver {
         Ok(target)
     }
 
+    /// The Neutron network and subnets an attachment with this wiring would use, made
+    /// now when its CIDR or pool asks for them (a runtime that declares networks ahead
+    /// of their first container, as Podman's `network create` does).
+    pub async fn attachment_network(&self, w: &Wiring) -> Result<(Network, Vec<Subnet>)> {
+        let t = self.cni_target(w).await?;
+        Ok((t.net, t.subnets))
+    }
+
     /// Drops the kept target of a config (an ADD failed with it).
     pub(super) fn forget_target(&self, w: &Wiring) {
         self.cache.cni_targets.remove(&target_key(w));

@@ -342,12 +342,15 @@ impl Netlink {
             b = b.gateway(g).map_err(|e| invalid(&e))?;
         }
         let msg = b.build();
-        self.handle
-            .route()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(|e| wrap(&format!("add route {dst} through"), name, e))
+        match self.handle.route().add(msg).execute().await {
+            // A container on a second network has its default route from the first: it
+            // keeps it (as netavark's own drivers do).
+            Err(e) if errno(&e) == Some(libc::EEXIST) && dst.prefix_len() == 0 => {
+                tracing::debug!(%dst, link = name, "a default route is there already: kept");
+                Ok(())
+            }
+            other => other.map_err(|e| wrap(&format!("add route {dst} through"), name, e)),
+        }
     }
 
     /// Deletes a link; one that is already gone is fine.

@@ -215,6 +215,56 @@ impl PluginError {
     }
 }
 
+/// What `kuryr-netavark` sends the daemon (`POST /v1/netavark`): the command, for
+/// setup and teardown the namespace path as netavark gave it and the plugin's pid (the
+/// path is read in the plugin's mount namespace: the daemon opens it through
+/// `/proc/<pid>/root`), and the plugin's stdin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    pub command: String,
+    #[serde(default)]
+    pub netns: String,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    pub request: Value,
+}
+
+/// The `-o` options of a kuryr network, as Docker's kuryr networks name them.
+pub mod options {
+    /// An existing Neutron network, by id or by name (`neutron.network` takes either).
+    pub const NET_UUID: &str = "neutron.net.uuid";
+    pub const NET_NAME: &str = "neutron.net.name";
+    pub const NETWORK: &str = "neutron.network";
+    pub const SUBNET_UUID: &str = "neutron.subnet.uuid";
+    pub const SUBNET_NAME: &str = "neutron.subnet.name";
+    pub const POOL_UUID: &str = "neutron.pool.uuid";
+    pub const POOL_NAME: &str = "neutron.pool.name";
+    /// Comma-separated groups, names or ids.
+    pub const SECURITY_GROUPS: &str = "neutron.security_groups";
+    pub const QOS_POLICY: &str = "neutron.qos_policy";
+    pub const FLOATING_NETWORK: &str = "neutron.floating_network";
+    pub const MTU: &str = "mtu";
+    /// The daemon's socket, when not the default.
+    pub const SOCKET: &str = "kuryr.socket";
+    /// What a network may set.
+    pub const NETWORK_OPTIONS: &[&str] = &[
+        NET_UUID,
+        NET_NAME,
+        NETWORK,
+        SUBNET_UUID,
+        SUBNET_NAME,
+        POOL_UUID,
+        POOL_NAME,
+        SECURITY_GROUPS,
+        QOS_POLICY,
+        FLOATING_NETWORK,
+        MTU,
+        SOCKET,
+    ];
+    /// What one container may set on its network (`--network net:key=value`).
+    pub const CONTAINER_OPTIONS: &[&str] = &[SECURITY_GROUPS, QOS_POLICY, FLOATING_NETWORK];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,8 +68,9 @@ impl TestDriver {
             };
         neutron.clear_requests();
         let app = crate::server::router(driver.clone());
+        let svc = Arc::new(crate::server::Service::ready(driver.clone()));
         let cni_app =
-            crate::cni::daemon::router(Arc::new(crate::server::Service::ready(driver.clone())));
+            crate::cni::daemon::router(svc.clone()).merge(crate::netavark::daemon::router(svc));
         TestDriver {
             driver,
             neutron,
@@ -83,6 +84,12 @@ impl TestDriver {
     /// answer (Null when empty).
     pub async fn cni(&self, call: &Value) -> (u16, Value) {
         post(&self.cni_app, "/v1/cni", call).await
+    }
+
+    /// One call of the netavark API (`POST /v1/netavark`), as `kuryr-netavark` makes it:
+    /// status and answer (Null when empty).
+    pub async fn netavark(&self, call: &Value) -> (u16, Value) {
+        post(&self.cni_app, crate::netavark::daemon::PATH, call).await
     }
 
     /// One libnetwork call through the router, as Docker makes it: status and answer.
