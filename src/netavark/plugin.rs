@@ -51,8 +51,8 @@ pub fn run(args: &[String], stdin: &[u8], pid: u32) -> (Value, i32) {
         Ok(v) => v,
         Err(e) => return failed(format!("stdin is not JSON: {e}")),
     };
-    // The socket is the network's option: teardowns run from conmon's cleanup too, where
-    // the environment of the podman command is gone.
+    // The socket is the network's option, set once at create: every later call of any
+    // podman command (or of conmon's cleanup) on the network finds the same daemon.
     let (name, netns, opts) = match &command {
         Command::Create => match serde_json::from_value::<Network>(request.clone()) {
             Ok(n) => ("create", String::new(), n.options),

@@ -161,6 +161,7 @@ pub struct KuryrBuilder {
     netns: Option<String>,
     /// Do not wait for kuryr to reach Neutron (it listens before).
     listen_only: bool,
+    cni_socket: Option<PathBuf>,
 }
 
 impl KuryrBuilder {
@@ -192,6 +193,12 @@ impl KuryrBuilder {
         self
     }
 
+    /// Its CNI (and netavark) API on this socket, not a fresh one under /run/kuryr.
+    pub fn cni_socket(mut self, path: &Path) -> Self {
+        self.cni_socket = Some(path.to_path_buf());
+        self
+    }
+
     /// Returns once the socket answers, before kuryr has reached Neutron.
     pub fn listen_only(mut self) -> Self {
         self.listen_only = true;
@@ -206,9 +213,10 @@ impl KuryrBuilder {
 
     /// Starts it and waits until its socket answers.
     pub fn start(self) -> Kuryr {
-        let cni_socket = match &self.text {
-            Some(_) => PathBuf::from(kuryr::config::DEFAULT_CNI_SOCKET),
-            None => PathBuf::from(format!("/run/kuryr/{}.sock", unique("test-cni"))),
+        let cni_socket = match (&self.cni_socket, &self.text) {
+            (Some(p), _) => p.clone(),
+            (None, Some(_)) => PathBuf::from(kuryr::config::DEFAULT_CNI_SOCKET),
+            (None, None) => PathBuf::from(format!("/run/kuryr/{}.sock", unique("test-cni"))),
         };
         let text = self.text.clone().unwrap_or_else(|| {
             let (default_extra, neutron_extra) = split_extra(&self.extra);
@@ -259,6 +267,7 @@ impl Kuryr {
             env: Vec::new(),
             netns: None,
             listen_only: false,
+            cni_socket: None,
         }
     }
 

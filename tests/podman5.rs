@@ -1,0 +1,246 @@
+//! Podman 5 (Debian 13's 5.4 with netavark 1.14: no CNI backend) on kuryr through the
+//! netavark plugin `kuryr-netavark`, installed as the driver `kuryr`:
+//! `podman network create -d kuryr --subnet ...` makes the Neutron network, containers
+//! get Neutron ports (the address Neutron picks, or the `--ip` asked for), ping each
+//! other, `-p` is refused with what to do, and removing the containers leaves nothing.
+//! Podman runs in the devenv's podman5 profile (its own mount namespace, this host's
+//! network namespace); the plugin reaches the daemon through a socket in its root.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use common::Kuryr;
+use kuryr::neutron::{Network, Port, Subnet};
+use serde_json::Value;
+
+/// The profile's Podman 5, with `kuryr-netavark` installed as its plugin `kuryr`.
+struct Podman5 {
+    bin: String,
+    root: PathBuf,
+    image: String,
+    containers: Vec<String>,
+    networks: Vec<String>,
+}
+
+impl Podman5 {
+    fn new() -> Podman5 {
+        let root = PathBuf::from(common::devenv_path("KURYR_TEST_PODMAN5_ROOT"));
+        let dir = root.join("usr/libexec/netavark");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Written aside and renamed in: a test running podman meanwhile never execs a
+        // half-written plugin.
+        let tmp = dir.join(format!(".kuryr.{}", std::process::id()));
+        std::fs::copy(env!("CARGO_BIN_EXE_kuryr-netavark"), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("kuryr")).unwrap();
+        Podman5 {
+            bin: common::devenv_path("KURYR_TEST_PODMAN5"),
+            root,
+            image: common::devenv_path("KURYR_TEST_PODMAN5_IMAGE"),
+            containers: Vec::new(),
+            networks: Vec::new(),
+        }
+    }
+
+    /// A daemon socket the plugin reaches: (path on the host, path inside the root).
+    fn socket(&self) -> (PathBuf, String) {
+        let inside = format!("/var/lib/kuryr/{}.sock", common::unique("p5-"));
+        (self.root.join(inside.trim_start_matches('/')), inside)
+    }
+
+    fn try_run(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .output()
+            .expect("podman5")
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.try_run(args);
+        assert!(
+            out.status.success(),
+            "podman {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `podman run -d` of the busybox image sleeping on `net` (ping needs NET_RAW, which
+    /// Podman 5 does not grant by default).
+    fn container(&mut self, name: &str, net: &str, extra: &[&str]) -> Output {
+        self.containers.push(name.to_string());
+        let mut args = vec!["run", "-d", "--name", name, "--cap-add", "NET_RAW"];
+        args.extend_from_slice(&["--network", net]);
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[self.image.as_str(), "sleep", "600"]);
+        self.try_run(&args)
+    }
+
+    fn inspect(&self, name: &str) -> Value {
+        let v: Value = serde_json::from_str(&self.run(&["inspect", name])).unwrap();
+        v[0].clone()
+    }
+
+    fn ip_of(&self, name: &str) -> String {
+        let out = self.run(&["exec", name, "ip", "-o", "-4", "addr", "show", "eth0"]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn pings(&self, from: &str, to: &str) -> bool {
+        common::wait_until(90, || {
+            let out = self.try_run(&["exec", from, "ping", "-c", "1", "-W", "1", to]);
+            out.status.success().then_some(())
+        })
+        .is_some()
+    }
+}
+
+impl Drop for Podman5 {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = self.try_run(&["rm", "-f", "-t", "0", c]);
+        }
+        for n in &self.networks {
+            let _ = self.try_run(&["network", "rm", "-f", n]);
+        }
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// The kuryr ports of Neutron network `net_id` (a pool's included).
+async fn ports_on(n: &kuryr::neutron::Neutron, net_id: &str) -> Vec<Port> {
+    n.list(&kuryr::neutron::Filters::new().add("network_id", net_id))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p: &Port| p.device_owner == kuryr::names::DEVICE_OWNER)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman5_containers_get_neutron_ports_ping_each_other_and_leave_nothing() {
+    let mut pm = Podman5::new();
+    let (host_sock, inside_sock) = pm.socket();
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kuryr::at(dir.path().join("k.sock"))
+        .cni_socket(&host_sock)
+        .start();
+    let n = common::neutron().await;
+
+    // The network: made in Neutron from --subnet, its ids stored by Podman.
+    let pnet = common::unique("kp5-");
+    pm.networks.push(pnet.clone());
+    let sock_opt = format!("kuryr.socket={inside_sock}");
+    pm.run(&[
+        "network",
+        "create",
+        "-d",
+        "kuryr",
+        "--subnet",
+        "10.253.81.0/24",
+        "-o",
+        &sock_opt,
+        &pnet,
+    ]);
+    let stored: Value = serde_json::from_str(&pm.run(&["network", "inspect", &pnet])).unwrap();
+    let net_id = stored[0]["options"]["neutron.net.uuid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no Neutron network in {stored}\n{}", k.log_text()))
+        .to_string();
+    let net: Network = n.get(&net_id).await.unwrap();
+    let subnets: Vec<Subnet> = n
+        .list(&kuryr::neutron::Filters::new().add("network_id", &net_id))
+        .await
+        .unwrap();
+    assert_eq!(subnets.len(), 1);
+    assert_eq!(subnets[0].cidr.to_string(), "10.253.81.0/24");
+
+    // Two containers: one on the address Neutron picks, one on the address it asks for.
+    let (a, b) = (common::unique("p5a-"), common::unique("p5b-"));
+    let out = pm.container(&a, &pnet, &[]);
+    assert!(
+        out.status.success(),
+        "podman run: {}\n{}",
+        stderr(&out),
+        k.log_text()
+    );
+    let out = pm.container(
+        &b,
+        &pnet,
+        &["--ip", "10.253.81.77", "--mac-address", "02:00:0a:fd:51:4d"],
+    );
+    assert!(
+        out.status.success(),
+        "podman run --ip: {}\n{}",
+        stderr(&out),
+        k.log_text()
+    );
+    let a_ip = pm.ip_of(&a);
+    assert_eq!(pm.ip_of(&b), "10.253.81.77");
+    let link = pm.run(&["exec", &b, "ip", "-o", "link", "show", "eth0"]);
+    assert!(link.contains("02:00:0a:fd:51:4d"), "{link}");
+    // What Podman shows is the container's Neutron port.
+    let shown = pm.inspect(&a)["NetworkSettings"]["Networks"][&pnet]["IPAddress"].clone();
+    assert_eq!(shown, Value::from(a_ip.clone()));
+    let ports = ports_on(&n, &net.id).await;
+    let addrs: Vec<String> = ports
+        .iter()
+        .flat_map(|p| p.fixed_ips.iter().map(|f| f.ip_address.to_string()))
+        .collect();
+    assert!(addrs.contains(&a_ip), "{a_ip} is no port's: {addrs:?}");
+    let b_port = ports
+        .iter()
+        .find(|p| p.mac_address == "02:00:0a:fd:51:4d")
+        .expect("b's port has its MAC");
+    assert_eq!(b_port.fixed_ips[0].ip_address.to_string(), "10.253.81.77");
+    assert!(pm.pings(&a, "10.253.81.77"), "a cannot reach b");
+
+    // -p: refused, with what to do, and nothing made.
+    let c = common::unique("p5c-");
+    let out = pm.container(&c, &pnet, &["-p", "18080:80"]);
+    assert!(
+        !out.status.success(),
+        "podman run -p succeeded on a kuryr network"
+    );
+    assert!(
+        stderr(&out).contains("do not publish ports"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(ports_on(&n, &net.id).await.len(), ports.len());
+
+    // Removed: the teardowns take every port and veth of theirs away.
+    pm.run(&["rm", "-f", "-t", "0", &a, &b, &c]);
+    pm.containers.clear();
+    let left: Vec<Port> = ports_on(&n, &net.id)
+        .await
+        .into_iter()
+        .filter(|p| p.name != kuryr::driver::port_pool::POOL_PORT_NAME)
+        .collect();
+    assert!(left.is_empty(), "ports left after podman rm: {left:?}");
+    for p in &ports {
+        assert!(
+            common::host_links(&kuryr::names::host_veth(&p.id)).is_empty(),
+            "veth of {} left",
+            p.id
+        );
+    }
+    pm.run(&["network", "rm", &pnet]);
+    pm.networks.clear();
+    // `podman network rm` never calls a plugin: the Neutron network kuryr made stays
+    // (kept, as a CNI config's); this test removes it.
+    n.delete::<Network>(&net.id).await.unwrap();
+    drop(k);
+    let _ = std::fs::remove_file(&host_sock);
+}
