@@ -37,6 +37,9 @@ pub const TAG_CNI_NET: &str = "kuryr.cni.net:";
 /// On a Neutron network kuryr made for a CNI config's `cidr`/`subnetpool`; kept after
 /// its last attachment, as the runtime's network config is.
 pub const TAG_CNI_MADE: &str = "kuryr.cni.made";
+/// On a Neutron network kuryr made for a Podman network (`podman network create -d
+/// kuryr`): the Podman network's id (its first 45 characters: a tag holds 60).
+pub const TAG_NETAVARK_NET: &str = "kuryr.netavark:";
 /// Tag on ports made by IPAM (same string as the device owner, as upstream).
 pub const TAG_KURYR_PORT: &str = "compute:kuryr";
 pub const UNBOUND_PORT_NAME: &str = "kuryr-unbound-port";
@@ -193,6 +196,13 @@ pub fn cni_tags(ifname: &str, conf_name: &str) -> Vec<String> {
 
 pub fn cni_net_tag(conf_name: &str) -> String {
     format!("{TAG_CNI_NET}{}", prefix(conf_name, 60 - TAG_CNI_NET.len()))
+}
+
+pub fn netavark_net_tag(podman_net_id: &str) -> String {
+    format!(
+        "{TAG_NETAVARK_NET}{}",
+        prefix(podman_net_id, 60 - TAG_NETAVARK_NET.len())
+    )
 }
 
 /// The port name of a CNI attachment.

@@ -11,9 +11,15 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use common::cni::TestNet;
+use common::podman4::Podman;
 use common::Kuryr;
 use kuryr::neutron::{Network, Port, Subnet};
 use serde_json::Value;
+
+/// One test at a time: `kuryr gc --apply` (grace 0) judges every port of this host, and
+/// would take another test's container that is starting right now for a leak.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The profile's Podman 5, with `kuryr-netavark` installed as its plugin `kuryr`.
 struct Podman5 {
@@ -31,7 +37,7 @@ impl Podman5 {
         std::fs::create_dir_all(&dir).unwrap();
         // Written aside and renamed in: a test running podman meanwhile never execs a
         // half-written plugin.
-        let tmp = dir.join(format!(".kuryr.{}", std::process::id()));
+        let tmp = dir.join(format!(".{}", common::unique("kuryr-")));
         std::fs::copy(env!("CARGO_BIN_EXE_kuryr-netavark"), &tmp).unwrap();
         std::fs::rename(&tmp, dir.join("kuryr")).unwrap();
         Podman5 {
@@ -47,6 +53,14 @@ impl Podman5 {
     fn socket(&self) -> (PathBuf, String) {
         let inside = format!("/var/lib/kuryr/{}.sock", common::unique("p5-"));
         (self.root.join(inside.trim_start_matches('/')), inside)
+    }
+
+    /// kuryr.conf's line naming Podman's network store, as the host sees it.
+    fn store_option(&self) -> String {
+        format!(
+            "netavark_network_dir = {}",
+            self.root.join("etc/containers/networks").display()
+        )
     }
 
     fn try_run(&self, args: &[&str]) -> Output {
@@ -130,11 +144,13 @@ async fn ports_on(n: &kuryr::neutron::Neutron, net_id: &str) -> Vec<Port> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman5_containers_get_neutron_ports_ping_each_other_and_leave_nothing() {
+    let _one = SERIAL.lock().await;
     let mut pm = Podman5::new();
     let (host_sock, inside_sock) = pm.socket();
     let dir = tempfile::tempdir().unwrap();
     let k = Kuryr::at(dir.path().join("k.sock"))
         .cni_socket(&host_sock)
+        .extra(&pm.store_option())
         .start();
     let n = common::neutron().await;
 
@@ -145,6 +161,8 @@ async fn podman5_containers_get_neutron_ports_ping_each_other_and_leave_nothing(
     pm.run(&[
         "network",
         "create",
+        "--label",
+        "kuryr-test",
         "-d",
         "kuryr",
         "--subnet",
@@ -236,11 +254,264 @@ async fn podman5_containers_get_neutron_ports_ping_each_other_and_leave_nothing(
             p.id
         );
     }
+    // `podman network rm` never calls a plugin: kuryr gc finds the Neutron network kuryr
+    // made gone from Podman's store, and removes it.
+    let conf = std::fs::read_to_string(k.dir.path().join("kuryr.conf")).unwrap();
+    let report = common::kuryr_gc(&conf, &[]);
+    assert!(!report.contains(net.id.as_str()), "{report}");
     pm.run(&["network", "rm", &pnet]);
     pm.networks.clear();
-    // `podman network rm` never calls a plugin: the Neutron network kuryr made stays
-    // (kept, as a CNI config's); this test removes it.
-    n.delete::<Network>(&net.id).await.unwrap();
+    let report = common::kuryr_gc(&conf, &["--apply"]);
+    assert!(report.contains(net.id.as_str()), "{report}");
+    assert!(
+        n.get::<Network>(&net.id).await.is_err(),
+        "the Neutron network outlived its Podman network"
+    );
     drop(k);
     let _ = std::fs::remove_file(&host_sock);
+}
+
+/// `podman network create -d kuryr` with the daemon's socket and `args`; its output.
+fn create_network(pm: &mut Podman5, name: &str, socket: &str, args: &[&str]) -> Output {
+    pm.networks.push(name.to_string());
+    let sock_opt = format!("kuryr.socket={socket}");
+    // Labelled: `scripts/devenv reset` removes what an interrupted run left.
+    let mut all = vec![
+        "network",
+        "create",
+        "--label",
+        "kuryr-test",
+        "-d",
+        "kuryr",
+        "-o",
+        sock_opt.as_str(),
+    ];
+    all.extend_from_slice(args);
+    all.push(name);
+    pm.try_run(&all)
+}
+
+fn neutron_id_of(pm: &Podman5, name: &str) -> String {
+    let stored: Value = serde_json::from_str(&pm.run(&["network", "inspect", name])).unwrap();
+    stored[0]["options"]["neutron.net.uuid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kuryr_killed_mid_setup_then_the_container_removed_and_gc_leave_nothing() {
+    let _one = SERIAL.lock().await;
+    let mut pm = Podman5::new();
+    let (host_sock, inside_sock) = pm.socket();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("k.sock");
+    let k = Kuryr::at(sock.clone())
+        .cni_socket(&host_sock)
+        .extra(&pm.store_option())
+        .start();
+    let n = common::neutron().await;
+    let pnet = common::unique("kp5k-");
+    let out = create_network(
+        &mut pm,
+        &pnet,
+        &inside_sock,
+        &["--subnet", "10.253.82.0/24"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let net_id = neutron_id_of(&pm, &pnet);
+    let conf = std::fs::read_to_string(k.dir.path().join("kuryr.conf")).unwrap();
+    drop(k);
+
+    // kuryr dies once the container's port is made, before anything is wired.
+    let mut k = Kuryr::at(sock)
+        .cni_socket(&host_sock)
+        .extra(&pm.store_option())
+        .envs(&[("KURYR_TEST_KILL_AT", "CNI.ADD.after_port")])
+        .start();
+    let c = common::unique("p5k-");
+    let out = pm.container(&c, &pnet, &[]);
+    assert!(
+        !out.status.success(),
+        "podman run succeeded with its kuryr killed"
+    );
+    assert!(
+        stderr(&out).contains("plugin \"kuryr\" failed") && stderr(&out).contains("kuryr daemon"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(k.child.wait().is_ok());
+    assert_eq!(
+        ports_on(&n, &net_id).await.len(),
+        1,
+        "the killed setup left no port"
+    );
+    // A failed setup gets no teardown: the container goes, then gc.
+    pm.run(&["rm", "-f", "-t", "0", &c]);
+    pm.containers.clear();
+    common::kuryr_gc(&conf, &["--apply"]);
+    assert!(ports_on(&n, &net_id).await.is_empty(), "gc left the port");
+    pm.run(&["network", "rm", &pnet]);
+    pm.networks.clear();
+    common::kuryr_gc(&conf, &["--apply"]);
+    assert!(
+        n.get::<Network>(&net_id).await.is_err(),
+        "gc left the network"
+    );
+    let _ = std::fs::remove_file(&host_sock);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_users_read_what_went_wrong_and_nothing_is_left() {
+    let _one = SERIAL.lock().await;
+    let mut pm = Podman5::new();
+    let (host_sock, inside_sock) = pm.socket();
+    let n = common::neutron().await;
+    let fails_with = |out: &Output, what: &str| {
+        assert!(!out.status.success(), "succeeded; expected: {what}");
+        assert!(
+            stderr(out).contains(what),
+            "{}\nexpected: {what}",
+            stderr(out)
+        );
+    };
+    // No daemon on the socket the network names.
+    let name = common::unique("kp5e-");
+    let out = create_network(
+        &mut pm,
+        &name,
+        &inside_sock,
+        &["--subnet", "10.253.83.0/24"],
+    );
+    fails_with(
+        &out,
+        &format!("kuryr daemon not reachable at {inside_sock}"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kuryr::at(dir.path().join("k.sock"))
+        .cni_socket(&host_sock)
+        .extra(&pm.store_option())
+        .start();
+    let out = create_network(&mut pm, &name, &inside_sock, &["-o", "vlan=5"]);
+    fails_with(&out, "option \"vlan\" is not one of kuryr's");
+    let out = create_network(&mut pm, &name, &inside_sock, &[]);
+    fails_with(&out, "needs a Neutron network");
+    let out = create_network(
+        &mut pm,
+        &name,
+        &inside_sock,
+        &["-o", "neutron.net.name=kp5-no-such-net"],
+    );
+    fails_with(&out, "kp5-no-such-net");
+    // A network, then a container asking for an address off its subnet.
+    let out = create_network(
+        &mut pm,
+        &name,
+        &inside_sock,
+        &["--subnet", "10.253.83.0/24"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let net_id = neutron_id_of(&pm, &name);
+    let c = common::unique("p5e-");
+    let out = pm.container(&c, &name, &["--ip", "10.253.99.9"]);
+    fails_with(&out, "10.253.99.9 is on none of the subnets");
+    assert!(ports_on(&n, &net_id).await.is_empty());
+    pm.run(&["rm", "-f", "-t", "0", &c]);
+    pm.containers.clear();
+    pm.run(&["network", "rm", &name]);
+    pm.networks.clear();
+    let conf = std::fs::read_to_string(k.dir.path().join("kuryr.conf")).unwrap();
+    common::kuryr_gc(&conf, &["--apply"]);
+    assert!(
+        n.get::<Network>(&net_id).await.is_err(),
+        "gc left the network"
+    );
+    drop(k);
+    let _ = std::fs::remove_file(&host_sock);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman5_podman4_and_docker_containers_share_a_neutron_network() {
+    let _one = SERIAL.lock().await;
+    common::require_docker();
+    let plugin = common::unique("kp5d");
+    let mut p5 = Podman5::new();
+    let (host_sock, inside_sock) = p5.socket();
+    let k = Kuryr::plugin(&plugin).cni_socket(&host_sock).start();
+    let net = TestNet::new("10.253.84.0/24", "10.253.84.1").await;
+
+    // Podman 5 on the existing Neutron network, by id.
+    let p5net = common::unique("kp5s-");
+    let by_id = format!("neutron.net.uuid={}", net.id);
+    let out = create_network(&mut p5, &p5net, &inside_sock, &["-o", &by_id]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), k.log_text());
+    let a = common::unique("p5s-");
+    let out = p5.container(&a, &p5net, &[]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), k.log_text());
+    let a_ip = p5.ip_of(&a);
+
+    // Podman 4 (CNI) on it; its kuryr-cni runs on the host, where the socket is this path.
+    let mut p4 = Podman::new();
+    let p4net = common::unique("kp4s-");
+    p4.network(&p4net, &net.name, &host_sock);
+    let b = common::unique("p4s-");
+    let out = p4.container(&b, &p4net, &[]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), k.log_text());
+    let b_ip = p4.ip_of(&b);
+
+    // Docker on it.
+    let dnet = common::unique("kp5dn-");
+    common::kuryr_network_with(
+        &plugin,
+        &dnet,
+        &[
+            "--subnet",
+            "10.253.84.0/24",
+            "--gateway",
+            "10.253.84.1",
+            "-o",
+            &by_id,
+        ],
+    );
+    let d = common::unique("p5d-");
+    common::run_container(&d, &dnet, &[]);
+    let d_ip = common::container_ip(&d, &dnet);
+
+    assert!(
+        p5.pings(&a, &b_ip),
+        "podman 5 cannot reach podman 4 at {b_ip}"
+    );
+    assert!(
+        p5.pings(&a, &d_ip),
+        "podman 5 cannot reach docker at {d_ip}"
+    );
+    assert!(
+        p4.pings(&b, &a_ip),
+        "podman 4 cannot reach podman 5 at {a_ip}"
+    );
+    let back = common::wait_until(60, || {
+        common::docker_try(&["exec", &d, "ping", "-c", "1", "-W", "1", &a_ip])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert!(back.is_some(), "docker cannot reach podman 5 at {a_ip}");
+
+    common::docker(&["rm", "-f", &d]);
+    common::docker(&["network", "rm", &dnet]);
+    p5.run(&["rm", "-f", "-t", "0", &a]);
+    p5.containers.clear();
+    p4.run(&["rm", "-f", "-t", "0", &b]);
+    p4.containers.clear();
+    p5.run(&["network", "rm", &p5net]);
+    p5.networks.clear();
+    let left = ports_on(&net.n, &net.id).await;
+    assert!(
+        left.iter()
+            .all(|p| p.name == kuryr::driver::port_pool::POOL_PORT_NAME),
+        "{left:?}"
+    );
+    drop(k);
+    let _ = std::fs::remove_file(&host_sock);
+    net.remove().await;
 }

@@ -175,6 +175,9 @@ pub struct Config {
     pub unix_socket: Option<PathBuf>,
     /// The CNI API's socket (`kuryr-cni`); None: no CNI front-end.
     pub cni_socket: Option<PathBuf>,
+    /// Podman's network store (`network_config_dir`), where `kuryr gc` learns which
+    /// Podman networks of driver kuryr still exist; None: not looked at.
+    pub netavark_network_dir: Option<PathBuf>,
     pub capability_scope: Scope,
     pub local_default_address_space: String,
     pub global_default_address_space: String,
@@ -215,6 +218,7 @@ impl Default for Config {
             tcp_configured: false,
             unix_socket: Some(PathBuf::from(DEFAULT_UNIX_SOCKET)),
             cni_socket: Some(PathBuf::from(DEFAULT_CNI_SOCKET)),
+            netavark_network_dir: Some(PathBuf::from("/etc/containers/networks")),
             capability_scope: Scope::Local,
             local_default_address_space: "no_address_space".into(),
             global_default_address_space: "no_address_space".into(),

@@ -226,6 +226,10 @@ pub(super) const OPTIONS: &[Opt] = &[
         c.cni_socket = v.opt_path();
         Ok(())
     }),
+    opt!("DEFAULT", ["netavark_network_dir"], |c, v| {
+        c.netavark_network_dir = v.opt_path();
+        Ok(())
+    }),
     opt!("DEFAULT", ["unix_socket"], |c, v| {
         c.unix_socket = v.opt_path();
         Ok(())

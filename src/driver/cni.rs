@@ -48,6 +48,8 @@ pub struct Wiring {
     /// Specific addresses (`IP=`, `ips`) and MAC (`MAC=`, `mac`).
     pub ips: Vec<IpAddr>,
     pub mac: Option<String>,
+    /// More tags of a network made for this wiring: whose it is.
+    pub made_tags: Vec<String>,
 }
 
 /// What ADD made, for the CNI result.

@@ -253,7 +253,8 @@ impl Driver {
             Err(DriverError::NotFound(_)) if !is_uuid(&w.network) => {
                 tracing::info!(network = %w.network, "CNI: making the Neutron network the config names");
                 let net: Network = self.neutron.create(NetworkBody::named(&w.network)).await?;
-                let tags = vec![names::TAG_CNI_MADE.to_string()];
+                let mut tags = vec![names::TAG_CNI_MADE.to_string()];
+                tags.extend(w.made_tags.iter().cloned());
                 self.neutron.replace_tags::<Network>(&net.id, &tags).await?;
                 Network { tags, ..net }
             }

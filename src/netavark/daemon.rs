@@ -244,13 +244,16 @@ fn wiring_of(net: &Network, container: &BTreeMap<String, String>) -> Result<Wiri
         mtu,
         ips: Vec::new(),
         mac: None,
+        made_tags: Vec::new(),
     })
 }
 
 /// `podman network create -d kuryr`: the Neutron network and subnet it maps to (made
 /// when its `--subnet` or pool asks), written into the answer as ids.
 async fn create(d: &Driver, mut net: Network) -> Result<Network, Failed> {
-    let w = wiring_of(&net, &BTreeMap::new())?;
+    let mut w = wiring_of(&net, &BTreeMap::new())?;
+    // `kuryr gc` finds it by this once Podman's network is gone.
+    w.made_tags = vec![crate::names::netavark_net_tag(&net.id)];
     let named = !net.options.contains_key(opt::NET_UUID)
         && !net.options.contains_key(opt::NET_NAME)
         && !net.options.contains_key(opt::NETWORK);

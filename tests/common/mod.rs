@@ -5,6 +5,7 @@
 pub mod cni;
 pub mod cnm;
 pub mod ovs;
+pub mod podman4;
 pub mod vm;
 
 use std::io::{Read, Write};

@@ -56,7 +56,7 @@ impl Finder<'_> {
         Ok(())
     }
 
-    fn doom_port(&mut self, id: PortId, why: String) {
+    pub(super) fn doom_port(&mut self, id: PortId, why: String) {
         self.doomed.insert(id.clone());
         self.leaks.push(Leak::Port { id, why });
     }
@@ -147,7 +147,7 @@ impl Finder<'_> {
     }
 
     /// Created or changed within the grace period.
-    fn recent(&self, raw: &Value) -> bool {
+    pub(super) fn recent(&self, raw: &Value) -> bool {
         let changed = raw.get("updated_at").or_else(|| raw.get("created_at"));
         changed.and_then(age).is_some_and(|a| a < self.grace)
     }

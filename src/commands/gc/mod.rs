@@ -3,6 +3,7 @@
 //! touched: ports bound to this host, veths on this host.
 
 mod finders;
+mod podman;
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -151,6 +152,7 @@ pub async fn find(
     f.veths(&all_ports).await?;
     f.exposed_groups(&all_ports).await?;
     f.networks().await?;
+    f.podman_networks().await?;
     f.pools().await?;
     f.floating_ips().await?;
     Ok(f.leaks)
