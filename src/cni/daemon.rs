@@ -185,6 +185,7 @@ async fn add(d: &Arc<Driver>, call: &Call, conf: &NetConf) -> Result<Value, CniE
         ips: wanted.ips,
         mac: wanted.mac,
         made_tags: Vec::new(),
+        internal: false,
     };
     let att = d.cni_add(&a, &w).await.map_err(cni_error)?;
     Ok(result(&att, &a).to_json(conf.version()))

@@ -50,6 +50,8 @@ pub struct Wiring {
     pub mac: Option<String>,
     /// More tags of a network made for this wiring: whose it is.
     pub made_tags: Vec<String>,
+    /// The container gets no default route (Podman's `--internal`).
+    pub internal: bool,
 }
 
 /// What ADD made, for the CNI result.

@@ -200,7 +200,11 @@ impl Driver {
         };
         // The veth binder, as a Docker endpoint's (with the wait for ACTIVE when asked).
         let plugged = binder::veth().plug(self, port, &cni_alias(a), &net).await?;
-        let att = attached(port, &t.subnets, mtu, plugged.host_ifname);
+        let mut att = attached(port, &t.subnets, mtu, plugged.host_ifname);
+        if w.internal {
+            // No way out of the network: no default route (the subnet's own routes stay).
+            att.routes.retain(|(dst, _)| dst.prefix_len() != 0);
+        }
         let want = NsInterface {
             ifname: a.ifname.clone(),
             mac: port.mac_address.to_ascii_lowercase(),

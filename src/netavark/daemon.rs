@@ -245,6 +245,7 @@ fn wiring_of(net: &Network, container: &BTreeMap<String, String>) -> Result<Wiri
         ips: Vec::new(),
         mac: None,
         made_tags: Vec::new(),
+        internal: net.internal,
     })
 }
 

@@ -259,3 +259,90 @@ async fn a_request_that_is_not_netavarks_is_refused_in_its_error_format() {
     assert!(v["error"].as_str().unwrap().contains("absolute"), "{v}");
     assert!(ports(&t).is_empty());
 }
+
+#[tokio::test]
+async fn groups_and_policy_come_from_the_network_a_container_may_name_its_own_and_dns_from_the_subnet(
+) {
+    let t = TestDriver::new("").await;
+    let web = t.neutron.seed("security-groups", json!({"name": "web"}));
+    let db = t.neutron.seed("security-groups", json!({"name": "db"}));
+    let slow = t.neutron.seed("policies", json!({"name": "slow"}));
+    let net = t.neutron.seed("networks", json!({"name": "tenant-net"}));
+    t.neutron.seed(
+        "subnets",
+        json!({"network_id": net["id"], "cidr": "10.61.0.0/24", "ip_version": 4,
+            "gateway_ip": "10.61.0.1", "dns_nameservers": ["10.61.0.53"]}),
+    );
+    let (status, made) = create(
+        &t,
+        network(
+            json!(null),
+            json!({"neutron.net.name": "tenant-net", "neutron.security_groups": "web",
+                "neutron.qos_policy": "slow"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    let (status, block) = call(&t, "setup", request(CTR, &made, json!(null), json!(null))).await;
+    assert_eq!(status, 200, "{block}");
+    assert_eq!(block["dns_server_ips"], json!(["10.61.0.53"]));
+    let port = ports(&t)[0].clone();
+    assert_eq!(port["security_groups"], json!([web["id"]]));
+    assert_eq!(port["qos_policy_id"], slow["id"]);
+    // `--network net:neutron.security_groups=db`: this container's own.
+    let other = CTR.replace("8add", "7add");
+    let mut req = request(&other, &made, json!(null), json!(null));
+    req["network_options"]["options"] = json!({"neutron.security_groups": "db"});
+    let (status, v) = call(&t, "setup", req).await;
+    assert_eq!(status, 200, "{v}");
+    let theirs = ports(&t)
+        .into_iter()
+        .find(|p| p["device_id"] == other)
+        .unwrap();
+    assert_eq!(theirs["security_groups"], json!([db["id"]]));
+    // A container may not re-point its network.
+    let third = CTR.replace("8add", "6add");
+    let mut req = request(&third, &made, json!(null), json!(null));
+    req["network_options"]["options"] = json!({"neutron.net.name": "other"});
+    let (status, v) = call(&t, "setup", req).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("neutron.net.name"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn an_internal_networks_containers_get_no_default_route() {
+    let t = TestDriver::new("").await;
+    let mut internal = network(json!([{"subnet": "10.250.0.0/24"}]), json!({}));
+    internal["internal"] = json!(true);
+    let (_, made) = create(&t, internal).await;
+    let (status, v) = call(&t, "setup", request(CTR, &made, json!(null), json!(null))).await;
+    assert_eq!(status, 200, "{v}");
+    let routes = t.host.netns_routes(&netns(CTR), "eth0");
+    assert!(
+        routes.iter().all(|(dst, _)| dst.prefix_len() != 0),
+        "{routes:?}"
+    );
+    // The same on a network that is not internal: the default route via the gateway.
+    let mut open = network(json!([{"subnet": "10.251.0.0/24"}]), json!({}));
+    open["name"] = json!("opennet");
+    open["id"] = json!(NET_ID.replace("5d47", "6d47"));
+    let (_, open) = create(&t, open).await;
+    let other = CTR.replace("8add", "5add");
+    let (status, v) = call(
+        &t,
+        "setup",
+        request(&other, &open, json!(null), json!(null)),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let routes = t.host.netns_routes(&netns(&other), "eth0");
+    assert!(
+        routes
+            .iter()
+            .any(|(dst, gw)| dst.prefix_len() == 0 && *gw == Some("10.251.0.1".parse().unwrap())),
+        "{routes:?}"
+    );
+}

@@ -19,12 +19,16 @@ pub const HOST: &str = "fake-host";
 const NO_BINDIR: &str = "/nonexistent/kuryr-bindir";
 
 #[derive(Default)]
+type Routes = Vec<(ipnet::IpNet, Option<std::net::IpAddr>)>;
+
 struct State {
     links: BTreeMap<String, Option<String>>,
     /// Host veth -> the endpoint `plug` wrote on it.
     aliases: BTreeMap<String, String>,
     /// (namespace, interface) -> what a CNI ADD put there, and the host veth it came with.
     in_netns: BTreeMap<(String, String), (NsLink, String)>,
+    /// (namespace, interface) -> the routes ADD gave it.
+    routes: BTreeMap<(String, String), Routes>,
     calls: Vec<String>,
     /// Operation name -> how many of its next calls fail.
     failing: BTreeMap<String, u32>,
@@ -79,6 +83,19 @@ impl FakeHost {
         self.state
             .lock()
             .map(|s| s.in_netns.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The routes CNI gave the interface `ifname` in namespace `netns`.
+    pub fn netns_routes(&self, netns: &str, ifname: &str) -> Routes {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| {
+                s.routes
+                    .get(&(netns.to_string(), ifname.to_string()))
+                    .cloned()
+            })
             .unwrap_or_default()
     }
 
@@ -258,6 +275,7 @@ impl Plumbing for FakeHost {
                 mtu: want.mtu,
                 addrs: want.addrs.clone(),
             };
+            s.routes.insert(key.clone(), want.routes.clone());
             s.in_netns.insert(key, (l, host_end));
             Ok(())
         })?
