@@ -18,9 +18,9 @@ use crate::names;
 pub const HOST: &str = "fake-host";
 const NO_BINDIR: &str = "/nonexistent/kuryr-bindir";
 
-#[derive(Default)]
 type Routes = Vec<(ipnet::IpNet, Option<std::net::IpAddr>)>;
 
+#[derive(Default)]
 struct State {
     links: BTreeMap<String, Option<String>>,
     /// Host veth -> the endpoint `plug` wrote on it.
