@@ -224,6 +224,35 @@ async fn podman5_containers_get_neutron_ports_ping_each_other_and_leave_nothing(
     assert_eq!(b_port.fixed_ips[0].ip_address.to_string(), "10.253.81.77");
     assert!(pm.pings(&a, "10.253.81.77"), "a cannot reach b");
 
+    // A second kuryr network connected to a running container: eth1, with its own port
+    // (the default route stays eth0's); disconnected: the port goes.
+    let second = common::unique("kp5n-");
+    let out = create_network(
+        &mut pm,
+        &second,
+        &inside_sock,
+        &["--subnet", "10.253.85.0/24"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second_id = neutron_id_of(&pm, &second);
+    let out = pm.try_run(&["network", "connect", &second, &a]);
+    assert!(
+        out.status.success(),
+        "network connect: {}\n{}",
+        stderr(&out),
+        k.log_text()
+    );
+    let eth1 = pm.run(&["exec", &a, "ip", "-o", "-4", "addr", "show", "eth1"]);
+    assert!(eth1.contains("inet 10.253.85."), "{eth1}");
+    let route = pm.run(&["exec", &a, "ip", "route", "show", "default"]);
+    assert!(route.contains("dev eth0"), "{route}");
+    assert_eq!(ports_on(&n, &second_id).await.len(), 1);
+    pm.run(&["network", "disconnect", &second, &a]);
+    assert!(
+        ports_on(&n, &second_id).await.is_empty(),
+        "disconnect left the port"
+    );
+
     // -p: refused, with what to do, and nothing made.
     let c = common::unique("p5c-");
     let out = pm.container(&c, &pnet, &["-p", "18080:80"]);
@@ -259,10 +288,11 @@ async fn podman5_containers_get_neutron_ports_ping_each_other_and_leave_nothing(
     let conf = std::fs::read_to_string(k.dir.path().join("kuryr.conf")).unwrap();
     let report = common::kuryr_gc(&conf, &[]);
     assert!(!report.contains(net.id.as_str()), "{report}");
-    pm.run(&["network", "rm", &pnet]);
+    pm.run(&["network", "rm", &pnet, &second]);
     pm.networks.clear();
     let report = common::kuryr_gc(&conf, &["--apply"]);
     assert!(report.contains(net.id.as_str()), "{report}");
+    assert!(report.contains(second_id.as_str()), "{report}");
     assert!(
         n.get::<Network>(&net.id).await.is_err(),
         "the Neutron network outlived its Podman network"
