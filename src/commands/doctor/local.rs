@@ -49,8 +49,16 @@ pub(super) fn listener(cfg: &Config, plugin: &str) -> Check {
 /// Where runtimes look for CNI plugins by default (Podman, containerd, CRI-O, Nomad).
 const CNI_PLUGIN_DIRS: &[&str] = &["/opt/cni/bin", "/usr/lib/cni", "/usr/libexec/cni"];
 
-/// The CNI front-end: its socket answers, `kuryr-cni` is where runtimes look, and how
-/// many attachments this host holds (and how many lost their container).
+/// netavark's default plugin directories (Podman 5 and 6 find `-d kuryr` there).
+const NETAVARK_PLUGIN_DIRS: &[&str] = &[
+    "/usr/local/libexec/netavark",
+    "/usr/libexec/netavark",
+    "/usr/local/lib/netavark",
+    "/usr/lib/netavark",
+];
+
+/// The plugin socket (CNI and netavark): it answers, `kuryr-cni` or `kuryr-netavark` is
+/// where runtimes look, and how many attachments this host holds.
 pub(super) async fn cni(n: &Neutron, cfg: &Config) -> Check {
     let Some(sock) = &cfg.cni_socket else {
         return Check::ok("CNI", "off (cni_socket is empty)");
@@ -74,26 +82,35 @@ pub(super) async fn cni(n: &Neutron, cfg: &Config) -> Check {
         Ok(p) => p,
         Err(e) => return Check::fail("CNI", format!("listing CNI ports: {e}"), "check Neutron"),
     };
-    let plugin = CNI_PLUGIN_DIRS
-        .iter()
-        .map(|d| Path::new(d).join("kuryr-cni"))
-        .find(|p| p.exists());
-    let detail = format!(
+    let found = |dirs: &[&str], name: &str| {
+        dirs.iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.exists())
+    };
+    let cni = found(CNI_PLUGIN_DIRS, "kuryr-cni");
+    let netavark = found(NETAVARK_PLUGIN_DIRS, "kuryr");
+    let mut detail = format!(
         "{} answers; {} attachment(s) on this host",
         sock.display(),
         ports.len()
     );
-    match plugin {
-        Some(p) => Check::ok("CNI", format!("{detail}; plugin {}", p.display())),
-        None => Check::warn(
-            "CNI",
-            format!(
-                "{detail}; kuryr-cni is in none of {}",
-                CNI_PLUGIN_DIRS.join(", ")
-            ),
-            "install -m 755 kuryr-cni /opt/cni/bin/ (or into your runtime's cni_plugin_dirs)",
-        ),
+    for (what, p) in [("CNI plugin", &cni), ("netavark plugin", &netavark)] {
+        if let Some(p) = p {
+            detail.push_str(&format!("; {what} {}", p.display()));
+        }
     }
+    if cni.is_some() || netavark.is_some() {
+        return Check::ok("CNI", detail);
+    }
+    Check::warn(
+        "CNI",
+        format!(
+            "{detail}; kuryr-cni is in none of {}, kuryr-netavark (as kuryr) in none of {}",
+            CNI_PLUGIN_DIRS.join(", "),
+            NETAVARK_PLUGIN_DIRS.join(", ")
+        ),
+        "install -m 755 kuryr-cni /opt/cni/bin/ (Podman 4, containerd), or kuryr-netavark as /usr/libexec/netavark/kuryr (Podman 5 and 6)",
+    )
 }
 
 /// The engine's version, and a warning for the versions known to misbehave with a
