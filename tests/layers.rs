@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("cni::daemon", 3, "cni::daemon"),
     ("cni::plugin", 3, "cni::plugin"),
     ("netavark::daemon", 3, "netavark::daemon"),
+    ("netavark::watch", 3, "netavark::daemon"),
     ("netavark::plugin", 3, "netavark::plugin"),
     ("driver", 2, "core"),
     ("service", 2, "core"),

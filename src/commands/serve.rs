@@ -139,7 +139,15 @@ async fn serve(
         ls.spawn(l, app.clone());
     }
     if let Some(path) = &cfg.cni_socket {
-        listen_cni(path, &service, &mut ls)?;
+        let watch = cfg
+            .netavark_network_dir
+            .clone()
+            .map(crate::netavark::watch::StoreWatch::new);
+        if listen_cni(path, &service, watch.clone(), &mut ls)? {
+            if let Some(w) = watch {
+                w.spawn(service.clone());
+            }
+        }
     }
     if cfg.tcp_configured {
         listen_tcp_api(&cfg, tls, discovery_dir.as_deref(), app, &mut ls).await?;
@@ -187,7 +195,13 @@ async fn serve(
 }
 
 /// The CNI API on its own socket, root's only; none when another kuryr serves it.
-fn listen_cni(path: &Path, service: &server::App, ls: &mut Listeners) -> Result<()> {
+/// The plugin socket (CNI and netavark); false when another kuryr serves it.
+fn listen_cni(
+    path: &Path,
+    service: &server::App,
+    watch: Option<Arc<crate::netavark::watch::StoreWatch>>,
+    ls: &mut Listeners,
+) -> Result<bool> {
     match server::bind_unix(path) {
         Ok(l) => {
             // Only root runs CNI plugins.
@@ -196,14 +210,14 @@ fn listen_cni(path: &Path, service: &server::App, ls: &mut Listeners) -> Result<
             ls.guards.push(server::SocketGuard(path.to_path_buf()));
             tracing::info!(socket = %path.display(), "CNI and netavark API listening");
             let app = crate::cni::daemon::router(service.clone())
-                .merge(crate::netavark::daemon::router(service.clone()));
+                .merge(crate::netavark::daemon::router(service.clone(), watch));
             ls.spawn(l, app);
-            Ok(())
+            Ok(true)
         }
         // Another kuryr serves CNI here: this one serves Docker alone.
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             tracing::warn!(socket = %path.display(), "another kuryr serves the CNI socket; no CNI API here (set cni_socket)");
-            Ok(())
+            Ok(false)
         }
         Err(e) => Err(e).with_context(|| format!("listening on {}", path.display())),
     }

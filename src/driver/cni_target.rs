@@ -11,7 +11,7 @@ use super::cni::Wiring;
 use super::{Driver, DriverError, Result};
 use crate::names;
 use crate::neutron::{
-    Filters, Network, NetworkBody, Neutron, NeutronError, NewSubnet, Subnet, SubnetPool,
+    Filters, Network, NetworkBody, NetworkId, Neutron, NeutronError, NewSubnet, Subnet, SubnetPool,
     SubnetPoolId,
 };
 
@@ -139,6 +139,38 @@ impl Driver {
     pub async fn attachment_network(&self, w: &Wiring) -> Result<(Network, Vec<Subnet>)> {
         let t = self.cni_target(w).await?;
         Ok((t.net, t.subnets))
+    }
+
+    /// Removes the networks kuryr made with `tag` among their tags (a runtime's network
+    /// that is gone: a Podman network after `podman network rm`), this host's pool ports
+    /// first. A network a port still uses (a container's, a VM's, another host's pool)
+    /// stays: `kuryr gc` judges it later. The ids removed.
+    pub async fn remove_made_networks(&self, tag: &str) -> Result<Vec<NetworkId>> {
+        let tags = [names::TAG_CNI_MADE, tag];
+        let nets: Vec<Network> = self.neutron.list(&Filters::new().tags(&tags)).await?;
+        let mut removed = Vec::new();
+        for n in nets {
+            self.port_pool.drain(&self.neutron, &n.id).await;
+            let ports: Vec<crate::neutron::Port> = self
+                .neutron
+                .list(&Filters::new().add("network_id", n.id.as_str()))
+                .await?;
+            // Neutron's own (DHCP, a router's) go with the network.
+            if let Some(p) = ports
+                .iter()
+                .find(|p| !p.device_owner.starts_with("network:"))
+            {
+                tracing::info!(network = %n.id, port = %p.id, "a network kuryr made is still in use: kept");
+                continue;
+            }
+            self.neutron.delete_if_exists::<Network>(&n.id).await?;
+            removed.push(n.id);
+        }
+        if !removed.is_empty() {
+            // Targets kept for them name what is gone.
+            self.cache.cni_targets.clear();
+        }
+        Ok(removed)
     }
 
     /// Drops the kept target of a config (an ADD failed with it).

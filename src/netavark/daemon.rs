@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -27,6 +28,7 @@ use super::spec::{
     options as opt, Call, Command, NetAddress, NetInterface, Network, PluginError, Request,
     StatusBlock,
 };
+use super::watch::StoreWatch;
 use crate::driver::cni::{Attach, Attached, Wiring};
 use crate::driver::{Driver, DriverError};
 use crate::service::App;
@@ -34,8 +36,19 @@ use crate::service::App;
 /// The path of this API on the plugin socket.
 pub const PATH: &str = "/v1/netavark";
 
-pub fn router(service: App) -> Router {
-    Router::new().route(PATH, post(handle)).with_state(service)
+/// What the handlers share: the daemon's service, and the watch on Podman's store that
+/// learns each network `create` made (one may be gone before the next read of the store).
+#[derive(Clone)]
+struct Ctx {
+    svc: App,
+    watch: Option<Arc<StoreWatch>>,
+}
+
+pub fn router(service: App, watch: Option<Arc<StoreWatch>>) -> Router {
+    Router::new().route(PATH, post(handle)).with_state(Ctx {
+        svc: service,
+        watch,
+    })
 }
 
 /// A failure and the status it is answered with.
@@ -66,7 +79,8 @@ fn reply(status: StatusCode, body: &impl serde::Serialize) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
-async fn handle(State(svc): State<App>, body: Bytes) -> Response {
+async fn handle(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let svc = &ctx.svc;
     let call: Call = match serde_json::from_slice(&body) {
         Ok(c) => c,
         Err(e) => {
@@ -84,7 +98,7 @@ async fn handle(State(svc): State<App>, body: Bytes) -> Response {
     let result = crate::neutron::CALL
         .scope(label, async {
             match svc.driver_within(crate::service::CONNECT_WAIT).await {
-                Some(d) => dispatch(d, &call).await,
+                Some(d) => dispatch(d, &call, ctx.watch.as_deref()).await,
                 None => Err(Failed(StatusCode::SERVICE_UNAVAILABLE, svc.not_ready())),
             }
         })
@@ -102,7 +116,7 @@ async fn handle(State(svc): State<App>, body: Bytes) -> Response {
     }
 }
 
-async fn dispatch(d: &Driver, call: &Call) -> Result<Value, Failed> {
+async fn dispatch(d: &Driver, call: &Call, watch: Option<&StoreWatch>) -> Result<Value, Failed> {
     let args: Vec<String> = match call.command.as_str() {
         "create" | "info" => vec![call.command.clone()],
         c => vec![c.to_string(), call.netns.clone()],
@@ -111,6 +125,9 @@ async fn dispatch(d: &Driver, call: &Call) -> Result<Value, Failed> {
         Command::Create => {
             let net: Network = parse(&call.request, "network")?;
             let made = create(d, net).await?;
+            if let Some(w) = watch {
+                w.made(&made.id);
+            }
             Ok(serde_json::to_value(made).unwrap_or_default())
         }
         Command::Setup(netns) => {

@@ -346,3 +346,74 @@ async fn an_internal_networks_containers_get_no_default_route() {
         "{routes:?}"
     );
 }
+
+#[tokio::test]
+async fn a_podman_network_gone_from_the_store_takes_the_neutron_network_made_for_it() {
+    let t = TestDriver::new("[DEFAULT]\nport_pool_size = 1\n").await;
+    let store = tempfile::tempdir().unwrap();
+    let (_, made) = create(&t, network(json!([{"subnet": "10.250.0.0/24"}]), json!({}))).await;
+    let named = t.neutron.seed("networks", json!({"name": "tenant-net"}));
+    t.neutron.seed(
+        "subnets",
+        json!({"network_id": named["id"], "cidr": "10.60.0.0/24", "ip_version": 4}),
+    );
+    let mut other = network(json!(null), json!({"neutron.net.name": "tenant-net"}));
+    other["id"] = json!(NET_ID.replace("5d47", "4d47"));
+    other["name"] = json!("tenant");
+    let (_, other) = create(&t, other).await;
+    // Podman stores both (and a bridge network of its own).
+    for n in [&made, &other] {
+        std::fs::write(
+            store
+                .path()
+                .join(format!("{}.json", n["name"].as_str().unwrap())),
+            n.to_string(),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        store.path().join("podman.json"),
+        json!({"name": "podman", "id": "2f25", "driver": "bridge"}).to_string(),
+    )
+    .unwrap();
+    // A container came and went: the pool holds a port of the network.
+    let (status, v) = call(&t, "setup", request(CTR, &made, json!(null), json!(null))).await;
+    assert_eq!(status, 200, "{v}");
+    call(
+        &t,
+        "teardown",
+        request(CTR, &made, json!(null), json!(null)),
+    )
+    .await;
+    t.driver.background.flush().await;
+
+    let watch = super::watch::StoreWatch::new(store.path().to_path_buf());
+    watch.sweep(&t.driver).await;
+    assert_eq!(t.neutron.all("networks").len(), 2);
+    // `podman network rm` of both: the file goes, no plugin is called.
+    std::fs::remove_file(store.path().join("probenet.json")).unwrap();
+    std::fs::remove_file(store.path().join("tenant.json")).unwrap();
+    watch.sweep(&t.driver).await;
+    // kuryr's own network goes with its pool port; the user's stays.
+    let left: Vec<Value> = t
+        .neutron
+        .all("networks")
+        .iter()
+        .map(|n| n["id"].clone())
+        .collect();
+    assert_eq!(left, vec![named["id"].clone()]);
+    assert!(ports(&t).is_empty(), "{:?}", ports(&t));
+
+    // A network made and removed between two reads of the store: known from its create.
+    let mut brief = network(json!([{"subnet": "10.252.0.0/24"}]), json!({}));
+    brief["id"] = json!(NET_ID.replace("5d47", "3d47"));
+    let (_, brief) = create(&t, brief).await;
+    watch.made(brief["id"].as_str().unwrap());
+    assert_eq!(t.neutron.all("networks").len(), 2);
+    watch.sweep(&t.driver).await;
+    assert_eq!(
+        t.neutron.all("networks").len(),
+        1,
+        "the brief network stayed"
+    );
+}

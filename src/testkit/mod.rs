@@ -69,8 +69,8 @@ impl TestDriver {
         neutron.clear_requests();
         let app = crate::server::router(driver.clone());
         let svc = Arc::new(crate::server::Service::ready(driver.clone()));
-        let cni_app =
-            crate::cni::daemon::router(svc.clone()).merge(crate::netavark::daemon::router(svc));
+        let cni_app = crate::cni::daemon::router(svc.clone())
+            .merge(crate::netavark::daemon::router(svc, None));
         TestDriver {
             driver,
             neutron,

@@ -2,9 +2,6 @@
 //! `podman network rm` never calls a plugin, so Podman's network store is what says a
 //! network of driver kuryr no longer exists.
 
-use std::collections::HashSet;
-use std::path::Path;
-
 use serde_json::Value;
 
 use crate::names;
@@ -12,29 +9,6 @@ use crate::neutron::{Filters, Network, Port};
 
 use super::finders::Finder;
 use super::{neutron_err, Leak};
-
-/// The ids of the networks in Podman's store (`<dir>/*.json`); None when there is no
-/// store (no Podman 5 on this host).
-pub(super) fn podman_network_ids(dir: &Path) -> Option<HashSet<String>> {
-    let entries = std::fs::read_dir(dir).ok()?;
-    let mut ids = HashSet::new();
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.extension().and_then(|x| x.to_str()) != Some("json") {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        if let Some(id) = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["id"].as_str().map(str::to_string))
-        {
-            ids.insert(id);
-        }
-    }
-    Some(ids)
-}
 
 impl Finder<'_> {
     /// Networks kuryr made for a Podman network (tagged with its id) that Podman's store
@@ -44,7 +18,7 @@ impl Finder<'_> {
         let Some(dir) = &self.cfg.netavark_network_dir else {
             return Ok(());
         };
-        let Some(live) = podman_network_ids(dir) else {
+        let Some(live) = crate::netavark::store::network_ids(dir, None) else {
             return Ok(());
         };
         let nets: Vec<Value> = self
