@@ -417,3 +417,40 @@ async fn a_podman_network_gone_from_the_store_takes_the_neutron_network_made_for
         "the brief network stayed"
     );
 }
+
+#[tokio::test]
+async fn a_floating_network_gives_each_container_a_floating_ip_released_at_teardown() {
+    let t = TestDriver::new("").await;
+    let public = t.neutron.seed(
+        "networks",
+        json!({"name": "public", "router:external": true}),
+    );
+    let (status, made) = create(
+        &t,
+        network(
+            json!([{"subnet": "10.250.0.0/24"}]),
+            json!({"neutron.floating_network": "public"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    let (status, v) = call(&t, "setup", request(CTR, &made, json!(null), json!(null))).await;
+    assert_eq!(status, 200, "{v}");
+    let port = ports(&t).remove(0);
+    let fips = t.neutron.all("floatingips");
+    assert_eq!(fips.len(), 1, "{fips:?}");
+    assert_eq!(fips[0]["port_id"], port["id"]);
+    assert_eq!(fips[0]["floating_network_id"], public["id"]);
+    let (status, _) = call(
+        &t,
+        "teardown",
+        request(CTR, &made, json!(null), json!(null)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        t.neutron.all("floatingips").is_empty(),
+        "released at teardown"
+    );
+    assert!(ports(&t).is_empty());
+}
