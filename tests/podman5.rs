@@ -193,10 +193,23 @@ async fn podman5_containers_get_neutron_ports_ping_each_other_and_leave_nothing(
         stderr(&out),
         k.log_text()
     );
+    // An address no port holds: Neutron picks the others' (a's, DHCP's or OVN's metadata
+    // port) at random in the whole subnet kuryr made from --subnet.
+    let held: Vec<String> = n
+        .list::<Port>(&kuryr::neutron::Filters::new().add("network_id", &net_id))
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|p| p.fixed_ips.iter().map(|f| f.ip_address.to_string()))
+        .collect();
+    let b_ip = (77..250)
+        .map(|i| format!("10.253.81.{i}"))
+        .find(|ip| !held.contains(ip))
+        .unwrap();
     let out = pm.container(
         &b,
         &pnet,
-        &["--ip", "10.253.81.77", "--mac-address", "02:00:0a:fd:51:4d"],
+        &["--ip", &b_ip, "--mac-address", "02:00:0a:fd:51:4d"],
     );
     assert!(
         out.status.success(),
@@ -205,7 +218,7 @@ async fn podman5_containers_get_neutron_ports_ping_each_other_and_leave_nothing(
         k.log_text()
     );
     let a_ip = pm.ip_of(&a);
-    assert_eq!(pm.ip_of(&b), "10.253.81.77");
+    assert_eq!(pm.ip_of(&b), b_ip);
     let link = pm.run(&["exec", &b, "ip", "-o", "link", "show", "eth0"]);
     assert!(link.contains("02:00:0a:fd:51:4d"), "{link}");
     // What Podman shows is the container's Neutron port.
@@ -221,8 +234,8 @@ async fn podman5_containers_get_neutron_ports_ping_each_other_and_leave_nothing(
         .iter()
         .find(|p| p.mac_address == "02:00:0a:fd:51:4d")
         .expect("b's port has its MAC");
-    assert_eq!(b_port.fixed_ips[0].ip_address.to_string(), "10.253.81.77");
-    assert!(pm.pings(&a, "10.253.81.77"), "a cannot reach b");
+    assert_eq!(b_port.fixed_ips[0].ip_address.to_string(), b_ip);
+    assert!(pm.pings(&a, &b_ip), "a cannot reach b");
 
     // A second kuryr network connected to a running container: eth1, with its own port
     // (the default route stays eth0's); disconnected: the port goes.
