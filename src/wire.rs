@@ -2,6 +2,16 @@
 //! parsed once, compared and printed as Neutron says them. Shared by the Neutron client
 //! and the base types below it.
 
+/// A JSON field that may be absent or null, read as its type's default (Neutron's and
+/// netavark's objects both send null for "none").
+pub(crate) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    Ok(<Option<T> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
+}
+
 /// Display, `== "text"`, and serde as the plain string (null reads as "").
 macro_rules! wire_string {
     ($t:ty) => {

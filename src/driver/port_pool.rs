@@ -65,6 +65,11 @@ async fn delete_or_warn(neutron: &Neutron, id: &str) {
 }
 
 /// Subnets kuryr's network driver made get a pool (not adopted ones, not IPAM-only).
+/// A pool port no endpoint or attachment has taken (as Neutron shows it).
+pub fn is_free_pool_port(p: &Port) -> bool {
+    p.name == POOL_PORT_NAME && p.device_id.is_empty()
+}
+
 pub fn eligible(subnet: &Subnet) -> bool {
     subnet.name.starts_with(names::SUBNET_NAME_PREFIX)
 }

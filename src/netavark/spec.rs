@@ -11,19 +11,13 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
+
+use crate::wire::null_default;
 use serde_json::{Map, Value};
 
 /// The plugin API version kuryr speaks (`info`).
 pub const API_VERSION: &str = "1.0.0";
-
-fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
 
 /// One invocation: argv[1] and, for setup and teardown, the container's netns path.
 #[derive(Debug, Clone, PartialEq, Eq)]

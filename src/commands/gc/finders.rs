@@ -354,8 +354,7 @@ impl Finder<'_> {
                 .map_err(neutron_err)?;
             // Pool ports (no endpoint) of a network Docker no longer has go with it.
             for p in &in_use {
-                let pooled = p.name == crate::driver::port_pool::POOL_PORT_NAME
-                    && p.device_id.is_empty()
+                let pooled = crate::driver::port_pool::is_free_pool_port(p)
                     && (p.host_id.is_empty() || p.host_id == self.cfg.host);
                 if pooled && !self.doomed.contains(&p.id) {
                     self.doom_port(p.id.clone(), "pool port of a network Docker removed".into());

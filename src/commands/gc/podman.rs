@@ -50,8 +50,7 @@ impl Finder<'_> {
                 .await
                 .map_err(neutron_err)?;
             for p in &ports {
-                let pooled = p.name == crate::driver::port_pool::POOL_PORT_NAME
-                    && p.device_id.is_empty()
+                let pooled = crate::driver::port_pool::is_free_pool_port(p)
                     && p.device_owner == names::DEVICE_OWNER;
                 if pooled && !self.doomed.contains(&p.id) {
                     self.doom_port(p.id.clone(), "pool port of a Podman network removed".into());
