@@ -205,6 +205,12 @@ pub fn netavark_net_tag(podman_net_id: &str) -> String {
     )
 }
 
+/// The description of a pod's port: `kubernetes pod <namespace>/<name>`, cut to
+/// Neutron's 255 characters.
+pub fn pod_description(pod: &str) -> String {
+    format!("kubernetes pod {pod}").chars().take(255).collect()
+}
+
 /// The port name of a CNI attachment.
 pub fn cni_port_name(container_id: &str, ifname: &str) -> String {
     format!("kuryr-cni-{}-{ifname}", prefix(container_id, 12))

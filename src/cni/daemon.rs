@@ -186,6 +186,7 @@ async fn add(d: &Arc<Driver>, call: &Call, conf: &NetConf) -> Result<Value, CniE
         mac: wanted.mac,
         made_tags: Vec::new(),
         internal: false,
+        description: wanted.pod.map(|p| crate::names::pod_description(&p)),
     };
     let att = d.cni_add(&a, &w).await.map_err(cni_error)?;
     Ok(result(&att, &a).to_json(conf.version()))

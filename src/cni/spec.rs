@@ -208,6 +208,9 @@ impl NetConf {
 pub struct Wanted {
     pub ips: Vec<IpAddr>,
     pub mac: Option<String>,
+    /// The Kubernetes pod (`namespace/name`) a CRI runtime names in `K8S_POD_NAMESPACE`
+    /// and `K8S_POD_NAME`.
+    pub pod: Option<String>,
 }
 
 /// Parses `CNI_ARGS` (`K=V;K=V`). Unknown keys are an error unless `IgnoreUnknown=1`
@@ -216,6 +219,7 @@ pub fn parse_args(args: &str, rc: &RuntimeConfig) -> Result<Wanted, CniError> {
     let mut w = Wanted::default();
     let mut unknown = Vec::new();
     let mut ignore_unknown = false;
+    let (mut pod_ns, mut pod_name) = (None, None);
     for pair in args.split(';').filter(|p| !p.is_empty()) {
         let Some((k, v)) = pair.split_once('=') else {
             return Err(CniError::new(
@@ -231,7 +235,9 @@ pub fn parse_args(args: &str, rc: &RuntimeConfig) -> Result<Wanted, CniError> {
                 }
             }
             "MAC" => w.mac = Some(parse_mac(v)?),
-            // Runtimes pass these to every plugin; they name the pod, kuryr does not need it.
+            "K8S_POD_NAMESPACE" if !v.is_empty() => pod_ns = Some(v),
+            "K8S_POD_NAME" if !v.is_empty() => pod_name = Some(v),
+            // CRI runtimes pass these (the sandbox id, the pod's uid) to every plugin.
             k if k.starts_with("K8S_") => {}
             k => unknown.push(k.to_string()),
         }
@@ -244,6 +250,9 @@ pub fn parse_args(args: &str, rc: &RuntimeConfig) -> Result<Wanted, CniError> {
                 unknown.join(", ")
             ),
         ));
+    }
+    if let (Some(ns), Some(name)) = (pod_ns, pod_name) {
+        w.pod = Some(format!("{ns}/{name}"));
     }
     // Capabilities come after the args: a runtime that sends both means them.
     for ip in &rc.ips {
@@ -505,6 +514,12 @@ mod tests {
         .unwrap();
         assert_eq!(w.ips, vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
         assert_eq!(w.mac.as_deref(), Some("02:ab:00:00:00:01"));
+        assert_eq!(
+            w.pod, None,
+            "a pod's name without its namespace names no pod"
+        );
+        let w = parse_args("K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web;K8S_POD_UID=1", &rc).unwrap();
+        assert_eq!(w.pod.as_deref(), Some("shop/web"));
         assert_eq!(
             parse_args("FOO=1", &rc).unwrap_err().code,
             Code::InvalidEnv as u32

@@ -616,3 +616,26 @@ async fn later_adds_of_a_config_read_nothing_of_it_again() {
         vec!["GET networks", "GET subnets", "GET ports", "POST ports"]
     );
 }
+
+/// What containerd's CRI sends a plugin for a pod's sandbox.
+const POD_ARGS: &str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-7d4f;K8S_POD_INFRA_CONTAINER_ID=3f0c;K8S_POD_UID=9a1e";
+
+#[tokio::test]
+async fn a_pods_port_is_described_by_the_pods_namespace_and_name_pooled_or_not() {
+    let (t, _, _) = driver().await;
+    let (status, r) = t.cni(&call("ADD", CTR, POD_ARGS, conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(ports(&t)[0]["description"], "kubernetes pod shop/web-7d4f");
+
+    let (t, pool) = pooled(2).await;
+    let (status, r) = t.cni(&call("ADD", CTR, POD_ARGS, conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+    t.driver.background.flush().await;
+    let described: Vec<Value> = pool
+        .iter()
+        .map(|id| port_by_id(&t, id))
+        .filter(|p| p["device_id"] == CTR)
+        .collect();
+    assert_eq!(described.len(), 1, "{:?}", ports(&t));
+    assert_eq!(described[0]["description"], "kubernetes pod shop/web-7d4f");
+}

@@ -52,6 +52,9 @@ pub struct Wiring {
     pub made_tags: Vec<String>,
     /// The container gets no default route (Podman's `--internal`).
     pub internal: bool,
+    /// Who the attachment serves, for people reading Neutron (the port's description):
+    /// e.g. the Kubernetes pod.
+    pub description: Option<String>,
 }
 
 /// What ADD made, for the CNI result.

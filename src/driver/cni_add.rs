@@ -85,7 +85,7 @@ impl Driver {
         match wired {
             Ok(att) => {
                 if port.name == super::port_pool::POOL_PORT_NAME {
-                    self.cni_bookkeeping(a, port);
+                    self.cni_bookkeeping(a, w, port);
                 }
                 Ok(att)
             }
@@ -113,10 +113,11 @@ impl Driver {
     /// The attachment's name, device and tags on its pool port, a moment after the
     /// answer (as a Docker endpoint's); until then DEL and CHECK find the port by the
     /// alias of its host veth.
-    fn cni_bookkeeping(&self, a: &Attach, port: Port) {
+    fn cni_bookkeeping(&self, a: &Attach, w: &Wiring, port: Port) {
         let body = PortBody {
             name: Some(names::cni_port_name(&a.container_id, &a.ifname)),
             device_id: Some(a.container_id.clone()),
+            description: w.description.clone(),
             ..PortBody::default()
         };
         self.write_bookkeeping(port, body, names::cni_tags(&a.ifname, &a.conf_name));
@@ -144,6 +145,7 @@ impl Driver {
                 admin_state_up: Some(true),
                 device_owner: Some(names::DEVICE_OWNER.to_string()),
                 device_id: Some(a.container_id.clone()),
+                description: w.description.clone(),
                 host_id: Some(self.cfg.host.clone()),
                 fixed_ips: Some(fixed_ips),
                 mac_address: w.mac.clone(),

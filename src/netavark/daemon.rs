@@ -263,6 +263,7 @@ fn wiring_of(net: &Network, container: &BTreeMap<String, String>) -> Result<Wiri
         mac: None,
         made_tags: Vec::new(),
         internal: net.internal,
+        description: None,
     })
 }
 

@@ -28,6 +28,8 @@ pub struct PortBody {
     pub device_owner: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     #[serde(rename = "binding:host_id", skip_serializing_if = "Option::is_none")]
     pub host_id: Option<String>,
     #[serde(rename = "binding:profile", skip_serializing_if = "Option::is_none")]
