@@ -4,6 +4,7 @@
 
 pub mod cni;
 pub mod cnm;
+pub mod cri;
 pub mod ovs;
 pub mod podman4;
 pub mod vm;
