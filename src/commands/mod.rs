@@ -1,5 +1,6 @@
 //! One module per subcommand; `main` only parses arguments and dispatches.
 
+pub mod cli;
 pub mod doctor;
 pub mod gc;
 pub mod inspect;

@@ -289,7 +289,7 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-pub use options::known_options;
+pub use options::{known_options, option_table, OptionInfo};
 
 /// The parsed file plus what deserves a warning.
 #[derive(Debug)]

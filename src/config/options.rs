@@ -456,6 +456,28 @@ pub(super) fn is_section(section: &str) -> bool {
     OPTIONS.iter().any(|o| o.section == section)
 }
 
+/// One option as documentation sees it (kuryr.conf(5), the configuration reference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionInfo {
+    pub section: &'static str,
+    /// The name, then the reference's aliases.
+    pub names: &'static [&'static str],
+    /// False: accepted for compatibility with kuryr-libnetwork, no effect here.
+    pub has_effect: bool,
+}
+
+/// The table, in its order (sections as kuryr.conf.sample has them).
+pub fn option_table() -> Vec<OptionInfo> {
+    OPTIONS
+        .iter()
+        .map(|o| OptionInfo {
+            section: o.section,
+            names: o.names,
+            has_effect: o.set.is_some(),
+        })
+        .collect()
+}
+
 /// Every name (and alias) known in a section.
 pub fn known_options(section: &str) -> Vec<&'static str> {
     OPTIONS
