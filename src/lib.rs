@@ -14,6 +14,7 @@
 //! - `testkit` (test builds only): in-memory Neutron, fake host plumbing, test driver,
 //!   fuzz harness, kill points
 
+pub mod activation;
 pub mod cni;
 pub mod commands;
 pub mod config;

@@ -44,6 +44,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("tls", 0, "base"),
     ("vif", 0, "base"),
     ("wire", 0, "base"),
+    ("activation", 0, "base"),
     ("metrics", 0, "base"),
     ("kill_point", 0, "base"),
 ];

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::gc;
+use crate::activation::Inherited;
 use crate::config::{parse_listen_uri, Config};
 use crate::driver::{Driver, DriverError};
 use crate::neutron::Neutron;
@@ -33,6 +34,8 @@ pub fn init_logging(format: &str, debug: bool) {
 }
 
 pub fn run(config_file: &Path, discovery_dir: Option<&Path>, log_format: &str) -> Result<()> {
+    // First: the variables go before anything else could read them or start a child.
+    let inherited = crate::activation::Inherited::take();
     let loaded = Config::load_with_env(config_file)?;
     init_logging(log_format, loaded.config.debug);
     for w in &loaded.warnings {
@@ -62,7 +65,12 @@ pub fn run(config_file: &Path, discovery_dir: Option<&Path>, log_format: &str) -
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(cfg, tls, discovery_dir.map(Path::to_path_buf)))
+    rt.block_on(serve(
+        cfg,
+        tls,
+        discovery_dir.map(Path::to_path_buf),
+        inherited,
+    ))
 }
 
 /// Connects to Neutron until it answers (it may be starting too, e.g. at boot after
@@ -122,6 +130,7 @@ async fn serve(
     cfg: Arc<Config>,
     tls: Option<Arc<rustls::ServerConfig>>,
     discovery_dir: Option<PathBuf>,
+    mut inherited: Inherited,
 ) -> Result<()> {
     let service = Arc::new(server::Service::connecting(cfg.clone()));
     let app = server::router_for(service.clone());
@@ -132,9 +141,16 @@ async fn serve(
         stop: stop_rx,
     };
     if let Some(path) = &cfg.unix_socket {
-        let l =
-            server::bind_unix(path).with_context(|| format!("listening on {}", path.display()))?;
-        ls.guards.push(server::SocketGuard(path.clone()));
+        let l = match inherited.listener_for(path) {
+            // The service manager's socket: its file stays when kuryr stops.
+            Some(l) => tokio::net::UnixListener::from_std(l?)?,
+            None => {
+                let l = server::bind_unix(path)
+                    .with_context(|| format!("listening on {}", path.display()))?;
+                ls.guards.push(server::SocketGuard(path.clone()));
+                l
+            }
+        };
         tracing::info!(socket = %path.display(), "listening");
         ls.spawn(l, app.clone());
     }
@@ -143,7 +159,8 @@ async fn serve(
             .netavark_network_dir
             .clone()
             .map(crate::netavark::watch::StoreWatch::new);
-        if listen_cni(path, &service, watch.clone(), &mut ls)? {
+        let passed = inherited.listener_for(path).transpose()?;
+        if listen_cni(path, passed, &service, watch.clone(), &mut ls)? {
             if let Some(w) = watch {
                 w.spawn(service.clone());
             }
@@ -154,6 +171,15 @@ async fn serve(
     } else if discovery_dir.is_some() {
         tracing::info!(
             "no TCP listener: Docker finds the unix socket by itself, no discovery file written"
+        );
+    }
+    for path in inherited.unused() {
+        tracing::warn!(socket = %path.display(), "socket activation passed a socket kuryr.conf does not name (unix_socket, cni_socket): not served");
+    }
+    if inherited.ignored > 0 {
+        tracing::warn!(
+            count = inherited.ignored,
+            "socket activation passed fds that are not unix sockets: not served"
         );
     }
     if ls.tasks.is_empty() {
@@ -198,10 +224,23 @@ async fn serve(
 /// The plugin socket (CNI and netavark); false when another kuryr serves it.
 fn listen_cni(
     path: &Path,
+    passed: Option<std::os::unix::net::UnixListener>,
     service: &server::App,
     watch: Option<Arc<crate::netavark::watch::StoreWatch>>,
     ls: &mut Listeners,
 ) -> Result<bool> {
+    let app = || {
+        crate::cni::daemon::router(service.clone()).merge(crate::netavark::daemon::router(
+            service.clone(),
+            watch.clone(),
+        ))
+    };
+    if let Some(l) = passed {
+        // The service manager's socket (its unit sets the mode); its file stays.
+        tracing::info!(socket = %path.display(), "CNI and netavark API listening (socket activation)");
+        ls.spawn(tokio::net::UnixListener::from_std(l)?, app());
+        return Ok(true);
+    }
     match server::bind_unix(path) {
         Ok(l) => {
             // Only root runs CNI plugins.
@@ -209,9 +248,7 @@ fn listen_cni(
                 .with_context(|| format!("permissions of {}", path.display()))?;
             ls.guards.push(server::SocketGuard(path.to_path_buf()));
             tracing::info!(socket = %path.display(), "CNI and netavark API listening");
-            let app = crate::cni::daemon::router(service.clone())
-                .merge(crate::netavark::daemon::router(service.clone(), watch));
-            ls.spawn(l, app);
+            ls.spawn(l, app());
             Ok(true)
         }
         // Another kuryr serves CNI here: this one serves Docker alone.
