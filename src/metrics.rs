@@ -122,14 +122,43 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition (format 0.0.4, what `/metrics` is served as).
     pub fn render(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
-        out
+        prometheus_text(&out)
     }
+}
+
+/// OpenMetrics text (what the encoder writes) as Prometheus' 0.0.4 text: a counter's
+/// HELP and TYPE name its samples (`x_total`, where OpenMetrics names the family `x`),
+/// and no `# EOF`. Served as 0.0.4, the OpenMetrics form left Prometheus and `promtool
+/// check metrics` with counters of no type and no help.
+fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|t| t.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64);
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta.and_then(|(p, rest)| rest.split_once(' ').map(|(n, tail)| (p, n, tail))) {
+            Some((p, name, tail)) if counters.contains(name) => {
+                out.push_str(&format!("{p}{name}_total {tail}"));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// The process's metrics.
