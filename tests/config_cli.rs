@@ -112,3 +112,40 @@ fn sample_config_documents_known_options() {
     }
     assert!(seen > 40, "only {seen} options found in the sample");
 }
+
+/// A host without a system CA store (a minimal root, a container image): kuryr starts
+/// and serves all the same, Neutron over plain http working as before.
+#[test]
+fn no_system_ca_certificates_still_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("k.sock");
+    let path = dir.path().join("kuryr.conf");
+    std::fs::write(
+        &path,
+        format!(
+            "[DEFAULT]\nunix_socket = {}\ncni_socket =\n[neutron]\nauth_type = none\nendpoint = http://127.0.0.1:9\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let empty = dir.path().join("no-ca");
+    std::fs::create_dir(&empty).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kuryr"))
+        .args(["serve", "--config-file"])
+        .arg(&path)
+        // What rustls' platform verifier reads on Linux: nothing there.
+        .env("SSL_CERT_FILE", empty.join("none.pem"))
+        .env("SSL_CERT_DIR", &empty)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Still running after it tried Neutron a few times (it exits on a client it cannot
+    // build).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(running, "kuryr exited: {log}");
+    assert!(log.contains("no system CA certificates"), "{log}");
+}

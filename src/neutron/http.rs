@@ -12,6 +12,22 @@ use crate::config::NeutronConfig;
 /// The reqwest client for Neutron and Keystone: timeouts, CA, client certificate.
 pub(super) fn http_client(cfg: &NeutronConfig) -> Result<reqwest::Client> {
     crate::tls::install_crypto_provider();
+    match build(cfg, false) {
+        Ok(c) => Ok(c),
+        // A host without a system CA store (a minimal root, a container image): plain
+        // http, and https verified against `cafile`, work all the same.
+        Err(e) => match build(cfg, true) {
+            Ok(c) => {
+                tracing::warn!(error = %e, "no system CA certificates: https to Neutron and Keystone is verified against [neutron] cafile only");
+                Ok(c)
+            }
+            Err(_) => Err(e),
+        },
+    }
+}
+
+/// The client; `cafile_only`: the roots are `cafile`'s alone, not the system's too.
+fn build(cfg: &NeutronConfig, cafile_only: bool) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5).min(cfg.timeout))
         .timeout(cfg.timeout)
@@ -23,9 +39,13 @@ pub(super) fn http_client(cfg: &NeutronConfig) -> Result<reqwest::Client> {
             .map_err(|e| NeutronError::Auth(format!("cafile {}: {e}", ca.display())))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| NeutronError::Auth(format!("cafile {}: {e}", ca.display())))?;
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
+        b = if cafile_only {
+            b.tls_certs_only(certs)
+        } else {
+            b.tls_certs_merge(certs)
+        };
+    } else if cafile_only {
+        b = b.tls_certs_only([]);
     }
     if let (Some(cert), Some(key)) = (&cfg.certfile, &cfg.keyfile) {
         let mut pem = std::fs::read(cert)
