@@ -49,17 +49,16 @@ async fn port_with_ip(n: &Neutron, ip: &str) -> Vec<Port> {
         .unwrap()
 }
 
-/// The port once its endpoint's bookkeeping (device_id, name, tags) is written: within
-/// seconds of the start.
-async fn wait_bookkeeping(n: &Neutron, id: &str, ep: &str) -> Port {
-    for _ in 0..100 {
-        let p: Port = n.get(id).await.unwrap();
-        if p.device_id == ep {
-            return p;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("port {id} never got the bookkeeping of endpoint {ep}");
+/// The port with its endpoint's bookkeeping (device_id, name, tags), as the reference
+/// has it the moment `docker run` returns (kuryr's Join writes it before answering).
+async fn bookkept(n: &Neutron, id: &str, ep: &str) -> Port {
+    let p: Port = n.get(id).await.unwrap();
+    assert_eq!(
+        p.device_id, ep,
+        "port {id} lacks endpoint {ep}'s bookkeeping"
+    );
+    assert_eq!(p.name, kuryr::names::endpoint_port_name(ep));
+    p
 }
 
 async fn wait_port_active(n: &Neutron, id: &str) -> Port {
@@ -135,8 +134,7 @@ async fn kuryr_network_two_containers_ping_and_clean_up() {
             &format!("{{{{(index .NetworkSettings.Networks \"{net}\").EndpointID}}}}"),
             ct,
         ]);
-        // The endpoint's bookkeeping follows the start (a second after CreateEndpoint).
-        let port = wait_bookkeeping(&n, &ports[0].id, &ep).await;
+        let port = bookkept(&n, &ports[0].id, &ep).await;
         assert_eq!(port.host_id, common::binding_host());
         assert_eq!(port.device_owner, "compute:kuryr");
         assert_eq!(port.vif_type, common::bound_vif_type());

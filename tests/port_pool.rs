@@ -116,11 +116,11 @@ async fn pool_serves_starts_without_a_port_create() {
     );
 }
 
-/// A pooled start makes no Neutron request before Join returns (RequestAddress,
-/// CreateEndpoint and Join, counted by kuryr per libnetwork method); the endpoint's
-/// device_id and tags reach its port within seconds after.
+/// A pooled start makes no Neutron request in RequestAddress and CreateEndpoint (counted
+/// by kuryr per libnetwork method), the calls Docker serialises per network; Join writes
+/// the endpoint's bookkeeping, so the port is the container's once `docker run` returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pooled_start_makes_no_neutron_request() {
+async fn pooled_start_asks_neutron_nothing_under_dockers_lock_and_names_the_port_by_its_end() {
     common::require_docker();
     let n = common::neutron().await;
     let p = common::unique("kt");
@@ -130,11 +130,7 @@ async fn pooled_start_makes_no_neutron_request() {
     let docker_id = common::network_id(&net);
     let neutron_net = common::neutron_network_of(&n, &docker_id).await;
     wait_pool(&n, &neutron_net, 3).await;
-    let start = [
-        "IpamDriver.RequestAddress",
-        "NetworkDriver.CreateEndpoint",
-        "NetworkDriver.Join",
-    ];
+    let start = ["IpamDriver.RequestAddress", "NetworkDriver.CreateEndpoint"];
     let before: Vec<u64> = start.iter().map(|m| k.call_requests(m)).collect();
     common::run_container(&c1, &net, &[]);
     let after: Vec<u64> = start.iter().map(|m| k.call_requests(m)).collect();
@@ -149,18 +145,29 @@ async fn pooled_start_makes_no_neutron_request() {
         &format!("{{{{(index .NetworkSettings.Networks \"{net}\").EndpointID}}}}"),
         &c1,
     ]);
-    let tagged = common::wait_until(10, || {
-        let rt = tokio::runtime::Handle::current();
-        let ports: Vec<Port> = tokio::task::block_in_place(|| {
-            rt.block_on(n.list(&Filters::new().add("fixed_ips", format!("ip_address={ip}"))))
-        })
-        .ok()?;
-        let p = ports.into_iter().next()?;
-        (p.device_id == ep && kuryr::names::has_id_tags(&p.tags, &ep)).then_some(p)
-    });
+    // The moment `docker run` returns, the port is found as the reference's is: by the
+    // endpoint's port name and the compute:kuryr tag (Join wrote them).
+    let found: Vec<Port> = n
+        .list(
+            &Filters::new()
+                .add("name", kuryr::names::endpoint_port_name(&ep))
+                .tags(&[kuryr::names::TAG_KURYR_PORT]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        found.len(),
+        1,
+        "no port by the endpoint's name and tag: {found:?}"
+    );
+    assert_eq!(found[0].device_id, ep);
+    assert!(kuryr::names::has_id_tags(&found[0].tags, &ep));
     assert!(
-        tagged.is_some(),
-        "the endpoint's bookkeeping never reached its port"
+        found[0]
+            .fixed_ips
+            .iter()
+            .any(|f| f.ip_address.to_string() == ip),
+        "{found:?}"
     );
     docker(&["rm", "-f", &c1]);
     docker(&["network", "rm", &net]);

@@ -114,6 +114,16 @@ impl Background {
         }
     }
 
+    /// Starts `port`'s delayed work now, if it waits, and waits for the port's work to
+    /// finish (at most a bounded while).
+    pub async fn hurry(&self, port: &str) {
+        let wake = self.delayed.lock().ok().and_then(|m| m.get(port).cloned());
+        if let Some(w) = wake {
+            w.notify_one();
+        }
+        self.settle(port).await;
+    }
+
     /// Waits until no work is queued for `port` (at most a bounded while).
     pub async fn settle(&self, port: &str) {
         let rx = self.inflight.lock().ok().and_then(|m| m.get(port).cloned());

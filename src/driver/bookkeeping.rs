@@ -1,5 +1,6 @@
 //! An endpoint's bookkeeping (its name, device_id and tags on the port), written after
-//! CreateEndpoint's answer, off the path of a container start, and retried.
+//! CreateEndpoint's answer (which Docker serialises per network) and before Join's, and
+//! retried.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -17,7 +17,8 @@ use crate::names;
 use crate::neutron::{Filters, Port, PortBody, PortStatus, Subnet};
 use crate::protocol::{validate, *};
 
-/// How long after CreateEndpoint's answer the endpoint's bookkeeping is written.
+/// How long after CreateEndpoint's answer the endpoint's bookkeeping is written, unless
+/// Join comes first (it writes it before answering).
 const BOOKKEEPING_DELAY: Duration = Duration::from_secs(1);
 
 /// A validated CreateEndpoint: its addresses, their subnets and the MAC Docker asks for.
@@ -183,10 +184,11 @@ impl Driver {
         binding
     }
 
-    /// The endpoint's device_id, name and tags on its port, off the start path: a moment
-    /// after the answer, when Docker is done starting the container (Neutron shares the
-    /// host's CPUs), and not at all if the endpoint goes first. Until they are written
-    /// the port is known to be taken by its host veth, whose alias names the endpoint.
+    /// The endpoint's device_id, name and tags on its port, off CreateEndpoint's path
+    /// (which Docker serialises per network): Join writes them before it answers, else
+    /// they are written a moment after CreateEndpoint's answer, and not at all if the
+    /// endpoint goes first. Until they are written the port is known to be taken by its
+    /// host veth, whose alias names the endpoint.
     pub(super) fn write_bookkeeping(&self, before: Port, body: PortBody, tags: Vec<String>) {
         Bookkeeping {
             background: self.background.clone(),

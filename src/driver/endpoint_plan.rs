@@ -82,7 +82,8 @@ impl Driver {
                 ip_address: Some(*ip),
             })
             .collect();
-        body.name = Some(names::UNBOUND_PORT_NAME.to_string());
+        // The endpoint's port from the start, named after it.
+        body.name = Some(names::endpoint_port_name(ep));
         body.fixed_ips = Some(fixed);
         body.mac_address.clone_from(&ask.mac);
         let mut tags = vec![names::TAG_KURYR_PORT.to_string()];

@@ -83,6 +83,11 @@ impl Driver {
                 ))
             })?;
         let port = &info.port;
+        // The endpoint's bookkeeping (name, device_id, tags) is on its port before Join
+        // answers, so once `docker run` or `docker network connect` returns the port is
+        // the container's, as the reference's is. Join holds no lock of the network's
+        // in libnetwork (CreateEndpoint does): other starts on the network go on.
+        self.background.hurry(port.id.as_str()).await;
         let mut gateway = None;
         let mut gateway_v6 = None;
         let mut routes = Vec::new();
