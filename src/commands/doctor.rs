@@ -245,7 +245,13 @@ async fn nested_port(n: &Neutron, cfg: &Config) -> Option<Check> {
     let (link, kind) = match port_driver(cfg) {
         Ok(PortDriver::Veth) => return None,
         Ok(PortDriver::Nested { link_iface, kind }) => (link_iface, kind),
-        Err(e) => return Some(Check::fail(WHAT, e, "see README, Deployment modes")),
+        Err(e) => {
+            return Some(Check::fail(
+                WHAT,
+                e,
+                "see docs/backends.md, Deployment modes",
+            ))
+        }
     };
     let mac = match crate::host::netlink::Netlink::connect() {
         Ok(nl) => match nl.link(&link).await {
