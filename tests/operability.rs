@@ -38,6 +38,22 @@ fn metrics_count_a_real_container_start() {
     ] {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");
     }
+    // Prometheus' own linter (Debian's prometheus package) finds nothing to say.
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package)");
+    std::io::Write::write_all(&mut lint.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let lint = lint.wait_with_output().unwrap();
+    assert!(
+        lint.status.success() && lint.stdout.is_empty() && lint.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
     // The same on the TCP metrics listener, which serves nothing else.
     let out = Command::new("curl")
         .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
