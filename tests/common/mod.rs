@@ -468,15 +468,19 @@ pub fn docker_try(args: &[&str]) -> Output {
 }
 
 /// Where the engine the tests drive (`DOCKER_HOST`, else the machine's) sees this
-/// machine's `/`: "" for the machine's own engine, engine2's root (it runs in a root of
-/// its own) when DOCKER_HOST names it. A path the engine must open (a plugin's mount
+/// machine's `/`: "" for the machine's own engine, engine2's or engine3's root (each runs in a
+/// root of its own) when DOCKER_HOST names it. A path the engine must open (a plugin's mount
 /// source) is written at `engine_root() + path` and given to the engine as `path`.
 pub fn engine_root() -> String {
-    let e2 = std::env::var("KURYR_TEST_ENGINE2").ok();
-    match std::env::var("DOCKER_HOST") {
-        Ok(h) if Some(&h) == e2.as_ref() => devenv_path("KURYR_TEST_ENGINE2_ROOT"),
-        _ => String::new(),
+    let Ok(host) = std::env::var("DOCKER_HOST") else {
+        return String::new();
+    };
+    for engine in ["KURYR_TEST_ENGINE2", "KURYR_TEST_ENGINE3"] {
+        if std::env::var(engine).ok().as_ref() == Some(&host) {
+            return devenv_path(&format!("{engine}_ROOT"));
+        }
     }
+    String::new()
 }
 
 /// Builds kuryr's managed (v2) plugin `name` (contrib/docker-plugin/build) in the engine of

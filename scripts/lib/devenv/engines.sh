@@ -1,0 +1,106 @@
+# shellcheck shell=bash
+# The engine2 and engine3 profiles of scripts/devenv: current Docker engines beside
+# Debian 12's 20.10. engine2 is Debian 13's docker.io (26.x), engine3 Debian forky's
+# (28.x): each in a Debian root made with debootstrap under the state dir, run as that
+# root's own (pivot_root in a mount namespace of its own) with its own data-root,
+# exec-root, API socket and default bridge, and no iptables (the host engine owns those).
+# Each finds kuryr's plugin sockets through a bind mount of the host's /run/docker/plugins.
+# Sourced by scripts/devenv.
+E2_DIR=$DIR/engine2
+E2_ROOT=$E2_DIR/root
+# shellcheck disable=SC2034 # the sockets are read by scripts/devenv (env)
+E2_SOCK=$E2_ROOT/run/engine2/docker.sock
+# Their default bridges: dockerd run with --bridge=none in this network namespace deletes
+# docker0, the host engine's.
+E2_BRIDGE=ke2br0
+E3_DIR=$DIR/engine3
+E3_ROOT=$E3_DIR/root
+# shellcheck disable=SC2034
+E3_SOCK=$E3_ROOT/run/engine3/docker.sock
+E3_BRIDGE=ke3br0
+
+# The mirror this machine's apt uses (deb822 or one-line sources), else Debian's.
+e2_mirror() {
+  local m
+  m=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+  if [ -z "$m" ]; then
+    m=$(awk '$1 == "deb" { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
+  fi
+  case "$m" in
+    *security*|"") echo http://deb.debian.org/debian ;;
+    *) echo "$m" ;;
+  esac
+}
+
+engine_ok() { DOCKER_HOST="unix://$DIR/$1/root/run/$1/docker.sock" "$DOCKER" version >/dev/null 2>&1; }
+
+# engine_up NAME SUITE BRIDGE BRIDGE_CIDR: Debian SUITE's docker.io as engine NAME, its
+# root at $DIR/NAME/root, its API socket at <root>/run/NAME/docker.sock.
+engine_up() {
+  local name=$1 suite=$2 bridge=$3 bridge_ip=$4
+  local root=$DIR/$name/root
+  local sock=$root/run/$name/docker.sock
+  install_packages debootstrap
+  mkdir -p "$DIR/$name"
+  if [ ! -x "$root/usr/sbin/dockerd" ]; then
+    local mirror; mirror=$(e2_mirror)
+    log "building a Debian $suite root with docker.io under $root (debootstrap from $mirror)"
+    note_change "built the $name root"
+    rm -rf --one-file-system "$root"
+    # The sid script serves every suite (bookworm's debootstrap has no script named forky).
+    debootstrap --variant=minbase --include=docker.io "$suite" "$root" "$mirror" \
+      /usr/share/debootstrap/scripts/sid \
+      >"$DIR/log/$name-debootstrap.log" 2>&1 \
+      || die "debootstrap failed: see $DIR/log/$name-debootstrap.log"
+  fi
+  if ! ip link show "$bridge" >/dev/null 2>&1; then
+    ip link add "$bridge" type bridge
+    note_change "created bridge $bridge"
+  fi
+  ip addr replace "$bridge_ip" dev "$bridge"
+  ip link set "$bridge" up
+  if ! engine_ok "$name"; then
+    log "starting Docker engine $name (unix://$sock)"
+    mkdir -p "$root/run/$name" "$root/run/docker/plugins" "$root/.oldroot"
+    rm -f "$sock"
+    # In a mount namespace of its own whose root *is* the Debian root (pivot_root, not
+    # chroot: under a chroot runc would give containers the host's root). The host's
+    # /proc, /sys, /dev and plugin directory are bound in first; every mount stays in
+    # that namespace and goes with it. The API socket is a file of the root's own disk,
+    # so the host reaches it at $sock.
+    # shellcheck disable=SC2016 # $1.. are the inner sh's own arguments, expanded by it
+    start_bg "$name-dockerd" "$DIR/log/$name-dockerd.log" \
+      unshare --mount --propagation private sh -c '
+        set -e
+        r=$1
+        mount --bind "$r" "$r"
+        mount --rbind /proc "$r/proc"
+        mount --rbind /sys "$r/sys"
+        mount --rbind /dev "$r/dev"
+        mount --bind /run/docker/plugins "$r/run/docker/plugins"
+        cd "$r"
+        pivot_root . .oldroot
+        cd /
+        umount -l /.oldroot
+        exec dockerd --data-root /var/lib/docker --exec-root "/run/$3/exec" \
+          --pidfile "/run/$3/dockerd.pid" -H "unix:///run/$3/docker.sock" \
+          --bridge="$2" --iptables=false --ip6tables=false' sh "$root" "$bridge" "$name"
+  fi
+  wait_for 60 engine_ok "$name" || die "Docker engine $name did not start: see $DIR/log/$name-dockerd.log"
+  DOCKER_HOST="unix://$sock" import_image
+  log "$name profile ready: Docker $(DOCKER_HOST="unix://$sock" "$DOCKER" version --format '{{.Server.Version}}') at unix://$sock"
+}
+
+up_engine2() { engine_up engine2 trixie "$E2_BRIDGE" 172.30.250.1/24; }
+up_engine3() { engine_up engine3 forky "$E3_BRIDGE" 172.30.251.1/24; }
+
+engine_status() { # engine_status NAME
+  local sock=$DIR/$1/root/run/$1/docker.sock
+  if running "$1-dockerd"; then
+    printf '%-18s running (pid %s, unix://%s)\n' "$1-dockerd" "$(cat "$(pidfile "$1-dockerd")")" "$sock"
+  else
+    printf '%-18s stopped (profile: scripts/devenv %s)\n' "$1-dockerd" "$1"
+  fi
+}
+status_engine2() { engine_status engine2; }
+status_engine3() { engine_status engine3; }
