@@ -44,11 +44,13 @@ pub enum Method {
     ReleasePool,
     RequestAddress,
     ReleaseAddress,
+    /// Docker 28+: whether to reserve the network's gateway addresses in IPAM.
+    GwAllocCheck,
 }
 
 impl Method {
     /// Every method, in a fixed order (the fuzz input format selects by index).
-    pub const ALL: [Method; 21] = [
+    pub const ALL: [Method; 22] = [
         Method::Activate,
         Method::NetworkCapabilities,
         Method::CreateNetwork,
@@ -70,6 +72,8 @@ impl Method {
         Method::ReleasePool,
         Method::RequestAddress,
         Method::ReleaseAddress,
+        // Last: the fuzz corpus selects methods by index.
+        Method::GwAllocCheck,
     ];
 
     /// The URL path, without the leading `/`.
@@ -96,6 +100,7 @@ impl Method {
             Method::ReleasePool => "IpamDriver.ReleasePool",
             Method::RequestAddress => "IpamDriver.RequestAddress",
             Method::ReleaseAddress => "IpamDriver.ReleaseAddress",
+            Method::GwAllocCheck => "NetworkDriver.GwAllocCheck",
         }
     }
 
@@ -212,6 +217,23 @@ pub struct CreateNetworkRequest {
     pub ipv6_data: Vec<IpamData>,
     #[serde(rename = "Options", default, deserialize_with = "null_as_default")]
     pub options: Map<String, Value>,
+}
+
+/// `NetworkDriver.GwAllocCheck` (Docker 28+, asked once before a network is made): its
+/// options are CreateNetwork's.
+#[derive(Debug, Deserialize)]
+pub struct GwAllocCheckRequest {
+    #[serde(rename = "Options", default, deserialize_with = "null_as_default")]
+    pub options: Map<String, Value>,
+}
+
+/// Which families' gateway Docker is not to reserve in IPAM (nor name in CreateNetwork).
+#[derive(Debug, Serialize, Default, PartialEq, Eq)]
+pub struct GwAllocCheckResponse {
+    #[serde(rename = "SkipIPv4")]
+    pub skip_ipv4: bool,
+    #[serde(rename = "SkipIPv6")]
+    pub skip_ipv6: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::config::Config;
 use crate::driver::{Driver, DriverError};
 use crate::neutron::{CALL, REQUEST_ID};
-use crate::protocol::{Method, CONTENT_TYPE};
+use crate::protocol::{GwAllocCheckRequest, GwAllocCheckResponse, Method, CONTENT_TYPE};
 pub use crate::service::{App, Service, CONNECT_WAIT};
 
 /// Largest request body accepted; libnetwork's bodies are a few KiB.
@@ -254,13 +254,21 @@ fn constant(cfg: &Config, method: Method, body: &[u8]) -> Option<Result<Value, D
             parse::<Value>(body).map(|_| json!({}))
         }
         M::AllocateNetwork => parse::<Value>(body).map(|b| allocate_network(&b)),
+        // Options naming no Neutron subnet: nothing to look up, nothing skipped.
+        M::GwAllocCheck => match parse::<GwAllocCheckRequest>(body) {
+            Ok(r) if !names_a_subnet(&r) => to_value(GwAllocCheckResponse::default()),
+            Ok(_) => return None,
+            Err(e) => Err(e),
+        },
         _ => return None,
     })
 }
 
 /// `NetworkDriver.GetCapabilities`.
+/// `GwAllocChecker`: Docker 28+ then asks `GwAllocCheck` before it makes a network (older
+/// engines ignore the field).
 pub fn network_capabilities(cfg: &Config) -> Value {
-    json!({"Scope": cfg.capability_scope.as_str()})
+    json!({"Scope": cfg.capability_scope.as_str(), "GwAllocChecker": true})
 }
 
 /// `IpamDriver.GetCapabilities`. Docker then makes no MAC of its own: CreateEndpoint gets
@@ -276,6 +284,13 @@ pub fn default_address_spaces(cfg: &Config) -> Value {
         "LocalDefaultAddressSpace": cfg.local_default_address_space,
         "GlobalDefaultAddressSpace": cfg.global_default_address_space,
     })
+}
+
+/// Whether GwAllocCheck's options name a Neutron subnet (which the driver looks up).
+fn names_a_subnet(r: &GwAllocCheckRequest) -> bool {
+    crate::protocol::generic_options(&r.options)
+        .iter()
+        .any(|(k, v)| k.starts_with("neutron.subnet") && !v.is_empty())
 }
 
 /// `NetworkDriver.AllocateNetwork` (swarm): nothing to allocate; the options go back.
@@ -299,6 +314,7 @@ pub async fn dispatch(d: &Driver, method: Method, body: &[u8]) -> Result<Value, 
         | M::FreeNetwork
         | M::AllocateNetwork => Err(DriverError::Internal(format!("{method} answered above"))),
         M::CreateNetwork => empty(d.create_network(parse(body)?).await),
+        M::GwAllocCheck => to_value(d.gw_alloc_check(parse(body)?).await?),
         M::DeleteNetwork => empty(d.delete_network(parse(body)?).await),
         M::CreateEndpoint => to_value(d.create_endpoint(parse(body)?).await?),
         M::EndpointOperInfo => to_value(d.endpoint_oper_info(parse(body)?).await?),

@@ -22,7 +22,16 @@ fn constant_methods() {
     assert_eq!(v, json!({"Implements": ["NetworkDriver", "IpamDriver"]}));
     assert_eq!(
         k.call("NetworkDriver.GetCapabilities", &json!({})).1,
-        json!({"Scope": "local"})
+        json!({"Scope": "local", "GwAllocChecker": true})
+    );
+    // Docker 28+'s GwAllocCheck, when the options name no Neutron subnet: nothing skipped.
+    assert_eq!(
+        k.call(
+            "NetworkDriver.GwAllocCheck",
+            &json!({"Options": {"com.docker.network.enable_ipv4": false}})
+        )
+        .1,
+        json!({"SkipIPv4": false, "SkipIPv6": false})
     );
     assert_eq!(
         k.call("IpamDriver.GetCapabilities", &json!({})).1,

@@ -275,6 +275,7 @@ impl Driver {
                 subnetpool_id: Some(pool_id.into()),
                 gateway_ip: gateway,
                 enable_dhcp: Some(false),
+                ..NewSubnet::default()
             })
             .await;
         let subnet = match subnet {

@@ -10,6 +10,9 @@ use crate::names;
 use crate::neutron::{Filters, Network, NetworkBody, NetworkId, Subnet, SubnetId};
 use crate::protocol::{validate, *};
 
+/// Neutron's IPv6 address and RA modes (`ipv6_address_mode`, `ipv6_ra_mode`).
+const IPV6_MODES: [&str; 3] = ["slaac", "dhcpv6-stateful", "dhcpv6-stateless"];
+
 /// One address family of a CreateNetwork request, validated.
 pub(super) struct Family {
     pub(super) v6: bool,
@@ -143,6 +146,58 @@ impl Driver {
         Ok(())
     }
 
+    /// `NetworkDriver.GwAllocCheck` (Docker 28+, before it reserves a new network's
+    /// addresses). Neutron owns a subnet's gateway: a family is skipped when the options
+    /// adopt an existing Neutron subnet that has none, so Docker records no gateway for
+    /// it (rather than the `0.0.0.0/0` the reference's IPAM answers for one). Otherwise
+    /// Docker reserves the gateway as before, and gets Neutron's (or, for a subnet kuryr
+    /// makes, the one Neutron will give it): `docker network inspect` shows what
+    /// Neutron has. Options naming no subnet cost no request.
+    pub async fn gw_alloc_check(&self, req: GwAllocCheckRequest) -> Result<GwAllocCheckResponse> {
+        let opts = generic_options(&req.options);
+        Ok(GwAllocCheckResponse {
+            skip_ipv4: self.adopted_without_gateway(&opts, false).await?,
+            skip_ipv6: self.adopted_without_gateway(&opts, true).await?,
+        })
+    }
+
+    /// Whether the options name an existing subnet of this family without a gateway.
+    /// A subnet that does not exist is not skipped: CreateNetwork says it is missing.
+    async fn adopted_without_gateway(
+        &self,
+        opts: &BTreeMap<String, String>,
+        v6: bool,
+    ) -> Result<bool> {
+        let fam = if v6 { ".v6" } else { "" };
+        let version = if v6 { 6 } else { 4 };
+        let uuid_key = format!("neutron.subnet{fam}.uuid");
+        let subnet = if let Some(id) = Self::net_option(opts, &uuid_key) {
+            validate::uuid(&uuid_key, id)?;
+            match self.neutron.get::<Subnet>(id).await {
+                Ok(s) => Some(s),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(e.into()),
+            }
+        } else if let Some(name) = Self::net_option(opts, &format!("neutron.subnet{fam}.name")) {
+            let found: Vec<Subnet> = self
+                .neutron
+                .list(
+                    &Filters::new()
+                        .add("name", name)
+                        .add("ip_version", version.to_string()),
+                )
+                .await?;
+            // A name several subnets share names none of them.
+            match <[Subnet; 1]>::try_from(found) {
+                Ok([s]) => Some(s),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        Ok(subnet.is_some_and(|s| s.ip_version == version && s.gateway_ip.is_none()))
+    }
+
     /// Checks the options' ids and flags before anything is read; whether the network
     /// is to be shared.
     fn checked_options(opts: &BTreeMap<String, String>) -> Result<bool> {
@@ -155,6 +210,19 @@ impl Driver {
         ] {
             if let Some(v) = Self::net_option(opts, k) {
                 validate::uuid(k, v)?;
+            }
+        }
+        for k in [
+            "neutron.subnet.v6.address_mode",
+            "neutron.subnet.v6.ra_mode",
+        ] {
+            if let Some(v) = Self::net_option(opts, k) {
+                if !IPV6_MODES.contains(&v) {
+                    return Err(super::bad(format!(
+                        "{k} {v:?} is not one of {}",
+                        IPV6_MODES.join(", ")
+                    )));
+                }
             }
         }
         match opts.get("neutron.net.shared") {

@@ -116,6 +116,14 @@ impl Driver {
         Ok(subnets)
     }
 
+    /// `-o neutron.subnet.v6.address_mode` / `.ra_mode` of a v6 subnet kuryr makes
+    /// (checked by `checked_options`).
+    fn v6_mode(opts: &BTreeMap<String, String>, f: &Family, mode: &str) -> Option<String> {
+        f.v6.then(|| Self::net_option(opts, &format!("neutron.subnet.v6.{mode}")))
+            .flatten()
+            .map(str::to_string)
+    }
+
     /// One family's subnet: None when an adopted one serves it.
     pub(super) async fn subnet_for(
         &self,
@@ -152,6 +160,8 @@ impl Driver {
             enable_dhcp: Some(self.cfg.neutron.enable_dhcp),
             subnetpool_id: pool_id.map(SubnetPoolId::from),
             gateway_ip: f.gateway.map(|gw| gw.to_string()),
+            ipv6_address_mode: Self::v6_mode(opts, f, "address_mode"),
+            ipv6_ra_mode: Self::v6_mode(opts, f, "ra_mode"),
         };
         let s: Subnet = self.neutron.create(body).await?;
         let undo = NetUndo::DeleteSubnet(s.id.clone());

@@ -111,6 +111,8 @@ async fn capabilities_and_activate_make_no_request() {
     assert_eq!(a["Implements"], json!(["NetworkDriver", "IpamDriver"]));
     let c = t.ok("NetworkDriver.GetCapabilities", &json!({})).await;
     assert_eq!(c["Scope"], "local");
+    // Docker 28+ asks GwAllocCheck before a network; older engines ignore the field.
+    assert_eq!(c["GwAllocChecker"], true);
     let i = t.ok("IpamDriver.GetCapabilities", &json!({})).await;
     // Docker makes no MAC: the container takes its port's.
     assert_eq!(i["RequiresMACAddress"], false);
@@ -131,6 +133,140 @@ async fn capabilities_and_activate_make_no_request() {
         .await;
     assert_eq!(alloc["Options"], json!({"a": "b"}));
     assert!(t.take_requests().is_empty());
+}
+
+/// GwAllocCheck (Docker 28+): a family whose adopted Neutron subnet has no gateway is
+/// skipped, so Docker records none; kuryr's own subnets and those with a gateway keep
+/// Docker's reservation. Options naming no subnet make no request.
+#[tokio::test]
+async fn gw_alloc_check_skips_the_families_whose_adopted_subnet_has_no_gateway() {
+    let t = TestDriver::new("").await;
+    let net = t.neutron.seed("networks", json!({"name": "users"}));
+    let net_id = net["id"].as_str().unwrap_or_default();
+    let no_gw = t.neutron.seed(
+        "subnets",
+        json!({"network_id": net_id, "name": "l2-only", "ip_version": 4,
+            "cidr": "10.40.0.0/24", "gateway_ip": null}),
+    );
+    let with_gw = t.neutron.seed(
+        "subnets",
+        json!({"network_id": net_id, "name": "routed", "ip_version": 4,
+            "cidr": "10.41.0.0/24", "gateway_ip": "10.41.0.1"}),
+    );
+    t.neutron.seed(
+        "subnets",
+        json!({"network_id": net_id, "name": "l2-only-v6", "ip_version": 6,
+            "cidr": "fd00:40::/64", "gateway_ip": null}),
+    );
+    let check = |generic: Value| {
+        json!({"Options": {"com.docker.network.enable_ipv4": true,
+            "com.docker.network.enable_ipv6": true, "com.docker.network.generic": generic}})
+    };
+    let a = t
+        .ok(
+            "NetworkDriver.GwAllocCheck",
+            &check(json!({"neutron.net.uuid": net_id})),
+        )
+        .await;
+    assert_eq!(a, json!({"SkipIPv4": false, "SkipIPv6": false}));
+    assert!(
+        t.take_requests().is_empty(),
+        "no subnet named, nothing asked"
+    );
+    let id = |s: &Value| s["id"].as_str().unwrap_or_default().to_string();
+    let a = t
+        .ok(
+            "NetworkDriver.GwAllocCheck",
+            &check(
+                json!({"neutron.subnet.uuid": id(&no_gw), "neutron.subnet.v6.name": "l2-only-v6"}),
+            ),
+        )
+        .await;
+    assert_eq!(a, json!({"SkipIPv4": true, "SkipIPv6": true}));
+    let a = t
+        .ok(
+            "NetworkDriver.GwAllocCheck",
+            &check(json!({"neutron.subnet.name": "routed", "neutron.subnet.v6.name": "l2-only"})),
+        )
+        .await;
+    // A v4 subnet named as the v6 one is not the v6 family's.
+    assert_eq!(a, json!({"SkipIPv4": false, "SkipIPv6": false}));
+    let a = t
+        .ok(
+            "NetworkDriver.GwAllocCheck",
+            &check(json!({"neutron.subnet.uuid": id(&with_gw)})),
+        )
+        .await;
+    assert_eq!(a["SkipIPv4"], false);
+    // A subnet that does not exist is CreateNetwork's error to report, not this call's.
+    let a = t
+        .ok(
+            "NetworkDriver.GwAllocCheck",
+            &check(json!({"neutron.subnet.uuid": "0b5f53a6-3a2c-4d56-9b0e-5d0f4c1a2b3c"})),
+        )
+        .await;
+    assert_eq!(a["SkipIPv4"], false);
+    let (status, v) = t
+        .call(
+            "NetworkDriver.GwAllocCheck",
+            &check(json!({"neutron.subnet.uuid": "not-a-uuid"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["Err"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("neutron.subnet.uuid"),
+        "{v}"
+    );
+}
+
+/// An IPv6-only network (Docker 28's `--ipv4=false --ipv6`: IPv4Data empty) gets one v6
+/// subnet, with the address and RA modes its options ask for; a mode Neutron does not
+/// know is refused before anything is made.
+#[tokio::test]
+async fn an_ipv6_only_network_gets_one_v6_subnet_with_the_asked_modes() {
+    let t = TestDriver::new("").await;
+    let pool = t
+        .ok(
+            "IpamDriver.RequestPool",
+            &json!({"AddressSpace": "", "Pool": "fd00:28:1::/64", "SubPool": "", "Options": {}, "V6": true}),
+        )
+        .await;
+    assert_eq!(pool["Pool"], "fd00:28:1::/64");
+    let v6_net = |generic: Value| {
+        json!({"NetworkID": NET, "IPv4Data": [],
+            "IPv6Data": [{"AddressSpace": "", "Pool": "fd00:28:1::/64", "Gateway": "fd00:28:1::1/64"}],
+            "Options": {"com.docker.network.enable_ipv4": false, "com.docker.network.enable_ipv6": true,
+                "com.docker.network.generic": generic}})
+    };
+    t.take_requests();
+    let (status, v) = t
+        .call(
+            "NetworkDriver.CreateNetwork",
+            &v6_net(json!({"neutron.subnet.v6.address_mode": "eui64"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["Err"].as_str().unwrap_or_default().contains("slaac"),
+        "{v}"
+    );
+    assert!(t.take_requests().is_empty(), "refused before any request");
+    t.ok(
+        "NetworkDriver.CreateNetwork",
+        &v6_net(json!({"neutron.subnet.v6.address_mode": "dhcpv6-stateful",
+            "neutron.subnet.v6.ra_mode": "dhcpv6-stateful"})),
+    )
+    .await;
+    let subnets = t.neutron.all("subnets");
+    assert_eq!(subnets.len(), 1, "{subnets:?}");
+    assert_eq!(subnets[0]["ip_version"], 6);
+    assert_eq!(subnets[0]["cidr"], "fd00:28:1::/64");
+    assert_eq!(subnets[0]["gateway_ip"], "fd00:28:1::1");
+    assert_eq!(subnets[0]["ipv6_address_mode"], "dhcpv6-stateful");
+    assert_eq!(subnets[0]["ipv6_ra_mode"], "dhcpv6-stateful");
 }
 
 #[tokio::test]

@@ -115,6 +115,12 @@ pub struct NewSubnet {
     pub gateway_ip: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enable_dhcp: Option<bool>,
+    /// IPv6 only: how ports get their addresses (`slaac`, `dhcpv6-stateful`,
+    /// `dhcpv6-stateless`) and what the router advertises.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6_address_mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6_ra_mode: Option<String>,
 }
 
 /// A new name, the only attribute kuryr changes of a subnet.

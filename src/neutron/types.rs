@@ -137,6 +137,9 @@ pub struct Subnet {
     pub enable_dhcp: bool,
     #[serde(default, deserialize_with = "null_default")]
     pub dns_nameservers: Vec<String>,
+    /// IPv6: how ports get their addresses (`slaac`, `dhcpv6-stateful`, ...); None for v4.
+    #[serde(default)]
+    pub ipv6_address_mode: Option<String>,
     #[serde(default, deserialize_with = "null_default")]
     pub tags: Vec<String>,
 }
