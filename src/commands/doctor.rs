@@ -486,6 +486,11 @@ mod tests {
             ("26.1.5+dfsg1", Status::Ok),
             ("25.0.2", Status::Warn),
             ("25.0.3", Status::Ok),
+            ("28.5.2+dfsg4", Status::Ok),
+            ("29.0.0", Status::Warn),
+            ("29.0.2", Status::Warn),
+            ("29.0.3", Status::Ok),
+            ("29.1.0", Status::Ok),
             ("19.03.15", Status::Warn),
             ("garbage", Status::Warn),
         ] {

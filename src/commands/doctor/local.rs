@@ -140,6 +140,11 @@ pub(super) fn engine_check(version: &str, api: &str) -> Check {
             format!("{detail}: re-applies the MAC a driver chose as if the user had set it when a container restarts (fixed in 25.0.3, DesiredMacAddress)"),
             "upgrade to 25.0.3 or later",
         ),
+        [29, 0, p] if p < 3 => Check::warn(
+            ENGINE,
+            format!("{detail}: crashes on calls to remote network drivers such as kuryr (fixed in 29.0.3)"),
+            "upgrade to 29.0.3 or later",
+        ),
         [major, minor, _] if (major, minor) < (20, 10) => Check::warn(
             ENGINE,
             format!("{detail}: older than any engine kuryr is tested with (20.10)"),
