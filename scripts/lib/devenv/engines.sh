@@ -92,7 +92,7 @@ engine_up() {
 }
 
 up_engine2() { engine_up engine2 trixie "$E2_BRIDGE" 172.30.250.1/24; }
-up_engine3() { engine_up engine3 forky "$E3_BRIDGE" 172.30.251.1/24; }
+up_engine3() { engine_up engine3 forky "$E3_BRIDGE" 172.30.252.1/24; }
 
 engine_status() { # engine_status NAME
   local sock=$DIR/$1/root/run/$1/docker.sock
