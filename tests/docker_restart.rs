@@ -21,8 +21,16 @@ use common::{docker_bin, image, unique, wait_until, Kuryr};
 use kuryr::names;
 use kuryr::neutron::{Filters, Neutron, Port};
 
-/// A dockerd of this test's own.
+/// A dockerd of this test's own: the machine's, or with `KURYR_TEST_DOCKERD_ROOT` (a
+/// Debian root holding another docker.io: the devenv's engine3) that root's, run as its
+/// own: in a mount namespace whose root is that root (pivot_root), kept between the
+/// dockerd runs as a host keeps its mounts (the containers' network namespaces are
+/// mounts that a live restore finds again).
 struct Engine {
+    /// The root dockerd runs in ("" for the machine's); paths below are the machine's.
+    root: String,
+    /// The directory holding that mount namespace (`mnt`), on a private mount.
+    ns: Option<PathBuf>,
     data: tempfile::TempDir,
     exec: PathBuf,
     sock: PathBuf,
@@ -34,18 +42,22 @@ struct Engine {
 
 impl Engine {
     fn new() -> Engine {
+        let root = std::env::var("KURYR_TEST_DOCKERD_ROOT").unwrap_or_default();
         let data = tempfile::Builder::new()
             .prefix("kuryr-test-dockerd-")
-            .tempdir_in("/var/tmp")
+            .tempdir_in(format!("{root}/var/tmp"))
             .expect("data-root");
         // Short: containerd's sockets live under the exec-root (108-byte path limit).
-        let exec = PathBuf::from(format!("/run/{}", unique("kte-")));
+        let exec = PathBuf::from(format!("{root}/run/{}", unique("kte-")));
         let sock = exec.join("docker.sock");
         let bridge = unique("ktb");
         common::ip(&["link", "add", &bridge, "type", "bridge"]);
         common::ip(&["addr", "add", "172.30.251.1/24", "dev", &bridge]);
         common::ip(&["link", "set", &bridge, "up"]);
+        let ns = (!root.is_empty()).then(|| mount_namespace(&root));
         Engine {
+            root,
+            ns,
             data,
             exec,
             sock,
@@ -68,15 +80,27 @@ impl Engine {
             .append(true)
             .open(self.data.path().join("dockerd.log"))
             .expect("dockerd log");
-        let mut cmd = Command::new("dockerd");
+        // Paths as dockerd sees them: under its root when it has one.
+        let inside = |p: &std::path::Path| -> PathBuf {
+            PathBuf::from("/").join(p.strip_prefix(format!("{}/", self.root)).unwrap_or(p))
+        };
+        let mut cmd = match &self.ns {
+            None => Command::new("dockerd"),
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--mount={}", ns.join("mnt").display()))
+                    .args(["--", "dockerd"]);
+                c
+            }
+        };
         cmd.arg("--data-root")
-            .arg(self.data.path().join("root"))
+            .arg(inside(&self.data.path().join("root")))
             .arg("--exec-root")
-            .arg(&self.exec)
+            .arg(inside(&self.exec))
             .arg("--pidfile")
-            .arg(self.exec.join("dockerd.pid"))
+            .arg(inside(&self.exec.join("dockerd.pid")))
             .arg("-H")
-            .arg(format!("unix://{}", self.sock.display()))
+            .arg(format!("unix://{}", inside(&self.sock).display()))
             .arg(format!("--bridge={}", self.bridge))
             .args([
                 "--iptables=false",
@@ -231,10 +255,53 @@ impl Drop for Engine {
             }
         }
         let _ = std::fs::remove_dir_all(&self.exec);
+        if let Some(ns) = &self.ns {
+            for m in [ns.join("mnt"), ns.clone()] {
+                let _ = Command::new("umount").arg(&m).status();
+            }
+            let _ = std::fs::remove_dir_all(ns);
+        }
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .status();
     }
+}
+
+/// A mount namespace whose root is `root` (with the machine's /proc, /sys, /dev and
+/// plugin directory bound in), held by an nsfs mount at `<dir>/mnt`; the dir.
+fn mount_namespace(root: &str) -> PathBuf {
+    let dir = PathBuf::from(format!("/run/{}", unique("ktns-")));
+    std::fs::create_dir_all(&dir).expect("ns dir");
+    let sh = |script: &str, args: &[&str]| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .args(args)
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let d = dir.to_str().expect("utf-8 path");
+    // unshare --mount=FILE needs FILE on a private mount.
+    sh(
+        "mount --bind \"$1\" \"$1\" && mount --make-private \"$1\" && touch \"$1/mnt\"",
+        &[d],
+    );
+    sh(
+        "unshare --mount=\"$1/mnt\" --propagation private sh -c '
+            set -e; r=$1; mount --bind \"$r\" \"$r\"
+            mount --rbind /proc \"$r/proc\"; mount --rbind /sys \"$r/sys\"
+            mount --rbind /dev \"$r/dev\"
+            mount --bind /run/docker/plugins \"$r/run/docker/plugins\"
+            cd \"$r\"; pivot_root . .oldroot; cd /; umount -l /.oldroot' sh \"$2\"",
+        &[d, root],
+    );
+    dir
 }
 
 /// The container ports on the Neutron network of Docker network `net`.
