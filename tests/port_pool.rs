@@ -177,3 +177,32 @@ async fn pooled_start_asks_neutron_nothing_under_dockers_lock_and_names_the_port
         .unwrap_err()
         .is_not_found());
 }
+
+/// Idle, kuryr asks Neutron nothing: with a network, a running container and a full
+/// pool, no request in a 20 s window (four of the netavark watch's sweeps; kuryr has no
+/// other timer), so an idle host costs Neutron nothing however many there are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kuryr_asks_neutron_nothing() {
+    common::require_docker();
+    let n = common::neutron().await;
+    let p = common::unique("kt");
+    let k = Kuryr::plugin(&p).extra("port_pool_size = 2\n").start();
+    let (net, c1) = (common::unique("kpi-"), common::unique("kpia-"));
+    common::kuryr_network(&p, "10.35.0.0/24", "10.35.0.1", &net);
+    let neutron_net = common::neutron_network_of(&n, &common::network_id(&net)).await;
+    common::run_container(&c1, &net, &[]);
+    wait_pool(&n, &neutron_net, 2).await;
+    // The refill's last requests may still be on their way: settled when two reads 2 s
+    // apart agree.
+    let settled = common::wait_until(30, || {
+        let a = k.neutron_requests();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        (k.neutron_requests() == a).then_some(a)
+    })
+    .expect("kuryr's Neutron requests never settled after the start");
+    std::thread::sleep(std::time::Duration::from_secs(20));
+    let idle = k.neutron_requests() - settled;
+    docker(&["rm", "-f", &c1]);
+    docker(&["network", "rm", &net]);
+    assert_eq!(idle, 0, "Neutron requests while idle: {}", k.stats());
+}
