@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::config::Config;
 use crate::driver::{Driver, DriverError};
 use crate::neutron::{CALL, REQUEST_ID};
-use crate::protocol::{GwAllocCheckRequest, GwAllocCheckResponse, Method, CONTENT_TYPE};
+use crate::protocol::{Method, CONTENT_TYPE};
 pub use crate::service::{App, Service, CONNECT_WAIT};
 
 /// Largest request body accepted; libnetwork's bodies are a few KiB.
@@ -254,12 +254,6 @@ fn constant(cfg: &Config, method: Method, body: &[u8]) -> Option<Result<Value, D
             parse::<Value>(body).map(|_| json!({}))
         }
         M::AllocateNetwork => parse::<Value>(body).map(|b| allocate_network(&b)),
-        // Options naming no Neutron subnet: nothing to look up, nothing skipped.
-        M::GwAllocCheck => match parse::<GwAllocCheckRequest>(body) {
-            Ok(r) if !names_a_subnet(&r) => to_value(GwAllocCheckResponse::default()),
-            Ok(_) => return None,
-            Err(e) => Err(e),
-        },
         _ => return None,
     })
 }
@@ -284,13 +278,6 @@ pub fn default_address_spaces(cfg: &Config) -> Value {
         "LocalDefaultAddressSpace": cfg.local_default_address_space,
         "GlobalDefaultAddressSpace": cfg.global_default_address_space,
     })
-}
-
-/// Whether GwAllocCheck's options name a Neutron subnet (which the driver looks up).
-fn names_a_subnet(r: &GwAllocCheckRequest) -> bool {
-    crate::protocol::generic_options(&r.options)
-        .iter()
-        .any(|(k, v)| k.starts_with("neutron.subnet") && !v.is_empty())
 }
 
 /// `NetworkDriver.AllocateNetwork` (swarm): nothing to allocate; the options go back.

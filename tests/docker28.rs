@@ -102,20 +102,7 @@ fn ipv6_only_network(plugin: &str, name: &str, subnet: &str, gateway: &str, opts
 }
 
 fn run(name: &str, net: &str) {
-    let image = common::image();
-    d(&[
-        "run",
-        "-d",
-        "--label",
-        "kuryr-test",
-        "--name",
-        name,
-        "--network",
-        net,
-        &image,
-        "sleep",
-        "600",
-    ]);
+    d(&common::sleeper_args(name, net, &common::image()));
 }
 
 fn inspect(container: &str, net: &str, field: &str) -> String {
@@ -310,25 +297,20 @@ async fn a_network_on_a_subnet_without_gateway_reserves_no_gateway() {
     c.networks.push(net.clone());
     let net_opt = format!("neutron.net.uuid={}", users.id);
     let subnet_opt = format!("neutron.subnet.uuid={}", subnet.id);
-    d(&[
-        "network",
-        "create",
-        "--label",
-        "kuryr-test",
-        "-d",
+    d(&common::kuryr_network_args(
         &p,
-        "--ipam-driver",
-        &p,
-        "--subnet",
-        "10.28.3.0/24",
-        "-o",
-        &net_opt,
-        "-o",
-        &subnet_opt,
-        "--ipam-opt",
-        &subnet_opt,
         &net,
-    ]);
+        &[
+            "--subnet",
+            "10.28.3.0/24",
+            "-o",
+            &net_opt,
+            "-o",
+            &subnet_opt,
+            "--ipam-opt",
+            &subnet_opt,
+        ],
+    ));
     // Docker asked GwAllocCheck and then no gateway address of kuryr's IPAM (with the
     // capability undeclared it asks one, which kuryr answers 0.0.0.0/0).
     let (_, metrics) = common::raw_http(&k.socket, "GET", "/metrics", "");

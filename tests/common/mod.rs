@@ -760,6 +760,11 @@ pub fn kuryr_network_with(plugin: &str, name: &str, args: &[&str]) {
 
 /// As `kuryr_network_with`; may fail.
 pub fn kuryr_network_try(plugin: &str, name: &str, args: &[&str]) -> Output {
+    docker_try(&kuryr_network_args(plugin, name, args))
+}
+
+/// `docker network create` arguments of a labelled kuryr network served by `plugin`.
+pub fn kuryr_network_args<'a>(plugin: &'a str, name: &'a str, args: &[&'a str]) -> Vec<&'a str> {
     let mut all = vec![
         "network",
         "create",
@@ -772,7 +777,7 @@ pub fn kuryr_network_try(plugin: &str, name: &str, args: &[&str]) -> Output {
     ];
     all.extend_from_slice(args);
     all.push(name);
-    docker_try(&all)
+    all
 }
 
 /// The id Docker gave a network.
