@@ -62,7 +62,9 @@ engine_up() {
   if ! engine_ok "$name"; then
     log "starting Docker engine $name (unix://$sock)"
     mkdir -p "$root/run/$name" "$root/run/docker/plugins" "$root/.oldroot"
-    rm -f "$sock"
+    # Pid files of an engine that was killed stay in its root; dockerd trusts one whose
+    # pid the host has since reused, and waits for a containerd that is not there.
+    rm -f "$sock" "$root/run/$name/dockerd.pid" "$root/run/$name/exec/containerd/containerd.pid"
     # In a mount namespace of its own whose root *is* the Debian root (pivot_root, not
     # chroot: under a chroot runc would give containers the host's root). The host's
     # /proc, /sys, /dev and plugin directory are bound in first; every mount stays in
