@@ -197,8 +197,11 @@ pub struct Config {
     /// What reconcile leaves alone: created or changed this recently (Docker may be
     /// creating it), as `kuryr gc --grace-seconds`.
     pub reconcile_grace: std::time::Duration,
-    /// Ports kept ready per kuryr subnet (0 = no pool).
+    /// Ports kept ready per kuryr network (0 = no pool): the pool's floor.
     pub port_pool_size: usize,
+    /// How far a network's pool grows when starts outrun it (unset: 4 x the floor, at
+    /// most 100); it shrinks back to the floor once the bursts stop.
+    pub port_pool_max: Option<usize>,
     /// Name used as `binding:host_id`; must match the L2 agent's `host`.
     pub host: String,
     /// Whether kuryr.conf set `host`; when it did not, commands may take the name this
@@ -233,6 +236,7 @@ impl Default for Config {
             reconcile_on_start: false,
             reconcile_grace: std::time::Duration::from_secs(600),
             port_pool_size: 0,
+            port_pool_max: None,
             host: hostname(),
             host_set: false,
             debug: false,
@@ -312,6 +316,13 @@ pub fn driver_short_name(v: &str) -> String {
 }
 
 impl Config {
+    /// The most ports a network's pool grows to under bursts: `port_pool_max`, else four
+    /// times `port_pool_size` (at most 100).
+    pub fn port_pool_ceiling(&self) -> usize {
+        self.port_pool_max
+            .unwrap_or_else(|| (self.port_pool_size * 4).min(100).max(self.port_pool_size))
+    }
+
     /// Reads and validates a kuryr.conf.
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         let file = path.display().to_string();
@@ -421,6 +432,14 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join(", ")
             )));
+        }
+        if let Some(max) = self.port_pool_max {
+            if max < self.port_pool_size {
+                return Err(invalid(format!(
+                    "[DEFAULT] port_pool_max ({max}) is below port_pool_size ({})",
+                    self.port_pool_size
+                )));
+            }
         }
         let n = &self.neutron;
         let url = |option: &str, v: &str| {
@@ -535,6 +554,33 @@ mod tests {
         assert!(e.contains("kuryr.conf"), "{e}");
         assert!(e.contains("[neutron] vif_plugging_is_fatal"), "{e}");
         assert!(e.contains("boolean"), "{e}");
+    }
+
+    #[test]
+    fn the_port_pool_grows_to_four_times_its_floor_unless_told() {
+        let ceiling = |text: &str| parse(text).map(|l| l.config.port_pool_ceiling());
+        let n = "[neutron]\nendpoint = http://x:1\n";
+        assert_eq!(
+            ceiling(&format!("[DEFAULT]\nport_pool_size = 10\n{n}")).ok(),
+            Some(40)
+        );
+        assert_eq!(
+            ceiling(&format!("[DEFAULT]\nport_pool_size = 40\n{n}")).ok(),
+            Some(100)
+        );
+        let told = format!("[DEFAULT]\nport_pool_size = 10\nport_pool_max = 10\n{n}");
+        assert_eq!(ceiling(&told).ok(), Some(10));
+        let below = format!("[DEFAULT]\nport_pool_size = 10\nport_pool_max = 5\n{n}");
+        let e = parse(&below)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("port_pool_max (5) is below port_pool_size (10)"),
+            "{e}"
+        );
+        let over = format!("[DEFAULT]\nport_pool_max = 101\n{n}");
+        assert!(parse(&over).is_err());
     }
 
     #[test]

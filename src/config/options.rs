@@ -212,6 +212,15 @@ pub(super) const OPTIONS: &[Opt] = &[
         }
         Ok(())
     }),
+    opt!("DEFAULT", ["port_pool_max"], |c, v| {
+        if let Some(n) = v.uint()? {
+            if n > 100 {
+                return Err(v.err("0 to 100 ports per subnet"));
+            }
+            c.port_pool_max = Some(n as usize);
+        }
+        Ok(())
+    }),
     opt!("DEFAULT", ["pybasedir"]),
     opt!("DEFAULT", ["host"], |c, v| {
         let t = v.text;

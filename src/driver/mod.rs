@@ -262,7 +262,11 @@ impl Driver {
             plumber,
             cache: Arc::default(),
             locks: KeyedLocks::default(),
-            port_pool: port_pool::PortPool::new(cfg.port_pool_size, pool_host),
+            port_pool: port_pool::PortPool::new(
+                cfg.port_pool_size,
+                cfg.port_pool_ceiling(),
+                pool_host,
+            ),
             background: Arc::default(),
             companion: Default::default(),
             unwritten: Default::default(),

@@ -6,6 +6,12 @@
 //! the pool trims itself back to its size in the background and is drained when Docker
 //! removes the network.
 //!
+//! A network's pool is sized by what its starts use: it keeps `port_pool_size` ports (the
+//! floor) and doubles, up to `port_pool_max` (the ceiling), each time a start finds it
+//! empty; after a quiet while it goes back to the floor. A start that finds it empty
+//! waits for the bulk refill under way rather than make a port of its own: it holds
+//! Docker's lock of the network, so every start behind it would wait for that create too.
+//!
 //! A pool port holds one address on each kuryr subnet of its network (dual stack: a v4
 //! and a v6 one), so the two RequestAddress calls of a dual-stack endpoint get one port.
 //!
@@ -16,6 +22,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::host::Plumbing;
 use crate::names;
@@ -24,6 +31,15 @@ use crate::neutron::{
 };
 
 pub const POOL_PORT_NAME: &str = "kuryr-pool-port";
+
+/// How long a start that found the pool empty waits for the refill under way before it
+/// makes a port of its own (a refill that fails ends the wait at once).
+const REFILL_WAIT: Duration = Duration::from_secs(10);
+/// A grown pool goes back to its floor once no start has found it empty for this long.
+const SHRINK_AFTER: Duration = Duration::from_secs(600);
+/// Ports per bulk request: a large refill lands in parts, so waiting starts get the
+/// first ones sooner.
+const FILL_CHUNK: usize = 10;
 
 /// What a pool needs of its host: the name Neutron binds to, and whether a veth exists.
 pub struct PoolHost {
@@ -41,6 +57,13 @@ struct NetPool {
     subnets: Vec<Subnet>,
     loaded: bool,
     refilling: bool,
+    /// Ports to keep ready now (0: the floor); grown by bursts.
+    target: usize,
+    /// When a start last found the pool empty.
+    grown_at: Option<Instant>,
+    /// A refill has brought the pool to its target: a start that finds it empty now is
+    /// one of a burst, not the first on a pool never filled.
+    filled: bool,
     /// Docker is removing the network: ports coming back are deleted instead.
     closed: bool,
     /// Ports Neutron could not bind when they were made (agent down): rebound at the next
@@ -49,12 +72,12 @@ struct NetPool {
 }
 
 pub struct PortPool {
-    size: usize,
+    /// Ports kept ready per network when idle (`port_pool_size`; 0: no pool).
+    floor: usize,
+    /// The most a network's pool grows to under bursts (`port_pool_max`).
+    ceiling: usize,
     host: PoolHost,
     nets: Mutex<HashMap<String, NetPool>>,
-    /// Held by a refill while it runs, so a start can wait for ports already on the way
-    /// rather than make one more.
-    filling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Deletes a pool port nobody will use; one that stays is `kuryr gc`'s, and said so.
@@ -106,17 +129,39 @@ pub fn bound_port_body(
 }
 
 impl PortPool {
-    pub fn new(size: usize, host: PoolHost) -> Arc<Self> {
+    pub fn new(floor: usize, ceiling: usize, host: PoolHost) -> Arc<Self> {
         Arc::new(PortPool {
-            size,
+            floor,
+            ceiling: ceiling.max(floor),
             host,
             nets: Mutex::new(HashMap::new()),
-            filling: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn enabled(&self) -> bool {
-        self.size > 0
+        self.floor > 0
+    }
+
+    /// How many ports the network's pool keeps now: the floor, or more since a burst,
+    /// back to the floor after a quiet while.
+    fn target(&self, p: &mut NetPool) -> usize {
+        if p.grown_at.is_some_and(|t| t.elapsed() >= SHRINK_AFTER) {
+            p.target = 0;
+            p.grown_at = None;
+        }
+        p.target.clamp(self.floor, self.ceiling)
+    }
+
+    /// A start found the pool empty: keep twice as many (up to the ceiling).
+    fn grow(&self, p: &mut NetPool) {
+        p.target = (self.target(p) * 2).clamp(self.floor, self.ceiling);
+        p.grown_at = Some(Instant::now());
+    }
+
+    /// Ports the network's pool keeps now (what a refill tops it up to).
+    pub fn target_of(&self, network_id: &str) -> usize {
+        self.with(network_id, |p| self.target(p))
+            .unwrap_or(self.floor)
     }
 
     /// The body of a port bound to this host with an address on each of `subnets`.
@@ -129,18 +174,18 @@ impl PortPool {
         Some(f(nets.entry(network_id.to_string()).or_default()))
     }
 
-    fn fill_lock(&self, network_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        match self.filling.lock() {
-            Ok(mut m) => m.entry(network_id.to_string()).or_default().clone(),
-            Err(_) => Arc::default(),
-        }
+    /// As [`Self::with`], for a network the pool still knows (a drained one is gone).
+    fn known<T>(&self, network_id: &str, f: impl FnOnce(&mut NetPool) -> T) -> Option<T> {
+        let mut nets = self.nets.lock().ok()?;
+        nets.get_mut(network_id).map(f)
     }
 
-    /// A ready port of the network, waiting (a bounded while) for a refill already under
-    /// way; `subnets` are the subnets a port of the caller gets an address on (a Docker
-    /// network's kuryr subnets, a CNI config's). A network's pool serves one set of
-    /// subnets, the first asked for: callers wanting others get nothing.
-    pub async fn take(&self, neutron: &Neutron, subnets: &[Subnet]) -> Option<Port> {
+    /// A ready port of the network; `subnets` are the subnets a port of the caller gets
+    /// an address on (a Docker network's kuryr subnets, a CNI config's). A network's pool
+    /// serves one set of subnets, the first asked for: callers wanting others get
+    /// nothing. An empty pool grows, and the call waits (a bounded while) for the ports
+    /// its refill makes.
+    pub async fn take(self: &Arc<Self>, neutron: &Neutron, subnets: &[Subnet]) -> Option<Port> {
         let network_id = &subnets.first()?.network_id;
         let same = self.with(network_id, |p| {
             if p.subnets.is_empty() {
@@ -162,11 +207,38 @@ impl PortPool {
         if let Some(p) = self.pop(network_id) {
             return Some(p);
         }
-        if self.with(network_id, |p| p.refilling).unwrap_or(false) {
-            let lock = self.fill_lock(network_id);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), lock.lock()).await;
+        // Starts outran the pool: it grows, and this start waits for the refill. (The
+        // first start on a pool never filled makes its own port: one create is quicker
+        // than the pool's.)
+        let burst = self
+            .with(network_id, |p| {
+                if p.filled {
+                    self.grow(p);
+                }
+                p.filled
+            })
+            .unwrap_or(false);
+        self.refill(neutron, subnets);
+        if !burst {
+            return None;
         }
-        self.pop(network_id)
+        // Leaves the caller time to make its own port within its call's deadline.
+        let wait = crate::deadline::remaining()
+            .map_or(REFILL_WAIT, |left| {
+                left.saturating_sub(Duration::from_secs(5))
+            })
+            .min(REFILL_WAIT);
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(p) = self.pop(network_id) {
+                return Some(p);
+            }
+            let refilling = self.known(network_id, |p| p.refilling).unwrap_or(false);
+            if !refilling || tokio::time::Instant::now() >= until {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn pop(&self, network_id: &str) -> Option<Port> {
@@ -177,40 +249,66 @@ impl PortPool {
         self.with(network_id, |p| p.free.len()).unwrap_or(0)
     }
 
-    /// Tops the network's pool up in the background once it is half empty, in one bulk
-    /// request, so refills stay rare and off Neutron's busy moments. Which subnets get a
+    /// Tops the network's pool up in the background once it is half empty, in bulk
+    /// requests, so refills stay rare and off Neutron's busy moments. Which subnets get a
     /// pool is the caller's choice (see [`eligible`] for Docker's networks).
     pub fn refill(self: &Arc<Self>, neutron: &Neutron, subnets: &[Subnet]) {
         let Some(first) = subnets.first() else { return };
-        if self.size == 0 {
+        if !self.enabled() {
             return;
         }
         let network_id = first.network_id.clone();
-        let start = self
+        let (start, surplus) = self
             .with(&network_id, |p| {
                 if p.subnets.is_empty() {
                     p.subnets = subnets.to_vec();
                 }
-                let low = !p.loaded || p.free.len() * 2 <= self.size || !p.broken.is_empty();
+                let target = self.target(p);
+                let low = !p.loaded || p.free.len() * 2 <= target || !p.broken.is_empty();
                 let go = low && !p.refilling && !p.closed;
                 if go {
                     p.refilling = true;
                 }
-                go
+                // A pool back at its floor after a quiet while gives up what a burst grew.
+                let keep = if p.refilling { p.free.len() } else { target };
+                let surplus: Vec<Port> = p.free.drain(keep.min(p.free.len())..).collect();
+                (go, surplus)
             })
-            .unwrap_or(false);
+            .unwrap_or_default();
+        if !surplus.is_empty() {
+            tracing::info!(network = %network_id, count = surplus.len(), "port pool back at its floor: deleting the ports a burst grew");
+            let neutron = neutron.clone();
+            tokio::spawn(async move {
+                for p in surplus {
+                    delete_or_warn(&neutron, &p.id).await;
+                }
+            });
+        }
         if !start {
             return;
         }
         let (pool, neutron) = (self.clone(), neutron.clone());
-        // Taken before the task starts, so a start that sees the refill also waits for it.
-        let filling = self.fill_lock(&network_id).try_lock_owned().ok();
         tokio::spawn(async move {
-            let _filling = filling;
-            if let Err(e) = pool.fill(&neutron, &network_id).await {
-                tracing::warn!(network = %network_id, error = %e, "port pool refill failed");
+            loop {
+                match pool.fill(&neutron, &network_id).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(network = %network_id, error = %e, "port pool refill failed");
+                        break;
+                    }
+                }
+                // Starts that came while it ran (or a pool grown meanwhile) may want more.
+                let again = pool
+                    .known(&network_id, |p| {
+                        !p.closed && p.free.len() * 2 <= pool.target(p)
+                    })
+                    .unwrap_or(false);
+                if !again {
+                    break;
+                }
             }
-            pool.with(&network_id, |p| p.refilling = false);
+            pool.known(&network_id, |p| p.refilling = false);
         });
     }
 
@@ -221,7 +319,7 @@ impl PortPool {
         let first = self
             .with(network_id, |p| !std::mem::replace(&mut p.loaded, true))
             .unwrap_or(false);
-        if !first || self.size == 0 {
+        if !first || !self.enabled() {
             return Ok(());
         }
         let left: Vec<Port> = neutron
@@ -258,42 +356,59 @@ impl PortPool {
         Ok(())
     }
 
-    async fn fill(&self, neutron: &Neutron, network_id: &str) -> Result<(), NeutronError> {
+    /// Tops the pool up to its target; how many ports it added (bound ones).
+    async fn fill(&self, neutron: &Neutron, network_id: &str) -> Result<usize, NeutronError> {
         self.load(neutron, network_id).await?;
         self.repair(neutron, network_id).await;
-        let Some((missing, subnets)) = self.with(network_id, |p| {
-            (self.size.saturating_sub(p.free.len()), p.subnets.clone())
-        }) else {
-            return Ok(());
-        };
-        if missing == 0 || subnets.is_empty() {
-            return Ok(());
-        }
-        let net = NetworkId::from(network_id);
-        let body: Vec<_> = (0..missing)
-            .map(|_| bound_port_body(POOL_PORT_NAME, &net, &subnets, &self.host))
-            .collect();
-        // One bulk request for all of them, bound to this host in the same request.
-        let made: Vec<Port> = neutron.create_bulk(body).await?;
-        tracing::debug!(network = %network_id, count = made.len(), "port pool refilled");
-        let closed = self.with(network_id, |p| p.closed).unwrap_or(true);
-        if closed {
-            for p in made {
-                delete_or_warn(neutron, &p.id).await;
+        let mut added = 0;
+        loop {
+            let Some((missing, subnets, closed)) = self.known(network_id, |p| {
+                let missing = self.target(p).saturating_sub(p.free.len());
+                (missing, p.subnets.clone(), p.closed)
+            }) else {
+                return Ok(added);
+            };
+            if missing == 0 {
+                self.known(network_id, |p| p.filled = true);
             }
-            return Ok(());
-        }
-        self.with(network_id, |pool| {
-            for p in made {
-                if p.vif_type.is_bound() {
-                    pool.free.push_back(p);
-                } else {
-                    tracing::warn!(port = %p.id, vif_type = %p.vif_type, "pool port not bound (L2 agent down?): kept back, rebound at the next refill");
-                    pool.broken.push(p);
+            if missing == 0 || subnets.is_empty() || closed {
+                return Ok(added);
+            }
+            let net = NetworkId::from(network_id);
+            let body: Vec<_> = (0..missing.min(FILL_CHUNK))
+                .map(|_| bound_port_body(POOL_PORT_NAME, &net, &subnets, &self.host))
+                .collect();
+            // Bound to this host in the same bulk request.
+            let made: Vec<Port> = neutron.create_bulk(body).await?;
+            tracing::debug!(network = %network_id, count = made.len(), "port pool refilled");
+            let closed = self.known(network_id, |p| p.closed).unwrap_or(true);
+            if closed {
+                for p in made {
+                    delete_or_warn(neutron, &p.id).await;
                 }
+                return Ok(added);
             }
-        });
-        Ok(())
+            let bound = self
+                .known(network_id, |pool| {
+                    let mut bound = 0;
+                    for p in made {
+                        if p.vif_type.is_bound() {
+                            pool.free.push_back(p);
+                            bound += 1;
+                        } else {
+                            tracing::warn!(port = %p.id, vif_type = %p.vif_type, "pool port not bound (L2 agent down?): kept back, rebound at the next refill");
+                            pool.broken.push(p);
+                        }
+                    }
+                    bound
+                })
+                .unwrap_or(0);
+            added += bound;
+            // Ports Neutron cannot bind now wait for the next refill, not this one.
+            if bound == 0 {
+                return Ok(added);
+            }
+        }
     }
 
     /// Binds again the ports Neutron could not bind when they were made; those it binds
@@ -340,7 +455,7 @@ impl PortPool {
         {
             let network_id = port.network_id.clone();
             let keep = pool
-                .with(&network_id, |p| !p.closed && p.free.len() < pool.size)
+                .with(&network_id, |p| !p.closed && p.free.len() < pool.target(p))
                 .unwrap_or(false);
             // A port with a container's own groups or policy is not handed to another container.
             if !keep || port.tags.iter().any(|t| t == names::TAG_PORT_OWN) {
@@ -432,9 +547,6 @@ impl PortPool {
         // Nothing of the network is kept (the maps would only grow); a refill that lands
         // late fails in Neutron, whose network is gone.
         if let Ok(mut m) = self.nets.lock() {
-            m.remove(network_id);
-        }
-        if let Ok(mut m) = self.filling.lock() {
             m.remove(network_id);
         }
     }

@@ -1506,7 +1506,10 @@ async fn pool_ready(t: &TestDriver, n: usize) -> String {
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    panic!("pool of {net} never held {n} ports");
+    panic!(
+        "pool of {net} never held {n} ports (holds {})",
+        t.driver.port_pool.available(&net)
+    );
 }
 
 /// The calls of a start before Join: Docker makes CreateEndpoint under its lock of the
@@ -1555,6 +1558,49 @@ async fn a_pooled_start_asks_neutron_nothing_before_join() {
     assert_eq!(p["name"], names::endpoint_port_name(EP));
     // Refilled only once half used: one bulk request for several.
     pool_ready(&t, 2).await;
+}
+
+/// A burst beyond the pool: a start that finds it empty makes no port of its own (it holds
+/// Docker's lock of the network, so every start behind it would wait for that create): it
+/// waits for the refill, and the pool grows to keep up with the starts, to its ceiling.
+#[tokio::test]
+async fn a_burst_beyond_the_pool_waits_for_bulk_refills_and_grows_the_pool() {
+    let t = TestDriver::new("[DEFAULT]\nport_pool_size = 2\nport_pool_max = 6\n").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let net = pool_ready(&t, 2).await;
+    assert_eq!(t.driver.port_pool.target_of(&net), 2);
+    let before = call_requests(&t, "IpamDriver.RequestAddress");
+    // Nine starts at once: more than the pool holds.
+    let addrs: Vec<String> =
+        futures::future::join_all((0..9).map(|_| any_address(&t, &pool_id))).await;
+    assert_eq!(
+        call_requests(&t, "IpamDriver.RequestAddress"),
+        before,
+        "a start of the burst made its own port"
+    );
+    // Each start that found it empty doubled it: 2, 4, then the ceiling.
+    assert_eq!(t.driver.port_pool.target_of(&net), 6);
+    let made: std::collections::HashSet<String> = addrs
+        .iter()
+        .map(|a| port_of(&t, a)["id"].to_string())
+        .collect();
+    assert_eq!(made.len(), 9, "one port per start");
+    // Given back, the ports beyond the grown pool go.
+    for a in &addrs {
+        release(&t, &pool_id, a).await;
+    }
+    t.driver.background.flush().await;
+    for _ in 0..200 {
+        if t.neutron.count("ports") == 6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        t.neutron.count("ports"),
+        6,
+        "ports beyond the pool's size were kept"
+    );
 }
 
 #[tokio::test]
