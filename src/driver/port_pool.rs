@@ -64,6 +64,8 @@ struct NetPool {
     /// A refill has brought the pool to its target: a start that finds it empty now is
     /// one of a burst, not the first on a pool never filled.
     filled: bool,
+    /// The pool went back to its floor: the next refill check deletes what it grew.
+    shrunk: bool,
     /// Docker is removing the network: ports coming back are deleted instead.
     closed: bool,
     /// Ports Neutron could not bind when they were made (agent down): rebound at the next
@@ -148,6 +150,7 @@ impl PortPool {
         if p.grown_at.is_some_and(|t| t.elapsed() >= SHRINK_AFTER) {
             p.target = 0;
             p.grown_at = None;
+            p.shrunk = true;
         }
         p.target.clamp(self.floor, self.ceiling)
     }
@@ -156,6 +159,14 @@ impl PortPool {
     fn grow(&self, p: &mut NetPool) {
         p.target = (self.target(p) * 2).clamp(self.floor, self.ceiling);
         p.grown_at = Some(Instant::now());
+    }
+
+    /// As if the network's last burst were long past (tests: the shrink without the wait).
+    #[cfg(test)]
+    pub fn forget_burst(&self, network_id: &str) {
+        self.with(network_id, |p| {
+            p.grown_at = p.grown_at.and_then(|t| t.checked_sub(SHRINK_AFTER));
+        });
     }
 
     /// Ports the network's pool keeps now (what a refill tops it up to).
@@ -269,9 +280,12 @@ impl PortPool {
                 if go {
                     p.refilling = true;
                 }
-                // A pool back at its floor after a quiet while gives up what a burst grew.
-                let keep = if p.refilling { p.free.len() } else { target };
-                let surplus: Vec<Port> = p.free.drain(keep.min(p.free.len())..).collect();
+                // A pool back at its floor after a quiet while gives up what a burst grew
+                // (only then: ports given back side by side may overshoot a little).
+                let surplus: Vec<Port> = match std::mem::take(&mut p.shrunk) {
+                    true => p.free.drain(target.min(p.free.len())..).collect(),
+                    false => Vec::new(),
+                };
                 (go, surplus)
             })
             .unwrap_or_default();
