@@ -218,19 +218,20 @@ impl PortPool {
         if let Some(p) = self.pop(network_id) {
             return Some(p);
         }
-        // Starts outran the pool: it grows, and this start waits for the refill. (The
-        // first start on a pool never filled makes its own port: one create is quicker
-        // than the pool's.)
-        let burst = self
+        // Starts outran the pool: it grows, and this start waits for the refill. The
+        // first start on a pool never filled waits only for a refill already under way
+        // (the network's first); with none, it makes its own port: one create is quicker
+        // than a whole pool's.
+        let (burst, under_way) = self
             .with(network_id, |p| {
                 if p.filled {
                     self.grow(p);
                 }
-                p.filled
+                (p.filled, p.refilling)
             })
-            .unwrap_or(false);
+            .unwrap_or((false, false));
         self.refill(neutron, subnets);
-        if !burst {
+        if !burst && !under_way {
             return None;
         }
         // Leaves the caller time to make its own port within its call's deadline.
