@@ -1494,6 +1494,16 @@ fn call_requests(t: &TestDriver, method: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits (a bounded while) until Neutron holds `n` ports: background work settles.
+async fn wait_port_count(t: &TestDriver, n: usize) {
+    for _ in 0..200 {
+        if t.neutron.count("ports") == n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits until the network's pool holds `n` ready ports.
 async fn pool_ready(t: &TestDriver, n: usize) -> String {
     let net = t.neutron.all("networks")[0]["id"]
@@ -1590,12 +1600,7 @@ async fn a_burst_beyond_the_pool_waits_for_bulk_refills_and_grows_the_pool() {
         release(&t, &pool_id, a).await;
     }
     t.driver.background.flush().await;
-    for _ in 0..200 {
-        if t.neutron.count("ports") == 6 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_port_count(&t, 6).await;
     assert_eq!(
         t.neutron.count("ports"),
         6,
@@ -1606,12 +1611,7 @@ async fn a_burst_beyond_the_pool_waits_for_bulk_refills_and_grows_the_pool() {
     t.driver.port_pool.forget_burst(&net);
     let a = any_address(&t, &pool_id).await;
     assert_eq!(t.driver.port_pool.target_of(&net), 2);
-    for _ in 0..200 {
-        if t.neutron.count("ports") == 3 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_port_count(&t, 3).await;
     assert_eq!(
         t.neutron.count("ports"),
         3,
@@ -1769,12 +1769,7 @@ async fn pool_ports_neutron_could_not_bind_are_repaired_not_handed_out() {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    for _ in 0..200 {
-        if t.neutron.count("ports") == 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_port_count(&t, 2).await;
     let made: Vec<Value> = ports(&t);
     assert_eq!(made.len(), 2);
     assert!(made
