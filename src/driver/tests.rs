@@ -2412,3 +2412,97 @@ async fn both_front_ends_share_one_network_and_its_pool_and_leave_nothing() {
         assert!(t.host.netns_links().is_empty());
     }
 }
+
+/// `kuryr gc` on a host whose endpoints are all alive, in a cloud full of other hosts'
+/// ports: it reads this host's ports and the ports its groups name, never the cloud's
+/// whole port list; a veth of a port bound elsewhere (one being moved) is kept, one with
+/// no port at all and a group whose port is gone are found.
+#[tokio::test]
+async fn gc_reads_this_hosts_ports_not_the_clouds() {
+    let t = TestDriver::new("").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    endpoint(&t, &pool_id, EP, MAC).await;
+    t.driver.background.flush().await;
+    let net_id = ports(&t)[0]["network_id"].clone();
+    let others: Vec<String> = (0..30)
+        .map(|i| {
+            let p = t.neutron.seed(
+                "ports",
+                json!({"network_id": net_id, "name": format!("other-{i}"),
+                    "device_owner": names::DEVICE_OWNER, "binding:host_id": "other-host"}),
+            );
+            p["id"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    // Groups: one of another host's live port, one whose port is gone.
+    let group = |port: &str| {
+        t.neutron.seed(
+            "security-groups",
+            json!({"name": format!("{port}-exposed_ports"), "description": names::SG_DESCRIPTION}),
+        )["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    group(&others[3]);
+    let orphan = group("0badc0de-0000-4000-8000-000000000001");
+    let live = crate::commands::gc::Live {
+        networks: [NET.to_string()].into(),
+        endpoints: [EP.to_string()].into(),
+    };
+    let opts = crate::commands::gc::Options {
+        docker_socket: "/nonexistent".into(),
+        grace: std::time::Duration::ZERO,
+    };
+    let gc = || async {
+        t.neutron.clear_requests();
+        let leaks = crate::commands::gc::find(
+            &t.driver.cfg,
+            t.driver.neutron(),
+            t.driver.plumbing(),
+            &live,
+            &opts,
+        )
+        .await
+        .unwrap();
+        // A port list filtered by nothing but the fields it returns: the whole cloud.
+        let whole: Vec<String> = t
+            .neutron
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                let Some(q) = r.strip_prefix("GET /v2.0/ports") else {
+                    return false;
+                };
+                let q = q.trim_start_matches('?');
+                q.split('&')
+                    .all(|kv| kv.is_empty() || kv.starts_with("fields="))
+            })
+            .collect();
+        (leaks, whole)
+    };
+    let (leaks, whole) = gc().await;
+    let groups: Vec<_> = leaks.iter().map(|l| l.to_string()).collect();
+    assert_eq!(leaks.len(), 1, "{groups:?}");
+    assert!(groups[0].contains(&orphan), "{groups:?}");
+    assert!(whole.is_empty(), "gc read the cloud's ports: {whole:?}");
+
+    // A veth of another host's port (being moved here) is kept; a veth of no port goes.
+    // Only then is the whole list read: Neutron cannot be asked by id prefix.
+    t.host.add_link(&names::host_veth(&others[7]), None);
+    t.host.add_link("tap0badc0de-00", None);
+    let (leaks, whole) = gc().await;
+    let found: Vec<String> = leaks.iter().map(|l| l.to_string()).collect();
+    assert_eq!(leaks.len(), 2, "{found:?}");
+    assert!(
+        found.iter().any(|l| l.contains("tap0badc0de-00")),
+        "{found:?}"
+    );
+    assert!(
+        !found
+            .iter()
+            .any(|l| l.contains(&names::host_veth(&others[7]))),
+        "{found:?}"
+    );
+    assert_eq!(whole.len(), 1, "{whole:?}");
+}

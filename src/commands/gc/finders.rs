@@ -228,13 +228,13 @@ impl Finder<'_> {
         Ok(())
     }
 
-    /// Veths `tap<port[0:11]>` / `t_c<port[0:11]>` with no port behind them.
-    pub(super) async fn veths(&mut self, all_ports: &[Port]) -> Result<(), String> {
-        let prefixes: HashSet<String> = all_ports
-            .iter()
-            .filter(|p| !self.doomed.contains(&p.id))
-            .map(|p| p.id.chars().take(11).collect())
-            .collect();
+    /// Veths `tap<port[0:11]>` / `t_c<port[0:11]>` with no port behind them, and OVS
+    /// ports kuryr plugged whose port or device is gone. Asks Neutron for this host's
+    /// ports only: the cloud's whole port list is read only when a veth here matches none
+    /// of them (Neutron has no filter by id prefix), so the cost follows this host.
+    pub(super) async fn veths(&mut self) -> Result<(), String> {
+        // (interface, the port id prefix in its name)
+        let mut links: Vec<(String, String)> = Vec::new();
         // Hybrid plug's bridge and veth pair (qbr, qvb, qvo) are named after the port too.
         for prefix in [
             names::HOST_VETH_PREFIX,
@@ -243,34 +243,60 @@ impl Finder<'_> {
             "qvb",
             "qvo",
         ] {
-            let links = self
+            let found = self
                 .host
                 .links_with_prefix(prefix)
                 .await
                 .map_err(|e| e.to_string())?;
-            for name in links {
-                let short = &name[prefix.len()..];
-                if short.len() == 11 && !prefixes.contains(short) {
-                    self.leaks.push(Leak::Veth {
-                        name,
-                        why: "no Neutron port behind it".into(),
-                    });
+            for name in found {
+                let short = name[prefix.len()..].to_string();
+                if short.len() == 11 {
+                    links.push((name, short));
                 }
             }
         }
-        // OVS ports kuryr plugged outlive their veth (the veth deleted behind kuryr's
-        // back, or with a container's namespace): one whose device is gone, or whose
-        // port is, goes. One whose veth is a leak already goes with it.
-        let live: HashSet<&str> = all_ports
-            .iter()
-            .filter(|p| !self.doomed.contains(&p.id))
-            .map(|p| p.id.as_str())
-            .collect();
         let ovs = self
             .host
             .ovs_interfaces()
             .await
             .map_err(|e| e.to_string())?;
+        if links.is_empty() && ovs.is_empty() {
+            return Ok(());
+        }
+        // A doomed port's veth goes with it.
+        let mut live: HashSet<PortId> = self.port_ids(self.here()).await?;
+        live.retain(|id| !self.doomed.contains(id));
+        let short = |id: &str| id.chars().take(11).collect::<String>();
+        let mut prefixes: HashSet<String> = live.iter().map(|id| short(id)).collect();
+        // A veth of a port bound elsewhere or not yet bound (an endpoint being made).
+        if links.iter().any(|(_, s)| !prefixes.contains(s)) {
+            let all = self.port_ids(Filters::new()).await?;
+            prefixes.extend(
+                all.iter()
+                    .filter(|id| !self.doomed.contains(*id))
+                    .map(|id| short(id)),
+            );
+            live.extend(all.into_iter().filter(|id| !self.doomed.contains(id)));
+        }
+        for (name, short) in links {
+            if !prefixes.contains(&short) {
+                self.leaks.push(Leak::Veth {
+                    name,
+                    why: "no Neutron port behind it".into(),
+                });
+            }
+        }
+        // OVS ports kuryr plugged outlive their veth (the veth deleted behind kuryr's
+        // back, or with a container's namespace): one whose device is gone, or whose
+        // port is, goes. One whose veth is a leak already goes with it. They name their
+        // whole port id, so the ports not bound here are asked by id.
+        let unknown: Vec<&str> = ovs
+            .iter()
+            .map(|(i, _)| i.port_id.as_str())
+            .filter(|id| !live.contains(*id))
+            .collect();
+        let found = self.existing_ports(&unknown).await?;
+        live.extend(found.into_iter().filter(|id| !self.doomed.contains(id)));
         for (iface, exists) in ovs {
             let why = if !live.contains(iface.port_id.as_str()) {
                 "an OVS port of kuryr's with no Neutron port behind it"
@@ -293,25 +319,65 @@ impl Finder<'_> {
         Ok(())
     }
 
-    /// Exposed-port groups whose port is gone.
-    pub(super) async fn exposed_groups(&mut self, all_ports: &[Port]) -> Result<(), String> {
+    /// Exposed-port groups whose port is gone. The ports the groups name are asked by
+    /// id, not found in a list of the cloud's ports.
+    pub(super) async fn exposed_groups(&mut self) -> Result<(), String> {
         let groups: Vec<SecurityGroup> = self
             .neutron
             .list(&Filters::new().add("description", names::SG_DESCRIPTION))
             .await
             .map_err(neutron_err)?;
-        let port_ids: HashSet<&str> = all_ports.iter().map(|p| p.id.as_str()).collect();
-        for g in groups {
-            if let Some(port) = g.name.strip_suffix("-exposed_ports") {
-                if !port_ids.contains(port) || self.doomed.contains(port) {
-                    self.leaks.push(Leak::SecurityGroup {
-                        id: g.id,
-                        why: format!("port {port} is gone"),
-                    });
-                }
+        let named: Vec<(SecurityGroup, String)> = groups
+            .into_iter()
+            .filter_map(|g| {
+                let port = g.name.strip_suffix("-exposed_ports")?.to_string();
+                Some((g, port))
+            })
+            .collect();
+        let asked: Vec<&str> = named.iter().map(|(_, p)| p.as_str()).collect();
+        let existing = self.existing_ports(&asked).await?;
+        for (g, port) in named {
+            if !existing.contains(port.as_str()) || self.doomed.contains(port.as_str()) {
+                self.leaks.push(Leak::SecurityGroup {
+                    id: g.id,
+                    why: format!("port {port} is gone"),
+                });
             }
         }
         Ok(())
+    }
+
+    /// Filters for this host's ports.
+    fn here(&self) -> Filters {
+        Filters::new().add("binding:host_id", self.cfg.host.as_str())
+    }
+
+    /// The ids of the ports `filters` select (ids only: the answer stays small).
+    async fn port_ids(&self, filters: Filters) -> Result<HashSet<PortId>, String> {
+        let ports: Vec<Port> = self
+            .neutron
+            .list(&filters.add("fields", "id"))
+            .await
+            .map_err(neutron_err)?;
+        Ok(ports.into_iter().map(|p| p.id).collect())
+    }
+
+    /// Which of `ids` Neutron has: asked by id, in batches that keep the request line
+    /// short, so the cost follows the ids asked and not the cloud.
+    async fn existing_ports(&self, ids: &[&str]) -> Result<HashSet<PortId>, String> {
+        const BATCH: usize = 40;
+        let mut out = HashSet::new();
+        let unique: Vec<&str> = ids
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for chunk in unique.chunks(BATCH) {
+            let f = chunk.iter().fold(Filters::new(), |f, id| f.add("id", *id));
+            out.extend(self.port_ids(f).await?);
+        }
+        Ok(out)
     }
 
     /// kuryr networks (not adopted ones) whose Docker network is gone; only those without

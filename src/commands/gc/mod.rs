@@ -15,8 +15,8 @@ use crate::docker::Docker;
 use crate::host::{Plumber, Plumbing};
 use crate::neutron::auth::parse_iso8601;
 use crate::neutron::{
-    Filters, FloatingIp, Network, NetworkId, Neutron, Port, PortBody, PortId, SecurityGroup,
-    SubnetPool, SubnetPoolId, SubportAsk,
+    FloatingIp, Network, NetworkId, Neutron, Port, PortBody, PortId, SecurityGroup, SubnetPool,
+    SubnetPoolId, SubportAsk,
 };
 use finders::Finder;
 
@@ -145,12 +145,8 @@ pub async fn find(
     f.cni_attachments().await?;
     f.stray_reservations().await?;
     f.nested().await?;
-    let all_ports: Vec<Port> = neutron
-        .list(&Filters::new().add("fields", "id"))
-        .await
-        .map_err(neutron_err)?;
-    f.veths(&all_ports).await?;
-    f.exposed_groups(&all_ports).await?;
+    f.veths().await?;
+    f.exposed_groups().await?;
     f.networks().await?;
     f.podman_networks().await?;
     f.pools().await?;
