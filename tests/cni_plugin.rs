@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::cni::{cni, conf, env, pings, TestNet};
+use common::cni::{cni, conf, env, pings, tcp_reaches, TestNet};
 use common::{Kuryr, Netns};
 use serde_json::{json, Value};
 
@@ -66,6 +66,12 @@ async fn two_namespaces_on_a_neutron_network_ping_and_leave_nothing() {
     assert!(
         pings(&a, "10.253.60.77"),
         "a cannot reach b\n{}",
+        k.log_text()
+    );
+    // TCP as well as ping (on OVN's userspace datapath only with the tx checksum off).
+    assert!(
+        tcp_reaches(&a, &b, "10.253.60.77"),
+        "no TCP from a to b\n{}",
         k.log_text()
     );
     // doctor counts them.
@@ -321,6 +327,13 @@ async fn on_an_ovs_host_the_interfaces_join_br_int_and_ping() {
     assert!(
         pings(&a, &ips[1]),
         "no ping through the agent bridge\n{}",
+        k.log_text()
+    );
+    // TCP too: the userspace datapath passes ping and drops segments whose checksum was
+    // left to the NIC, so the container end needs tx checksum off in its namespace.
+    assert!(
+        tcp_reaches(&a, &b, &ips[1]),
+        "no TCP through the agent bridge\n{}",
         k.log_text()
     );
     for (ns, ctr) in [(&a, "ctr-ovs-a"), (&b, "ctr-ovs-b")] {

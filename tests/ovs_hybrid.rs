@@ -144,6 +144,7 @@ fn hybrid_plug_reaches_br_int_through_qbr_and_carries_traffic() {
             .plug(&PlugRequest {
                 bind: broken.clone(),
                 mtu: None,
+                netns: None,
             })
             .await;
         assert!(failed.is_err(), "plugged onto a missing bridge");
@@ -166,6 +167,7 @@ fn hybrid_plug_reaches_br_int_through_qbr_and_carries_traffic() {
                 .plug(&PlugRequest {
                     bind: hybrid_context(p),
                     mtu: None,
+                    netns: None,
                 })
                 .await
                 .unwrap();

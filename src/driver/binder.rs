@@ -50,6 +50,8 @@ pub(super) struct PlugNet<'a> {
     pub mtu: Option<u32>,
     /// The project of the network, for a port that does not say its own.
     pub project_id: &'a str,
+    /// CNI: the container's namespace, where the container end is made.
+    pub netns: Option<&'a std::path::Path>,
 }
 
 impl<'a> From<&'a NetInfo> for PlugNet<'a> {
@@ -57,6 +59,7 @@ impl<'a> From<&'a NetInfo> for PlugNet<'a> {
         PlugNet {
             mtu: n.mtu,
             project_id: &n.project_id,
+            netns: None,
         }
     }
 }
@@ -93,6 +96,7 @@ impl Binder for Veth {
             .plug(&PlugRequest {
                 bind: bind.clone(),
                 mtu: net.mtu,
+                netns: net.netns.map(std::path::Path::to_path_buf),
             })
             .await?;
         if d.cfg.neutron.vif_plugging_is_fatal {

@@ -199,6 +199,7 @@ impl Driver {
         let net = PlugNet {
             mtu,
             project_id: &t.net.project_id,
+            netns: Some(netns),
         };
         // The veth binder, as a Docker endpoint's (with the wait for ACTIVE when asked).
         let plugged = binder::veth().plug(self, port, &cni_alias(a), &net).await?;

@@ -215,7 +215,14 @@ async fn run_within(
 }
 
 impl Binder {
-    pub async fn bind(&self, nl: &Netlink, ctx: &BindContext) -> Result<(), HostError> {
+    /// Binds host end `ctx.ifname`; the container end is in the host's namespace, or in
+    /// `container_netns` when `plug` made it there.
+    pub async fn bind(
+        &self,
+        nl: &Netlink,
+        ctx: &BindContext,
+        container_netns: Option<&Path>,
+    ) -> Result<(), HostError> {
         match self {
             Binder::Bridge => {
                 let br = names::linuxbridge_name(&ctx.network_id);
@@ -230,7 +237,17 @@ impl Binder {
                 if super::ovs::needs_tx_checksum_off(datapath.as_deref()) {
                     // Before the port is plugged: no packet leaves with a checksum the
                     // userspace datapath would never complete.
-                    super::ethtool::set_tx_checksum(&names::container_veth(&ctx.port_id), false)?;
+                    let peer = names::container_veth(&ctx.port_id);
+                    match container_netns {
+                        // An ioctl acts on the namespace of its caller.
+                        Some(ns) => {
+                            super::netns::blocking_inside(ns, move || {
+                                super::ethtool::set_tx_checksum(&peer, false)
+                            })
+                            .await?
+                        }
+                        None => super::ethtool::set_tx_checksum(&peer, false)?,
+                    }
                 }
                 if hybrid_plug(&ctx.vif_details) {
                     let qbr = format!("qbr{}", &ctx.port_id.get(..11).unwrap_or(&ctx.port_id));

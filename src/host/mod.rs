@@ -162,6 +162,10 @@ pub async fn kuryr_ovs_interfaces(
 pub struct PlugRequest {
     pub bind: BindContext,
     pub mtu: Option<u32>,
+    /// CNI: the container's namespace, where the container end is made (with its MAC
+    /// and MTU, down) instead of in the host's. Moving a link between namespaces waits
+    /// for an RCU grace period, most of a pooled ADD's time; making it there does not.
+    pub netns: Option<std::path::PathBuf>,
 }
 
 /// Names of the interfaces made for an endpoint.
@@ -266,18 +270,34 @@ impl Plumbing for Plumber {
             self.nl.delete(&host_if).await?;
             self.nl.delete(&cont_if).await?;
         }
-        self.nl.create_veth(&host_if, &cont_if).await?;
+        match &req.netns {
+            Some(ns) => {
+                let file = netns::open(ns)?;
+                self.nl
+                    .create_veth_in(
+                        &host_if,
+                        &cont_if,
+                        std::os::fd::AsRawFd::as_raw_fd(&file),
+                        &req.bind.mac,
+                        req.mtu,
+                    )
+                    .await?
+            }
+            None => self.nl.create_veth(&host_if, &cont_if).await?,
+        }
         let result = async {
-            self.nl
-                .configure(&cont_if, Some(&req.bind.mac), req.mtu, true)
-                .await?;
+            if req.netns.is_none() {
+                self.nl
+                    .configure(&cont_if, Some(&req.bind.mac), req.mtu, true)
+                    .await?;
+            }
             self.nl.configure(&host_if, None, req.mtu, true).await?;
             self.nl
                 .set_alias(&host_if, &veth_alias(&req.bind.endpoint_id))
                 .await?;
             let mut ctx = req.bind.clone();
             ctx.ifname = host_if.clone();
-            binder.bind(&self.nl, &ctx).await
+            binder.bind(&self.nl, &ctx, req.netns.as_deref()).await
         }
         .await;
         if let Err(e) = result {

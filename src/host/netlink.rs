@@ -4,8 +4,8 @@
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
-    BridgeStpState, InfoBridge, IpVlanMode, LinkAttribute, LinkFlags, LinkMessage, LinkVfInfo,
-    MacVlanMode, VfInfo, VfInfoMac, VfInfoVlan,
+    BridgeStpState, InfoBridge, InfoData, InfoVeth, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage, LinkVfInfo, MacVlanMode, VfInfo, VfInfoMac, VfInfoVlan,
 };
 use rtnetlink::{
     Handle, LinkBridge, LinkIpVlan, LinkMacVlan, LinkUnspec, LinkVeth, LinkVlan,
@@ -182,6 +182,43 @@ impl Netlink {
         self.handle
             .link()
             .add(LinkVeth::new(name, peer).build())
+            .execute()
+            .await
+            .map_err(|e| wrap("create veth", name, e))
+    }
+
+    /// A veth pair whose peer is made inside the namespace open as `netns_fd`, with
+    /// `peer_mac` and `mtu` and down: no move between namespaces afterwards.
+    pub async fn create_veth_in(
+        &self,
+        name: &str,
+        peer: &str,
+        netns_fd: std::os::fd::RawFd,
+        peer_mac: &str,
+        mtu: Option<u32>,
+    ) -> Result<()> {
+        let mac = parse_mac(peer_mac)
+            .ok_or_else(|| HostError::Invalid(format!("MAC address {peer_mac:?}")))?;
+        let mut p = LinkUnspec::new_with_name(peer)
+            .setns_by_fd(netns_fd)
+            .address(mac);
+        if let Some(mtu) = mtu {
+            p = p.mtu(mtu);
+        }
+        let peer_msg = p.build();
+        let mut msg = LinkVeth::new(name, peer).build();
+        for attr in msg.attributes.iter_mut() {
+            if let LinkAttribute::LinkInfo(infos) = attr {
+                for i in infos.iter_mut() {
+                    if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) = i {
+                        *p = peer_msg.clone();
+                    }
+                }
+            }
+        }
+        self.handle
+            .link()
+            .add(msg)
             .execute()
             .await
             .map_err(|e| wrap("create veth", name, e))

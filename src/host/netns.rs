@@ -39,7 +39,7 @@ pub struct NsLink {
 
 type Job<T> = Box<dyn FnOnce(Netlink) -> Pin<Box<dyn Future<Output = Result<T>> + Send>> + Send>;
 
-fn open(netns: &Path) -> Result<std::fs::File> {
+pub(super) fn open(netns: &Path) -> Result<std::fs::File> {
     std::fs::File::open(netns)
         .map_err(|e| HostError::NotFound(format!("network namespace {}: {e}", netns.display())))
 }
@@ -57,6 +57,19 @@ async fn inside<T: Send + 'static>(netns: &Path, job: Job<T>) -> Result<T> {
         .map_err(|e| HostError::Invalid(format!("cannot start a thread: {e}")))?;
     rx.await
         .map_err(|_| HostError::Invalid(format!("work in {} ended early", netns.display())))?
+}
+
+/// Runs blocking `f` on a thread inside the namespace at `netns` (an ioctl, which acts
+/// on its caller's namespace).
+pub async fn blocking_inside<T: Send + 'static>(
+    netns: &Path,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    inside(
+        netns,
+        Box::new(move |_nl: Netlink| Box::pin(async move { f() })),
+    )
+    .await
 }
 
 fn run_inside<T>(file: std::fs::File, path: &Path, job: Job<T>) -> Result<T> {
@@ -81,7 +94,8 @@ fn run_inside<T>(file: std::fs::File, path: &Path, job: Job<T>) -> Result<T> {
     })
 }
 
-/// Moves host link `link` into the namespace as `want.ifname` and configures it there:
+/// Moves host link `link` into the namespace (unless it is there already) as
+/// `want.ifname` and configures it there:
 /// MAC, MTU, addresses, up, then routes; `lo` comes up too. Fails, leaving `link` in the
 /// host, if the namespace already has an interface of that name (the spec's ADD rule).
 pub async fn move_in(host: &Netlink, link: &str, netns: &Path, want: &NsInterface) -> Result<()> {
@@ -98,8 +112,11 @@ pub async fn move_in(host: &Netlink, link: &str, netns: &Path, want: &NsInterfac
             netns.display()
         )));
     }
-    let file = open(netns)?;
-    host.move_to_netns(link, file.as_raw_fd()).await?;
+    // `plug` makes it in the namespace already where it can: then there is no move.
+    if host.link(link).await?.is_some() {
+        let file = open(netns)?;
+        host.move_to_netns(link, file.as_raw_fd()).await?;
+    }
     let (link, want) = (link.to_string(), want.clone());
     inside(
         netns,

@@ -121,3 +121,34 @@ pub fn pings(from: &Netns, to: &str) -> bool {
     })
     .is_some()
 }
+
+/// Whether 200,000 bytes served over HTTP (busybox httpd, port 8080) in `server` at `ip`
+/// reach `client` (tried for a while: the ports may not be ACTIVE yet). TCP, not ping:
+/// OVS's userspace datapath passes ping and drops TCP whose checksum was left to the NIC.
+pub fn tcp_reaches(client: &Netns, server: &Netns, ip: &str) -> bool {
+    const BYTES: usize = 200_000;
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("f"), vec![0u8; BYTES]).unwrap();
+    let mut httpd = Command::new("ip")
+        .args([
+            "netns", "exec", &server.0, "busybox", "httpd", "-f", "-p", "8080", "-h",
+        ])
+        .arg(www.path())
+        .spawn()
+        .expect("busybox httpd");
+    let got = super::wait_until(30, || {
+        let out = client.exec(&[
+            "sh",
+            "-c",
+            &format!("timeout 10 busybox wget -q -O - http://{ip}:8080/f | wc -c"),
+        ]);
+        let n: usize = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        (n == BYTES).then_some(())
+    });
+    let _ = httpd.kill();
+    let _ = httpd.wait();
+    got.is_some()
+}
