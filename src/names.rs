@@ -40,6 +40,10 @@ pub const TAG_CNI_MADE: &str = "kuryr.cni.made";
 /// On a Neutron network kuryr made for a Podman network (`podman network create -d
 /// kuryr`): the Podman network's id (its first 45 characters: a tag holds 60).
 pub const TAG_NETAVARK_NET: &str = "kuryr.netavark:";
+/// On a Neutron network kuryr made for a Docker network (kuryr's own, not upstream's):
+/// the host whose kuryr made it. `kuryr gc` removes only networks of its own host: on
+/// another host, a network its Docker does not have may be another Docker's.
+pub const TAG_HOST: &str = "kuryr.host:";
 /// Tag on ports made by IPAM (same string as the device owner, as upstream).
 pub const TAG_KURYR_PORT: &str = "compute:kuryr";
 pub const UNBOUND_PORT_NAME: &str = "kuryr-unbound-port";
@@ -59,6 +63,27 @@ pub fn id_tags(docker_id: &str) -> Vec<String> {
         tags.push(format!("{TAG_HIGH}{high}"));
     }
     tags
+}
+
+/// `kuryr.host:<host>`; a host name too long for a tag (60 characters) keeps its first
+/// 32 and a hash of the whole, so two long names that share a beginning still differ.
+pub fn host_tag(host: &str) -> String {
+    const ROOM: usize = 60 - TAG_HOST.len();
+    if host.len() <= ROOM {
+        return format!("{TAG_HOST}{host}");
+    }
+    // FNV-1a: stable across builds and Rust versions, unlike std's hasher.
+    let hash = host.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let start: String = host
+        .chars()
+        .scan(0, |len, c| {
+            *len += c.len_utf8();
+            (*len <= 32).then_some(c)
+        })
+        .collect();
+    format!("{TAG_HOST}{start}~{hash:016x}")
 }
 
 pub fn existing_net_tag(docker_net_id: &str) -> String {
@@ -221,6 +246,27 @@ mod tests {
     use super::*;
 
     const NET: &str = "3b6c0e6a8f3c4c1f9d2e7a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d";
+
+    #[test]
+    fn a_host_tag_fits_neutrons_60_characters_and_long_names_stay_apart() {
+        assert_eq!(host_tag("node-1"), "kuryr.host:node-1");
+        let a = format!(
+            "{}.region-one.example.com",
+            "compute-0001-rack-17-row-b-site"
+        );
+        let b = format!(
+            "{}.region-two.example.com",
+            "compute-0001-rack-17-row-b-site"
+        );
+        assert!(a.len() > 49);
+        let (ta, tb) = (host_tag(&a), host_tag(&b));
+        assert!(ta.len() <= 60 && tb.len() <= 60, "{ta} {tb}");
+        assert_ne!(ta, tb);
+        assert_eq!(ta, host_tag(&a), "the same host, the same tag");
+        assert!(ta.starts_with("kuryr.host:compute-0001-rack-17-row-b-site."));
+        let wide = "\u{e9}".repeat(40);
+        assert!(host_tag(&wide).len() <= 60);
+    }
 
     #[test]
     fn tags_split_the_id_in_two() {

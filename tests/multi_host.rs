@@ -69,30 +69,35 @@ fn multihost_dir() -> String {
     dir
 }
 
+/// Host `h`'s kuryr.conf, its ports' binding host and (on OVN) its OVS_RUNDIR. Each
+/// host's kuryr: its own `host` (binding:host_id), same plugin name. On OVN none: kuryr
+/// takes the name its host's chassis registered, from that host's Open vSwitch.
+fn host_conf(dir: &str, h: &str) -> (String, String, String) {
+    let socket = format!("{dir}/{h}/plugins/kuryr.sock");
+    let (host_line, binding, ovs) = if common::on_ovn() {
+        (
+            String::new(),
+            format!("mh-{h}-ovn"),
+            format!("{dir}/{h}/ovs"),
+        )
+    } else {
+        (format!("host = mh-{h}\n"), format!("mh-{h}"), String::new())
+    };
+    let conf = format!(
+        "[DEFAULT]\nunix_socket = {socket}\n{host_line}debug = true\n\
+         [neutron]\nauth_type = none\nendpoint = {}\nenable_dhcp = false\n",
+        common::neutron_url()
+    );
+    (conf, binding, ovs)
+}
+
 /// One kuryr per host, in the host's namespace, on the socket its dockerd looks at.
 fn start_hosts(dir: &str) -> Vec<Host> {
     ["a", "b"]
         .into_iter()
         .map(|h| {
             let socket = PathBuf::from(format!("{dir}/{h}/plugins/kuryr.sock"));
-            // Each host's kuryr: its own `host` (binding:host_id), same plugin name. On OVN
-            // none: kuryr takes the name its host's chassis registered, from that host's
-            // Open vSwitch.
-            let (host_line, binding, ovs) = if common::on_ovn() {
-                (
-                    String::new(),
-                    format!("mh-{h}-ovn"),
-                    format!("{dir}/{h}/ovs"),
-                )
-            } else {
-                (format!("host = mh-{h}\n"), format!("mh-{h}"), String::new())
-            };
-            let conf = format!(
-                "[DEFAULT]\nunix_socket = {}\n{host_line}debug = true\n\
-                 [neutron]\nauth_type = none\nendpoint = {}\nenable_dhcp = false\n",
-                socket.display(),
-                common::neutron_url()
-            );
+            let (conf, binding, ovs) = host_conf(dir, h);
             let k = Kuryr::at(socket)
                 .conf(&conf)
                 .envs(&if ovs.is_empty() {
@@ -119,7 +124,7 @@ async fn two_docker_hosts_on_one_neutron() {
     let n = common::neutron().await;
     let mut hosts = start_hosts(&dir);
     operator_network_spans_hosts(&n, &hosts).await;
-    network_made_on_one_host_is_used_from_the_other(&n, &hosts).await;
+    network_made_on_one_host_is_used_from_the_other(&n, &hosts, &dir).await;
     for h in &mut hosts {
         if let Some(mut k) = h.kuryr.take() {
             k.stop();
@@ -281,7 +286,7 @@ async fn operator_network_spans_hosts(n: &Neutron, hosts: &[Host]) {
 
 /// A Docker network created on A makes its Neutron network; B names it by uuid. A leaving
 /// first keeps it for B; B, the last user, removes it.
-async fn network_made_on_one_host_is_used_from_the_other(n: &Neutron, hosts: &[Host]) {
+async fn network_made_on_one_host_is_used_from_the_other(n: &Neutron, hosts: &[Host], dir: &str) {
     let third = rand_octet();
     let cidr = format!("10.214.{third}.0/24");
     let dnet = unique("mh-made-");
@@ -293,6 +298,13 @@ async fn network_made_on_one_host_is_used_from_the_other(n: &Neutron, hosts: &[H
         .unwrap();
     assert_eq!(nets.len(), 1, "{nets:?}");
     let net_id = nets[0].id.clone();
+    // Before B uses it, A's network has no port and is not in B's Docker: B's `kuryr gc`
+    // still leaves it, since A made it.
+    let report = gc_on(dir, "b");
+    assert!(
+        !report.contains(net_id.as_str()),
+        "host B's gc would take host A's network:\n{report}"
+    );
     let uuid_opt = format!("neutron.net.uuid={net_id}");
     hosts[1].network_create(&dnet, &["--subnet", &cidr, "-o", &uuid_opt]);
     let on_b = format!("{dnet}-b");
@@ -335,6 +347,32 @@ async fn network_made_on_one_host_is_used_from_the_other(n: &Neutron, hosts: &[H
         pools.iter().all(|p| !p.prefixes.contains(&cidr)),
         "pool for {cidr} left: {pools:?}"
     );
+}
+
+/// `kuryr gc` (without --apply: a report) of host `h`, in its namespace, against its
+/// dockerd; fails the test if gc fails.
+fn gc_on(dir: &str, h: &str) -> String {
+    let (conf, _, ovs) = host_conf(dir, h);
+    let conf_dir = tempfile::tempdir().unwrap();
+    let path = conf_dir.path().join("kuryr.conf");
+    std::fs::write(&path, conf).unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &format!("kmh-{h}")])
+        .arg(env!("CARGO_BIN_EXE_kuryr"))
+        .args(["gc", "--grace-seconds", "0", "--config-file"])
+        .arg(&path)
+        .args(["--docker-socket", &format!("{dir}/{h}/docker.sock")]);
+    if !ovs.is_empty() {
+        cmd.env("OVS_RUNDIR", &ovs);
+    }
+    let out = cmd.output().expect("kuryr gc");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kuryr gc on {h}: {text}");
+    text
 }
 
 fn rand_octet() -> u8 {

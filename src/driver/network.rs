@@ -296,6 +296,8 @@ impl Driver {
             )));
         }
         let Some(net) = existing else {
+            // Made (or taken over from IPAM) here: another host's `kuryr gc` leaves it.
+            id_tags.push(names::host_tag(&self.cfg.host));
             if let Some(held) = held {
                 let (net, undo) = self.take_from_ipam(id, held, &id_tags, qos, shared).await?;
                 return Ok((net, Origin::FromIpam, undo));

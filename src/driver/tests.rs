@@ -323,7 +323,10 @@ async fn create_network_makes_a_tagged_network_and_subnet() {
     assert_eq!(nets.len(), 1);
     assert_eq!(nets[0]["name"], names::network_name(NET));
     let tags: Vec<String> = serde_json::from_value(nets[0]["tags"].clone()).unwrap_or_default();
-    assert_eq!(tags, names::id_tags(NET));
+    // The reference's two id tags, and the host that made it (for `kuryr gc`).
+    let mut want = names::id_tags(NET);
+    want.push(names::host_tag(crate::testkit::HOST));
+    assert_eq!(tags, want);
     let subnets = t.neutron.all("subnets");
     assert_eq!(subnets.len(), 1);
     assert_eq!(subnets[0]["subnetpool_id"], pool_id.as_str());
@@ -2505,4 +2508,67 @@ async fn gc_reads_this_hosts_ports_not_the_clouds() {
         "{found:?}"
     );
     assert_eq!(whole.len(), 1, "{whole:?}");
+}
+
+/// `kuryr gc` on one host of several: a network another host's kuryr made (its Docker
+/// network is not this host's) is left alone even with no port on it, as is one that
+/// names no host (made by the Python reference or an older kuryr); this host's own
+/// network, gone from its Docker, is removed.
+#[tokio::test]
+async fn gc_removes_only_networks_this_host_made() {
+    let t = TestDriver::new("").await;
+    network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    let nets = t.neutron.all("networks");
+    assert_eq!(nets.len(), 1);
+    let ours = nets[0]["id"].as_str().unwrap_or_default().to_string();
+    let here = names::host_tag(crate::testkit::HOST);
+    assert!(
+        nets[0]["tags"]
+            .as_array()
+            .is_some_and(|a| a.contains(&json!(here))),
+        "{}",
+        nets[0]
+    );
+    let other_id = "0b0b".repeat(16);
+    let legacy_id = "1c1c".repeat(16);
+    let mut other_tags = names::id_tags(&other_id);
+    other_tags.push(names::host_tag("another-host"));
+    let other = t.neutron.seed(
+        "networks",
+        json!({"name": names::network_name(&other_id), "tags": other_tags}),
+    );
+    let legacy = t.neutron.seed(
+        "networks",
+        json!({"name": names::network_name(&legacy_id), "tags": names::id_tags(&legacy_id)}),
+    );
+    // Docker here has none of the three.
+    let live = crate::commands::gc::Live::default();
+    let opts = crate::commands::gc::Options {
+        docker_socket: "/nonexistent".into(),
+        grace: std::time::Duration::ZERO,
+    };
+    let leaks = crate::commands::gc::find(
+        &t.driver.cfg,
+        t.driver.neutron(),
+        t.driver.plumbing(),
+        &live,
+        &opts,
+    )
+    .await
+    .unwrap();
+    let nets: Vec<String> = leaks
+        .iter()
+        .filter_map(|l| match l {
+            crate::commands::gc::Leak::Network { id, .. } => Some(id.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(nets, vec![ours], "{leaks:?}");
+    for kept in [&other, &legacy] {
+        let id = kept["id"].as_str().unwrap_or_default();
+        assert!(
+            !leaks.iter().any(|l| l.to_string().contains(id)),
+            "{leaks:?}"
+        );
+    }
 }

@@ -409,6 +409,16 @@ impl Finder<'_> {
             {
                 continue;
             }
+            // Only this host's: a network another host's kuryr made serves that host's
+            // Docker, which this one cannot see. One that names no host (made by the
+            // Python reference or a kuryr before the tag) is left too: it may be either.
+            let here = names::host_tag(&self.cfg.host);
+            if !n.tags.contains(&here) {
+                if !n.tags.iter().any(|t| t.starts_with(names::TAG_HOST)) {
+                    tracing::info!(network = %n.id, "not this host's Docker network, but no kuryr.host tag says which host made it: left alone (delete it yourself if no host uses it)");
+                }
+                continue;
+            }
             let in_use: Vec<Port> = self
                 .neutron
                 .list(
