@@ -305,6 +305,9 @@ def profile(logfile):
     return calls, reqs
 
 
+BACKEND = "ML2/linuxbridge"
+
+
 def machine():
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
@@ -318,12 +321,21 @@ def machine():
     nv = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "python3-neutron"],
                         capture_output=True, text=True).stdout.strip()
     return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Linux {platform.release()}, "
-            f"Docker {dv}, Neutron {nv} (ML2/linuxbridge, all-in-one on loopback)")
+            f"Docker {dv}, Neutron {nv} ({BACKEND}, all-in-one on loopback)")
 
 
 def peak10(r):
     """A plugin's peak RSS over its bursts at concurrency 10."""
     return max((v["peak_rss_mb"] for k, v in r.items() if k.startswith("b") and k.endswith("x10")), default=0.0)
+
+
+def see_also(out_md):
+    """Links to the reports of the other backend and of the CNI plugin, where they exist."""
+    d = os.path.dirname(out_md)
+    other = ("benchmarks-ovn.md", "ML2/OVN") if BACKEND == "ML2/linuxbridge" else ("benchmarks.md", "ML2/linuxbridge")
+    links = [f"[{f}]({f}) ({what})" for f, what in (other, ("benchmarks-cni.md", "the CNI plugin, `bench/cni`"))
+             if os.path.exists(os.path.join(d, f))]
+    return f" See also {', '.join(links)}." if links else ""
 
 
 def write_report(results, calls, reqs, reps, out_md, out_png):
@@ -337,12 +349,14 @@ def write_report(results, calls, reqs, reps, out_md, out_png):
         return f"{median(a) / median(b):.2f}x" if a and b else "n/a"
 
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    L = [f"# Benchmarks", "",
+    title = "Benchmarks" if BACKEND == "ML2/linuxbridge" else f"Benchmarks on {BACKEND}"
+    L = [f"# {title}", "",
          f"Measured {now} on {machine()}. {reps} repetitions per figure, one run, "
          "the same Neutron and dockerd for all of them, the drivers interleaved (one round of "
          "lifecycles per repetition; each concurrency level for every driver in turn), so each "
-         "ratio compares figures taken under the same conditions. Regenerate with `bench/run`.", "",
-         "![docker run / rm times, Neutron requests and memory](benchmarks.png)", "",
+         "ratio compares figures taken under the same conditions. Regenerate with `bench/run`"
+         f"{'' if BACKEND == 'ML2/linuxbridge' else ' --ovn'}.{see_also(out_md)}", "",
+         f"![docker run / rm times, Neutron requests and memory]({os.path.basename(out_png)})", "",
          "## Container lifecycle (`docker run -d`, `docker rm -f`, sequential)", "",
          "| driver | run median | run p95 | rm median | rm p95 | run vs bridge | run vs reference | failures |",
          "|---|---|---|---|---|---|---|---|"]
@@ -504,6 +518,7 @@ def cleanup(spec):
 
 
 def main():
+    global BACKEND
     ap = argparse.ArgumentParser()
     ap.add_argument("--kuryr", required=True)
     ap.add_argument("--reference", required=True)
@@ -512,7 +527,12 @@ def main():
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3, help="rounds of bursts")
     ap.add_argument("--out", default="docs")
+    ap.add_argument("--name", default="benchmarks", help="file names under --out")
+    ap.add_argument("--backend", default="ML2/linuxbridge", help="what the report says Neutron runs")
+    ap.add_argument("--ref-hostname", help="run the reference with this host name (its "
+                    "binding:host_id; it has no option for it), in a UTS namespace of its own")
     a = ap.parse_args()
+    BACKEND = a.backend
     work = tempfile.mkdtemp(prefix="kuryr-bench-")
     spec = "/etc/docker/plugins/kbenchref.spec"
     cleanup(spec)
@@ -530,8 +550,10 @@ def main():
     with open(f"{work}/pool.conf", "w") as f:
         f.write(f"[DEFAULT]\nunix_socket = {psock}\nport_pool_size = 10\n[neutron]\nauth_type = none\nendpoint = {a.neutron}\n")
     env = dict(os.environ, RUST_LOG="info,kuryr::neutron=debug")
-    ref = Plugin("reference", [f"{a.reference}/bin/kuryr-server", "--config-file", f"{work}/ref.conf"],
-                 can_connect_tcp(ref_port), f"{work}/reference.log")
+    ref_argv = [f"{a.reference}/bin/kuryr-server", "--config-file", f"{work}/ref.conf"]
+    if a.ref_hostname:
+        ref_argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', a.ref_hostname, *ref_argv]
+    ref = Plugin("reference", ref_argv, can_connect_tcp(ref_port), f"{work}/reference.log")
     ours = Plugin("kuryr", [a.kuryr, "--log-format", "json", "serve", "--config-file", f"{work}/ours.conf"],
                   lambda: os.path.exists(sock), f"{work}/kuryr.log", env=env)
     pool = Plugin("kuryr+pool", [a.kuryr, "serve", "--config-file", f"{work}/pool.conf"],
@@ -551,11 +573,11 @@ def main():
         pool.stop()
     calls, reqs = profile(f"{work}/kuryr.log")
     os.makedirs(a.out, exist_ok=True)
-    write_report(results, calls, reqs, a.reps, f"{a.out}/benchmarks.md", f"{a.out}/benchmarks.png")
-    with open(f"{a.out}/benchmarks.json", "w") as f:
+    write_report(results, calls, reqs, a.reps, f"{a.out}/{a.name}.md", f"{a.out}/{a.name}.png")
+    with open(f"{a.out}/{a.name}.json", "w") as f:
         json.dump([{k: v for k, v in r.items()} for r in results], f, indent=1)
     shutil.rmtree(work, ignore_errors=True)
-    log(f"wrote {a.out}/benchmarks.md and {a.out}/benchmarks.png")
+    log(f"wrote {a.out}/{a.name}.md and {a.out}/{a.name}.png")
 
 
 if __name__ == "__main__":

@@ -193,7 +193,9 @@ def write(rows, cap, out, a):
          "`docker run` + `docker rm` of one more container (requests counted by kuryr's "
          "/metrics, background work included), idle load over `--idle-seconds`, then `kuryr "
          "gc` and `kuryr doctor` as separate processes and a restart of kuryr (requests counted "
-         "in neutron-server's API log).", "",
+         "in neutron-server's API log). RSS is read after the row's lifecycles: in the first "
+         "row of a level the process has just removed the previous level's 200 containers, and "
+         "its allocator keeps that high-water mark.", "",
          "| other hosts' ports | containers here | `docker run` median | Neutron requests per lifecycle | "
          "kuryr start-up: serving / reconciled | start-up requests | `kuryr gc` | gc requests | "
          "`kuryr doctor` | doctor requests | RSS | idle requests per minute |",
