@@ -302,7 +302,8 @@ async fn on_an_ovs_host_the_interfaces_join_br_int_and_ping() {
         .conf(&conf_text)
         .envs(&[("OVS_RUNDIR", &rundir)])
         .start();
-    let net = TestNet::new("10.253.66.0/24", "10.253.66.1").await;
+    // No DHCP: kuryr sets the address itself, and ACTIVE waits on the agent alone.
+    let net = TestNet::without_dhcp("10.253.66.0/24", "10.253.66.1").await;
     let (a, b) = (Netns::new(), Netns::new());
     let c = json!({"cniVersion": "1.0.0", "name": "kuryr-ovs", "type": "kuryr-cni",
         "network": net.name, "socket": cni_socket});

@@ -20,13 +20,24 @@ impl TestNet {
     /// `cidr` is a /24 whose .2-.63 Neutron hands out itself (the DHCP port, addresses
     /// nobody asked for): an address a test asks for is above them, never taken already.
     pub async fn new(cidr: &str, gw: &str) -> TestNet {
+        Self::make(cidr, gw, true).await
+    }
+
+    /// As `new`, with DHCP off on the subnet: the port's ACTIVE then waits on the L2
+    /// agent alone (Neutron can lose one of two provisioning blocks completed in the
+    /// same instant, leaving the port DOWN; seen once in CI on the OVS agent).
+    pub async fn without_dhcp(cidr: &str, gw: &str) -> TestNet {
+        Self::make(cidr, gw, false).await
+    }
+
+    async fn make(cidr: &str, gw: &str, dhcp: bool) -> TestNet {
         let n = super::neutron().await;
         let name = super::unique("kuryr-cni-test-");
         let net: Network = n.create(json!({"name": name})).await.unwrap();
         let base = cidr.rsplit_once('.').map(|(b, _)| b).unwrap_or(cidr);
         let _: Subnet = n
             .create(json!({"network_id": net.id, "cidr": cidr, "ip_version": 4,
-                "gateway_ip": gw, "name": format!("{name}-v4"),
+                "gateway_ip": gw, "name": format!("{name}-v4"), "enable_dhcp": dhcp,
                 "allocation_pools": [{"start": format!("{base}.2"), "end": format!("{base}.63")}]}))
             .await
             .unwrap();
