@@ -284,19 +284,7 @@ async fn kuryr_gc_keeps_wired_attachments_and_takes_those_whose_veth_the_kernel_
         .unwrap();
     // Docker knows neither container: only the veth decides.
     let live = crate::commands::gc::Live::default();
-    let opts = crate::commands::gc::Options {
-        docker_socket: "/nonexistent".into(),
-        grace: std::time::Duration::ZERO,
-    };
-    let leaks = crate::commands::gc::find(
-        &t.driver.cfg,
-        t.driver.neutron(),
-        t.driver.plumbing(),
-        &live,
-        &opts,
-    )
-    .await
-    .unwrap();
+    let leaks = t.gc_leaks(&live).await;
     assert_eq!(leaks.len(), 1, "{leaks:?}");
     assert!(
         matches!(&leaks[0], crate::commands::gc::Leak::Port { id, .. } if *id == gone_id),

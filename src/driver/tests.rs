@@ -2453,21 +2453,9 @@ async fn gc_reads_this_hosts_ports_not_the_clouds() {
         networks: [NET.to_string()].into(),
         endpoints: [EP.to_string()].into(),
     };
-    let opts = crate::commands::gc::Options {
-        docker_socket: "/nonexistent".into(),
-        grace: std::time::Duration::ZERO,
-    };
     let gc = || async {
         t.neutron.clear_requests();
-        let leaks = crate::commands::gc::find(
-            &t.driver.cfg,
-            t.driver.neutron(),
-            t.driver.plumbing(),
-            &live,
-            &opts,
-        )
-        .await
-        .unwrap();
+        let leaks = t.gc_leaks(&live).await;
         // A port list filtered by nothing but the fields it returns: the whole cloud.
         let whole: Vec<String> = t
             .neutron
@@ -2543,19 +2531,7 @@ async fn gc_removes_only_networks_this_host_made() {
     );
     // Docker here has none of the three.
     let live = crate::commands::gc::Live::default();
-    let opts = crate::commands::gc::Options {
-        docker_socket: "/nonexistent".into(),
-        grace: std::time::Duration::ZERO,
-    };
-    let leaks = crate::commands::gc::find(
-        &t.driver.cfg,
-        t.driver.neutron(),
-        t.driver.plumbing(),
-        &live,
-        &opts,
-    )
-    .await
-    .unwrap();
+    let leaks = t.gc_leaks(&live).await;
     let nets: Vec<String> = leaks
         .iter()
         .filter_map(|l| match l {

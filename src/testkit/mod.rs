@@ -86,6 +86,30 @@ impl TestDriver {
         post(&self.cni_app, "/v1/cni", call).await
     }
 
+    /// What `kuryr gc` finds on this driver's Neutron and host, judged against Docker's
+    /// view `live`, with no grace period.
+    pub async fn gc_leaks(
+        &self,
+        live: &crate::commands::gc::Live,
+    ) -> Vec<crate::commands::gc::Leak> {
+        let opts = crate::commands::gc::Options {
+            docker_socket: "/nonexistent".into(),
+            grace: std::time::Duration::ZERO,
+        };
+        match crate::commands::gc::find(
+            &self.driver.cfg,
+            self.driver.neutron(),
+            self.driver.plumbing(),
+            live,
+            &opts,
+        )
+        .await
+        {
+            Ok(leaks) => leaks,
+            Err(e) => panic!("gc: {e}"),
+        }
+    }
+
     /// One call of the netavark API (`POST /v1/netavark`), as `kuryr-netavark` makes it:
     /// status and answer (Null when empty).
     pub async fn netavark(&self, call: &Value) -> (u16, Value) {
