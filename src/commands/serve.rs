@@ -132,6 +132,12 @@ async fn serve(
     discovery_dir: Option<PathBuf>,
     mut inherited: Inherited,
 ) -> Result<()> {
+    // Before the first listener: a SIGTERM the moment kuryr answers (a service manager
+    // stopping it right after start) must stop it cleanly, not kill it.
+    let signals = Signals {
+        term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+        int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+    };
     let service = Arc::new(server::Service::connecting(cfg.clone()));
     let app = server::router_for(service.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -205,7 +211,7 @@ async fn serve(
             Ok::<(), anyhow::Error>(())
         }
     });
-    wait_for_stop(&mut ls.tasks, connecting).await?;
+    wait_for_stop(signals, &mut ls.tasks, connecting).await?;
     let _ = stop_tx.send(true);
     while let Some(r) = ls.tasks.join_next().await {
         if let Ok(Err(e)) = r {
@@ -327,13 +333,17 @@ async fn reconcile(cfg: Arc<Config>, driver: Arc<Driver>) {
     }
 }
 
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
 /// Until SIGTERM or SIGINT, a listener fails, or connecting to Neutron fails for good.
 async fn wait_for_stop(
+    Signals { mut term, mut int }: Signals,
     tasks: &mut tokio::task::JoinSet<std::io::Result<()>>,
     connecting: tokio::task::JoinHandle<Result<()>>,
 ) -> Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let connected = async {
         match connecting.await {
             Ok(Ok(())) => std::future::pending().await,
