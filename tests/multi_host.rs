@@ -8,87 +8,23 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{docker_bin, image, unique, wait_until, Kuryr};
+use common::multihost::{self, multihost_dir, rand_octet, Host};
+use common::{image, unique, wait_until, Kuryr};
 use kuryr::neutron::{Filters, Network, Neutron, Port, Subnet, SubnetPool};
 use serde_json::json;
 
-struct Host {
-    name: &'static str,
-    /// Its ports' `binding:host_id`: the agent's host, or on OVN the chassis' host name.
-    binding: String,
-    sock: String,
-    kuryr: Option<Kuryr>,
-}
-
-impl Host {
-    fn docker_try(&self, args: &[&str]) -> Output {
-        Command::new(docker_bin())
-            .arg("-H")
-            .arg(format!("unix://{}", self.sock))
-            .args(args)
-            .output()
-            .expect("docker CLI")
-    }
-
-    /// `docker network create` of a kuryr network on this host, labelled for clean-up.
-    fn network_create(&self, name: &str, args: &[&str]) {
-        let mut all = vec!["network", "create", "--label", "kuryr-test", "-d", "kuryr"];
-        all.extend_from_slice(&["--ipam-driver", "kuryr"]);
-        all.extend_from_slice(args);
-        all.push(name);
-        self.docker(&all);
-    }
-
-    fn docker(&self, args: &[&str]) -> String {
-        let out = self.docker_try(args);
-        assert!(
-            out.status.success(),
-            "host {}: docker {args:?}: {}\nkuryr log:\n{}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr),
-            self.kuryr
-                .as_ref()
-                .map(|k| k.log_text())
-                .unwrap_or_default()
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-fn multihost_dir() -> String {
-    let dir = common::devenv_path("KURYR_TEST_MULTIHOST");
-    for h in ["a", "b"] {
-        let sock = format!("{dir}/{h}/docker.sock");
-        assert!(
-            std::path::Path::new(&sock).exists(),
-            "{sock} missing: start the two-host profile with `scripts/devenv multihost` (scripts/test does)"
-        );
-    }
-    dir
-}
-
-/// Host `h`'s kuryr.conf, its ports' binding host and (on OVN) its OVS_RUNDIR. Each
-/// host's kuryr: its own `host` (binding:host_id), same plugin name. On OVN none: kuryr
-/// takes the name its host's chassis registered, from that host's Open vSwitch.
-fn host_conf(dir: &str, h: &str) -> (String, String, String) {
+/// Host `h`'s kuryr.conf and (on OVN) its OVS_RUNDIR.
+fn host_conf(dir: &str, h: &str) -> (String, Option<String>) {
     let socket = format!("{dir}/{h}/plugins/kuryr.sock");
-    let (host_line, binding, ovs) = if common::on_ovn() {
-        (
-            String::new(),
-            format!("mh-{h}-ovn"),
-            format!("{dir}/{h}/ovs"),
-        )
-    } else {
-        (format!("host = mh-{h}\n"), format!("mh-{h}"), String::new())
-    };
+    let (host_line, ovs) = multihost::host_line(dir, h);
     let conf = format!(
         "[DEFAULT]\nunix_socket = {socket}\n{host_line}debug = true\n\
          [neutron]\nauth_type = none\nendpoint = {}\nenable_dhcp = false\n",
         common::neutron_url()
     );
-    (conf, binding, ovs)
+    (conf, ovs)
 }
 
 /// One kuryr per host, in the host's namespace, on the socket its dockerd looks at.
@@ -97,21 +33,16 @@ fn start_hosts(dir: &str) -> Vec<Host> {
         .into_iter()
         .map(|h| {
             let socket = PathBuf::from(format!("{dir}/{h}/plugins/kuryr.sock"));
-            let (conf, binding, ovs) = host_conf(dir, h);
+            let (conf, ovs) = host_conf(dir, h);
+            let envs: Vec<(&str, &str)> = ovs.iter().map(|o| ("OVS_RUNDIR", o.as_str())).collect();
             let k = Kuryr::at(socket)
                 .conf(&conf)
-                .envs(&if ovs.is_empty() {
-                    vec![]
-                } else {
-                    vec![("OVS_RUNDIR", ovs.as_str())]
-                })
+                .envs(&envs)
                 .netns(&format!("kmh-{h}"))
                 .start();
             Host {
-                binding,
-                name: if h == "a" { "mh-a" } else { "mh-b" },
-                sock: format!("{dir}/{h}/docker.sock"),
                 kuryr: Some(k),
+                ..Host::new(dir, h)
             }
         })
         .collect()
@@ -352,7 +283,7 @@ async fn network_made_on_one_host_is_used_from_the_other(n: &Neutron, hosts: &[H
 /// `kuryr gc` (without --apply: a report) of host `h`, in its namespace, against its
 /// dockerd; fails the test if gc fails.
 fn gc_on(dir: &str, h: &str) -> String {
-    let (conf, _, ovs) = host_conf(dir, h);
+    let (conf, ovs) = host_conf(dir, h);
     let conf_dir = tempfile::tempdir().unwrap();
     let path = conf_dir.path().join("kuryr.conf");
     std::fs::write(&path, conf).unwrap();
@@ -362,8 +293,8 @@ fn gc_on(dir: &str, h: &str) -> String {
         .args(["gc", "--grace-seconds", "0", "--config-file"])
         .arg(&path)
         .args(["--docker-socket", &format!("{dir}/{h}/docker.sock")]);
-    if !ovs.is_empty() {
-        cmd.env("OVS_RUNDIR", &ovs);
+    if let Some(ovs) = ovs {
+        cmd.env("OVS_RUNDIR", ovs);
     }
     let out = cmd.output().expect("kuryr gc");
     let text = format!(
@@ -373,8 +304,4 @@ fn gc_on(dir: &str, h: &str) -> String {
     );
     assert!(out.status.success(), "kuryr gc on {h}: {text}");
     text
-}
-
-fn rand_octet() -> u8 {
-    (uuid::Uuid::new_v4().as_bytes()[0] % 200) + 20
 }

@@ -112,43 +112,20 @@ async fn a_swarm_service_of_two_replicas_pings_over_neutron_and_leaves_nothing()
     let _etc = common::managed_plugin(&plugin, "capability_scope = global\n");
 
     // A global-scope driver's network is the swarm's (the manager allocates it).
-    let create = [
-        "network",
-        "create",
-        "-d",
-        &plugin,
-        "--ipam-driver",
-        &plugin,
-        "--subnet",
-        CIDR,
-        "--gateway",
-        "10.38.0.1",
-        &net,
-    ];
-    // Right after `swarm init` (or a `swarm leave` of an earlier run) the engine may still
-    // be reconnecting to its own manager ("grpc: the client connection is closing", seen
-    // in CI for over 30 s): such a create made nothing and is tried again; the last error
-    // is kept so a manager that never answers says why, and any other error fails the test.
-    let mut last_err = String::new();
-    let net_id = common::wait_until(90, || {
-        let out = engine(&create);
-        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        match out.status.success() {
-            true => Some(String::from_utf8_lossy(&out.stdout).trim().to_string()),
-            false
-                if err.contains("rpc error")
-                    && !engine(&["network", "inspect", &net]).status.success() =>
-            {
-                last_err = err;
-                std::thread::sleep(std::time::Duration::from_secs(1));
-                None
-            }
-            false => panic!("docker network create {net}: {err}"),
-        }
-    })
-    .unwrap_or_else(|| {
-        panic!("docker network create {net}: the swarm manager never answered; last: {last_err}")
-    });
+    let net_id = common::swarm_network_create(
+        engine,
+        &[
+            "-d",
+            &plugin,
+            "--ipam-driver",
+            &plugin,
+            "--subnet",
+            CIDR,
+            "--gateway",
+            "10.38.0.1",
+            &net,
+        ],
+    );
     assert_eq!(
         engine_ok(&["network", "inspect", "-f", "{{.Scope}}", &net]),
         "swarm"

@@ -13,6 +13,7 @@ use super::{bad, kuryr_made, Driver, DriverError, Result};
 use crate::names;
 use crate::neutron::{
     Filters, FixedIpAsk, Network, NetworkBody, NewPort, NewSubnet, Port, PortBody, PortId, Subnet,
+    SubnetPool,
 };
 use crate::protocol::{validate, *};
 
@@ -255,6 +256,9 @@ impl Driver {
         let net_cidr: IpNet = cidr
             .parse()
             .map_err(|_| DriverError::Internal(format!("pool {pool_id} has prefix {cidr:?}")))?;
+        if let Some(s) = self.named_subnet(pool_id, &net_cidr).await? {
+            return Ok(s);
+        }
         let gateway = self
             .cache
             .subnetpools
@@ -291,6 +295,45 @@ impl Driver {
         };
         self.cache_pool_subnet(pool_id, &subnet);
         Ok(subnet)
+    }
+
+    /// The user's subnet that RequestPool named (`--ipam-opt neutron.subnet.uuid`; the
+    /// pool carries its id), tagged now for the pool as CreateNetwork would: a swarm
+    /// manager's reservations go straight onto the user's network, which the nodes'
+    /// CreateNetwork then adopts. None when the pool names no subnet.
+    async fn named_subnet(&self, pool_id: &str, cidr: &IpNet) -> Result<Option<Subnet>> {
+        let pool: SubnetPool = match self.neutron.get(pool_id).await {
+            Ok(p) => p,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(sid) = pool
+            .tags
+            .iter()
+            .find(|t| NeutronId::parse("tag", t).is_ok())
+        else {
+            return Ok(None);
+        };
+        let s: Subnet = match self.neutron.get(sid).await {
+            Ok(s) => s,
+            Err(e) if e.is_not_found() => {
+                return Err(DriverError::NotFound(format!(
+                    "subnet {sid}, which pool {pool_id} was asked for, no longer exists"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if s.cidr.trunc() != cidr.trunc() {
+            return Err(bad(format!(
+                "subnet {sid} is {}, not the pool's {cidr}",
+                s.cidr
+            )));
+        }
+        if !s.tags.iter().any(|t| t == pool_id) {
+            self.neutron.add_tag::<Subnet>(&s.id, pool_id).await?;
+        }
+        self.cache_pool_subnet(pool_id, &s);
+        Ok(Some(s))
     }
 
     /// Finds a free port holding the address (adopting it) or creates one.

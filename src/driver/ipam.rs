@@ -378,6 +378,15 @@ impl Driver {
                 tracing::warn!(subnet = %s.id, error = %e, "could not delete subnet (in use?)");
             }
         } else if s.tags.iter().any(|t| t == pool_id) {
+            // A user's subnet: kuryr's reservations still on it (a swarm manager's, whose
+            // releases may come after this pool's) go with the pool, as they would with a
+            // subnet of kuryr's, unless another host still uses it with this pool.
+            if self.subnet_used_elsewhere(s).await? {
+                tracing::info!(subnet = %s.id, "still used by another Docker network (another host?): kept");
+                return Ok(false);
+            }
+            self.sweep_ports(Filters::new().add("fixed_ips", format!("subnet_id={}", s.id)))
+                .await;
             self.neutron.remove_tag::<Subnet>(&s.id, pool_id).await?;
         }
         Ok(true)
@@ -396,9 +405,15 @@ impl Driver {
             .cache
             .networks
             .keys_where(|ni| ni.neutron_id == s.network_id);
-        Ok(names::used_by_other_docker_networks(
-            &net.name, &net.tags, &ours,
-        ))
+        if names::used_by_other_docker_networks(&net.name, &net.tags, &ours) {
+            return Ok(true);
+        }
+        // A swarm network has one id on every node: another node's tasks are the sign.
+        let swarm = net.tags.iter().any(|t| {
+            t.strip_prefix(names::TAG_LOW)
+                .is_some_and(crate::protocol::is_swarm_id)
+        });
+        Ok(swarm && self.other_nodes_on(&net.id).await?)
     }
 }
 

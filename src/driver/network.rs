@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use super::cache::NetInfo;
 use super::{Driver, DriverError, Result};
 use crate::names;
-use crate::neutron::{Filters, Network, NetworkBody, NetworkId, Subnet, SubnetId};
+use crate::neutron::{Filters, Network, NetworkBody, NetworkId, Port, Subnet, SubnetId};
 use crate::protocol::{validate, *};
 
 /// Neutron's IPv6 address and RA modes (`ipv6_address_mode`, `ipv6_ra_mode`).
@@ -290,8 +290,10 @@ impl Driver {
             // cannot take them over, and ports left there would leak.
             return Err(super::bad(format!(
                 "swarm network {id}: its manager already reserved addresses of the pool on \
-                 kuryr's network {}, which cannot move to Neutron network {}: create the \
-                 swarm network without neutron.net.uuid/neutron.net.name",
+                 kuryr's network {}, which cannot move to Neutron network {}: name the \
+                 network's subnet to the IPAM driver too (--ipam-opt \
+                 neutron.subnet.uuid=<subnet>), so the manager reserves them there, or \
+                 create the swarm network without neutron.net.uuid/neutron.net.name",
                 h.network_id, net.id
             )));
         }
@@ -410,6 +412,13 @@ impl Driver {
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e.into()),
         };
+        // A swarm network is one Docker network on every node: a node leaving it (its
+        // tasks gone, drained) must not take what tasks on other nodes still use.
+        if crate::protocol::is_swarm_id(id) && self.other_nodes_on(&net.id).await? {
+            self.port_pool.drain(&self.neutron, &info.neutron_id).await;
+            tracing::info!(network = %info.neutron_id, "swarm network: tasks of other nodes are still on it; kept for them");
+            return Ok(());
+        }
         // Docker networks on other hosts (or other Docker networks here) naming the same
         // Neutron network: it, its kuryr subnets and their ports stay theirs.
         let shared = names::used_by_other_docker_networks(&net.name, &net.tags, &[id.to_string()]);
@@ -430,6 +439,22 @@ impl Driver {
         self.remove_own_network(&info.neutron_id, &info.subnets)
             .await?;
         Ok(())
+    }
+
+    /// Whether a kuryr port on the Neutron network is bound to another host: on a swarm
+    /// network, another node's task.
+    pub(super) async fn other_nodes_on(&self, net_id: &str) -> Result<bool> {
+        let ports: Vec<Port> = self
+            .neutron
+            .list(
+                &Filters::new()
+                    .add("network_id", net_id)
+                    .add("device_owner", names::DEVICE_OWNER),
+            )
+            .await?;
+        Ok(ports
+            .iter()
+            .any(|p| !p.host_id.is_empty() && p.host_id != self.cfg.host))
     }
 
     /// DeleteNetwork of a Neutron network kuryr adopted or another Docker network still

@@ -8,7 +8,7 @@
 use serde_json::{json, Value};
 
 use crate::names;
-use crate::testkit::{Fault, TestDriver};
+use crate::testkit::{FakeHost, Fault, MemoryNeutron, TestDriver};
 
 const NET: &str = "4a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 const EP: &str = "e1e2e3e4e5e6e7e8e9f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff000102030405ab";
@@ -1191,6 +1191,191 @@ async fn a_swarm_network_adopting_a_users_network_after_reservations_is_a_400() 
     );
     // Nothing changed: the user's network is not tagged.
     assert_eq!(t.neutron.all("networks"), before);
+}
+
+/// A swarm network on a user's network and subnet (`--ipam-opt neutron.subnet.uuid`,
+/// `-o neutron.net.uuid`): the manager's reservations are ports of that subnet, and the
+/// nodes' CreateNetwork adopts the network with them; removal leaves the user's network
+/// and subnet as they were.
+#[tokio::test]
+async fn a_swarm_network_on_a_users_subnet_reserves_there_and_adopts_it() {
+    let t = TestDriver::new("").await;
+    let theirs = t.neutron.seed("networks", json!({"name": "theirs"}));
+    let subnet = t.neutron.seed(
+        "subnets",
+        json!({"network_id": theirs["id"], "name": "theirs-v4", "ip_version": 4,
+            "cidr": "10.33.0.0/24", "gateway_ip": "10.33.0.1"}),
+    );
+    let mut req = pool_req("10.33.0.0/24");
+    req["Options"] = json!({"neutron.subnet.uuid": subnet["id"]});
+    // The manager: pool, gateway, a task's address; no network of kuryr's is made.
+    let pool = t.ok("IpamDriver.RequestPool", &req).await;
+    let pool_id = pool["PoolID"].as_str().unwrap_or_default().to_string();
+    let gw_req = json!({"PoolID": pool_id, "Address": "",
+        "Options": {"RequestAddressType": "com.docker.network.gateway"}});
+    let gw = t.ok("IpamDriver.RequestAddress", &gw_req).await;
+    assert_eq!(gw["Address"], "10.33.0.1/24");
+    let addr = any_address(&t, &pool_id).await;
+    assert_eq!(t.neutron.count("networks"), 1, "a holding network was made");
+    assert_eq!(port_of(&t, &addr)["network_id"], theirs["id"]);
+    // Each node: the same pool, then the network on the user's.
+    t.ok("IpamDriver.RequestPool", &req).await;
+    t.ok(
+        "NetworkDriver.CreateNetwork",
+        &net_req(
+            SWARM_NET,
+            "10.33.0.0/24",
+            "10.33.0.1/24",
+            json!({"neutron.net.uuid": theirs["id"]}),
+        ),
+    )
+    .await;
+    assert_eq!(t.neutron.count("subnets"), 1);
+    t.ok(
+        "IpamDriver.RequestAddress",
+        &json!({"PoolID": pool_id, "Address": addr, "Options": {}}),
+    )
+    .await;
+    let mut ep = ep_req(EP, &addr, "");
+    ep["NetworkID"] = json!(SWARM_NET);
+    t.ok("NetworkDriver.CreateEndpoint", &ep).await;
+    assert_eq!(t.neutron.count("ports"), 1);
+    assert_eq!(port_of(&t, &addr)["device_owner"], names::DEVICE_OWNER);
+    // Removal: the ports and the pool go; the user's network and subnet stay, untagged.
+    let mut gone = ep_ref(EP);
+    gone["NetworkID"] = json!(SWARM_NET);
+    t.ok("NetworkDriver.DeleteEndpoint", &gone).await;
+    let release = json!({"PoolID": pool_id, "Address": addr});
+    t.ok("IpamDriver.ReleaseAddress", &release).await;
+    t.ok(
+        "NetworkDriver.DeleteNetwork",
+        &json!({"NetworkID": SWARM_NET}),
+    )
+    .await;
+    t.ok("IpamDriver.ReleasePool", &json!({"PoolID": pool_id}))
+        .await;
+    t.ok("IpamDriver.ReleaseAddress", &release).await;
+    t.ok("IpamDriver.ReleasePool", &json!({"PoolID": pool_id}))
+        .await;
+    assert_eq!(t.neutron.count("ports"), 0, "{:?}", t.neutron.all("ports"));
+    assert_eq!(t.neutron.count("subnetpools"), 0);
+    assert_eq!(t.neutron.all("networks").len(), 1);
+    let left = t.neutron.all("subnets");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["id"], subnet["id"]);
+    assert_eq!(left[0]["tags"], json!([]), "{left:?}");
+}
+
+/// Two nodes of a swarm, one Neutron: node B leaving the swarm network (its tasks gone,
+/// drained) keeps what node A's task still uses; A, the last, leaves nothing. On a network
+/// kuryr made, and on a user's network and subnet.
+#[tokio::test]
+async fn a_swarm_node_leaving_keeps_what_other_nodes_tasks_use() {
+    two_swarm_nodes(false).await;
+    two_swarm_nodes(true).await;
+}
+
+async fn two_swarm_nodes(users: bool) {
+    let neutron = MemoryNeutron::default();
+    let mut pool_ask = pool_req("10.34.0.0/24");
+    let mut net_opts = json!({});
+    if users {
+        let theirs = neutron.seed("networks", json!({"name": "theirs"}));
+        let subnet = neutron.seed(
+            "subnets",
+            json!({"network_id": theirs["id"], "name": "theirs-v4", "ip_version": 4,
+                "cidr": "10.34.0.0/24", "gateway_ip": "10.34.0.1"}),
+        );
+        pool_ask["Options"] = json!({"neutron.subnet.uuid": subnet["id"]});
+        net_opts = json!({"neutron.net.uuid": theirs["id"]});
+    }
+    let node = |conf: &'static str| TestDriver::with(conf, neutron.clone(), FakeHost::default());
+    let a = node("[DEFAULT]\nhost = node-a\n").await;
+    let b = node("[DEFAULT]\nhost = node-b\n").await;
+    let ep_b = "b1e2e3e4e5e6e7e8e9f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff000102030405ab";
+    // The manager (A): the pool and both tasks' addresses.
+    let pool = a.ok("IpamDriver.RequestPool", &pool_ask).await;
+    let pool_id = pool["PoolID"].as_str().unwrap_or_default().to_string();
+    let (addr_a, addr_b) = (
+        any_address(&a, &pool_id).await,
+        any_address(&a, &pool_id).await,
+    );
+    // Each node: the pool, the network, its task's address and endpoint.
+    let swarm = |mut body: Value| {
+        body["NetworkID"] = json!(SWARM_NET);
+        body
+    };
+    for (t, addr, ep) in [(&a, &addr_a, EP), (&b, &addr_b, ep_b)] {
+        t.ok("IpamDriver.RequestPool", &pool_ask).await;
+        t.ok(
+            "NetworkDriver.CreateNetwork",
+            &net_req(SWARM_NET, "10.34.0.0/24", "10.34.0.1/24", net_opts.clone()),
+        )
+        .await;
+        t.ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": addr, "Options": {}}),
+        )
+        .await;
+        t.ok("NetworkDriver.CreateEndpoint", &swarm(ep_req(ep, addr, "")))
+            .await;
+    }
+    let kept = |what: &str| {
+        (
+            neutron.all("networks"),
+            neutron.all("subnets"),
+            neutron.all("subnetpools"),
+            what.to_string(),
+        )
+    };
+    let before = kept("before B left");
+    assert_eq!(port_of(&a, &addr_b)["binding:host_id"], "node-b");
+    // B leaves, in a node's order: its endpoint, its address, the pool, the network.
+    b.ok("NetworkDriver.DeleteEndpoint", &swarm(ep_ref(ep_b)))
+        .await;
+    let release_b = json!({"PoolID": pool_id, "Address": addr_b});
+    b.ok("IpamDriver.ReleaseAddress", &release_b).await;
+    b.ok("IpamDriver.ReleasePool", &json!({"PoolID": pool_id}))
+        .await;
+    b.ok(
+        "NetworkDriver.DeleteNetwork",
+        &json!({"NetworkID": SWARM_NET}),
+    )
+    .await;
+    // A's task keeps its port, and the network, subnet and pool are as they were.
+    assert_eq!(kept("before B left"), before, "users: {users}");
+    assert_eq!(port_of(&a, &addr_a)["binding:host_id"], "node-a");
+    // A, the last: nothing is left but the user's network and subnet, untagged.
+    a.ok("NetworkDriver.DeleteEndpoint", &swarm(ep_ref(EP)))
+        .await;
+    for addr in [&addr_a, &addr_b] {
+        a.ok(
+            "IpamDriver.ReleaseAddress",
+            &json!({"PoolID": pool_id, "Address": addr}),
+        )
+        .await;
+    }
+    a.ok("IpamDriver.ReleasePool", &json!({"PoolID": pool_id}))
+        .await;
+    a.ok(
+        "NetworkDriver.DeleteNetwork",
+        &json!({"NetworkID": SWARM_NET}),
+    )
+    .await;
+    let users_left = usize::from(users);
+    for (c, n) in [
+        ("networks", users_left),
+        ("subnets", users_left),
+        ("subnetpools", 0),
+        ("ports", 0),
+    ] {
+        assert_eq!(neutron.count(c), n, "{c} left: {:?}", neutron.all(c));
+    }
+    for c in ["networks", "subnets"] {
+        for o in neutron.all(c) {
+            assert_eq!(o["tags"], json!([]), "{o}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 pub mod cni;
 pub mod cnm;
 pub mod cri;
+pub mod multihost;
 pub mod ovs;
 pub mod podman4;
 pub mod vm;
@@ -513,23 +514,39 @@ pub fn managed_plugin(name: &str, default_extra: &str) -> tempfile::TempDir {
         ),
     )
     .expect("write kuryr.conf");
-    let build = Command::new(concat!(
+    // The devenv's Open vSwitch runs under its state dir, not /run/openvswitch.
+    let ovs = on_ovn().then(|| devenv_path("KURYR_TEST_OVS_RUNDIR"));
+    install_plugin(None, name, &etc_source, ovs.as_deref());
+    etc
+}
+
+/// Builds kuryr's managed plugin `name` (contrib/docker-plugin/build) in the engine at
+/// `docker_host` (None: DOCKER_HOST's), points its `etc` mount at `etc_source` (as that
+/// engine sees it) and, when given, its `ovs-run` mount at an Open vSwitch run directory;
+/// then enables it.
+pub fn install_plugin(docker_host: Option<&str>, name: &str, etc_source: &str, ovs: Option<&str>) {
+    let mut build = Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/contrib/docker-plugin/build"
-    ))
-    .args([name, env!("CARGO_BIN_EXE_kuryr")])
-    .output()
-    .expect("contrib/docker-plugin/build");
+    ));
+    build.args([name, env!("CARGO_BIN_EXE_kuryr")]);
+    if let Some(h) = docker_host {
+        build.env("DOCKER_HOST", h);
+    }
+    let out = build.output().expect("contrib/docker-plugin/build");
     assert!(
-        build.status.success(),
+        out.status.success(),
         "{}",
-        String::from_utf8_lossy(&build.stderr)
+        String::from_utf8_lossy(&out.stderr)
     );
-    docker(&["plugin", "set", name, &format!("etc.source={etc_source}")]);
-    if on_ovn() {
-        // The devenv's Open vSwitch runs under its state dir, not /run/openvswitch.
-        let rundir = devenv_path("KURYR_TEST_OVS_RUNDIR");
-        docker(&[
+    let engine = |args: &[&str]| {
+        let mut all = docker_host.map_or(vec![], |h| vec!["-H", h]);
+        all.extend_from_slice(args);
+        docker(&all)
+    };
+    engine(&["plugin", "set", name, &format!("etc.source={etc_source}")]);
+    if let Some(rundir) = ovs {
+        engine(&[
             "plugin",
             "set",
             name,
@@ -537,8 +554,39 @@ pub fn managed_plugin(name: &str, default_extra: &str) -> tempfile::TempDir {
             "OVS_RUNDIR=/host/run",
         ]);
     }
-    docker(&["plugin", "enable", name]);
-    etc
+    engine(&["plugin", "enable", name]);
+}
+
+/// `docker network create ARGS` through `engine`, on a swarm manager: right after `swarm
+/// init` or `join` (or a `swarm leave` of an earlier run) the engine may still be
+/// reconnecting to its manager ("grpc: the client connection is closing", seen in CI for
+/// over 30 s). Such a create made nothing and is tried again for up to 90 s; the last error
+/// is kept so a manager that never answers says why, and any other error fails the test.
+/// Returns the network's id.
+pub fn swarm_network_create(engine: impl Fn(&[&str]) -> Output, args: &[&str]) -> String {
+    let name = args.last().copied().unwrap_or_default();
+    let mut all = vec!["network", "create"];
+    all.extend_from_slice(args);
+    let mut last_err = String::new();
+    wait_until(90, || {
+        let out = engine(&all);
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        match out.status.success() {
+            true => Some(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+            false
+                if err.contains("rpc error")
+                    && !engine(&["network", "inspect", name]).status.success() =>
+            {
+                last_err = err;
+                std::thread::sleep(Duration::from_secs(1));
+                None
+            }
+            false => panic!("docker network create {name}: {err}"),
+        }
+    })
+    .unwrap_or_else(|| {
+        panic!("docker network create {name}: the swarm manager never answered; last: {last_err}")
+    })
 }
 
 /// Fails loudly when dockerd is not there.

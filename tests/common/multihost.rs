@@ -1,0 +1,129 @@
+//! The multihost profile of `scripts/devenv`: two Docker hosts, mh-a and mh-b, each a
+//! network namespace (kmh-a, kmh-b) with its own dockerd, plugin directory and L2 agent
+//! (on ML2/OVN its own Open vSwitch and ovn-controller), joined by an underlay veth
+//! (10.99.0.1 - 10.99.0.2).
+
+use std::process::{Command, Output};
+
+use super::{docker_bin, Kuryr};
+
+pub struct Host {
+    pub name: &'static str,
+    /// `a` or `b`: the devenv's name for it (namespace kmh-<h>, directory <dir>/<h>).
+    pub h: &'static str,
+    /// Its ports' `binding:host_id`: the agent's host, or on OVN the chassis' host name.
+    pub binding: String,
+    pub sock: String,
+    pub kuryr: Option<Kuryr>,
+}
+
+impl Host {
+    /// Host `h` (`a` or `b`) of the profile at `dir`, with no kuryr yet.
+    pub fn new(dir: &str, h: &'static str) -> Host {
+        let binding = if super::on_ovn() {
+            format!("mh-{h}-ovn")
+        } else {
+            format!("mh-{h}")
+        };
+        Host {
+            name: if h == "a" { "mh-a" } else { "mh-b" },
+            h,
+            binding,
+            sock: format!("{dir}/{h}/docker.sock"),
+            kuryr: None,
+        }
+    }
+
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.sock)
+    }
+
+    pub fn netns(&self) -> String {
+        format!("kmh-{}", self.h)
+    }
+
+    /// Its underlay address.
+    pub fn ip(&self) -> &'static str {
+        if self.h == "a" {
+            "10.99.0.1"
+        } else {
+            "10.99.0.2"
+        }
+    }
+
+    pub fn docker_try(&self, args: &[&str]) -> Output {
+        Command::new(docker_bin())
+            .arg("-H")
+            .arg(self.docker_host())
+            .args(args)
+            .output()
+            .expect("docker CLI")
+    }
+
+    /// `docker network create` of a kuryr network on this host, labelled for clean-up.
+    pub fn network_create(&self, name: &str, args: &[&str]) {
+        let mut all = vec!["network", "create", "--label", "kuryr-test", "-d", "kuryr"];
+        all.extend_from_slice(&["--ipam-driver", "kuryr"]);
+        all.extend_from_slice(args);
+        all.push(name);
+        self.docker(&all);
+    }
+
+    pub fn docker(&self, args: &[&str]) -> String {
+        let out = self.docker_try(args);
+        assert!(
+            out.status.success(),
+            "host {}: docker {args:?}: {}\nkuryr log:\n{}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr),
+            self.kuryr
+                .as_ref()
+                .map(|k| k.log_text())
+                .unwrap_or_default()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Interfaces of this host whose name starts with `prefix`.
+    pub fn links(&self, prefix: &str) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.netns(), "-o", "link", "show"])
+            .output()
+            .expect("ip link");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .filter(|n| n.starts_with(prefix))
+            .collect()
+    }
+}
+
+/// The profile's directory; fails loudly when its engines are not there.
+pub fn multihost_dir() -> String {
+    let dir = super::devenv_path("KURYR_TEST_MULTIHOST");
+    for h in ["a", "b"] {
+        let sock = format!("{dir}/{h}/docker.sock");
+        assert!(
+            std::path::Path::new(&sock).exists(),
+            "{sock} missing: start the two-host profile with `scripts/devenv multihost` (scripts/test does)"
+        );
+    }
+    dir
+}
+
+/// Host `h`'s kuryr.conf `[DEFAULT]` host line and (on OVN) its OVS_RUNDIR. Each host's
+/// kuryr: its own `host` (binding:host_id), same plugin name. On OVN none: kuryr takes
+/// the name its host's chassis registered, from that host's Open vSwitch.
+pub fn host_line(dir: &str, h: &str) -> (String, Option<String>) {
+    if super::on_ovn() {
+        (String::new(), Some(format!("{dir}/{h}/ovs")))
+    } else {
+        (format!("host = mh-{h}\n"), None)
+    }
+}
+
+/// A random third octet for a test's CIDR.
+pub fn rand_octet() -> u8 {
+    (uuid::Uuid::new_v4().as_bytes()[0] % 200) + 20
+}
