@@ -1,7 +1,8 @@
 //! Drop-in swap, both ways: a network and a container made by the Python
 //! kuryr-libnetwork 18.0.0 (installed by `scripts/devenv reference`) keep working when our
 //! kuryr takes over with the same kuryr.conf, the same plugin name and the same Neutron;
-//! and when the reference takes over again, it removes what ours made.
+//! and when the reference takes over again, it removes what ours made. On Debian 12's
+//! Docker 20.10 and (`DOCKER_HOST` = the engine3 profile's) Docker 28.5.
 
 mod common;
 
@@ -54,8 +55,10 @@ async fn python_reference_network_survives_the_swap() {
         .unwrap()
         .port();
     let name = common::unique("kswap");
-    let spec = PathBuf::from(format!("/etc/docker/plugins/{name}.spec"));
-    std::fs::create_dir_all("/etc/docker/plugins").unwrap();
+    // Where the engine under test looks (engine3 runs in a root of its own).
+    let spec_dir = format!("{}/etc/docker/plugins", common::engine_root());
+    let spec = PathBuf::from(format!("{spec_dir}/{name}.spec"));
+    std::fs::create_dir_all(&spec_dir).unwrap();
     std::fs::write(&spec, format!("http://127.0.0.1:{port}\n")).unwrap();
     let net = common::unique("swapnet-");
     let (a, b) = (common::unique("swa-"), common::unique("swb-"));

@@ -34,11 +34,14 @@ e2_mirror() {
 
 engine_ok() { DOCKER_HOST="unix://$DIR/$1/root/run/$1/docker.sock" "$DOCKER" version >/dev/null 2>&1; }
 
-# engine_up NAME SUITE BRIDGE BRIDGE_CIDR: Debian SUITE's docker.io as engine NAME, its
-# root at $DIR/NAME/root, its API socket at <root>/run/NAME/docker.sock.
+# engine_up NAME SUITE BRIDGE BRIDGE_CIDR [EXEC_ROOT]: Debian SUITE's docker.io as engine
+# NAME, its root at $DIR/NAME/root, its API socket at <root>/run/NAME/docker.sock, its
+# exec-root EXEC_ROOT (default /run/NAME/exec) inside its root.
 engine_up() {
-  local name=$1 suite=$2 bridge=$3 bridge_ip=$4
+  local name=$1 suite=$2 bridge=$3 bridge_ip=$4 exec=${5:-/run/$1/exec}
   local root=$DIR/$name/root
+  # The exec-root as the host sees it (the root's /var/run is a link to its /run).
+  local exec_host=$root/${exec#/var/}
   local sock=$root/run/$name/docker.sock
   install_packages debootstrap
   mkdir -p "$DIR/$name"
@@ -64,7 +67,7 @@ engine_up() {
     mkdir -p "$root/run/$name" "$root/run/docker/plugins" "$root/.oldroot"
     # Pid files of an engine that was killed stay in its root; dockerd trusts one whose
     # pid the host has since reused, and waits for a containerd that is not there.
-    rm -f "$sock" "$root/run/$name/dockerd.pid" "$root/run/$name/exec/containerd/containerd.pid"
+    rm -f "$sock" "$root/run/$name/dockerd.pid" "$exec_host/containerd/containerd.pid"
     # In a mount namespace of its own whose root *is* the Debian root (pivot_root, not
     # chroot: under a chroot runc would give containers the host's root). The host's
     # /proc, /sys, /dev and plugin directory are bound in first; every mount stays in
@@ -84,9 +87,9 @@ engine_up() {
         pivot_root . .oldroot
         cd /
         umount -l /.oldroot
-        exec dockerd --data-root /var/lib/docker --exec-root "/run/$3/exec" \
+        exec dockerd --data-root /var/lib/docker --exec-root "$4" \
           --pidfile "/run/$3/dockerd.pid" -H "unix:///run/$3/docker.sock" \
-          --bridge="$2" --iptables=false --ip6tables=false' sh "$root" "$bridge" "$name"
+          --bridge="$2" --iptables=false --ip6tables=false' sh "$root" "$bridge" "$name" "$exec"
   fi
   wait_for 60 engine_ok "$name" || die "Docker engine $name did not start: see $DIR/log/$name-dockerd.log"
   DOCKER_HOST="unix://$sock" import_image
@@ -94,7 +97,10 @@ engine_up() {
 }
 
 up_engine2() { engine_up engine2 trixie "$E2_BRIDGE" 172.30.250.1/24; }
-up_engine3() { engine_up engine3 forky "$E3_BRIDGE" 172.30.252.1/24; }
+# engine3 keeps Docker's default exec-root (in its own root): sandbox keys are
+# /var/run/docker/netns/<id> as on a real host, the form the Python reference accepts
+# (tests/swap.rs runs on this engine too).
+up_engine3() { engine_up engine3 forky "$E3_BRIDGE" 172.30.252.1/24 /var/run/docker; }
 
 engine_status() { # engine_status NAME
   local sock=$DIR/$1/root/run/$1/docker.sock
