@@ -1,11 +1,13 @@
 //! A swarm of two nodes, against the real Neutron: the multihost profile's hosts (see
 //! tests/common/multihost.rs), mh-a the manager and mh-b a worker joined over the
 //! underlay, kuryr as the managed v2 plugin with `capability_scope = global` on both. A
-//! swarm network on a Neutron overlay network (VXLAN, or Geneve on ML2/OVN) both hosts
-//! reach; a service of four replicas spreads over both nodes and its tasks ping each
-//! other across the hosts. Scaling down frees the removed tasks' ports; draining mh-b
-//! moves its tasks to mh-a and leaves nothing of them on mh-b; removing the service and
-//! the network leaves nothing in Neutron or on either host.
+//! swarm network on a Neutron overlay network both hosts reach: an operator's (VXLAN, or
+//! Geneve on ML2/OVN) with its subnet named to IPAM, and on ML2/OVN also one kuryr makes
+//! (OVN's tenant networks are Geneve; this devenv's linuxbridge ones are `local`, which
+//! do not span hosts). A service of four replicas spreads over both nodes and its tasks
+//! ping each other across the hosts. Scaling down frees the removed tasks' ports;
+//! draining mh-b moves its tasks to mh-a and leaves nothing of them on mh-b; removing the
+//! service and the network leaves nothing in Neutron or on either host.
 
 mod common;
 
@@ -16,26 +18,35 @@ use common::{unique, wait_until};
 use kuryr::neutron::{Filters, Network, Neutron, Port, Subnet, SubnetPool};
 use serde_json::json;
 
-/// Undoes what the test made on the hosts, whatever happened: the service, the network,
-/// the swarm (worker first) and the plugins.
-struct Cleanup<'a> {
+/// Undoes the swarm (worker first) and the plugins, whatever happened.
+struct SwarmUndo<'a> {
     hosts: &'a [Host],
     plugin: String,
-    network: String,
-    service: String,
 }
 
-impl Drop for Cleanup<'_> {
+impl Drop for SwarmUndo<'_> {
     fn drop(&mut self) {
         let (a, b) = (&self.hosts[0], &self.hosts[1]);
-        let _ = a.docker_try(&["service", "rm", &self.service]);
-        let _ = a.docker_try(&["network", "rm", &self.network]);
         for h in [b, a] {
             let _ = h.docker_try(&["swarm", "leave", "--force"]);
         }
         for h in [a, b] {
             let _ = h.docker_try(&["plugin", "rm", "-f", &self.plugin]);
         }
+    }
+}
+
+/// Removes a scenario's service and network through the manager, whatever happened.
+struct ServiceUndo<'a> {
+    manager: &'a Host,
+    network: String,
+    service: String,
+}
+
+impl Drop for ServiceUndo<'_> {
+    fn drop(&mut self) {
+        let _ = self.manager.docker_try(&["service", "rm", &self.service]);
+        let _ = self.manager.docker_try(&["network", "rm", &self.network]);
     }
 }
 
@@ -139,12 +150,9 @@ async fn a_service_spreads_over_two_nodes_pings_across_them_and_leaves_nothing()
         let _ = h.docker_try(&["swarm", "leave", "--force"]);
     }
     let plugin = format!("{}:latest", unique("kmhsw-"));
-    let (net, svc) = (unique("kmhsw-net-"), unique("kmhsw-svc-"));
-    let _cleanup = Cleanup {
+    let _swarm = SwarmUndo {
         hosts: &hosts,
         plugin: plugin.clone(),
-        network: net.clone(),
-        service: svc.clone(),
     };
 
     // The plugin on both hosts: its own binding host each (on OVN the host's chassis, found
@@ -194,44 +202,73 @@ async fn a_service_spreads_over_two_nodes_pings_across_them_and_leaves_nothing()
         a.docker(&["node", "ls"])
     );
 
-    // The operator's overlay network and subnet, which both hosts' L2 reaches. The
-    // subnet is named to the IPAM driver too: the manager reserves the tasks' addresses
-    // on it before any node has the network.
-    let net_type = if common::on_ovn() { "geneve" } else { "vxlan" };
-    let neutron_net: Network = n
-        .create(json!({"name": unique("kuryr-mhsw-"), "provider:network_type": net_type}))
-        .await
-        .expect("create an overlay network (ML2 vxlan or geneve type driver)");
+    service_across(&n, &hosts, &plugin, Where::Operators).await;
+    if common::on_ovn() {
+        service_across(&n, &hosts, &plugin, Where::Kuryrs).await;
+    }
+}
+
+/// Whose Neutron network the swarm network is on.
+#[derive(PartialEq)]
+enum Where {
+    /// An operator's overlay network and subnet, named to both drivers.
+    Operators,
+    /// One kuryr makes (the cloud's tenant network type).
+    Kuryrs,
+}
+
+/// A swarm network on `place`, a service of four replicas over both nodes: pings across
+/// them, scaled down, mh-b drained (and made active again), removed; nothing left.
+async fn service_across(n: &Neutron, hosts: &[Host], plugin: &str, place: Where) {
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let (net, svc) = (unique("kmhsw-net-"), unique("kmhsw-svc-"));
+    let _undo = ServiceUndo {
+        manager: a,
+        network: net.clone(),
+        service: svc.clone(),
+    };
     let third = rand_octet();
     let cidr = format!("10.215.{third}.0/24");
     let gw = format!("10.215.{third}.1");
-    let subnet: Subnet = n
-        .create(
-            json!({"name": unique("kuryr-mhsw-"), "network_id": neutron_net.id,
-            "ip_version": 4, "cidr": cidr, "gateway_ip": gw, "enable_dhcp": false}),
-        )
-        .await
-        .expect("create the operator's subnet");
-    let subnet_opt = format!("neutron.subnet.uuid={}", subnet.id);
-    let uuid_opt = format!("neutron.net.uuid={}", neutron_net.id);
-    common::swarm_network_create(
-        |args| a.docker_try(args),
-        &[
-            "-d",
-            &plugin,
-            "--ipam-driver",
-            &plugin,
-            "--subnet",
-            &cidr,
-            "--gateway",
-            &gw,
-            "--ipam-opt",
-            &subnet_opt,
-            "-o",
-            &uuid_opt,
-            &net,
-        ],
-    );
+    let mut create = vec![
+        "-d".to_string(),
+        plugin.to_string(),
+        "--ipam-driver".to_string(),
+        plugin.to_string(),
+        "--subnet".to_string(),
+        cidr.clone(),
+        "--gateway".to_string(),
+        gw.clone(),
+    ];
+    // The operator's overlay network and subnet, which both hosts' L2 reaches. The subnet
+    // is named to the IPAM driver too: the manager reserves the tasks' addresses on it
+    // before any node has the network.
+    let operators = if place == Where::Operators {
+        let net_type = if common::on_ovn() { "geneve" } else { "vxlan" };
+        let neutron_net: Network = n
+            .create(json!({"name": unique("kuryr-mhsw-"), "provider:network_type": net_type}))
+            .await
+            .expect("create an overlay network (ML2 vxlan or geneve type driver)");
+        let subnet: Subnet = n
+            .create(
+                json!({"name": unique("kuryr-mhsw-"), "network_id": neutron_net.id,
+                "ip_version": 4, "cidr": cidr, "gateway_ip": gw, "enable_dhcp": false}),
+            )
+            .await
+            .expect("create the operator's subnet");
+        create.extend([
+            "--ipam-opt".to_string(),
+            format!("neutron.subnet.uuid={}", subnet.id),
+            "-o".to_string(),
+            format!("neutron.net.uuid={}", neutron_net.id),
+        ]);
+        Some((neutron_net, subnet))
+    } else {
+        None
+    };
+    create.push(net.clone());
+    let args: Vec<&str> = create.iter().map(String::as_str).collect();
+    let net_id = common::swarm_network_create(|args| a.docker_try(args), &args);
     assert_eq!(
         a.docker(&["network", "inspect", "-f", "{{.Scope}}", &net]),
         "swarm"
@@ -253,7 +290,7 @@ async fn a_service_spreads_over_two_nodes_pings_across_them_and_leaves_nothing()
         "sleep",
         "600",
     ]);
-    let tasks = wait_until(120, || tasks_are(&hosts, &svc, (2, 2))).unwrap_or_else(|| {
+    let tasks = wait_until(120, || tasks_are(hosts, &svc, (2, 2))).unwrap_or_else(|| {
         panic!(
             "the four tasks never ran two per node: {}",
             a.docker(&[
@@ -266,13 +303,17 @@ async fn a_service_spreads_over_two_nodes_pings_across_them_and_leaves_nothing()
             ])
         )
     });
+    let neutron_net = match &operators {
+        Some((net, _)) => net.id.to_string(),
+        None => common::neutron_network_of(n, &net_id).await,
+    };
 
     // Each task's port is bound to its own host, on the one Neutron network.
-    let all = placed(&hosts, &tasks, &net);
+    let all = placed(hosts, &tasks, &net);
     assert_eq!(all.len(), 4, "{all:?}");
-    ports_become(&n, &neutron_net.id, &all, "four tasks run").await;
+    ports_become(n, &neutron_net, &all, "four tasks run").await;
     let subnets: Vec<Subnet> = n
-        .list(&Filters::new().add("network_id", &neutron_net.id))
+        .list(&Filters::new().add("network_id", &neutron_net))
         .await
         .expect("subnets");
     assert_eq!(subnets.len(), 1, "both hosts share one subnet: {subnets:?}");
@@ -308,16 +349,16 @@ async fn a_service_spreads_over_two_nodes_pings_across_them_and_leaves_nothing()
         (t[0].len() + t[1].len() == 2).then_some(t)
     })
     .expect("the service never ran two tasks after `service scale =2`");
-    let kept = placed(&hosts, &two, &net);
-    ports_become(&n, &neutron_net.id, &kept, "after scaling down to two").await;
+    let kept = placed(hosts, &two, &net);
+    ports_become(n, &neutron_net, &kept, "after scaling down to two").await;
 
     // mh-b drained: its tasks move to mh-a, and nothing of them stays on mh-b.
     let b_node = b.docker(&["info", "--format", "{{.Swarm.NodeID}}"]);
     a.docker(&["node", "update", "--availability", "drain", &b_node]);
-    let moved = wait_until(120, || tasks_are(&hosts, &svc, (2, 0)))
+    let moved = wait_until(120, || tasks_are(hosts, &svc, (2, 0)))
         .expect("mh-b's tasks never moved to mh-a after the drain");
-    let on_a = placed(&hosts, &moved, &net);
-    ports_become(&n, &neutron_net.id, &on_a, "after draining mh-b").await;
+    let on_a = placed(hosts, &moved, &net);
+    ports_become(n, &neutron_net, &on_a, "after draining mh-b").await;
     no_veths_left(b);
     let (ip0, ip1) = (ip_of(a, &moved[0][0], &net), ip_of(a, &moved[0][1], &net));
     assert!(
@@ -328,6 +369,7 @@ async fn a_service_spreads_over_two_nodes_pings_across_them_and_leaves_nothing()
         ping(a, &moved[0][1], &ip0),
         "moved tasks cannot reach each other"
     );
+    a.docker(&["node", "update", "--availability", "active", &b_node]);
 
     // The service and the network removed: nothing in Neutron, nothing on either host.
     a.docker(&["service", "rm", &svc]);
@@ -338,12 +380,20 @@ async fn a_service_spreads_over_two_nodes_pings_across_them_and_leaves_nothing()
             .then_some(())
     });
     assert!(gone.is_some(), "docker network rm {net} never succeeded");
-    ports_become(&n, &neutron_net.id, &BTreeSet::new(), "after removal").await;
-    // The operator's subnet stays, without kuryr's tag; the pool kuryr made goes.
+    ports_become(n, &neutron_net, &BTreeSet::new(), "after removal").await;
+    // The operator's subnet stays, without kuryr's tag; kuryr's own network goes with its
+    // subnet; the pool kuryr made goes.
     let mut left = (Vec::new(), Vec::new());
+    let settled = |l: &(Vec<Subnet>, Vec<SubnetPool>)| {
+        l.1.is_empty()
+            && match &operators {
+                Some((_, s)) => l.0.len() == 1 && l.0[0].id == s.id && l.0[0].tags.is_empty(),
+                None => l.0.is_empty(),
+            }
+    };
     for _ in 0..60 {
         let subnets: Vec<Subnet> = n
-            .list(&Filters::new().add("network_id", &neutron_net.id))
+            .list(&Filters::new().add("network_id", &neutron_net))
             .await
             .expect("subnets");
         let pools: Vec<SubnetPool> = n.list(&Filters::new()).await.expect("pools");
@@ -354,32 +404,44 @@ async fn a_service_spreads_over_two_nodes_pings_across_them_and_leaves_nothing()
                 .filter(|p| p.prefixes.contains(&cidr))
                 .collect(),
         );
-        if left.0.len() == 1 && left.0[0].tags.is_empty() && left.1.is_empty() {
+        if settled(&left) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
-    assert!(
-        left.0.len() == 1 && left.0[0].id == subnet.id && left.0[0].tags.is_empty(),
-        "the operator's subnet, untagged, is not all that is left: {:?}",
-        left.0
-    );
-    assert!(left.1.is_empty(), "kuryr's pool left: {:?}", left.1);
-    for h in &hosts {
+    assert!(settled(&left), "left in Neutron (subnets, pools): {left:?}");
+    for h in hosts {
         let dropped = wait_until(60, || {
             (!h.docker_try(&["network", "inspect", &net]).status.success()).then_some(())
         });
         assert!(dropped.is_some(), "host {} keeps network {net}", h.name);
         no_veths_left(h);
     }
-    // The operator's network was adopted, not made: kuryr leaves it, without its tags.
-    let still: Network = n.get(&neutron_net.id).await.expect("adopted network kept");
+    // Docker forgets the network before its driver's DeleteNetwork is done: wait for it.
+    // Adopted, not made: kuryr leaves it, without its tags (the test removes it); kuryr's
+    // own goes.
+    let mut last = None;
+    for _ in 0..60 {
+        let got = n.get::<Network>(&neutron_net).await;
+        let done = match (&operators, &got) {
+            (Some(_), Ok(still)) => still.tags.iter().all(|t| !t.starts_with("kuryr")),
+            (None, Err(e)) => e.is_not_found(),
+            _ => false,
+        };
+        if done {
+            last = None;
+            break;
+        }
+        last = Some(got);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
     assert!(
-        still.tags.iter().all(|t| !t.starts_with("kuryr")),
-        "{:?}",
-        still.tags
+        last.is_none(),
+        "the network is not as kuryr should leave it: {last:?}"
     );
-    n.delete::<Network>(&neutron_net.id)
-        .await
-        .expect("delete the test's network");
+    if let Some((theirs, _)) = operators {
+        n.delete::<Network>(&theirs.id)
+            .await
+            .expect("delete the test's network");
+    }
 }
