@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 /// With `port_pool_size`, an ADD takes a port the pool made before it (bound to this
 /// host already, so the ADD asks Neutron nothing: src/cni/tests.rs counts the requests),
 /// the port becomes the attachment's after the answer, and a DEL right after the ADD,
-/// before that, still takes it away.
+/// before that, still takes it away. A DEL gives its port back to the pool (or deletes
+/// it) after the answer: what stays is the pool.
 #[tokio::test]
 async fn with_a_port_pool_adds_take_pool_ports_and_dels_leave_only_the_pool() {
     let mut k = Kuryr::at(tempfile::tempdir().unwrap().keep().join("k.sock"))
@@ -97,7 +98,7 @@ async fn with_a_port_pool_adds_take_pool_ports_and_dels_leave_only_the_pool() {
             k.log_text()
         );
     }
-    assert!(!left.iter().any(|p| p.id == taken), "b's port stayed");
+    // b's port went back to the pool (a free pool port, checked above) or was deleted.
     assert!(common::host_links(&kuryr::names::host_veth(&taken)).is_empty());
     k.stop();
     net.remove().await;

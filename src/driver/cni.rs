@@ -96,6 +96,13 @@ impl Driver {
 
     /// Unplugs and deletes a port of an attachment; gone already is fine.
     pub(super) async fn cni_remove(&self, port: &Port, a: &Attach) -> Result<()> {
+        self.cni_unplug(port, a).await?;
+        self.neutron.delete_if_exists::<Port>(&port.id).await?;
+        Ok(())
+    }
+
+    /// The attachment's interfaces and kuryr's floating IP go; the port stays.
+    async fn cni_unplug(&self, port: &Port, a: &Attach) -> Result<()> {
         if let Some(ns) = &a.netns {
             // The host end goes below and takes its peer with it; the container end is
             // deleted first only so that a namespace kept by the runtime is clean at once.
@@ -110,12 +117,17 @@ impl Driver {
         super::binder::veth()
             .unplug(self, port, &cni_alias(a))
             .await?;
-        self.neutron.delete_if_exists::<Port>(&port.id).await?;
         Ok(())
     }
 
     /// CNI DEL: everything of the attachment goes; nothing there is success.
     pub async fn cni_del(&self, a: &Attach) -> Result<()> {
+        self.cni_detach(a, true).await
+    }
+
+    /// An attachment's interfaces go, and its ports: with `recycle` and the pool, back to
+    /// the pool (or deleted) after the answer; else deleted before it.
+    async fn cni_detach(&self, a: &Attach, recycle: bool) -> Result<()> {
         let _g = self
             .locks
             .lock(&format!("cni:{}:{}", a.container_id, a.ifname))
@@ -124,10 +136,23 @@ impl Driver {
             // Bookkeeping not written yet is not needed any more.
             self.background.cancel(&p.id);
             self.background.settle(&p.id).await;
-            if let Ok(mut m) = self.unwritten.lock() {
-                m.remove(&p.id);
+            let as_made = self.unwritten.lock().ok().and_then(|mut m| m.remove(&p.id));
+            self.cni_unplug(&p, a).await?;
+            // With the pool, the port goes back to it (or is deleted) after the answer, as
+            // a Docker container's does: the runtime does not wait on Neutron.
+            // An attachment's port is kuryr's (made by ADD or taken from the pool), though
+            // its CNI tags replace the tags `kuryr_made` looks for.
+            let ours = p.device_owner == names::DEVICE_OWNER
+                && !p.tags.iter().any(|t| t == names::TAG_PORT_EXISTING);
+            if recycle && self.port_pool.enabled() && ours && p.host_id == self.cfg.host {
+                let (pool, neutron) = (self.port_pool.clone(), self.neutron.clone());
+                let port = as_made.unwrap_or(p);
+                self.background.spawn(&port.id.clone(), async move {
+                    pool.give_back(&neutron, port).await;
+                });
+            } else {
+                self.neutron.delete_if_exists::<Port>(&p.id).await?;
             }
-            self.cni_remove(&p, a).await?;
         }
         Ok(())
     }
@@ -280,7 +305,8 @@ impl Driver {
                 netns: None,
                 conf_name: conf_name.to_string(),
             };
-            match self.cni_del(&a).await {
+            // Ports of containers gone go at once: GC is not on a container's path.
+            match self.cni_detach(&a, false).await {
                 Ok(()) => removed.push(h),
                 Err(e) => errors.push(e),
             }
