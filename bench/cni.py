@@ -186,8 +186,9 @@ def write(a, drivers, rss):
           "host before, plugs it and answers; the port's name, `device_id` and tags are written "
           "after the answer, and the pool is refilled in the background. Without the pool the "
           "ADD creates its port (bound, tagged) before it answers, which is most of its time. A "
-          "DEL deletes the attachment's port in Neutron before it answers, with or without the "
-          "pool. The container end of the veth is made inside the namespace, not moved there "
+          "DEL removes the interfaces and looks the port up; without the pool it deletes the "
+          "port before it answers, with the pool it gives the port back (or deletes it) after "
+          "the answer. The container end of the veth is made inside the namespace, not moved there "
           "(a move waits for an RCU grace period, about 35 ms here).", ""]
     if "OVN" in a.backend:
         L[-1:-1] = ["On ML2/OVN a pooled ADD also runs `ovs-vsctl add-port` on br-int, which waits "
