@@ -378,15 +378,19 @@ impl Driver {
                 tracing::warn!(subnet = %s.id, error = %e, "could not delete subnet (in use?)");
             }
         } else if s.tags.iter().any(|t| t == pool_id) {
-            // A user's subnet: kuryr's reservations still on it (a swarm manager's, whose
-            // releases may come after this pool's) go with the pool, as they would with a
-            // subnet of kuryr's, unless another host still uses it with this pool.
-            if self.subnet_used_elsewhere(s).await? {
+            // A user's subnet: it keeps the pool's tag while another host uses it with
+            // this pool. On a swarm network, kuryr's reservations still on it (the
+            // manager's, whose releases may come after this pool's) go with the pool, as
+            // they would with a subnet of kuryr's.
+            let (elsewhere, swarm) = self.subnet_users(s).await?;
+            if elsewhere {
                 tracing::info!(subnet = %s.id, "still used by another Docker network (another host?): kept");
                 return Ok(false);
             }
-            self.sweep_ports(Filters::new().add("fixed_ips", format!("subnet_id={}", s.id)))
-                .await;
+            if swarm {
+                self.sweep_ports(Filters::new().add("fixed_ips", format!("subnet_id={}", s.id)))
+                    .await;
+            }
             self.neutron.remove_tag::<Subnet>(&s.id, pool_id).await?;
         }
         Ok(true)
@@ -395,9 +399,15 @@ impl Driver {
     /// Whether a Docker network this host does not know of (another host's) names the
     /// subnet's Neutron network.
     async fn subnet_used_elsewhere(&self, s: &Subnet) -> Result<bool> {
+        Ok(self.subnet_users(s).await?.0)
+    }
+
+    /// Whether another host uses the subnet's Neutron network (as in
+    /// `subnet_used_elsewhere`), and whether that network is a swarm network's.
+    async fn subnet_users(&self, s: &Subnet) -> Result<(bool, bool)> {
         let net: Network = match self.neutron.get(&s.network_id).await {
             Ok(n) => n,
-            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) if e.is_not_found() => return Ok((false, false)),
             Err(e) => return Err(e.into()),
         };
         // This host's Docker networks on it, as far as this process knows them.
@@ -405,15 +415,15 @@ impl Driver {
             .cache
             .networks
             .keys_where(|ni| ni.neutron_id == s.network_id);
-        if names::used_by_other_docker_networks(&net.name, &net.tags, &ours) {
-            return Ok(true);
-        }
         // A swarm network has one id on every node: another node's tasks are the sign.
         let swarm = net.tags.iter().any(|t| {
             t.strip_prefix(names::TAG_LOW)
                 .is_some_and(crate::protocol::is_swarm_id)
         });
-        Ok(swarm && self.other_nodes_on(&net.id).await?)
+        if names::used_by_other_docker_networks(&net.name, &net.tags, &ours) {
+            return Ok((true, swarm));
+        }
+        Ok((swarm && self.other_nodes_on(&net.id).await?, swarm))
     }
 }
 

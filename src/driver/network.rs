@@ -477,6 +477,17 @@ impl Driver {
                 .list(&Filters::new().add("network_id", &info.neutron_id))
                 .await?
         };
+        // A swarm network on a user's subnet: kuryr's reservations on it (the manager's,
+        // whose releases may come after this) go, as on a subnet of kuryr's.
+        if crate::protocol::is_swarm_id(id) {
+            for s in subnets
+                .iter()
+                .filter(|s| !s.name.starts_with(names::SUBNET_NAME_PREFIX))
+            {
+                self.sweep_ports(Filters::new().add("fixed_ips", format!("subnet_id={}", s.id)))
+                    .await;
+            }
+        }
         for s in subnets
             .iter()
             .filter(|s| s.name.starts_with(names::SUBNET_NAME_PREFIX))
