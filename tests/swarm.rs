@@ -56,16 +56,7 @@ impl Drop for Cleanup {
 
 /// The service's task containers, when `n` of them run.
 fn tasks(service: &str, n: usize) -> Option<Vec<String>> {
-    let filter = format!("label=com.docker.swarm.service.name={service}");
-    let ids = engine_ok(&[
-        "ps",
-        "-q",
-        "--filter",
-        &filter,
-        "--filter",
-        "status=running",
-    ]);
-    let ids: Vec<String> = ids.lines().map(str::to_string).collect();
+    let ids = common::running_tasks(engine_ok, service);
     (ids.len() == n).then_some(ids)
 }
 

@@ -52,18 +52,7 @@ impl Drop for ServiceUndo<'_> {
 
 /// The running task containers of `service` on host `h`.
 fn tasks_on(h: &Host, service: &str) -> Vec<String> {
-    let filter = format!("label=com.docker.swarm.service.name={service}");
-    h.docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &filter,
-        "--filter",
-        "status=running",
-    ])
-    .lines()
-    .map(str::to_string)
-    .collect()
+    common::running_tasks(|args| h.docker(args), service)
 }
 
 /// The running tasks per host once they are `want` (a, b), else None.

@@ -1142,22 +1142,30 @@ async fn a_swarm_network_takes_over_the_addresses_its_manager_reserved() {
     assert_eq!(port_of(&t, &addr)["network_id"], nets[0]["id"]);
     assert_eq!(port_of(&t, &addr)["device_owner"], names::DEVICE_OWNER);
     // Removal, node then manager, each releasing what it asked for: nothing is left.
-    t.ok("NetworkDriver.DeleteEndpoint", &ep(ep_ref(EP))).await;
+    swarm_removal(&t, &pool_id, &addr).await;
+    for c in ["networks", "subnets", "subnetpools", "ports"] {
+        assert_eq!(t.neutron.count(c), 0, "{c} left");
+    }
+}
+
+/// A single-node swarm's removal of endpoint EP at `addr` on SWARM_NET: the node's
+/// DeleteEndpoint, ReleaseAddress, DeleteNetwork and ReleasePool, then the manager's
+/// ReleaseAddress and ReleasePool.
+async fn swarm_removal(t: &TestDriver, pool_id: &str, addr: &str) {
+    let mut gone = ep_ref(EP);
+    gone["NetworkID"] = json!(SWARM_NET);
+    t.ok("NetworkDriver.DeleteEndpoint", &gone).await;
     let release = json!({"PoolID": pool_id, "Address": addr});
+    let pool = json!({"PoolID": pool_id});
     t.ok("IpamDriver.ReleaseAddress", &release).await;
     t.ok(
         "NetworkDriver.DeleteNetwork",
         &json!({"NetworkID": SWARM_NET}),
     )
     .await;
-    t.ok("IpamDriver.ReleasePool", &json!({"PoolID": pool_id}))
-        .await;
+    t.ok("IpamDriver.ReleasePool", &pool).await;
     t.ok("IpamDriver.ReleaseAddress", &release).await;
-    t.ok("IpamDriver.ReleasePool", &json!({"PoolID": pool_id}))
-        .await;
-    for c in ["networks", "subnets", "subnetpools", "ports"] {
-        assert_eq!(t.neutron.count(c), 0, "{c} left");
-    }
+    t.ok("IpamDriver.ReleasePool", &pool).await;
 }
 
 #[tokio::test]
@@ -1242,21 +1250,7 @@ async fn a_swarm_network_on_a_users_subnet_reserves_there_and_adopts_it() {
     assert_eq!(t.neutron.count("ports"), 1);
     assert_eq!(port_of(&t, &addr)["device_owner"], names::DEVICE_OWNER);
     // Removal: the ports and the pool go; the user's network and subnet stay, untagged.
-    let mut gone = ep_ref(EP);
-    gone["NetworkID"] = json!(SWARM_NET);
-    t.ok("NetworkDriver.DeleteEndpoint", &gone).await;
-    let release = json!({"PoolID": pool_id, "Address": addr});
-    t.ok("IpamDriver.ReleaseAddress", &release).await;
-    t.ok(
-        "NetworkDriver.DeleteNetwork",
-        &json!({"NetworkID": SWARM_NET}),
-    )
-    .await;
-    t.ok("IpamDriver.ReleasePool", &json!({"PoolID": pool_id}))
-        .await;
-    t.ok("IpamDriver.ReleaseAddress", &release).await;
-    t.ok("IpamDriver.ReleasePool", &json!({"PoolID": pool_id}))
-        .await;
+    swarm_removal(&t, &pool_id, &addr).await;
     assert_eq!(t.neutron.count("ports"), 0, "{:?}", t.neutron.all("ports"));
     assert_eq!(t.neutron.count("subnetpools"), 0);
     assert_eq!(t.neutron.all("networks").len(), 1);

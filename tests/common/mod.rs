@@ -589,6 +589,23 @@ pub fn swarm_network_create(engine: impl Fn(&[&str]) -> Output, args: &[&str]) -
     })
 }
 
+/// The running task containers of swarm service `service`, as `docker` (one engine's CLI)
+/// lists them.
+pub fn running_tasks(docker: impl Fn(&[&str]) -> String, service: &str) -> Vec<String> {
+    let filter = format!("label=com.docker.swarm.service.name={service}");
+    docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &filter,
+        "--filter",
+        "status=running",
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
 /// Fails loudly when dockerd is not there.
 pub fn require_docker() {
     let out = docker_try(&["version", "--format", "{{.Server.Version}}"]);
@@ -609,9 +626,14 @@ pub fn test_netns() -> Option<String> {
 
 /// Host interfaces whose name starts with `prefix` (on the host under test).
 pub fn host_links(prefix: &str) -> Vec<String> {
+    links_in(test_netns().as_deref(), prefix)
+}
+
+/// Interfaces of network namespace `netns` (None: this one) whose name starts with `prefix`.
+pub fn links_in(netns: Option<&str>, prefix: &str) -> Vec<String> {
     let mut cmd = Command::new("ip");
-    if let Some(ns) = test_netns() {
-        cmd.args(["-n", &ns]);
+    if let Some(ns) = netns {
+        cmd.args(["-n", ns]);
     }
     let out = cmd.args(["-o", "link", "show"]).output().expect("ip link");
     String::from_utf8_lossy(&out.stdout)

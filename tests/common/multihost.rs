@@ -86,16 +86,7 @@ impl Host {
 
     /// Interfaces of this host whose name starts with `prefix`.
     pub fn links(&self, prefix: &str) -> Vec<String> {
-        let out = Command::new("ip")
-            .args(["-n", &self.netns(), "-o", "link", "show"])
-            .output()
-            .expect("ip link");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .filter(|n| n.starts_with(prefix))
-            .collect()
+        super::links_in(Some(&self.netns()), prefix)
     }
 }
 
