@@ -149,7 +149,8 @@ async fn a_service_spreads_over_two_nodes_pings_across_them_and_leaves_nothing()
     let mut etcs = Vec::new();
     for h in &hosts {
         let (host_line, ovs) = multihost::host_line(&dir, h.h);
-        let etc = tempfile::tempdir().expect("tempdir");
+        // Under the host's directory: its Docker 28 engine sees it at the same path.
+        let etc = tempfile::tempdir_in(format!("{dir}/{}", h.h)).expect("tempdir");
         std::fs::write(
             etc.path().join("kuryr.conf"),
             format!(

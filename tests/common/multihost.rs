@@ -1,7 +1,9 @@
 //! The multihost profile of `scripts/devenv`: two Docker hosts, mh-a and mh-b, each a
 //! network namespace (kmh-a, kmh-b) with its own dockerd, plugin directory and L2 agent
 //! (on ML2/OVN its own Open vSwitch and ovn-controller), joined by an underlay veth
-//! (10.99.0.1 - 10.99.0.2).
+//! (10.99.0.1 - 10.99.0.2). With the engine3 profile up, each host also runs a second
+//! dockerd of that profile's release (28.x); `KURYR_TEST_MULTIHOST_ENGINE=engine3` makes
+//! the tests drive those instead of the Debian 12 ones.
 
 use std::process::{Command, Output};
 
@@ -29,7 +31,7 @@ impl Host {
             name: if h == "a" { "mh-a" } else { "mh-b" },
             h,
             binding,
-            sock: format!("{dir}/{h}/docker.sock"),
+            sock: engine_sock(dir, h),
             kuryr: None,
         }
     }
@@ -94,13 +96,24 @@ impl Host {
 pub fn multihost_dir() -> String {
     let dir = super::devenv_path("KURYR_TEST_MULTIHOST");
     for h in ["a", "b"] {
-        let sock = format!("{dir}/{h}/docker.sock");
+        let sock = engine_sock(&dir, h);
         assert!(
             std::path::Path::new(&sock).exists(),
-            "{sock} missing: start the two-host profile with `scripts/devenv multihost` (scripts/test does)"
+            "{sock} missing: start the two-host profile with `scripts/devenv multihost` \
+             (and `engine3` for its second engines; scripts/test does)"
         );
     }
     dir
+}
+
+/// Host `h`'s API socket of the engine under test: the profile's Debian 12 dockerd, or
+/// with `KURYR_TEST_MULTIHOST_ENGINE=engine3` its dockerd of engine3's release.
+fn engine_sock(dir: &str, h: &str) -> String {
+    match std::env::var("KURYR_TEST_MULTIHOST_ENGINE").as_deref() {
+        Ok("engine3") => format!("{dir}/{h}/engine3/docker.sock"),
+        Ok("") | Err(_) => format!("{dir}/{h}/docker.sock"),
+        Ok(other) => panic!("KURYR_TEST_MULTIHOST_ENGINE={other}: only engine3 is known"),
+    }
 }
 
 /// Host `h`'s kuryr.conf `[DEFAULT]` host line and (on OVN) its OVS_RUNDIR. Each host's

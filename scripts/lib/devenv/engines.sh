@@ -34,6 +34,41 @@ e2_mirror() {
 
 engine_ok() { DOCKER_HOST="unix://$DIR/$1/root/run/$1/docker.sock" "$DOCKER" version >/dev/null 2>&1; }
 
+# pivot_dockerd SERVICE LOG ROOT PLUGINS NETNS BIND DOCKERD_ARGS...: the dockerd of the
+# Debian root ROOT as service SERVICE, in a mount namespace of its own whose root *is*
+# ROOT (pivot_root, not chroot: under a chroot runc would give containers the host's
+# root). The host's /proc, /sys, /dev and its plugin directory PLUGINS (as
+# /run/docker/plugins) are bound in first, and the host's directory BIND (if not empty)
+# at the same path; every mount stays in that namespace and goes with it. NETNS (if not
+# empty) is the network namespace it runs in. Paths in DOCKERD_ARGS are ROOT's (or BIND's).
+pivot_dockerd() {
+  local name=$1 logf=$2 root=$3 plugins=$4 netns=$5 bind=$6
+  shift 6
+  local enter=()
+  # nsenter, not `ip netns exec`: the latter remounts /sys, hiding the cgroup mounts
+  # dockerd needs.
+  if [ -n "$netns" ]; then enter=(nsenter --net="/run/netns/$netns"); fi
+  # shellcheck disable=SC2016 # $1.. are the inner sh's own arguments, expanded by it
+  start_bg "$name" "$logf" "${enter[@]}" unshare --mount --propagation private sh -c '
+    set -e
+    r=$1 plugins=$2 bind=$3
+    shift 3
+    mount --bind "$r" "$r"
+    mount --rbind /proc "$r/proc"
+    mount --rbind /sys "$r/sys"
+    mount --rbind /dev "$r/dev"
+    mount --bind "$plugins" "$r/run/docker/plugins"
+    if [ -n "$bind" ]; then
+      mkdir -p "$r$bind"
+      mount --bind "$bind" "$r$bind"
+    fi
+    cd "$r"
+    pivot_root . .oldroot
+    cd /
+    umount -l /.oldroot
+    exec dockerd "$@"' sh "$root" "$plugins" "$bind" "$@"
+}
+
 # engine_up NAME SUITE BRIDGE BRIDGE_CIDR [EXEC_ROOT]: Debian SUITE's docker.io as engine
 # NAME, its root at $DIR/NAME/root, its API socket at <root>/run/NAME/docker.sock, its
 # exec-root EXEC_ROOT (default /run/NAME/exec) inside its root.
@@ -68,28 +103,10 @@ engine_up() {
     # Pid files of an engine that was killed stay in its root; dockerd trusts one whose
     # pid the host has since reused, and waits for a containerd that is not there.
     rm -f "$sock" "$root/run/$name/dockerd.pid" "$exec_host/containerd/containerd.pid"
-    # In a mount namespace of its own whose root *is* the Debian root (pivot_root, not
-    # chroot: under a chroot runc would give containers the host's root). The host's
-    # /proc, /sys, /dev and plugin directory are bound in first; every mount stays in
-    # that namespace and goes with it. The API socket is a file of the root's own disk,
-    # so the host reaches it at $sock.
-    # shellcheck disable=SC2016 # $1.. are the inner sh's own arguments, expanded by it
-    start_bg "$name-dockerd" "$DIR/log/$name-dockerd.log" \
-      unshare --mount --propagation private sh -c '
-        set -e
-        r=$1
-        mount --bind "$r" "$r"
-        mount --rbind /proc "$r/proc"
-        mount --rbind /sys "$r/sys"
-        mount --rbind /dev "$r/dev"
-        mount --bind /run/docker/plugins "$r/run/docker/plugins"
-        cd "$r"
-        pivot_root . .oldroot
-        cd /
-        umount -l /.oldroot
-        exec dockerd --data-root /var/lib/docker --exec-root "$4" \
-          --pidfile "/run/$3/dockerd.pid" -H "unix:///run/$3/docker.sock" \
-          --bridge="$2" --iptables=false --ip6tables=false' sh "$root" "$bridge" "$name" "$exec"
+    # The API socket is a file of the root's own disk: the host reaches it at $sock.
+    pivot_dockerd "$name-dockerd" "$DIR/log/$name-dockerd.log" "$root" /run/docker/plugins "" "" \
+      --data-root /var/lib/docker --exec-root "$exec" --pidfile "/run/$name/dockerd.pid" \
+      -H "unix:///run/$name/docker.sock" --bridge="$bridge" --iptables=false --ip6tables=false
   fi
   wait_for 60 engine_ok "$name" || die "Docker engine $name did not start: see $DIR/log/$name-dockerd.log"
   DOCKER_HOST="unix://$sock" import_image
@@ -100,7 +117,11 @@ up_engine2() { engine_up engine2 trixie "$E2_BRIDGE" 172.30.250.1/24; }
 # engine3 keeps Docker's default exec-root (in its own root): sandbox keys are
 # /var/run/docker/netns/<id> as on a real host, the form the Python reference accepts
 # (tests/swap.rs runs on this engine too).
-up_engine3() { engine_up engine3 forky "$E3_BRIDGE" 172.30.252.1/24 /var/run/docker; }
+up_engine3() {
+  engine_up engine3 forky "$E3_BRIDGE" 172.30.252.1/24 /var/run/docker
+  # The multihost hosts' engines of this release, when those hosts are up.
+  if mh_docker_ok a && mh_docker_ok b; then up_multihost_engine3; fi
+}
 
 engine_status() { # engine_status NAME
   local sock=$DIR/$1/root/run/$1/docker.sock

@@ -16,7 +16,7 @@ mh_services() {
   echo mh-relay-neutron mh-relay-rabbit
   echo mh-relay-neutron-ovn
   for h in "${MH_HOSTS[@]}"; do
-    echo "mh-$h-dockerd mh-$h-agent mh-$h-relay-neutron mh-$h-relay-rabbit"
+    echo "mh-$h-dockerd mh-$h-dockerd3 mh-$h-agent mh-$h-relay-neutron mh-$h-relay-rabbit"
     echo "mh-$h-ovn-controller mh-$h-vswitchd mh-$h-ovsdb mh-$h-relay-neutron-ovn"
   done
 }
@@ -31,6 +31,9 @@ mh_ovn_alive() { # mh_ovn_alive HOST: the OVN Neutron lists that host's chassis 
   [[ $body =~ \"alive\":\ *true ]]
 }
 mh_docker_ok() { DOCKER_HOST="unix://$MH_DIR/$1/docker.sock" "$DOCKER" version >/dev/null 2>&1; }
+# Each host's second engine (with engine3 up): that profile's Docker release.
+mh3_sock() { echo "$MH_DIR/$1/engine3/docker.sock"; }
+mh3_docker_ok() { DOCKER_HOST="unix://$(mh3_sock "$1")" "$DOCKER" version >/dev/null 2>&1; }
 
 up_multihost() {
   mkdir -p "$MH_DIR"
@@ -117,7 +120,34 @@ MHEOF
     wait_agent "Linux bridge agent" "mh-$h" "$DIR/log/mh-$h-agent.log"
   done
   if running neutron-ovn; then up_multihost_ovn; fi
+  if engine_ok engine3; then up_multihost_engine3; fi
   log "multihost profile ready: hosts mh-a, mh-b (namespaces kmh-a, kmh-b; docker -H unix://$MH_DIR/<a|b>/docker.sock)"
+}
+
+# Each host's second Docker engine: engine3's release (28.x), run from engine3's root as
+# that root's own (pivot_dockerd) in the host's namespace, beside its Debian 12 engine.
+# Same plugin directory (kuryr's socket), its own data-root, exec-root and API socket,
+# all under $MH_DIR/<h>/engine3; $MH_DIR/<h> is at the same path inside the root, so
+# a path a test gives it (a plugin's config, the host's Open vSwitch) means the same.
+up_multihost_engine3() {
+  local h d
+  for h in "${MH_HOSTS[@]}"; do
+    d=$MH_DIR/$h/engine3
+    mkdir -p "$d"
+    if ! mh3_docker_ok "$h"; then
+      log "starting the Docker 28 engine of host mh-$h (unix://$(mh3_sock "$h"))"
+      # Pid files of an engine that was killed (see engine_up).
+      rm -f "$d/docker.sock" "$d/dockerd.pid" "$d/exec/containerd/containerd.pid"
+      pivot_dockerd "mh-$h-dockerd3" "$DIR/log/mh-$h-dockerd3.log" "$E3_ROOT" "$MH_DIR/$h/plugins" \
+        "kmh-$h" "$MH_DIR/$h" --data-root "$d/docker" --exec-root "$d/exec" --pidfile "$d/dockerd.pid" \
+        -H "unix://$d/docker.sock" --bridge=none --iptables=false --ip6tables=false
+    fi
+  done
+  for h in "${MH_HOSTS[@]}"; do
+    wait_for 60 mh3_docker_ok "$h" || die "the Docker 28 engine of mh-$h did not start: see $DIR/log/mh-$h-dockerd3.log"
+    DOCKER_HOST="unix://$(mh3_sock "$h")" import_image
+  done
+  log "multihost hosts run Docker $(DOCKER_HOST="unix://$(mh3_sock a)" "$DOCKER" version --format '{{.Server.Version}}') too (docker -H unix://$MH_DIR/<a|b>/engine3/docker.sock)"
 }
 
 # Each host as an OVN chassis of the ovn profile's Neutron (see the header).
@@ -199,7 +229,10 @@ status_multihost() {
     if running "$name"; then
       printf '%-18s running (pid %s)\n' "$name" "$(cat "$(pidfile "$name")")"
     else
-      printf '%-18s stopped (profile: scripts/devenv multihost)\n' "$name"
+      case $name in
+        *-dockerd3) printf '%-18s stopped (profiles: scripts/devenv multihost engine3)\n' "$name" ;;
+        *) printf '%-18s stopped (profile: scripts/devenv multihost)\n' "$name" ;;
+      esac
     fi
   done
 }
