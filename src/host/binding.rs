@@ -294,7 +294,13 @@ impl Binder {
                     let short = ctx.port_id.get(..11).unwrap_or(&ctx.port_id);
                     let qvo = format!("qvo{short}");
                     let mut errors = Vec::new();
-                    let del = ["--if-exists".into(), "del-port".into(), br, qvo];
+                    let del = [
+                        "--no-wait".into(),
+                        "--if-exists".into(),
+                        "del-port".into(),
+                        br,
+                        qvo,
+                    ];
                     if let Err(e) = run(&ovs, &del).await {
                         errors.push(e);
                     }
@@ -308,6 +314,8 @@ impl Binder {
                     run(
                         &ovs,
                         &[
+                            // As add-port: the veth goes next, whenever vswitchd acts.
+                            "--no-wait".into(),
                             "--if-exists".into(),
                             "del-port".into(),
                             br,
@@ -334,8 +342,14 @@ impl Binder {
     }
 }
 
+/// `--no-wait`: ovsdb-server's commit is the answer, as os-vif's (ovsdbapp) is, not
+/// ovs-vswitchd's reconfiguration after it (40-60 ms a port on the userspace datapath,
+/// on every start). Nothing kuryr does next needs the datapath port: Docker moves the
+/// container end, and "ACTIVE" (`vif_plugging_is_fatal`) comes only once the agent or
+/// ovn-controller has seen the port in the datapath.
 fn ovs_add_port_args(br: &str, iface: &str, ctx: &BindContext, vm_key: &str) -> Vec<String> {
     vec![
+        "--no-wait".into(),
         "--may-exist".into(),
         "add-port".into(),
         br.into(),
@@ -445,5 +459,7 @@ mod tests {
         assert!(a.contains(&"external_ids:iface-id=p".to_string()));
         assert!(a.contains(&"external_ids:vm-uuid=e".to_string()));
         assert!(a.contains(&"external_ids:owner=kuryr".to_string()));
+        // A start does not wait for ovs-vswitchd's reconfiguration (see the function).
+        assert_eq!(a[0], "--no-wait");
     }
 }
