@@ -282,7 +282,7 @@ async fn network_made_on_one_host_is_used_from_the_other(n: &Neutron, hosts: &[H
 
 /// `kuryr gc` (without --apply: a report) of host `h`, in its namespace, against its
 /// dockerd; fails the test if gc fails.
-fn gc_on(dir: &str, h: &'static str) -> String {
+fn gc_on(dir: &str, h: &str) -> String {
     let (conf, ovs) = host_conf(dir, h);
     let conf_dir = tempfile::tempdir().unwrap();
     let path = conf_dir.path().join("kuryr.conf");
@@ -292,7 +292,7 @@ fn gc_on(dir: &str, h: &'static str) -> String {
         .arg(env!("CARGO_BIN_EXE_kuryr"))
         .args(["gc", "--grace-seconds", "0", "--config-file"])
         .arg(&path)
-        .args(["--docker-socket", &Host::new(dir, h).sock]);
+        .args(["--docker-socket", &multihost::engine_sock(dir, h)]);
     if let Some(ovs) = ovs {
         cmd.env("OVS_RUNDIR", ovs);
     }

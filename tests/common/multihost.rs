@@ -108,7 +108,7 @@ pub fn multihost_dir() -> String {
 
 /// Host `h`'s API socket of the engine under test: the profile's Debian 12 dockerd, or
 /// with `KURYR_TEST_MULTIHOST_ENGINE=engine3` its dockerd of engine3's release.
-fn engine_sock(dir: &str, h: &str) -> String {
+pub fn engine_sock(dir: &str, h: &str) -> String {
     match std::env::var("KURYR_TEST_MULTIHOST_ENGINE").as_deref() {
         Ok("engine3") => format!("{dir}/{h}/engine3/docker.sock"),
         Ok("") | Err(_) => format!("{dir}/{h}/docker.sock"),
