@@ -99,41 +99,47 @@ impl Driver {
     /// A port bound to this host with an address on each kuryr subnet of the network:
     /// from the pool (no request), else created bound (one request).
     async fn bound_port(&self, subnet: &Subnet) -> Result<Port> {
-        let subnets = self.kuryr_subnets(subnet).await?;
+        let (subnets, groups) = self.kuryr_subnets(subnet).await?;
+        let ask = super::port_pool::PoolAsk {
+            subnets: &subnets,
+            groups: &groups,
+        };
         if self.port_pool.enabled() {
-            let pooled = self.port_pool.take(&self.neutron, &subnets).await;
+            let pooled = self.port_pool.take(&self.neutron, ask).await;
             // Keep the pool topped up, off this call's path.
-            self.port_pool.refill(&self.neutron, &subnets);
+            self.port_pool.refill(&self.neutron, ask);
             if let Some(p) = pooled {
                 return Ok(p);
             }
         }
-        let body =
-            self.port_pool
-                .bound_body(names::UNBOUND_PORT_NAME, &subnet.network_id, &subnets);
+        let body = self
+            .port_pool
+            .bound_body(names::UNBOUND_PORT_NAME, &subnet.network_id, ask);
         Ok(self.neutron.create(body).await?)
     }
 
     /// The kuryr subnets of the subnet's network, one per IP version: what a bound port
-    /// gets an address on.
-    async fn kuryr_subnets(&self, subnet: &Subnet) -> Result<Vec<Subnet>> {
+    /// gets an address on; and the network's security groups, which it gets too.
+    async fn kuryr_subnets(&self, subnet: &Subnet) -> Result<(Vec<Subnet>, Vec<String>)> {
         let net = &subnet.network_id;
         let known = self
             .cache
             .networks
             .find(|ni| ni.neutron_id == *net)
-            .map(|ni| ni.subnets);
-        let all = match known {
+            .map(|ni| (ni.subnets, ni.security_groups));
+        let (all, groups) = match known {
             Some(s) => s,
             None => match self.cache.network_subnets.get(net) {
                 Some(s) => s,
                 None => {
-                    let s: Vec<Subnet> = self
-                        .neutron
-                        .list(&Filters::new().add("network_id", net))
-                        .await?;
-                    self.cache.network_subnets.put(net.clone(), s.clone());
-                    s
+                    let filters = Filters::new().add("network_id", net);
+                    let (s, n) = tokio::try_join!(
+                        self.neutron.list::<Subnet>(&filters),
+                        self.neutron.get::<Network>(net),
+                    )?;
+                    let found = (s, names::sgs_from_tags(&n.tags));
+                    self.cache.network_subnets.put(net.clone(), found.clone());
+                    found
                 }
             },
         };
@@ -148,7 +154,7 @@ impl Driver {
                 out.push(s);
             }
         }
-        Ok(out)
+        Ok((out, groups))
     }
 
     /// The port handed out for the other family of the endpoint being set up, if it holds

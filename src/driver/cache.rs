@@ -112,9 +112,9 @@ pub struct Cache {
     pub subnetpool_names: Map<String, String>,
     /// (subnet id, IP) -> the port IPAM reserved or adopted for it.
     pub addresses: Map<(SubnetId, String), Port>,
-    /// Neutron network id -> its subnets (networks this process did not create or see
+    /// Neutron network id -> its subnets and its groups (networks this process did not create or see
     /// CreateNetwork for, e.g. after a restart).
-    pub network_subnets: Map<NetworkId, Vec<Subnet>>,
+    pub network_subnets: Map<NetworkId, (Vec<Subnet>, Vec<String>)>,
     /// Docker endpoint id -> its port.
     pub endpoints: Map<String, EndpointInfo>,
     /// A CNI config's Neutron objects, by what the config names.

@@ -52,9 +52,13 @@ impl Driver {
     ) -> Result<Attached> {
         let pooled = match self.cni_poolable(w, t) {
             true => {
-                let p = self.port_pool.take(&self.neutron, &t.subnets).await;
+                let ask = super::port_pool::PoolAsk {
+                    subnets: &t.subnets,
+                    groups: &t.groups,
+                };
+                let p = self.port_pool.take(&self.neutron, ask).await;
                 // Kept topped up, off this call's path.
-                self.port_pool.refill(&self.neutron, &t.subnets);
+                self.port_pool.refill(&self.neutron, ask);
                 p
             }
             false => None,

@@ -59,9 +59,10 @@ impl Driver {
         body.security_groups = ask.groups.clone();
         body.qos_policy_id = ask.qos.clone().map(Some);
         let picked = host.picked_vf();
-        // One port holding every address: bind it.
+        // One port holding every address: bind it (unless it was plugged ahead and must
+        // change what its filter was made from: a new port is filtered from its start).
         if let [old] = ports.as_slice() {
-            if holds_all(old, ask) {
+            if holds_all(old, ask) && !self.replug(old, &body, ask, host) {
                 return Ok(self.update_plan(old.clone(), body, ask, host, picked));
             }
         }
@@ -99,6 +100,30 @@ impl Driver {
             },
             tags,
         })
+    }
+
+    /// A pool port plugged ahead whose groups or MAC the endpoint changes: its veth was
+    /// filtered as it was, and the agent may still let through what the new groups do not
+    /// while it catches up (the port stays ACTIVE), so the endpoint gets a new port.
+    fn replug(
+        &self,
+        old: &Port,
+        body: &PortBody,
+        ask: &EndpointAsk<'_>,
+        host: &dyn Binder,
+    ) -> bool {
+        let groups_change = body.security_groups.as_ref().is_some_and(|g| {
+            g.len() != old.security_groups.len()
+                || !g.iter().all(|x| old.security_groups.contains(x))
+        });
+        let mac_change = ask
+            .mac
+            .as_ref()
+            .is_some_and(|m| !old.mac_address.eq_ignore_ascii_case(m));
+        self.port_pool.plugs_ahead()
+            && host.takes_ready_ports()
+            && old.name == super::port_pool::POOL_PORT_NAME
+            && (groups_change || mac_change)
     }
 
     fn update_plan(
@@ -221,6 +246,14 @@ impl Driver {
             PortPlan::Replace { delete, body, tags } => {
                 for p in &delete {
                     self.neutron.delete_if_exists::<Port>(&p.id).await?;
+                    if self.port_pool.plugs_ahead() {
+                        // A pool port plugged ahead takes its veth with it.
+                        for ifname in [names::host_veth(&p.id), names::container_veth(&p.id)] {
+                            if let Err(e) = self.plumber.delete_link(&ifname).await {
+                                tracing::warn!(%ifname, error = %e, "cannot delete the veth of a replaced port");
+                            }
+                        }
+                    }
                 }
                 let mut port: Port = self.neutron.create(body).await?;
                 let undo = PortUndo::Delete(port.id.clone());

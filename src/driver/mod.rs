@@ -253,6 +253,9 @@ impl Driver {
         let pool_host = port_pool::PoolHost {
             host: cfg.host.clone(),
             tags_at_create,
+            // A secure start waits for ACTIVE: pool ports wait for it ahead instead.
+            plug_ahead: cfg.neutron.vif_plugging_is_fatal
+                && matches!(port_driver, nested::PortDriver::Veth),
             plumbing: plumber.clone(),
         };
         let mut d = Driver {

@@ -140,7 +140,11 @@ impl Driver {
             .cloned()
             .collect();
         if self.nested().is_none() {
-            self.port_pool.refill(&self.neutron, &kuryr_subnets);
+            let ask = super::port_pool::PoolAsk {
+                subnets: &kuryr_subnets,
+                groups: &info.security_groups,
+            };
+            self.port_pool.refill(&self.neutron, ask);
         }
         self.cache.networks.put(id.to_string(), info);
         Ok(())

@@ -13,12 +13,19 @@
 //! Docker's lock of the network, so every start behind it would wait for that create too.
 //!
 //! A pool port holds one address on each kuryr subnet of its network (dual stack: a v4
-//! and a v6 one), so the two RequestAddress calls of a dual-stack endpoint get one port.
+//! and a v6 one), so the two RequestAddress calls of a dual-stack endpoint get one port,
+//! and the network's security groups, so a start keeps it as it is.
+//!
+//! With `vif_plugging_is_fatal` the pool also plugs its ports ahead of use: each has its
+//! veth on the host, bound, so Neutron's agent (or ovn-controller) has filtered it and
+//! reported it ACTIVE before a start takes it, and the start's wait for ACTIVE costs one
+//! read. The veth's alias says `pool` until CreateEndpoint hands it over.
 //!
 //! Which pool port is free is known without Neutron: a port is taken from the moment its
-//! host veth `tap<port>` exists (CreateEndpoint makes it before answering), so after a
-//! crash or restart the ports read back by name (`kuryr-pool-port`, bound to this host,
-//! no device_id) are free only if this host has no veth of theirs.
+//! host veth `tap<port>` serves an endpoint (its alias names it; CreateEndpoint writes it
+//! before answering), so after a crash or restart the ports read back by name
+//! (`kuryr-pool-port`, bound to this host, no device_id) are free only if this host has
+//! no veth of theirs, or one plugged ahead.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -41,11 +48,13 @@ const SHRINK_AFTER: Duration = Duration::from_secs(600);
 /// first ones sooner.
 const FILL_CHUNK: usize = 10;
 
-/// What a pool needs of its host: the name Neutron binds to, and whether a veth exists.
+/// What a pool needs of its host: the name Neutron binds to, and its veths.
 pub struct PoolHost {
     pub host: String,
     /// Neutron keeps tags given at create (ML2 `tag_ports_during_bulk_creation`).
     pub tags_at_create: bool,
+    /// Pool ports are plugged ahead of use (`vif_plugging_is_fatal`, veth endpoints).
+    pub plug_ahead: bool,
     pub plumbing: Arc<dyn Plumbing>,
 }
 
@@ -55,6 +64,8 @@ struct NetPool {
     free: VecDeque<Port>,
     /// The kuryr subnets a port of this network gets an address on.
     subnets: Vec<Subnet>,
+    /// The network's security groups, sorted (empty: the project's default group).
+    groups: Vec<String>,
     loaded: bool,
     refilling: bool,
     /// Ports to keep ready now (0: the floor); grown by bursts.
@@ -82,11 +93,19 @@ pub struct PortPool {
     nets: Mutex<HashMap<String, NetPool>>,
 }
 
-/// Deletes a pool port nobody will use; one that stays is `kuryr gc`'s, and said so.
-async fn delete_or_warn(neutron: &Neutron, id: &str) {
-    if let Err(e) = neutron.delete_if_exists::<Port>(id).await {
-        tracing::warn!(port = %id, error = %e, "cannot delete a pool port nobody uses; kuryr gc will find it");
-    }
+/// What a port of a network's pool is made with: an address on each of `subnets`, and
+/// `groups` (empty: the project's default group).
+#[derive(Clone, Copy)]
+pub struct PoolAsk<'a> {
+    pub subnets: &'a [Subnet],
+    pub groups: &'a [String],
+}
+
+fn sorted(groups: &[String]) -> Vec<String> {
+    let mut g = groups.to_vec();
+    g.sort();
+    g.dedup();
+    g
 }
 
 /// Subnets kuryr's network driver made get a pool (not adopted ones, not IPAM-only).
@@ -103,7 +122,7 @@ pub fn eligible(subnet: &Subnet) -> bool {
 pub fn bound_port_body(
     name: &str,
     network_id: &NetworkId,
-    subnets: &[Subnet],
+    ask: PoolAsk<'_>,
     host: &PoolHost,
 ) -> NewPort {
     NewPort {
@@ -112,7 +131,7 @@ pub fn bound_port_body(
             name: Some(name.to_string()),
             admin_state_up: Some(true),
             fixed_ips: Some(
-                subnets
+                ask.subnets
                     .iter()
                     .map(|s| FixedIpAsk {
                         subnet_id: s.id.clone(),
@@ -122,6 +141,7 @@ pub fn bound_port_body(
             ),
             host_id: Some(host.host.clone()),
             device_owner: Some(names::DEVICE_OWNER.to_string()),
+            security_groups: (!ask.groups.is_empty()).then(|| ask.groups.to_vec()),
             tags: host
                 .tags_at_create
                 .then(|| vec![names::TAG_KURYR_PORT.to_string()]),
@@ -142,6 +162,45 @@ impl PortPool {
 
     pub fn enabled(&self) -> bool {
         self.floor > 0
+    }
+
+    /// Whether pool ports are plugged on the host ahead of use.
+    pub fn plugs_ahead(&self) -> bool {
+        self.enabled() && self.host.plug_ahead
+    }
+
+    /// Plugs a pool port's veth ahead of use; a port that cannot be plugged stays in the
+    /// pool unplugged (the start that takes it plugs it, as without plugging ahead).
+    async fn plug_ahead(&self, p: &Port) {
+        if !self.host.plug_ahead {
+            return;
+        }
+        let req = crate::host::PlugRequest {
+            bind: super::endpoint::bind_context(p, crate::host::PLUGGED_AHEAD, &p.project_id),
+            mtu: None,
+            netns: None,
+        };
+        if let Err(e) = self.host.plumbing.plug(&req).await {
+            tracing::warn!(port = %p.id, error = %e, "cannot plug a pool port ahead; the start that takes it plugs it");
+        }
+    }
+
+    /// Deletes a pool port nobody will use, and the veth it was plugged ahead with; one
+    /// that stays is `kuryr gc`'s, and said so.
+    async fn discard(&self, neutron: &Neutron, p: &Port) {
+        if self.host.plug_ahead {
+            let ahead = Some(Some(crate::host::PLUGGED_AHEAD.to_string()));
+            if matches!(self.host.plumbing.veth_endpoint(&p.id).await, Ok(e) if e == ahead) {
+                let bind =
+                    super::endpoint::bind_context(p, crate::host::PLUGGED_AHEAD, &p.project_id);
+                if let Err(e) = self.host.plumbing.unplug(&bind).await {
+                    tracing::warn!(port = %p.id, error = %e, "cannot unplug a pool port's veth");
+                }
+            }
+        }
+        if let Err(e) = neutron.delete_if_exists::<Port>(&p.id).await {
+            tracing::warn!(port = %p.id, error = %e, "cannot delete a pool port nobody uses; kuryr gc will find it");
+        }
     }
 
     /// How many ports the network's pool keeps now: the floor, or more since a burst,
@@ -175,9 +234,9 @@ impl PortPool {
             .unwrap_or(self.floor)
     }
 
-    /// The body of a port bound to this host with an address on each of `subnets`.
-    pub fn bound_body(&self, name: &str, network_id: &NetworkId, subnets: &[Subnet]) -> NewPort {
-        bound_port_body(name, network_id, subnets, &self.host)
+    /// The body of a port bound to this host as `ask` says.
+    pub fn bound_body(&self, name: &str, network_id: &NetworkId, ask: PoolAsk<'_>) -> NewPort {
+        bound_port_body(name, network_id, ask, &self.host)
     }
 
     fn with<T>(&self, network_id: &str, f: impl FnOnce(&mut NetPool) -> T) -> Option<T> {
@@ -191,20 +250,15 @@ impl PortPool {
         nets.get_mut(network_id).map(f)
     }
 
-    /// A ready port of the network; `subnets` are the subnets a port of the caller gets
-    /// an address on (a Docker network's kuryr subnets, a CNI config's). A network's pool
-    /// serves one set of subnets, the first asked for: callers wanting others get
-    /// nothing. An empty pool grows, and the call waits (a bounded while) for the ports
-    /// its refill makes.
-    pub async fn take(self: &Arc<Self>, neutron: &Neutron, subnets: &[Subnet]) -> Option<Port> {
+    /// A ready port of the network; `ask` says the subnets a port of the caller gets an
+    /// address on (a Docker network's kuryr subnets, a CNI config's) and its groups. A
+    /// network's pool serves one ask, the first: callers asking otherwise get nothing.
+    /// An empty pool grows, and the call waits (a bounded while) for the ports its refill
+    /// makes.
+    pub async fn take(self: &Arc<Self>, neutron: &Neutron, ask: PoolAsk<'_>) -> Option<Port> {
+        let subnets = ask.subnets;
         let network_id = &subnets.first()?.network_id;
-        let same = self.with(network_id, |p| {
-            if p.subnets.is_empty() {
-                p.subnets = subnets.to_vec();
-            }
-            p.subnets.len() == subnets.len()
-                && p.subnets.iter().zip(subnets).all(|(a, b)| a.id == b.id)
-        });
+        let same = self.with(network_id, |p| Self::serves(p, ask));
         if same != Some(true) {
             return None;
         }
@@ -230,7 +284,7 @@ impl PortPool {
                 (p.filled, p.refilling)
             })
             .unwrap_or((false, false));
-        self.refill(neutron, subnets);
+        self.refill(neutron, ask);
         if !burst && !under_way {
             return None;
         }
@@ -253,6 +307,17 @@ impl PortPool {
         }
     }
 
+    /// Whether the network's pool serves `ask` (the first ask sets what it serves).
+    fn serves(p: &mut NetPool, ask: PoolAsk<'_>) -> bool {
+        if p.subnets.is_empty() {
+            p.subnets = ask.subnets.to_vec();
+            p.groups = sorted(ask.groups);
+        }
+        p.subnets.len() == ask.subnets.len()
+            && p.subnets.iter().zip(ask.subnets).all(|(a, b)| a.id == b.id)
+            && p.groups == sorted(ask.groups)
+    }
+
     fn pop(&self, network_id: &str) -> Option<Port> {
         self.with(network_id, |p| p.free.pop_front()).flatten()
     }
@@ -264,16 +329,18 @@ impl PortPool {
     /// Tops the network's pool up in the background once it is half empty, in bulk
     /// requests, so refills stay rare and off Neutron's busy moments. Which subnets get a
     /// pool is the caller's choice (see [`eligible`] for Docker's networks).
-    pub fn refill(self: &Arc<Self>, neutron: &Neutron, subnets: &[Subnet]) {
-        let Some(first) = subnets.first() else { return };
+    pub fn refill(self: &Arc<Self>, neutron: &Neutron, ask: PoolAsk<'_>) {
+        let Some(first) = ask.subnets.first() else {
+            return;
+        };
         if !self.enabled() {
             return;
         }
         let network_id = first.network_id.clone();
         let (start, surplus) = self
             .with(&network_id, |p| {
-                if p.subnets.is_empty() {
-                    p.subnets = subnets.to_vec();
+                if !Self::serves(p, ask) {
+                    return (false, Vec::new());
                 }
                 let target = self.target(p);
                 let low = !p.loaded || p.free.len() * 2 <= target || !p.broken.is_empty();
@@ -292,10 +359,10 @@ impl PortPool {
             .unwrap_or_default();
         if !surplus.is_empty() {
             tracing::info!(network = %network_id, count = surplus.len(), "port pool back at its floor: deleting the ports a burst grew");
-            let neutron = neutron.clone();
+            let (pool, neutron) = (self.clone(), neutron.clone());
             tokio::spawn(async move {
                 for p in surplus {
-                    delete_or_warn(&neutron, &p.id).await;
+                    pool.discard(&neutron, &p).await;
                 }
             });
         }
@@ -328,8 +395,8 @@ impl PortPool {
     }
 
     /// Reads back the pool ports an earlier process left on the network, once: bound to
-    /// this host, no device_id, and no veth of theirs on this host (one that has a veth
-    /// was handed to a container before a crash).
+    /// this host, no device_id, and no veth of theirs on this host but one plugged ahead
+    /// (one whose veth serves an endpoint was handed to a container before a crash).
     pub async fn load(&self, neutron: &Neutron, network_id: &str) -> Result<(), NeutronError> {
         let first = self
             .with(network_id, |p| !std::mem::replace(&mut p.loaded, true))
@@ -347,8 +414,9 @@ impl PortPool {
             .await?;
         let mut free = Vec::new();
         for p in left.into_iter().filter(|p| p.device_id.is_empty()) {
-            match self.host.plumbing.link_mac(&names::host_veth(&p.id)).await {
+            match self.host.plumbing.veth_endpoint(&p.id).await {
                 Ok(None) => free.push(p),
+                Ok(Some(Some(ep))) if ep == crate::host::PLUGGED_AHEAD => free.push(p),
                 Ok(Some(_)) => {
                     tracing::info!(port = %p.id, "pool port has a veth here: taken before a restart")
                 }
@@ -377,9 +445,9 @@ impl PortPool {
         self.repair(neutron, network_id).await;
         let mut added = 0;
         loop {
-            let Some((missing, subnets, closed)) = self.known(network_id, |p| {
+            let Some((missing, subnets, groups, closed)) = self.known(network_id, |p| {
                 let missing = self.target(p).saturating_sub(p.free.len());
-                (missing, p.subnets.clone(), p.closed)
+                (missing, p.subnets.clone(), p.groups.clone(), p.closed)
             }) else {
                 return Ok(added);
             };
@@ -390,16 +458,23 @@ impl PortPool {
                 return Ok(added);
             }
             let net = NetworkId::from(network_id);
+            let ask = PoolAsk {
+                subnets: &subnets,
+                groups: &groups,
+            };
             let body: Vec<_> = (0..missing.min(FILL_CHUNK))
-                .map(|_| bound_port_body(POOL_PORT_NAME, &net, &subnets, &self.host))
+                .map(|_| bound_port_body(POOL_PORT_NAME, &net, ask, &self.host))
                 .collect();
             // Bound to this host in the same bulk request.
             let made: Vec<Port> = neutron.create_bulk(body).await?;
             tracing::debug!(network = %network_id, count = made.len(), "port pool refilled");
+            for p in made.iter().filter(|p| p.vif_type.is_bound()) {
+                self.plug_ahead(p).await;
+            }
             let closed = self.known(network_id, |p| p.closed).unwrap_or(true);
             if closed {
                 for p in made {
-                    delete_or_warn(neutron, &p.id).await;
+                    self.discard(neutron, &p).await;
                 }
                 return Ok(added);
             }
@@ -449,6 +524,7 @@ impl PortPool {
             .await;
             match rebound {
                 Ok(q) if q.vif_type.is_bound() => {
+                    self.plug_ahead(&q).await;
                     self.with(network_id, |pool| pool.free.push_back(q));
                 }
                 Ok(q) => {
@@ -484,6 +560,7 @@ impl PortPool {
                 && names::id_from_tags(&port.tags).is_none();
             if clean && port.vif_type.is_bound() {
                 // Never claimed in Neutron (its endpoint went before its bookkeeping).
+                pool.plug_ahead(&port).await;
                 pool.with(&network_id, |n| n.free.push_back(port));
                 return;
             }
@@ -501,6 +578,7 @@ impl PortPool {
             .await;
             match scrubbed {
                 Ok(p) if p.vif_type.is_bound() => {
+                    pool.plug_ahead(&p).await;
                     let closed = pool.with(&network_id, |n| {
                         if !n.closed {
                             n.free.push_back(p.clone());
@@ -508,7 +586,7 @@ impl PortPool {
                         n.closed
                     });
                     if closed.unwrap_or(true) {
-                        delete_or_warn(neutron, &p.id).await;
+                        pool.discard(neutron, &p).await;
                     }
                 }
                 Ok(p) => {
@@ -516,7 +594,7 @@ impl PortPool {
                 }
                 Err(e) => {
                     tracing::warn!(port = %port.id, error = %e, "cannot give port back to the pool; deleting it");
-                    delete_or_warn(neutron, &port.id).await;
+                    pool.discard(neutron, &port).await;
                 }
             }
         }
@@ -524,14 +602,10 @@ impl PortPool {
 
     /// Deletes this host's pool ports of a network (before its subnets or itself go).
     pub async fn drain(&self, neutron: &Neutron, network_id: &str) {
-        let queued: HashSet<PortId> = self
+        let queued: Vec<Port> = self
             .with(network_id, |p| {
                 p.closed = true;
-                p.free
-                    .drain(..)
-                    .chain(p.broken.drain(..))
-                    .map(|x| x.id)
-                    .collect()
+                p.free.drain(..).chain(p.broken.drain(..)).collect()
             })
             .unwrap_or_default();
         let ports: Vec<Port> = match neutron
@@ -548,15 +622,11 @@ impl PortPool {
                 return tracing::warn!(network = %network_id, error = %e, "cannot list pool ports")
             }
         };
-        let ids = ports
-            .into_iter()
-            .filter(|p| p.device_id.is_empty())
-            .map(|p| p.id)
-            .chain(queued);
-        let ids: HashSet<PortId> = ids.collect();
-        for id in ids {
-            if let Err(e) = neutron.delete_if_exists::<Port>(&id).await {
-                tracing::warn!(port = %id, error = %e, "cannot delete pool port");
+        let mut seen: HashSet<PortId> = HashSet::new();
+        let left = ports.into_iter().filter(|p| p.device_id.is_empty());
+        for p in queued.into_iter().chain(left) {
+            if seen.insert(p.id.clone()) {
+                self.discard(neutron, &p).await;
             }
         }
         // Nothing of the network is kept (the maps would only grow); a refill that lands

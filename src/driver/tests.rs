@@ -1941,6 +1941,98 @@ async fn release_gives_a_pool_port_back_scrubbed() {
     assert_eq!(t.neutron.count("ports"), 0);
 }
 
+/// With `vif_plugging_is_fatal` the pool plugs its ports ahead: each has its veth, bound,
+/// under the pool's alias before any start; a start takes one as it is (its wait for
+/// ACTIVE is one read), a port given back is plugged again, a container's own groups get
+/// a new port rather than the one filtered by the network's, and the veths go with the
+/// network.
+#[tokio::test]
+async fn a_secure_pool_plugs_its_ports_ahead_and_a_start_takes_one_as_it_is() {
+    let conf = "[DEFAULT]\nport_pool_size = 2\n[neutron]\nendpoint = http://memory.invalid:9696\nvif_plugging_is_fatal = true\n";
+    let t = TestDriver::new(conf).await;
+    t.neutron.seed("security-groups", json!({"name": "db"}));
+    let pool_id = network(&t, "10.66.0.0/24", "10.66.0.1").await;
+    let net = pool_ready(&t, 2).await;
+    let ahead = |t: &TestDriver| -> Vec<String> {
+        ports(t)
+            .iter()
+            .filter_map(|p| p["id"].as_str())
+            .map(names::host_veth)
+            .filter(|v| t.host.alias(v).as_deref() == Some(crate::host::PLUGGED_AHEAD))
+            .collect()
+    };
+    assert_eq!(ahead(&t).len(), 2, "links: {:?}", t.host.links());
+    // The refill this start sets off fails: the port released next goes back to the pool.
+    t.neutron.inject(Fault {
+        method: "POST".into(),
+        path: "/v2.0/ports".into(),
+        status: 500,
+        times: 1,
+        skip: 0,
+    });
+    let before: Vec<u64> = START.iter().map(|m| call_requests(&t, m)).collect();
+    let addr = start_container(&t, &pool_id, EP).await;
+    let id = port_of(&t, &addr)["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // The port's veth now serves the endpoint; the start read the port once (ACTIVE).
+    assert_eq!(t.host.alias(&names::host_veth(&id)).as_deref(), Some(EP));
+    let asked: u64 = START
+        .iter()
+        .zip(before)
+        .map(|(m, b)| call_requests(&t, m) - b)
+        .sum();
+    assert_eq!(
+        asked, 1,
+        "a pooled secure start asks Neutron more than the ACTIVE read"
+    );
+    t.driver.background.settle(&id).await;
+    t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
+    release(&t, &pool_id, &addr).await;
+    t.driver.background.settle(&id).await;
+    // Given back and plugged ahead again.
+    assert!(
+        ahead(&t).contains(&names::host_veth(&id)),
+        "{:?}",
+        t.host.links()
+    );
+    // A restarted kuryr reads them back as free: a veth plugged ahead serves no endpoint.
+    let restarted = TestDriver::with(conf, t.neutron.clone(), t.host.clone()).await;
+    let r = &restarted.driver;
+    r.port_pool.load(&r.neutron, &net).await.unwrap();
+    assert_eq!(r.port_pool.available(&net), 2);
+    drop(restarted);
+
+    // A container's own groups: not the filtered pool port but a new one, and the pool
+    // port's veth goes with it.
+    let taken_before: Vec<String> = ahead(&t);
+    let b = endpoint_with(&t, &pool_id, EP2, json!({"neutron.security_groups": "db"})).await;
+    let pb = port_of(&t, &b);
+    let pb_id = pb["id"].as_str().unwrap_or_default();
+    assert!(
+        !taken_before.contains(&names::host_veth(pb_id)),
+        "a pool port plugged ahead changed its groups in place"
+    );
+    assert_eq!(pb["name"], names::endpoint_port_name(EP2));
+    assert_eq!(t.host.alias(&names::host_veth(pb_id)).as_deref(), Some(EP2));
+    for v in &taken_before {
+        let still_pool = ports(&t)
+            .iter()
+            .any(|p| p["id"].as_str().map(names::host_veth).as_deref() == Some(v.as_str()));
+        assert_eq!(t.host.links().contains(v), still_pool, "{v}");
+    }
+    // The network's removal takes the pool's ports and their veths.
+    t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP2)).await;
+    release(&t, &pool_id, &b).await;
+    t.driver.background.settle(pb_id).await;
+    t.ok("NetworkDriver.DeleteNetwork", &json!({"NetworkID": NET}))
+        .await;
+    assert_eq!(t.neutron.count("ports"), 0);
+    assert!(t.host.links().is_empty(), "left: {:?}", t.host.links());
+    assert_eq!(t.driver.port_pool.available(&net), 0);
+}
+
 #[tokio::test]
 async fn pool_ports_neutron_could_not_bind_are_repaired_not_handed_out() {
     let t = TestDriver::new("[DEFAULT]\nport_pool_size = 2\n").await;
@@ -2212,8 +2304,10 @@ async fn a_networks_groups_go_on_its_ports_and_a_containers_own_replace_them() {
     );
     let a = endpoint_with(&t, &pool, EP, json!({})).await;
     assert_eq!(port_of(&t, &a)["security_groups"], json!([web["id"]]));
-    // In effect before the container starts: one update (and its tags) on the start path.
-    assert_eq!(t.take_requests(), vec!["PUT ports", "PUT ports/tags"]);
+    // In effect before the container starts: RequestAddress made the port with them, so
+    // the start path has no request left.
+    let on_path = t.take_requests();
+    assert!(on_path.is_empty(), "{on_path:?}");
     let b = endpoint_with(&t, &pool, EP2, json!({"neutron.security_groups": "db"})).await;
     assert_eq!(port_of(&t, &b)["security_groups"], json!([db["id"]]));
     // A released port with a container's own groups is deleted, not pooled.

@@ -116,6 +116,9 @@ pub trait Plumbing: Send + Sync {
     }
     /// The host veth whose alias names endpoint `ep` (written by `plug`), if any.
     async fn veth_of_endpoint(&self, ep: &str) -> Result<Option<String>, HostError>;
+    /// The endpoint the host veth of port `port_id` serves: None without a veth, `Some(None)`
+    /// for a veth whose alias names none.
+    async fn veth_endpoint(&self, port_id: &str) -> Result<Option<Option<String>>, HostError>;
     /// CNI: moves `link` (the container end `plug` made) into the namespace at `netns`
     /// and configures it there as `want`; fails if the name is taken there.
     async fn move_into_netns(
@@ -138,8 +141,14 @@ pub trait Plumbing: Send + Sync {
 /// of a port is known from the host alone (its Neutron bookkeeping may not be written
 /// yet when kuryr restarts).
 pub fn veth_alias(endpoint_id: &str) -> String {
-    format!("kuryr:{endpoint_id}")
+    format!("{ALIAS_PREFIX}{endpoint_id}")
 }
+
+const ALIAS_PREFIX: &str = "kuryr:";
+
+/// The endpoint a port plugged ahead of use (a pool's) serves until one takes it: `plug`
+/// for a real endpoint adopts such a veth as it is instead of making it again.
+pub const PLUGGED_AHEAD: &str = "pool";
 
 /// The OVS interfaces kuryr plugged here (none without Open vSwitch), and whether the
 /// device each names exists in this network namespace.
@@ -265,8 +274,36 @@ impl Plumbing for Plumber {
         let cont_if = names::container_veth(port_id);
         // Select first: an unsupported vif_type must not leave a veth behind.
         let binder = binding::select(&req.bind.vif_type, &self.bindir, &self.host)?;
-        if self.nl.link(&host_if).await?.is_some() || self.nl.link(&cont_if).await?.is_some() {
-            tracing::info!(%host_if, "replacing a veth left by an earlier attempt");
+        let host_link = self.nl.link(&host_if).await?;
+        let cont_link = self.nl.link(&cont_if).await?;
+        let ahead = Some(veth_alias(PLUGGED_AHEAD));
+        // Plugged ahead (the pool's): bound and filtered already, so it is only handed
+        // over, with the network's MTU. For CNI its container end is moved into the
+        // namespace next, as it was made: the datapath port stays as the agent or
+        // ovn-controller set it up.
+        if let (Some(h), Some(c)) = (&host_link, &cont_link) {
+            let same_mac = c
+                .mac
+                .as_deref()
+                .is_some_and(|m| m.eq_ignore_ascii_case(&req.bind.mac));
+            if h.alias == ahead && req.bind.endpoint_id != PLUGGED_AHEAD && same_mac {
+                for l in [c, h] {
+                    if req.mtu.is_some() && l.mtu != req.mtu {
+                        self.nl.configure(&l.name, None, req.mtu, true).await?;
+                    }
+                }
+                self.nl
+                    .set_alias(&host_if, &veth_alias(&req.bind.endpoint_id))
+                    .await?;
+                tracing::debug!(%host_if, endpoint = %req.bind.endpoint_id, "veth plugged ahead handed over");
+                return Ok(Plugged {
+                    host_ifname: host_if,
+                    container_ifname: cont_if,
+                });
+            }
+        }
+        if host_link.is_some() || cont_link.is_some() {
+            tracing::info!(%host_if, "replacing a veth left by an earlier attempt or plugged ahead");
             self.nl.delete(&host_if).await?;
             self.nl.delete(&cont_if).await?;
         }
@@ -432,6 +469,13 @@ impl Plumbing for Plumber {
 
     async fn delete_in_netns(&self, netns: &Path, ifname: &str) -> Result<bool, HostError> {
         netns::delete(netns, ifname).await
+    }
+
+    async fn veth_endpoint(&self, port_id: &str) -> Result<Option<Option<String>>, HostError> {
+        Ok(self.nl.link(&names::host_veth(port_id)).await?.map(|l| {
+            l.alias
+                .and_then(|a| a.strip_prefix(ALIAS_PREFIX).map(str::to_string))
+        }))
     }
 
     async fn veth_of_endpoint(&self, ep: &str) -> Result<Option<String>, HostError> {

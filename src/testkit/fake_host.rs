@@ -64,6 +64,14 @@ impl FakeHost {
             .unwrap_or_default()
     }
 
+    /// The endpoint a link's alias names (what `plug` wrote), if any.
+    pub fn alias(&self, name: &str) -> Option<String> {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.aliases.get(name).cloned())
+    }
+
     /// A link that exists before the test (the VM's NIC, a left-over veth).
     pub fn add_link(&self, name: &str, mac: Option<&str>) {
         if let Ok(mut s) = self.state.lock() {
@@ -298,6 +306,15 @@ impl Plumbing for FakeHost {
         let key = (netns.display().to_string(), ifname.to_string());
         self.call("delete_in_netns", format!("{} {}", key.0, key.1))?;
         self.with(|s| s.in_netns.remove(&key).is_some())
+    }
+
+    async fn veth_endpoint(&self, port_id: &str) -> Result<Option<Option<String>>, HostError> {
+        let host_if = names::host_veth(port_id);
+        self.with(|s| {
+            s.links
+                .contains_key(&host_if)
+                .then(|| s.aliases.get(&host_if).cloned())
+        })
     }
 
     async fn veth_of_endpoint(&self, ep: &str) -> Result<Option<String>, HostError> {
