@@ -3,12 +3,13 @@
 //! network whose group (`-o neutron.security_groups=`) allows only TCP 8080 answers there
 //! and neither on 8081 nor to ping; a container's own group (`--driver-opt`) replaces the
 //! network's; and the project's default group, which a container gets when neither names
-//! any, lets in only members of that group, as Neutron documents.
+//! any, lets in only members of that group, as Neutron documents. With the port pool, the
+//! pool plugs its ports ahead, so a pooled container is filtered before it exists.
 
 mod common;
 
 use common::{docker, docker_try, Kuryr};
-use kuryr::neutron::{Neutron, SecurityGroup, SecurityGroupRule};
+use kuryr::neutron::{Filters, Neutron, Port, PortStatus, SecurityGroup, SecurityGroupRule};
 use serde_json::json;
 
 /// A group of the test's own with one ingress rule (IPv4, `protocol`, and `port` if any)
@@ -158,4 +159,136 @@ async fn groups_are_enforced_a_containers_own_replaces_the_networks_and_default_
     for g in [&web, &icmp] {
         n.delete::<SecurityGroup>(&g.id).await.unwrap();
     }
+}
+
+/// Whether port `id`'s filter is in place on this host now: on ML2/OVN, ovn-controller
+/// has installed its flows (ACLs included) and says so on its OVS interface
+/// (`ovn-installed`); on linuxbridge, the agent's iptables chains of the port
+/// (`neutron-linuxbri-i<id[0:10]>` and the `o` one) exist.
+fn filtered(id: &str) -> bool {
+    if common::backend() == "ovn" {
+        let rundir = std::env::var("KURYR_TEST_OVS_RUNDIR").unwrap_or_default();
+        let tap = kuryr::names::host_veth(id);
+        return common::ovs::external_id(&rundir, &tap, "ovn-installed") == "true";
+    }
+    chains_of(id) == 2
+}
+
+/// The agent's iptables chains of port `id`, as `iptables-save` lists them now.
+fn chains_of(id: &str) -> usize {
+    let out = std::process::Command::new("iptables-save")
+        .output()
+        .expect("iptables-save");
+    let short: String = id.chars().take(10).collect();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.starts_with(':')
+                && (l.contains(&format!("-i{short} ")) || l.contains(&format!("-o{short} ")))
+        })
+        .count()
+}
+
+async fn pool_ports(n: &Neutron, net: &str) -> Vec<Port> {
+    n.list(
+        &Filters::new()
+            .add("name", "kuryr-pool-port")
+            .add("network_id", net),
+    )
+    .await
+    .unwrap()
+}
+
+/// `vif_plugging_is_fatal` with the port pool: the pool plugs its ports ahead, so the port
+/// a container gets was ACTIVE, and its filter in place (the agent's iptables chains, or
+/// ovn-controller's flows), before `docker run` was asked: the container is filtered from its first moment. Its
+/// network's group (ping only) keeps 8080 closed while the server listens there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_secure_start_is_filtered_before_the_container_exists() {
+    common::require_docker();
+    let n = common::neutron().await;
+    let p = common::unique("kfp");
+    let _k = Kuryr::plugin(&p)
+        .extra("port_pool_size = 2\n[neutron]\nvif_plugging_is_fatal = true\nvif_plugging_timeout = 15\n")
+        .start();
+    let icmp_name = common::unique("kt-icmp-");
+    let icmp = group(&n, &icmp_name, "icmp", None).await;
+    let net = common::unique("kfp-");
+    common::kuryr_network_with(
+        &p,
+        &net,
+        &[
+            "--subnet",
+            "10.253.82.0/24",
+            "--gateway",
+            "10.253.82.1",
+            "-o",
+            &format!("neutron.security_groups={icmp_name}"),
+        ],
+    );
+    let neutron_net = common::neutron_network_of(&n, &common::network_id(&net)).await;
+    // Both pool ports filtered and ACTIVE before any container exists.
+    let ready = common::wait_until(60, || {
+        let rt = tokio::runtime::Handle::current();
+        let ports = tokio::task::block_in_place(|| rt.block_on(pool_ports(&n, &neutron_net)));
+        let done = ports.len() == 2
+            && ports.iter().all(|p| {
+                p.status == PortStatus::Active
+                    && p.security_groups == vec![icmp.id.to_string()]
+                    && filtered(&p.id)
+            });
+        done.then_some(ports)
+    })
+    .expect("the pool's ports never became ACTIVE and filtered");
+    let ready: Vec<String> = ready.iter().map(|p| p.id.to_string()).collect();
+
+    let (s, c) = (common::unique("kfps-"), common::unique("kfpc-"));
+    server(&s, &net);
+    let s_ip = common::container_ip(&s, &net);
+    let port: Port = n
+        .list::<Port>(&Filters::new().add("fixed_ips", format!("ip_address={s_ip}")))
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        ready.contains(&port.id.to_string()),
+        "{s} did not get a port filtered before it existed"
+    );
+    assert_eq!(port.security_groups, vec![icmp.id.to_string()]);
+    common::run_container(&c, &net, &[]);
+    // The server listens on 8080 (asked inside its own namespace) and answers ping ...
+    until(&format!("{s} serves 8080"), || {
+        docker_try(&[
+            "exec",
+            &s,
+            "busybox",
+            "timeout",
+            "3",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://127.0.0.1:8080/id",
+        ])
+        .status
+        .success()
+        .then_some(())
+    });
+    until(&format!("{c} pings {s}"), || pings(&c, &s_ip).then_some(()));
+    // ... and its group keeps 8080 closed.
+    assert_eq!(http(&c, &s_ip, 8080), None, "8080 of {s} is open");
+
+    for ct in [&s, &c] {
+        docker(&["rm", "-f", ct]);
+    }
+    docker(&["network", "rm", &net]);
+    // The pool's veths go with the network.
+    for id in &ready {
+        let left = common::host_links(&kuryr::names::host_veth(id));
+        assert!(
+            left.is_empty(),
+            "{left:?} of a pool port outlived its network"
+        );
+    }
+    n.delete::<SecurityGroup>(&icmp.id).await.unwrap();
 }
