@@ -28,6 +28,8 @@
 //! no veth of theirs, or one plugged ahead.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+use futures::StreamExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +49,9 @@ const SHRINK_AFTER: Duration = Duration::from_secs(600);
 /// Ports per bulk request: a large refill lands in parts, so waiting starts get the
 /// first ones sooner.
 const FILL_CHUNK: usize = 10;
+/// Deletes in flight when a network's pool is drained: DeleteNetwork waits for them, and
+/// a pool grown by bursts holds up to `port_pool_max` ports.
+const DRAIN_CONCURRENCY: usize = 8;
 
 /// What a pool needs of its host: the name Neutron binds to, and its veths.
 pub struct PoolHost {
@@ -478,21 +483,29 @@ impl PortPool {
                 }
                 return Ok(added);
             }
-            let bound = self
+            // Ports given back while the request ran may have filled the pool: what lands
+            // beyond its target goes.
+            let (bound, surplus) = self
                 .known(network_id, |pool| {
-                    let mut bound = 0;
+                    let (mut bound, mut surplus) = (0, Vec::new());
+                    let target = self.target(pool);
                     for p in made {
-                        if p.vif_type.is_bound() {
+                        if !p.vif_type.is_bound() {
+                            tracing::warn!(port = %p.id, vif_type = %p.vif_type, "pool port not bound (L2 agent down?): kept back, rebound at the next refill");
+                            pool.broken.push(p);
+                        } else if pool.free.len() < target {
                             pool.free.push_back(p);
                             bound += 1;
                         } else {
-                            tracing::warn!(port = %p.id, vif_type = %p.vif_type, "pool port not bound (L2 agent down?): kept back, rebound at the next refill");
-                            pool.broken.push(p);
+                            surplus.push(p);
                         }
                     }
-                    bound
+                    (bound, surplus)
                 })
-                .unwrap_or(0);
+                .unwrap_or_default();
+            for p in &surplus {
+                self.discard(neutron, p).await;
+            }
             added += bound;
             // Ports Neutron cannot bind now wait for the next refill, not this one.
             if bound == 0 {
@@ -561,7 +574,16 @@ impl PortPool {
             if clean && port.vif_type.is_bound() {
                 // Never claimed in Neutron (its endpoint went before its bookkeeping).
                 pool.plug_ahead(&port).await;
-                pool.with(&network_id, |n| n.free.push_back(port));
+                let kept = pool.with(&network_id, |n| {
+                    let keep = !n.closed && n.free.len() < pool.target(n);
+                    if keep {
+                        n.free.push_back(port.clone());
+                    }
+                    keep
+                });
+                if !kept.unwrap_or(false) {
+                    pool.discard(neutron, &port).await;
+                }
                 return;
             }
             let scrubbed = async {
@@ -579,13 +601,15 @@ impl PortPool {
             match scrubbed {
                 Ok(p) if p.vif_type.is_bound() => {
                     pool.plug_ahead(&p).await;
-                    let closed = pool.with(&network_id, |n| {
-                        if !n.closed {
+                    // Full meanwhile (other ports given back, a refill landed): it goes.
+                    let kept = pool.with(&network_id, |n| {
+                        let keep = !n.closed && n.free.len() < pool.target(n);
+                        if keep {
                             n.free.push_back(p.clone());
                         }
-                        n.closed
+                        keep
                     });
-                    if closed.unwrap_or(true) {
+                    if !kept.unwrap_or(false) {
                         pool.discard(neutron, &p).await;
                     }
                 }
@@ -624,11 +648,16 @@ impl PortPool {
         };
         let mut seen: HashSet<PortId> = HashSet::new();
         let left = ports.into_iter().filter(|p| p.device_id.is_empty());
-        for p in queued.into_iter().chain(left) {
-            if seen.insert(p.id.clone()) {
+        let all: Vec<Port> = queued
+            .into_iter()
+            .chain(left)
+            .filter(|p| seen.insert(p.id.clone()))
+            .collect();
+        futures::stream::iter(all)
+            .for_each_concurrent(DRAIN_CONCURRENCY, |p| async move {
                 self.discard(neutron, &p).await;
-            }
-        }
+            })
+            .await;
         // Nothing of the network is kept (the maps would only grow); a refill that lands
         // late fails in Neutron, whose network is gone.
         if let Ok(mut m) = self.nets.lock() {
