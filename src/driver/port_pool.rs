@@ -573,17 +573,7 @@ impl PortPool {
                 && names::id_from_tags(&port.tags).is_none();
             if clean && port.vif_type.is_bound() {
                 // Never claimed in Neutron (its endpoint went before its bookkeeping).
-                pool.plug_ahead(&port).await;
-                let kept = pool.with(&network_id, |n| {
-                    let keep = !n.closed && n.free.len() < pool.target(n);
-                    if keep {
-                        n.free.push_back(port.clone());
-                    }
-                    keep
-                });
-                if !kept.unwrap_or(false) {
-                    pool.discard(neutron, &port).await;
-                }
+                pool.keep_or_discard(neutron, port).await;
                 return;
             }
             let scrubbed = async {
@@ -599,20 +589,7 @@ impl PortPool {
             }
             .await;
             match scrubbed {
-                Ok(p) if p.vif_type.is_bound() => {
-                    pool.plug_ahead(&p).await;
-                    // Full meanwhile (other ports given back, a refill landed): it goes.
-                    let kept = pool.with(&network_id, |n| {
-                        let keep = !n.closed && n.free.len() < pool.target(n);
-                        if keep {
-                            n.free.push_back(p.clone());
-                        }
-                        keep
-                    });
-                    if !kept.unwrap_or(false) {
-                        pool.discard(neutron, &p).await;
-                    }
-                }
+                Ok(p) if p.vif_type.is_bound() => pool.keep_or_discard(neutron, p).await,
                 Ok(p) => {
                     pool.with(&network_id, |n| n.broken.push(p));
                 }
@@ -621,6 +598,23 @@ impl PortPool {
                     pool.discard(neutron, &port).await;
                 }
             }
+        }
+    }
+
+    /// A port coming back, plugged ahead (when the pool does) and kept free, unless the
+    /// pool filled meanwhile (other ports given back, a refill landed) or is closing:
+    /// then it goes.
+    async fn keep_or_discard(&self, neutron: &Neutron, port: Port) {
+        self.plug_ahead(&port).await;
+        let kept = self.with(port.network_id.as_str(), |n| {
+            let keep = !n.closed && n.free.len() < self.target(n);
+            if keep {
+                n.free.push_back(port.clone());
+            }
+            keep
+        });
+        if !kept.unwrap_or(false) {
+            self.discard(neutron, &port).await;
         }
     }
 
