@@ -43,11 +43,7 @@ fn ping(from: &str, ip: &str) -> bool {
     .is_some()
 }
 
-async fn port_with_ip(n: &Neutron, ip: &str) -> Vec<Port> {
-    n.list(&Filters::new().add("fixed_ips", format!("ip_address={ip}")))
-        .await
-        .unwrap()
-}
+use common::ports_with_ip as port_with_ip;
 
 /// The port with its endpoint's bookkeeping (device_id, name, tags), as the reference
 /// has it the moment `docker run` returns (kuryr's Join writes it before answering).

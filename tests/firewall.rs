@@ -9,7 +9,7 @@
 mod common;
 
 use common::{docker, docker_try, Kuryr};
-use kuryr::neutron::{Filters, Neutron, Port, PortStatus, SecurityGroup, SecurityGroupRule};
+use kuryr::neutron::{Neutron, Port, PortStatus, SecurityGroup, SecurityGroupRule};
 use serde_json::json;
 
 /// A group of the test's own with one ingress rule (IPv4, `protocol`, and `port` if any)
@@ -189,16 +189,6 @@ fn chains_of(id: &str) -> usize {
         .count()
 }
 
-async fn pool_ports(n: &Neutron, net: &str) -> Vec<Port> {
-    n.list(
-        &Filters::new()
-            .add("name", "kuryr-pool-port")
-            .add("network_id", net),
-    )
-    .await
-    .unwrap()
-}
-
 /// `vif_plugging_is_fatal` with the port pool: the pool plugs its ports ahead, so the port
 /// a container gets was ACTIVE, and its filter in place (the agent's iptables chains, or
 /// ovn-controller's flows), before `docker run` was asked: the container is filtered from its first moment. Its
@@ -230,7 +220,8 @@ async fn a_pooled_secure_start_is_filtered_before_the_container_exists() {
     // Both pool ports filtered and ACTIVE before any container exists.
     let ready = common::wait_until(60, || {
         let rt = tokio::runtime::Handle::current();
-        let ports = tokio::task::block_in_place(|| rt.block_on(pool_ports(&n, &neutron_net)));
+        let ports =
+            tokio::task::block_in_place(|| rt.block_on(common::pool_ports(&n, &neutron_net)));
         let done = ports.len() == 2
             && ports.iter().all(|p| {
                 p.status == PortStatus::Active
@@ -245,11 +236,7 @@ async fn a_pooled_secure_start_is_filtered_before_the_container_exists() {
     let (s, c) = (common::unique("kfps-"), common::unique("kfpc-"));
     server(&s, &net);
     let s_ip = common::container_ip(&s, &net);
-    let port: Port = n
-        .list::<Port>(&Filters::new().add("fixed_ips", format!("ip_address={s_ip}")))
-        .await
-        .unwrap()
-        .remove(0);
+    let port: Port = common::ports_with_ip(&n, &s_ip).await.remove(0);
     assert!(
         ready.contains(&port.id.to_string()),
         "{s} did not get a port filtered before it existed"

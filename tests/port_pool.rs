@@ -7,15 +7,7 @@ mod common;
 use common::{docker, docker_try, Kuryr};
 use kuryr::neutron::{Filters, Network, Neutron, Port};
 
-async fn pool_ports(n: &Neutron, net: &str) -> Vec<Port> {
-    n.list(
-        &Filters::new()
-            .add("name", "kuryr-pool-port")
-            .add("network_id", net),
-    )
-    .await
-    .unwrap()
-}
+use common::pool_ports;
 
 async fn wait_pool(n: &Neutron, net: &str, want: usize) -> Vec<Port> {
     for _ in 0..100 {

@@ -1039,3 +1039,21 @@ impl Drop for LinkGuard {
         let _ = Command::new("ip").args(["link", "del", &self.0]).output();
     }
 }
+
+/// The ports holding address `ip`.
+pub async fn ports_with_ip(n: &Neutron, ip: &str) -> Vec<kuryr::neutron::Port> {
+    n.list(&kuryr::neutron::Filters::new().add("fixed_ips", format!("ip_address={ip}")))
+        .await
+        .unwrap()
+}
+
+/// The port pool's ports (`kuryr-pool-port`) on Neutron network `net`.
+pub async fn pool_ports(n: &Neutron, net: &str) -> Vec<kuryr::neutron::Port> {
+    n.list(
+        &kuryr::neutron::Filters::new()
+            .add("name", kuryr::driver::port_pool::POOL_PORT_NAME)
+            .add("network_id", net),
+    )
+    .await
+    .unwrap()
+}
