@@ -236,6 +236,12 @@ def write(rows, cap, out, a):
           "one: there, workers run on cores of their own and the database on another host. The "
           "ratio to read is the shape: a start costs the same requests whatever the cloud "
           "holds, and an idle host costs nothing.", ""]
+    if "OVN" in a.backend:
+        L += ["On ML2/OVN a start also waits for what each port change costs OVN: ovn-northd "
+              "recomputes the logical flows of the switches, and its work grows with the logical "
+              "switch ports the cloud holds (other hosts' ports included), on the same 2 cores as "
+              "neutron-server and dockerd. So `docker run` grows with the cloud here while kuryr's "
+              "requests per start, its start-up, `kuryr gc` and `kuryr doctor` do not.", ""]
     if os.path.exists(os.path.join(os.path.dirname(out), other[0])):
         L += [f"The same on {other[1]}: [{other[0]}]({other[0]}).", ""]
     with open(out, "w") as f:
