@@ -191,8 +191,9 @@ def write(a, drivers, rss):
           "the answer. The container end of the veth is made inside the namespace, not moved there "
           "(a move waits for an RCU grace period, about 35 ms here).", ""]
     if "OVN" in a.backend:
-        L[-1:-1] = ["On ML2/OVN a pooled ADD also runs `ovs-vsctl add-port` on br-int, which waits "
-                    "for ovs-vswitchd to add the port to the datapath: the difference to linuxbridge.", ""]
+        L[-1:-1] = ["On ML2/OVN a pooled ADD also runs `ovs-vsctl --no-wait add-port` on br-int "
+                    "(the commit to ovsdb-server, not ovs-vswitchd's datapath update): the difference "
+                    "to linuxbridge.", ""]
     with open(a.out, "w") as f:
         f.write("\n".join(L) + "\n")
     log(f"wrote {a.out}")
