@@ -224,6 +224,23 @@ def settle(d):
         time.sleep(0.5)
 
 
+class Neutron:
+    """Neutron's API without a token (the devenv's, `auth_type = none`), as the plugins
+    under test reach it; `headers` adds to each request (a project, a role)."""
+
+    def __init__(self, url, headers=None):
+        self.url, self.headers = url.rstrip("/"), headers or {}
+
+    def req(self, method, path, body=None):
+        r = urllib.request.Request(
+            self.url + path, method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json", **self.headers})
+        with urllib.request.urlopen(r, timeout=300) as f:
+            data = f.read()
+        return json.loads(data) if data else None
+
+
 class NeutronFloor:
     """What Neutron alone costs a start without the pool, measured raw once per
     repetition beside the lifecycles: a port created bound to this host on kuryr's
@@ -232,17 +249,14 @@ class NeutronFloor:
     bridge's start plus these two is the least a start without the pool can take here."""
 
     def __init__(self, url, host):
-        self.url, self.host = url.rstrip("/"), host
+        self.neutron, self.host = Neutron(url), host
         self.net, self.post, self.put = None, [], []
 
     def req(self, method, path, body=None):
-        r = urllib.request.Request(self.url + path, method=method,
-                                   data=json.dumps(body).encode() if body is not None else None,
-                                   headers={"Content-Type": "application/json"})
+        """(seconds it took, answer)."""
         t = time.perf_counter()
-        with urllib.request.urlopen(r, timeout=60) as f:
-            data = f.read()
-        return time.perf_counter() - t, (json.loads(data) if data else None)
+        r = self.neutron.req(method, path, body)
+        return time.perf_counter() - t, r
 
     def find(self, docker_net):
         """The Neutron network kuryr made for `docker_net` (by the reference's tags)."""

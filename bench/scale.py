@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench as B  # noqa: E402  (the lifecycle helpers and the plugin wrapper)
@@ -37,20 +36,6 @@ SOCK = "/run/docker/plugins/kscale.sock"
 
 def log(msg):
     print(f"[scale] {msg}", file=sys.stderr, flush=True)
-
-
-class Neutron:
-    def __init__(self, url):
-        self.url = url.rstrip("/")
-
-    def req(self, method, path, body=None):
-        r = urllib.request.Request(
-            self.url + path, method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Content-Type": "application/json", "X-Project-Id": PROJECT, "X-Roles": "admin"})
-        with urllib.request.urlopen(r, timeout=300) as f:
-            data = f.read()
-        return json.loads(data) if data else None
 
 
 def wsgi_lines(path):
@@ -265,7 +250,7 @@ def main():
     with open(a.conf, "w") as f:
         f.write(f"[DEFAULT]\nunix_socket = {SOCK}\nport_pool_size = 10\nreconcile_on_start = true\n"
                 f"[neutron]\nauth_type = none\nendpoint = {a.neutron}\n")
-    neutron = Neutron(a.neutron)
+    neutron = B.Neutron(a.neutron, {"X-Project-Id": PROJECT, "X-Roles": "admin"})
     k = Kuryr(a.kuryr, a.conf, f"{work}/kuryr.log")
     others_net = None
     rows = []
