@@ -173,9 +173,41 @@ def setup(d):
         d["cpu0"] = d["plugin"].cpu_s()
 
 
+def cpu_busy():
+    """(busy, total) jiffies of the whole machine so far; steal time left out, so that
+    another guest on the same host does not count as this machine's work."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:8]]
+    busy = v[0] + v[1] + v[2] + v[5] + v[6]
+    return busy, busy + v[3] + v[4]
+
+
+# A lifecycle starts once the machine has been this idle (share of all cores) for two
+# windows in a row, or after QUIET_MAX: what the previous driver's lifecycle left to the
+# background (an agent processing a deleted tap, a pool port plugged again, Neutron's
+# RPCs) then lands on no driver's start.
+QUIET_BUSY, QUIET_WINDOW, QUIET_MAX = 0.10, 0.25, 8.0
+QUIET = {"waited": [], "timeouts": 0}
+
+
+def quiet():
+    deadline, calm = time.perf_counter() + QUIET_MAX, 0
+    t0 = time.perf_counter()
+    while calm < 2:
+        if time.perf_counter() >= deadline:
+            QUIET["timeouts"] += 1
+            break
+        a = cpu_busy()
+        time.sleep(QUIET_WINDOW)
+        b = cpu_busy()
+        calm = calm + 1 if (b[0] - a[0]) <= QUIET_BUSY * max(1, b[1] - a[1]) else 0
+    QUIET["waited"].append(time.perf_counter() - t0)
+
+
 def lifecycle(d, i, neutron_log):
-    """One `docker run -d` + `docker rm -f` of the driver."""
+    """One `docker run -d` + `docker rm -f` of the driver, from a quiet machine."""
     res, c = d["res"], f"kb-{d['slug']}-c{i}"
+    quiet()
     before = neutron_api_lines(neutron_log)
     t, ok, r = timed("run", "-d", "--label", LABEL, "--name", c, "--network", d["net"], IMAGE, "sleep", "3600")
     if not ok:
@@ -327,7 +359,9 @@ def bench_all(drivers, reps, neutron_log, rounds, floor):
     time.sleep(3)
     log(f"docker run -d / rm -f x{reps}, the drivers interleaved")
     for i in range(reps):
-        for d in drivers:
+        # The order turns each repetition, so no driver always follows the same one.
+        k = i % len(drivers)
+        for d in drivers[k:] + drivers[:k]:
             lifecycle(d, i, neutron_log)
         floor.probe()
         time.sleep(0.3)
@@ -345,7 +379,12 @@ def bench_all(drivers, reps, neutron_log, rounds, floor):
                     continue
                 burst(d, n, conc, rnd)
     for d in drivers:
-        docker("network", "rm", d["net"], check=False)
+        # A network Docker will not remove (an endpoint it still counts) is a failure the
+        # report names: the containers above were all removed.
+        r = docker("network", "rm", d["net"], check=False)
+        if r.returncode != 0:
+            d["res"]["net_rm_error"] = r.stderr.strip()
+            log(f"  {d['name']}: network rm failed: {r.stderr.strip()}")
         if d["plugin"]:
             d["res"]["cpu_total_s"] = d["plugin"].cpu_s()
     return [d["res"] for d in drivers]
@@ -428,8 +467,13 @@ def write_report(results, calls, reqs, reps, floor, out_md, out_png):
     L = [f"# {title}", "",
          f"Measured {now} on {machine()}. {reps} repetitions per figure, one run, "
          "the same Neutron and dockerd for all of them, the drivers interleaved (one round of "
-         "lifecycles per repetition; each concurrency level for every driver in turn), so each "
-         "ratio compares figures taken under the same conditions. Regenerate with `bench/run`"
+         "lifecycles per repetition, in an order that turns each repetition; each concurrency "
+         "level for every driver in turn), so each ratio compares figures taken under the same "
+         "conditions. Each lifecycle starts once the machine is quiet (under "
+         f"{QUIET_BUSY:.0%} of its CPU busy for {2 * QUIET_WINDOW:.1f} s: median wait "
+         f"{median(QUIET['waited']):.1f} s, {QUIET['timeouts']} of {len(QUIET['waited'])} "
+         f"gave up after {QUIET_MAX:.0f} s), so no start pays for the background work of "
+         "the one before it. Regenerate with `bench/run`"
          f"{'' if BACKEND == 'ML2/linuxbridge' else ' --ovn'}.{see_also(out_md)}", "",
          f"![docker run / rm times, Neutron requests and memory]({os.path.basename(out_png)})", "",
          "## Container lifecycle (`docker run -d`, `docker rm -f`, sequential)", "",
@@ -443,6 +487,11 @@ def write_report(results, calls, reqs, reps, floor, out_md, out_png):
     for r in results:
         L.append(f"| {r['name']} | {ms(median(r['net_create']))} | {ms(pct(r['net_create'], 95))} | "
                  f"{ms(median(r['net_remove']))} | {ms(pct(r['net_remove'], 95))} |")
+    stuck = [r for r in results if r.get("net_rm_error")]
+    L += [""] + ([f"- {r['name']}: its measurement network was not removed at the end: "
+                  f"`{r['net_rm_error']}`" for r in stuck] if stuck else
+                 ["Every driver's measurement network was removed at the end, after all its containers."])
+
     def spread(xs, f):
         return f"{f(median(xs))} ({f(min(xs))}-{f(max(xs))})" if xs else "-"
 
