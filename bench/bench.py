@@ -305,6 +305,20 @@ class NeutronFloor:
         _, r = self.req("GET", f"/v2.0/ports?network_id={net}&name=kuryr-pool-port&fields=id&fields=device_id")
         return sum(1 for p in r["ports"] if not p["device_id"])
 
+    def pool_settled(self, net, still=3.0, most=60.0):
+        """Waits until the free pool ports on Neutron network `net` have not changed for
+        `still` seconds. After a burst kuryr deletes what the pool will not keep in the
+        background, each DELETE taking seconds here: its request counter (what `settle`
+        watches) stands still while some are in flight."""
+        last, since, deadline = None, time.perf_counter(), time.perf_counter() + most
+        while time.perf_counter() < deadline:
+            n = self.pool_ready(net)
+            if n != last:
+                last, since = n, time.perf_counter()
+            elif time.perf_counter() - since >= still:
+                return
+            time.sleep(0.5)
+
     def bound_ports(self, count):
         """`count` ports bound to this host, in bulk requests of 10 (as kuryr's refill)."""
         body = {"network_id": self.net, "binding:host_id": self.host,
@@ -468,9 +482,11 @@ def bench_all(drivers, reps, neutron_log, rounds, floor):
                 if n > 20 and d["name"] == "reference" or d.get("lifecycles_only"):
                     continue
                 pooled = d["name"] == "kuryr+pool"
-                ready = floor.pool_ready(floor.network_of(d["net"])) if pooled else 0
+                net = floor.network_of(d["net"]) if pooled else None
+                ready = floor.pool_ready(net) if pooled else 0
                 burst(d, n, conc, rnd)
                 if pooled:
+                    floor.pool_settled(net)
                     # Neutron's part of the same burst, raw, from as many ready ports.
                     r = d["res"][f"b{n}x{conc}"]
                     r.setdefault("pool_ready", []).append(ready)
