@@ -6,7 +6,7 @@ mod common;
 
 use common::cnm::hexid;
 use common::Kuryr;
-use kuryr::neutron::{Network, Port};
+use kuryr::neutron::{Network, Port, SubnetPool};
 use serde_json::json;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -75,6 +75,11 @@ async fn gc_finds_and_removes_what_a_killed_kuryr_left() {
         "{report}"
     );
     assert!(report.contains("network "), "{report}");
+    // The network's pool goes in the same pass: its only subnet goes with the network.
+    assert!(
+        report.contains(&format!("subnetpool {pool_id}")),
+        "{report}"
+    );
     // Without --apply nothing changes.
     assert!(n.get::<Port>(&port.id).await.is_ok());
     let applied = gc(&["--apply"]);
@@ -90,10 +95,14 @@ async fn gc_finds_and_removes_what_a_killed_kuryr_left() {
         .await
         .unwrap();
     assert!(nets.is_empty(), "the network Docker never knew is gone");
-    // The pool lost its subnet with the network: the next pass takes it.
-    let again = gc(&["--apply"]);
-    assert!(again.contains(&format!("subnetpool {pool_id}")), "{again}");
-    assert!(gc(&[]).contains("nothing to collect"));
+    assert!(n
+        .get::<SubnetPool>(&pool_id)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    // One pass left nothing.
+    let again = gc(&[]);
+    assert!(again.contains("nothing to collect"), "{again}");
 }
 
 /// `reconcile_on_start`: the next kuryr removes the leak at start, in the background, once
@@ -104,7 +113,7 @@ async fn reconcile_on_start_removes_what_a_killed_kuryr_left() {
     let _one = ONE_AT_A_TIME.lock().await;
     common::require_docker();
     let n = common::neutron().await;
-    let (sock, _conf, net_id, _pool_id, port, tap) = killed_kuryr_leaves(&n, "10.35.1").await;
+    let (sock, _conf, net_id, pool_id, port, tap) = killed_kuryr_leaves(&n, "10.35.1").await;
     let reconciled = |k: &Kuryr| {
         common::wait_until(60, || {
             let log = k.log_text();
@@ -122,7 +131,7 @@ async fn reconcile_on_start_removes_what_a_killed_kuryr_left() {
     assert!(n.get::<Port>(&port.id).await.is_ok());
     assert_eq!(common::host_links(&tap).len(), 1);
     drop(young);
-    // Past it: port, veth and network go.
+    // Past it: port, veth, network and the network's pool go, in its one pass.
     let k = Kuryr::at(sock)
         .extra("reconcile_on_start = true\nreconcile_grace_seconds = 0\n")
         .start();
@@ -134,7 +143,11 @@ async fn reconcile_on_start_removes_what_a_killed_kuryr_left() {
             .list(&kuryr::neutron::Filters::new().tags(&kuryr::names::id_tags(&net_id)))
             .await
             .unwrap();
-        if common::host_links(&tap).is_empty() && nets.is_empty() {
+        let pool_gone = n
+            .get::<SubnetPool>(&pool_id)
+            .await
+            .is_err_and(|e| e.is_not_found());
+        if common::host_links(&tap).is_empty() && nets.is_empty() && pool_gone {
             break;
         }
         assert!(

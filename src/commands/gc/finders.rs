@@ -449,13 +449,25 @@ impl Finder<'_> {
         Ok(())
     }
 
-    /// kuryr pools with no subnet, older than the grace period.
+    /// kuryr pools older than the grace period with no subnet, or whose only subnets are
+    /// on networks this pass removes (Neutron deletes those subnets with their network,
+    /// and `apply` orders pools after networks): one pass, such as `reconcile_on_start`'s,
+    /// takes the pool with its network.
     pub(super) async fn pools(&mut self) -> Result<(), String> {
         let pools: Vec<Value> = self
             .neutron
             .list_raw("subnetpools", &Filters::new())
             .await
             .map_err(neutron_err)?;
+        let leaked_nets: HashSet<&str> = self
+            .leaks
+            .iter()
+            .filter_map(|l| match l {
+                Leak::Network { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut found = Vec::new();
         let prefix = format!("{}-", self.cfg.subnetpool_name_prefix);
         for p in pools {
             let Ok(pool) = serde_json::from_value::<SubnetPool>(p.clone()) else {
@@ -472,13 +484,22 @@ impl Finder<'_> {
                 .list(&Filters::new().add("subnetpool_id", &pool.id))
                 .await
                 .map_err(neutron_err)?;
-            if subnets.is_empty() {
-                self.leaks.push(Leak::Pool {
-                    id: pool.id,
-                    why: "kuryr pool without a subnet".into(),
-                });
-            }
+            let why = if subnets.is_empty() {
+                "kuryr pool without a subnet"
+            } else if subnets
+                .iter()
+                .all(|s| leaked_nets.contains(s.network_id.as_str()))
+            {
+                "kuryr pool whose subnets go with their leaked network"
+            } else {
+                continue;
+            };
+            found.push(Leak::Pool {
+                id: pool.id,
+                why: why.into(),
+            });
         }
+        self.leaks.extend(found);
         Ok(())
     }
 }

@@ -386,6 +386,50 @@ mod tests {
         assert_eq!(t.neutron.count("networks"), 0);
     }
 
+    /// The pool of a leaked network goes in the same pass as the network, so a single
+    /// pass (`reconcile_on_start`) leaves nothing; a pool one live network still uses stays.
+    #[tokio::test]
+    async fn a_leaked_networks_pool_goes_in_the_same_pass_a_live_ones_stays() {
+        let (t, _port) = endpoint().await;
+        let old = json!({"created_at": "2020-01-01T00:00:00Z"});
+        let pool = t.neutron.all("subnetpools")[0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        t.neutron.set("subnetpools", &pool, old);
+        let cfg = &t.driver.cfg;
+        // Docker still has the network: its pool is in use.
+        let live = Live {
+            networks: [NET.to_string()].into(),
+            endpoints: HashSet::new(),
+        };
+        let leaks = find(cfg, t.driver.neutron(), &t.host, &live, &opts(0))
+            .await
+            .unwrap();
+        assert!(
+            !leaks.iter().any(|l| matches!(l, Leak::Pool { .. })),
+            "{leaks:?}"
+        );
+        // Docker lost it: network and pool in one pass, and apply removes both.
+        let leaks = find(cfg, t.driver.neutron(), &t.host, &Live::default(), &opts(0))
+            .await
+            .unwrap();
+        assert!(
+            leaks
+                .iter()
+                .any(|l| matches!(l, Leak::Pool { id, .. } if id.as_str() == pool)),
+            "{leaks:?}"
+        );
+        let errors = apply(t.driver.neutron(), &t.host, &leaks).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(t.neutron.count("networks"), 0);
+        assert_eq!(t.neutron.count("subnetpools"), 0);
+        let leaks = find(cfg, t.driver.neutron(), &t.host, &Live::default(), &opts(0))
+            .await
+            .unwrap();
+        assert!(leaks.is_empty(), "{leaks:?}");
+    }
+
     #[tokio::test]
     async fn kuryrs_floating_ips_left_without_a_port_are_released_a_users_never() {
         let (t, port) = endpoint().await;
