@@ -12,7 +12,8 @@ use crate::driver::nested::{NestedKind, PortDriver};
 use crate::host::Plumbing;
 use crate::names;
 use crate::neutron::{
-    Filters, FloatingIp, Network, Neutron, Port, PortId, SecurityGroup, Subnet, SubnetPool,
+    Filters, FloatingIp, Network, NetworkId, Neutron, Port, PortId, SecurityGroup, Subnet,
+    SubnetPool,
 };
 
 use super::{age, neutron_err, Leak, Live};
@@ -459,15 +460,14 @@ impl Finder<'_> {
             .list_raw("subnetpools", &Filters::new())
             .await
             .map_err(neutron_err)?;
-        let leaked_nets: HashSet<&str> = self
+        let leaked_nets: HashSet<NetworkId> = self
             .leaks
             .iter()
             .filter_map(|l| match l {
-                Leak::Network { id, .. } => Some(id.as_str()),
+                Leak::Network { id, .. } => Some(id.clone()),
                 _ => None,
             })
             .collect();
-        let mut found = Vec::new();
         let prefix = format!("{}-", self.cfg.subnetpool_name_prefix);
         for p in pools {
             let Ok(pool) = serde_json::from_value::<SubnetPool>(p.clone()) else {
@@ -486,20 +486,16 @@ impl Finder<'_> {
                 .map_err(neutron_err)?;
             let why = if subnets.is_empty() {
                 "kuryr pool without a subnet"
-            } else if subnets
-                .iter()
-                .all(|s| leaked_nets.contains(s.network_id.as_str()))
-            {
+            } else if subnets.iter().all(|s| leaked_nets.contains(&s.network_id)) {
                 "kuryr pool whose subnets go with their leaked network"
             } else {
                 continue;
             };
-            found.push(Leak::Pool {
+            self.leaks.push(Leak::Pool {
                 id: pool.id,
                 why: why.into(),
             });
         }
-        self.leaks.extend(found);
         Ok(())
     }
 }
