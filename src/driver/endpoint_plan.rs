@@ -222,13 +222,15 @@ impl Driver {
                             .await);
                     }
                 }
-                // Independent requests: binding and tags go to Neutron side by side.
-                let update = self.neutron.update::<Port>(&port.id, body);
-                let result = if tags != port.tags {
-                    tokio::try_join!(update, self.neutron.replace_tags::<Port>(&port.id, &tags))
-                        .map(|(p, ())| p)
-                } else {
-                    update.await
+                // One after the other: Neutron retries (after about 0.5 s) a port update
+                // that a concurrent write of the same port's tags overtook.
+                let result = match self.neutron.update::<Port>(&port.id, body).await {
+                    Ok(p) if tags != port.tags => self
+                        .neutron
+                        .replace_tags::<Port>(&port.id, &tags)
+                        .await
+                        .map(|()| p),
+                    other => other,
                 };
                 match result {
                     Ok(mut updated) => {

@@ -471,7 +471,11 @@ impl Driver {
             .await?;
         let Some(mut port) = ports
             .into_iter()
-            .find(|p| p.id.starts_with(short) && p.device_id.is_empty())
+            // device_id already the endpoint's: the bookkeeping stopped between its update
+            // and its tags.
+            .find(|p| {
+                p.id.starts_with(short) && (p.device_id.is_empty() || p.device_id == endpoint_id)
+            })
         else {
             return Ok(None);
         };

@@ -1846,6 +1846,34 @@ async fn once_join_answers_the_port_is_the_endpoints_pooled_or_not() {
     }
 }
 
+/// The bookkeeping's two writes go one after the other, the port's update first: side by
+/// side, Neutron retries (after about 0.5 s) a port update that the write of the same
+/// port's tags overtook. The update refused: the tags wait for the retry, which writes
+/// both.
+#[tokio::test(start_paused = true)]
+async fn the_bookkeeping_updates_the_port_then_its_tags_never_both_at_once() {
+    let t = TestDriver::new("[DEFAULT]\nport_pool_size = 2\n").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    pool_ready(&t, 2).await;
+    t.take_requests();
+    // The first PUT of the port fails: the update, if it goes alone.
+    t.neutron.inject(Fault::once("PUT", "/v2.0/ports/", 500));
+    let addr = start_container(&t, &pool_id, EP).await;
+    let puts = |t: &TestDriver| -> Vec<String> {
+        t.take_requests()
+            .into_iter()
+            .filter(|r| r.starts_with("PUT"))
+            .collect()
+    };
+    assert_eq!(puts(&t), ["PUT ports"], "the tags went with the update");
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(puts(&t), ["PUT ports", "PUT ports/tags"]);
+    let p = port_of(&t, &addr);
+    assert_eq!(p["device_id"], EP, "{p}");
+    let tags: Vec<String> = serde_json::from_value(p["tags"].clone()).unwrap_or_default();
+    assert!(names::has_id_tags(&tags, EP), "{tags:?}");
+}
+
 #[tokio::test]
 async fn dual_stack_gets_one_port_in_one_request() {
     let t = TestDriver::new("").await;
@@ -2162,6 +2190,52 @@ async fn after_a_restart_an_endpoint_without_bookkeeping_is_found_by_its_veth() 
     assert_eq!(p["device_id"], EP);
     let tags: Vec<String> = serde_json::from_value(p["tags"].clone()).unwrap_or_default();
     assert!(names::has_id_tags(&tags, EP));
+}
+
+/// The bookkeeping stopped between its two writes (the port's device_id and name are the
+/// endpoint's, its tags not yet) and kuryr restarted: Join finds the endpoint by its veth
+/// all the same and writes the tags.
+#[tokio::test]
+async fn after_a_restart_an_endpoint_half_written_is_found_by_its_veth() {
+    let t = TestDriver::new("[DEFAULT]\nport_pool_size = 2\n").await;
+    let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    pool_ready(&t, 2).await;
+    t.neutron.inject(Fault::once("PUT", "/tags", 500));
+    let a = t
+        .ok(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
+        )
+        .await;
+    let addr = a["Address"].as_str().unwrap_or_default().to_string();
+    t.ok("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, ""))
+        .await;
+    let id = port_of(&t, &addr)["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    t.driver.background.hurry(&id).await;
+    let p = port_of(&t, &addr);
+    assert_eq!(p["device_id"], EP, "{p}");
+    let tags: Vec<String> = serde_json::from_value(p["tags"].clone()).unwrap_or_default();
+    assert!(!names::has_id_tags(&tags, EP), "tags written: {tags:?}");
+    // A new process on the same Neutron and host, before the first one's retry.
+    let t2 = TestDriver::with(
+        "[DEFAULT]\nport_pool_size = 2\n",
+        t.neutron.clone(),
+        t.host.clone(),
+    )
+    .await;
+    let j = t2
+        .ok(
+            "NetworkDriver.Join",
+            &json!({"NetworkID": NET, "EndpointID": EP, "SandboxKey": "/var/run/docker/netns/x"}),
+        )
+        .await;
+    assert_eq!(j["InterfaceName"]["SrcName"], names::container_veth(&id));
+    let p = port_of(&t2, &addr);
+    let tags: Vec<String> = serde_json::from_value(p["tags"].clone()).unwrap_or_default();
+    assert!(names::has_id_tags(&tags, EP), "{tags:?}");
 }
 
 #[tokio::test]
