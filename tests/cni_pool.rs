@@ -63,7 +63,11 @@ async fn with_a_port_pool_adds_take_pool_ports_and_dels_leave_only_the_pool() {
     let mut port_b = None;
     for _ in 0..40 {
         port_b = net.ports().await.into_iter().find(|p| p.id == taken);
-        if port_b.as_ref().is_some_and(|p| p.device_id == cb) {
+        // The port's update, then its tags: both written.
+        if port_b
+            .as_ref()
+            .is_some_and(|p| p.device_id == cb && p.tags.iter().any(|t| t == kuryr::names::TAG_CNI))
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
