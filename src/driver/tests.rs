@@ -1708,7 +1708,8 @@ async fn pool_ready(t: &TestDriver, n: usize) -> String {
 /// network. (Join waits for the endpoint's bookkeeping, written by background work.)
 const START: [&str; 2] = ["IpamDriver.RequestAddress", "NetworkDriver.CreateEndpoint"];
 
-async fn start_container(t: &TestDriver, pool_id: &str, ep: &str) -> String {
+/// RequestAddress and CreateEndpoint of a container, no Join yet: its address.
+async fn create_endpoint(t: &TestDriver, pool_id: &str, ep: &str) -> String {
     let a = t
         .ok(
             "IpamDriver.RequestAddress",
@@ -1718,6 +1719,11 @@ async fn start_container(t: &TestDriver, pool_id: &str, ep: &str) -> String {
     let addr = a["Address"].as_str().unwrap_or_default().to_string();
     t.ok("NetworkDriver.CreateEndpoint", &ep_req(ep, &addr, ""))
         .await;
+    addr
+}
+
+async fn start_container(t: &TestDriver, pool_id: &str, ep: &str) -> String {
+    let addr = create_endpoint(t, pool_id, ep).await;
     t.ok(
         "NetworkDriver.Join",
         &json!({"NetworkID": NET, "EndpointID": ep, "SandboxKey": "/var/run/docker/netns/x"}),
@@ -2137,15 +2143,7 @@ async fn after_a_restart_an_endpoint_without_bookkeeping_is_found_by_its_veth() 
         times: 2,
         ..Fault::once("PUT", "/v2.0/ports/", 500)
     });
-    let a = t
-        .ok(
-            "IpamDriver.RequestAddress",
-            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
-        )
-        .await;
-    let addr = a["Address"].as_str().unwrap_or_default().to_string();
-    t.ok("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, ""))
-        .await;
+    let addr = create_endpoint(&t, &pool_id, EP).await;
     for _ in 0..200 {
         let posts = t
             .neutron
@@ -2201,15 +2199,7 @@ async fn after_a_restart_an_endpoint_half_written_is_found_by_its_veth() {
     let pool_id = network(&t, "10.10.0.0/24", "10.10.0.1").await;
     pool_ready(&t, 2).await;
     t.neutron.inject(Fault::once("PUT", "/tags", 500));
-    let a = t
-        .ok(
-            "IpamDriver.RequestAddress",
-            &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
-        )
-        .await;
-    let addr = a["Address"].as_str().unwrap_or_default().to_string();
-    t.ok("NetworkDriver.CreateEndpoint", &ep_req(EP, &addr, ""))
-        .await;
+    let addr = create_endpoint(&t, &pool_id, EP).await;
     let id = port_of(&t, &addr)["id"]
         .as_str()
         .unwrap_or_default()
