@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::neutron::{Neutron, Port, PortBody, PortId};
+use crate::neutron::{Neutron, Port, PortBody, PortId, PortWriteFailed};
 
 /// An endpoint's bookkeeping waiting to be written on its port.
 pub(super) struct Bookkeeping {
@@ -39,21 +39,11 @@ impl Bookkeeping {
                 m.remove(&id);
             }
             crate::kill_point!("CreateEndpoint.bookkeeping");
-            // One after the other, not side by side: a write of the port's tags moves its
-            // revision, and Neutron retries (after about 0.5 s) a port update whose
-            // transaction it overtook. The update first: on ML2/OVN the port's status
-            // comes up moments after its plug and overtakes an update sent later just
-            // the same.
-            let failed = match self.neutron.update::<Port>(&id, self.body.clone()).await {
-                Err(e) => Some((e, false)),
-                Ok(_) => self
-                    .neutron
-                    .replace_tags::<Port>(&id, &self.tags)
-                    .await
-                    .err()
-                    .map(|e| (e, true)),
-            };
-            let Some((error, reached)) = failed else {
+            let written = self
+                .neutron
+                .update_port_then_tags(&id, self.body.clone(), Some(&self.tags))
+                .await;
+            let Err(PortWriteFailed { error, updated }) = written else {
                 return;
             };
             if error.is_not_found() {
@@ -61,7 +51,7 @@ impl Bookkeeping {
             }
             let next = (delay * 2).min(BOOKKEEPING_RETRY_MAX);
             tracing::warn!(port = %id, %error, retry_in_s = next.as_secs(), "endpoint bookkeeping on the port failed; trying again");
-            self.as_made &= !reached;
+            self.as_made &= !updated;
             self.schedule(next);
         });
     }

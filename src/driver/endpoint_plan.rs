@@ -222,17 +222,12 @@ impl Driver {
                             .await);
                     }
                 }
-                // One after the other: Neutron retries (after about 0.5 s) a port update
-                // that a concurrent write of the same port's tags overtook.
-                let result = match self.neutron.update::<Port>(&port.id, body).await {
-                    Ok(p) if tags != port.tags => self
-                        .neutron
-                        .replace_tags::<Port>(&port.id, &tags)
-                        .await
-                        .map(|()| p),
-                    other => other,
-                };
-                match result {
+                let changed = (tags != port.tags).then_some(tags.as_slice());
+                match self
+                    .neutron
+                    .update_port_then_tags(&port.id, body, changed)
+                    .await
+                {
                     Ok(mut updated) => {
                         updated.tags = tags;
                         Ok((updated, PortUndo::Restore(port, qos)))
@@ -240,7 +235,7 @@ impl Driver {
                     Err(e) => {
                         let id = port.id.clone();
                         Err(self
-                            .undo_port(PortUndo::Restore(port, qos), &id, e.into())
+                            .undo_port(PortUndo::Restore(port, qos), &id, e.error.into())
                             .await)
                     }
                 }

@@ -495,8 +495,10 @@ impl Driver {
             name: Some(name.clone()),
             ..Default::default()
         };
-        self.neutron.update::<Port>(&port.id, body).await?;
-        self.neutron.replace_tags::<Port>(&port.id, &tags).await?;
+        self.neutron
+            .update_port_then_tags(&port.id, body, Some(&tags))
+            .await
+            .map_err(crate::neutron::NeutronError::from)?;
         port.device_id = endpoint_id.to_string();
         port.name = name;
         port.tags = tags;

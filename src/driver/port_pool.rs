@@ -576,25 +576,22 @@ impl PortPool {
                 pool.keep_or_discard(neutron, port).await;
                 return;
             }
-            let scrubbed = async {
-                let body = PortBody {
-                    name: Some(POOL_PORT_NAME.to_string()),
-                    device_id: Some(String::new()),
-                    ..PortBody::default()
-                };
-                let p = neutron.update::<Port>(&port.id, body).await?;
-                let tags = vec![names::TAG_KURYR_PORT.to_string()];
-                neutron.replace_tags::<Port>(&port.id, &tags).await?;
-                Ok::<Port, NeutronError>(Port { tags, ..p })
-            }
-            .await;
+            let body = PortBody {
+                name: Some(POOL_PORT_NAME.to_string()),
+                device_id: Some(String::new()),
+                ..PortBody::default()
+            };
+            let tags = [names::TAG_KURYR_PORT.to_string()];
+            let scrubbed = neutron
+                .update_port_then_tags(&port.id, body, Some(&tags))
+                .await;
             match scrubbed {
                 Ok(p) if p.vif_type.is_bound() => pool.keep_or_discard(neutron, p).await,
                 Ok(p) => {
                     pool.with(&network_id, |n| n.broken.push(p));
                 }
                 Err(e) => {
-                    tracing::warn!(port = %port.id, error = %e, "cannot give port back to the pool; deleting it");
+                    tracing::warn!(port = %port.id, error = %e.error, "cannot give port back to the pool; deleting it");
                     pool.discard(neutron, &port).await;
                 }
             }
