@@ -4,7 +4,8 @@
 //! and neither on 8081 nor to ping; a container's own group (`--driver-opt`) replaces the
 //! network's; and the project's default group, which a container gets when neither names
 //! any, lets in only members of that group, as Neutron documents. With the port pool, the
-//! pool plugs its ports ahead, so a pooled container is filtered before it exists.
+//! pool plugs its ports ahead, so a pooled container is filtered before it exists, with
+//! `vif_plugging_is_fatal` or without.
 
 mod common;
 
@@ -189,17 +190,24 @@ fn chains_of(id: &str) -> usize {
         .count()
 }
 
-/// `vif_plugging_is_fatal` with the port pool: the pool plugs its ports ahead, so the port
-/// a container gets was ACTIVE, and its filter in place (the agent's iptables chains, or
-/// ovn-controller's flows), before `docker run` was asked: the container is filtered from its first moment. Its
-/// network's group (ping only) keeps 8080 closed while the server listens there.
+/// The port pool plugs its ports ahead, so the port a container gets was ACTIVE, and its
+/// filter in place (the agent's iptables chains, or ovn-controller's flows), before
+/// `docker run` was asked: the container is filtered from its first moment, with
+/// `vif_plugging_is_fatal` (whose wait is then paid ahead) and without it. Its network's
+/// group (ping only) keeps 8080 closed while the server listens there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pooled_secure_start_is_filtered_before_the_container_exists() {
+async fn a_pooled_start_is_filtered_before_the_container_exists() {
     common::require_docker();
+    for fatal in [false, true] {
+        pooled_start_filtered(fatal).await;
+    }
+}
+
+async fn pooled_start_filtered(fatal: bool) {
     let n = common::neutron().await;
     let p = common::unique("kfp");
     let _k = Kuryr::plugin(&p)
-        .extra("port_pool_size = 2\n[neutron]\nvif_plugging_is_fatal = true\nvif_plugging_timeout = 15\n")
+        .extra(&format!("port_pool_size = 2\n[neutron]\nvif_plugging_is_fatal = {fatal}\nvif_plugging_timeout = 15\n"))
         .start();
     let icmp_name = common::unique("kt-icmp-");
     let icmp = group(&n, &icmp_name, "icmp", None).await;

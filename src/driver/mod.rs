@@ -253,9 +253,11 @@ impl Driver {
         let pool_host = port_pool::PoolHost {
             host: cfg.host.clone(),
             tags_at_create,
-            // A secure start waits for ACTIVE: pool ports wait for it ahead instead.
-            plug_ahead: cfg.neutron.vif_plugging_is_fatal
-                && matches!(port_driver, nested::PortDriver::Veth),
+            // Pool ports are plugged ahead: the agent or ovn-controller binds and filters
+            // each before a start takes it, so a pooled container is filtered from its
+            // first packet, a secure start's wait for ACTIVE is paid ahead, and on ML2/OVN
+            // the start does not race the port's status write with its bookkeeping.
+            plug_ahead: matches!(port_driver, nested::PortDriver::Veth),
             plumbing: plumber.clone(),
         };
         let mut d = Driver {

@@ -16,10 +16,10 @@
 //! and a v6 one), so the two RequestAddress calls of a dual-stack endpoint get one port,
 //! and the network's security groups, so a start keeps it as it is.
 //!
-//! With `vif_plugging_is_fatal` the pool also plugs its ports ahead of use: each has its
-//! veth on the host, bound, so Neutron's agent (or ovn-controller) has filtered it and
-//! reported it ACTIVE before a start takes it, and the start's wait for ACTIVE costs one
-//! read. The veth's alias says `pool` until CreateEndpoint hands it over.
+//! The pool also plugs its ports ahead of use (veth endpoints): each has its veth on the
+//! host, bound, so Neutron's agent (or ovn-controller) has filtered it and reported it
+//! ACTIVE before a start takes it; a start with `vif_plugging_is_fatal` waits for ACTIVE
+//! with one read. The veth's alias says `pool` until CreateEndpoint hands it over.
 //!
 //! Which pool port is free is known without Neutron: a port is taken from the moment its
 //! host veth `tap<port>` serves an endpoint (its alias names it; CreateEndpoint writes it
@@ -58,7 +58,7 @@ pub struct PoolHost {
     pub host: String,
     /// Neutron keeps tags given at create (ML2 `tag_ports_during_bulk_creation`).
     pub tags_at_create: bool,
-    /// Pool ports are plugged ahead of use (`vif_plugging_is_fatal`, veth endpoints).
+    /// Pool ports are plugged ahead of use (veth endpoints).
     pub plug_ahead: bool,
     pub plumbing: Arc<dyn Plumbing>,
 }

@@ -1975,14 +1975,20 @@ async fn release_gives_a_pool_port_back_scrubbed() {
     assert_eq!(t.neutron.count("ports"), 0);
 }
 
-/// With `vif_plugging_is_fatal` the pool plugs its ports ahead: each has its veth, bound,
-/// under the pool's alias before any start; a start takes one as it is (its wait for
-/// ACTIVE is one read), a port given back is plugged again, a container's own groups get
-/// a new port rather than the one filtered by the network's, and the veths go with the
-/// network.
+/// The pool plugs its ports ahead, with `vif_plugging_is_fatal` or without: each has its
+/// veth, bound, under the pool's alias before any start; a start takes one as it is (with
+/// the wait for ACTIVE, that wait is one read), a port given back is plugged again, a
+/// container's own groups get a new port rather than the one filtered by the network's,
+/// and the veths go with the network.
 #[tokio::test]
-async fn a_secure_pool_plugs_its_ports_ahead_and_a_start_takes_one_as_it_is() {
-    let conf = "[DEFAULT]\nport_pool_size = 2\n[neutron]\nendpoint = http://memory.invalid:9696\nvif_plugging_is_fatal = true\n";
+async fn a_pool_plugs_its_ports_ahead_and_a_start_takes_one_as_it_is() {
+    for fatal in [false, true] {
+        a_pool_plugs_ahead(fatal).await;
+    }
+}
+
+async fn a_pool_plugs_ahead(fatal: bool) {
+    let conf = &format!("[DEFAULT]\nport_pool_size = 2\n[neutron]\nendpoint = http://memory.invalid:9696\nvif_plugging_is_fatal = {fatal}\n");
     let t = TestDriver::new(conf).await;
     t.neutron.seed("security-groups", json!({"name": "db"}));
     let pool_id = network(&t, "10.66.0.0/24", "10.66.0.1").await;
@@ -2010,7 +2016,7 @@ async fn a_secure_pool_plugs_its_ports_ahead_and_a_start_takes_one_as_it_is() {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    // The port's veth now serves the endpoint; the start read the port once (ACTIVE).
+    // The port's veth now serves the endpoint; a secure start read the port once (ACTIVE).
     assert_eq!(t.host.alias(&names::host_veth(&id)).as_deref(), Some(EP));
     let asked: u64 = START
         .iter()
@@ -2018,8 +2024,9 @@ async fn a_secure_pool_plugs_its_ports_ahead_and_a_start_takes_one_as_it_is() {
         .map(|(m, b)| call_requests(&t, m) - b)
         .sum();
     assert_eq!(
-        asked, 1,
-        "a pooled secure start asks Neutron more than the ACTIVE read"
+        asked,
+        u64::from(fatal),
+        "a pooled start asks Neutron more than a secure start's ACTIVE read"
     );
     t.driver.background.settle(&id).await;
     t.ok("NetworkDriver.DeleteEndpoint", &ep_ref(EP)).await;
