@@ -471,7 +471,7 @@ impl Driver {
                     .add("device_owner", names::DEVICE_OWNER),
             )
             .await?;
-        let Some(mut port) = ports
+        let Some(port) = ports
             .into_iter()
             // device_id already the endpoint's: the bookkeeping stopped between its update
             // and its tags.
@@ -491,19 +491,16 @@ impl Driver {
                 tags.push(t);
             }
         }
-        let name = names::endpoint_port_name(endpoint_id);
         let body = crate::neutron::PortBody {
             device_id: Some(endpoint_id.to_string()),
-            name: Some(name.clone()),
+            name: Some(names::endpoint_port_name(endpoint_id)),
             ..Default::default()
         };
-        self.neutron
+        let port = self
+            .neutron
             .update_port_then_tags(&port.id, body, Some(&tags))
             .await
-            .map_err(crate::neutron::NeutronError::from)?;
-        port.device_id = endpoint_id.to_string();
-        port.name = name;
-        port.tags = tags;
+            .map_err(|f| f.error)?;
         Ok(Some(self.remember_found_endpoint(
             docker_net_id,
             endpoint_id,

@@ -215,6 +215,18 @@ impl MemoryNeutron {
             .unwrap_or_default()
     }
 
+    /// The requests made since the last `take_requests`, as `METHOD /collection` (ids,
+    /// tags and queries left out: what a test asserts is the kind and order).
+    pub fn take_requests(&self) -> Vec<String> {
+        let out = self
+            .requests()
+            .iter()
+            .map(|r| super::request_kind(r))
+            .collect();
+        self.clear_requests();
+        out
+    }
+
     /// Forgets the request log (e.g. after setting a test up).
     pub fn clear_requests(&self) {
         if let Ok(mut st) = self.state.lock() {
