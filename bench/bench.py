@@ -376,8 +376,6 @@ class NeutronFloor:
                 for _ in range(n):
                     ids.put(None)
 
-        tags = self.TAGS
-
         def bookkeeping(i):
             pid = ids.get()
             if pid is None:
@@ -387,7 +385,7 @@ class NeutronFloor:
             try:
                 self.neutron.req("PUT", f"/v2.0/ports/{pid}", {"port": {
                     "name": f"kuryr-bench-floor-{i}", "device_id": f"kuryr-bench-floor-{i}"}})
-                self.neutron.req("PUT", f"/v2.0/ports/{pid}/tags", tags)
+                self.neutron.req("PUT", f"/v2.0/ports/{pid}/tags", self.TAGS)
             except OSError as e:
                 failed.append(e)
 
@@ -484,9 +482,7 @@ def bench_all(drivers, reps, neutron_log, rounds, floor):
     for d in drivers:
         setup(d)
     floor.find(next(d["net"] for d in drivers if d["name"] == "kuryr"))
-    for d in drivers:
-        if d["plugin"]:
-            d["res"]["log_bytes_before_lifecycles"] = log_size(d["plugin"])
+    mark_logs(drivers, "log_bytes_before_lifecycles")
     # The pooled driver's Neutron network: its pool is read before and after each burst.
     pool_net = floor.network_of(next(d["net"] for d in drivers if d["name"] == "kuryr+pool"))
     # Let the port pool fill before measuring (it fills in the background).
@@ -507,9 +503,7 @@ def bench_all(drivers, reps, neutron_log, rounds, floor):
     # Where each plugin's log stands once the sequential lifecycles are done: the profile
     # of a start reads from their start to here, not the network creates' gateway
     # addresses nor the bursts' calls (which queue on Neutron).
-    for d in drivers:
-        if d["plugin"]:
-            d["res"]["log_bytes_after_lifecycles"] = log_size(d["plugin"])
+    mark_logs(drivers, "log_bytes_after_lifecycles")
     # Each round runs every burst for every driver in turn; the Python reference skips the
     # 50-container burst (it takes minutes there and is not what the targets compare).
     for rnd in range(rounds):
@@ -542,9 +536,12 @@ def bench_all(drivers, reps, neutron_log, rounds, floor):
     return [d["res"] for d in drivers]
 
 
-def log_size(plugin):
-    plugin.log.flush()
-    return os.path.getsize(plugin.log.name)
+def mark_logs(drivers, key):
+    """Keeps under `key` where each plugin's log stands now."""
+    for d in drivers:
+        if d["plugin"]:
+            d["plugin"].log.flush()
+            d["res"][key] = os.path.getsize(d["plugin"].log.name)
 
 
 def profile(logfile, start=0, end=None):
@@ -791,7 +788,7 @@ def write_report(results, calls, reqs, reps, floor, out_md, out_png):
           f"{ms(median(bridge['run']))} is Docker's own share.", ""]
     post = median(reqs.get("POST /v2.0/ports", [float("nan")]))
     bridge_cpu = bridge.get("b20x10", {}).get("cpu_s")
-    bridge_cpu_per_start = median(bridge_cpu) / 20 if bridge_cpu else None
+    bridge_cpu_per_start = median(bridge_cpu) / 20 if bridge_cpu else None  # 20 containers
     L += ["## What bounds what remains", "",
           f"- Without the pool, one Neutron request stays on the start path: RequestAddress "
           f"creates the container's port already bound to this host (median {post:.0f} ms here, "
