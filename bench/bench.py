@@ -193,11 +193,75 @@ def cpu_seconds_since(start):
 # background (an agent processing a deleted tap, a pool port plugged again, Neutron's
 # RPCs) then lands on no driver's start.
 QUIET_BUSY, QUIET_WINDOW, QUIET_MAX = 0.10, 0.25, 8.0
+# A burst's background (50 taps gone, each an agent's firewall update; a pool given its
+# ports back) takes longer than 8 s to die down here.
+QUIET_BURST_MAX = 60.0
 QUIET = {"waited": [], "timeouts": 0}
 
 
-def quiet():
-    deadline, calm = time.perf_counter() + QUIET_MAX, 0
+def proc_label(pid):
+    """A process's group in the per-process CPU table: its title where it set one (Neutron's
+    workers: "neutron-server: api worker"), else the script a Python runs, else its program."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return None
+    if not argv:
+        return None
+    if ": " in argv[0]:
+        return argv[0].split(" (")[0].strip()
+    prog = os.path.basename(argv[0].split()[0])
+    if prog.startswith("python") and len(argv) > 1 and argv[1] != "-c":
+        script = next((a for a in argv[1:] if not a.startswith("-")), argv[1])
+        prog = os.path.basename(script)
+    if prog == "privsep-helper":
+        # One per agent: which agent's root work (iptables, dnsmasq, ip) it runs.
+        inis = [os.path.basename(b) for a, b in zip(argv, argv[1:]) if a == "--config-file"]
+        agent = next((i.rsplit(".", 1)[0] for i in reversed(inis) if i.endswith(".ini")), None)
+        return f"{prog} ({agent})" if agent else prog
+    return prog
+
+
+def proc_cpu():
+    """{pid: (group, CPU ticks of the process and of the children it has reaped)}."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        label = proc_label(pid)
+        if label:
+            out[pid] = (label, sum(int(x) for x in fields[11:15]))
+    return out
+
+
+def proc_cpu_since(before, top=8):
+    """CPU-seconds per process group since `before` (a `proc_cpu()`), the `top` largest.
+    A short-lived process (iptables-restore, ip) counts in the parent that reaped it."""
+    by = {}
+    for pid, (label, ticks) in proc_cpu().items():
+        was = before.get(pid)
+        d = ticks - was[1] if was and was[0] == label else ticks
+        if d > 0:
+            by[label] = by.get(label, 0) + d / TICK
+    return dict(sorted(by.items(), key=lambda kv: -kv[1])[:top])
+
+
+def host_taps():
+    """(taps on the host, of them without an alias): kuryr names every veth it plugs
+    with an alias, so a tap without one is someone else's (the reference's, a leak)."""
+    r = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True)
+    taps = [line for line in r.stdout.splitlines() if re.match(r"\d+: tap", line)]
+    return len(taps), sum(1 for line in taps if " alias " not in line)
+
+
+def quiet(most=QUIET_MAX):
+    deadline, calm = time.perf_counter() + most, 0
     t0 = time.perf_counter()
     while calm < 2:
         if time.perf_counter() >= deadline:
@@ -447,14 +511,17 @@ def burst(d, n, conc, rnd):
     names = [f"kb-{slug}-b{n}x{conc}-{rnd}-{i}" for i in range(n)]
     # As a lifecycle: what the previous driver's burst left to the background (its ports'
     # deletes reaching the agents, Neutron's RPCs) lands on no driver's burst.
-    quiet()
+    timeouts = QUIET["timeouts"]
+    quiet(QUIET_BURST_MAX)
+    taps = host_taps()
     with Sampler(plugin) as s:
-        t0, c0 = time.perf_counter(), cpu_busy()
+        t0, c0, p0 = time.perf_counter(), cpu_busy(), proc_cpu()
         with cf.ThreadPoolExecutor(conc) as ex:
             oks = list(ex.map(lambda c: timed("run", "-d", "--label", LABEL, "--name", c,
                                               "--network", d["net"], IMAGE, "sleep", "3600")[1], names))
         wall = time.perf_counter() - t0
         cpu = cpu_seconds_since(c0)
+        procs = proc_cpu_since(p0)
         t0 = time.perf_counter()
         with cf.ThreadPoolExecutor(conc) as ex:
             list(ex.map(lambda c: docker("rm", "-f", c, check=False), names))
@@ -462,6 +529,12 @@ def burst(d, n, conc, rnd):
     r = res.setdefault(f"b{n}x{conc}", {"wall": [], "rm_wall": [], "failures": 0, "per_s": [], "peak_rss_mb": 0.0})
     r["wall"].append(wall)
     r.setdefault("cpu_s", []).append(cpu)
+    # Where that CPU went, and what the host held when the burst began: a burst that
+    # slows down from one round to the next says why here.
+    r.setdefault("proc_cpu_s", []).append({k: round(v, 1) for k, v in procs.items()})
+    r.setdefault("taps_before", []).append(taps[0])
+    r.setdefault("taps_without_alias_before", []).append(taps[1])
+    r.setdefault("quiet_timed_out", []).append(QUIET["timeouts"] > timeouts)
     r["rm_wall"].append(rm_wall)
     r["failures"] += oks.count(False)
     r["per_s"].append(oks.count(True) / wall)
@@ -629,7 +702,7 @@ def write_report(results, calls, reqs, reps, floor, out_md, out_png):
          "conditions. Each lifecycle and each burst starts once the machine is quiet (under "
          f"{QUIET_BUSY:.0%} of its CPU busy for {2 * QUIET_WINDOW:.1f} s: median wait "
          f"{median(QUIET['waited']):.1f} s, {QUIET['timeouts']} of {len(QUIET['waited'])} "
-         f"gave up after {QUIET_MAX:.0f} s), so no start pays for the background work of "
+         f"gave up after {QUIET_MAX:.0f} s, or {QUIET_BURST_MAX:.0f} s before a burst), so no start pays for the background work of "
          "the one before it. Regenerate with `bench/run`"
          f"{'' if BACKEND == 'ML2/linuxbridge' else ' --ovn'}.{see_also(out_md)}", "",
          f"![docker run / rm times, Neutron requests and memory]({os.path.basename(out_png)})", "",
@@ -712,6 +785,23 @@ def write_report(results, calls, reqs, reps, floor, out_md, out_png):
         L += ["", f"CPU-seconds are the whole machine's ({os.cpu_count()} cores, steal time left out) "
               "over each burst's starts: when a burst keeps every core busy, the machine's CPU, "
               "not one program's waits, sets its rate."]
+    L += ["", "### Where each burst's CPU went, round by round", "",
+          "The machine's CPU-seconds over each burst's starts, split by process (a short-lived "
+          "one, such as `iptables-restore`, counts in the process that ran it), with the taps "
+          "on the host when the burst began (of them without kuryr's alias: another plugin's, "
+          "or leaked).", "",
+          "| burst | driver | round | start wall time | CPU-s | taps (no alias) | largest shares, CPU-s |",
+          "|---|---|---|---|---|---|---|"]
+    for n, c in BURSTS:
+        if c != 10:
+            continue
+        key = f"b{n}x{c}"
+        for r in results:
+            x = r.get(key, {})
+            for i, procs in enumerate(x.get("proc_cpu_s", [])):
+                top = ", ".join(f"{k} {v:.1f}" for k, v in list(procs.items())[:5])
+                L.append(f"| {n} x {c} | {r['name']} | {i + 1} | {x['wall'][i]:.1f} s | {x['cpu_s'][i]:.0f} | "
+                         f"{x['taps_before'][i]} ({x['taps_without_alias_before'][i]}) | {top} |")
     L += ["", "## Neutron requests, memory, CPU", "",
           "| plugin | Neutron requests per lifecycle (median) | RSS at start | RSS idle after load | peak RSS at concurrency 10 | CPU per lifecycle | CPU total |",
           "|---|---|---|---|---|---|---|"]
