@@ -49,6 +49,11 @@ const SHRINK_AFTER: Duration = Duration::from_secs(600);
 /// Ports per bulk request: a large refill lands in parts, so waiting starts get the
 /// first ones sooner.
 const FILL_CHUNK: usize = 10;
+/// How long a refill waits for one bulk create. Neutron completes a bulk create it has
+/// begun even if the client gives up: under a burst on 2 cores one took up to 50 s here,
+/// and a refill given up on at `[neutron] timeout` (30 s) left its 10 ports bound to the
+/// host and unused until `kuryr gc`, while the starts behind it made ports of their own.
+pub const BULK_TIMEOUT: Duration = Duration::from_secs(120);
 /// Deletes in flight when a network's pool is drained: DeleteNetwork waits for them, and
 /// a pool grown by bursts holds up to `port_pool_max` ports.
 const DRAIN_CONCURRENCY: usize = 8;
@@ -471,7 +476,7 @@ impl PortPool {
                 .map(|_| bound_port_body(POOL_PORT_NAME, &net, ask, &self.host))
                 .collect();
             // Bound to this host in the same bulk request.
-            let made: Vec<Port> = neutron.create_bulk(body).await?;
+            let made: Vec<Port> = neutron.patient(BULK_TIMEOUT).create_bulk(body).await?;
             tracing::debug!(network = %network_id, count = made.len(), "port pool refilled");
             for p in made.iter().filter(|p| p.vif_type.is_bound()) {
                 self.plug_ahead(p).await;

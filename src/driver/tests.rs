@@ -1808,6 +1808,31 @@ async fn a_burst_beyond_the_pool_waits_for_bulk_refills_and_grows_the_pool() {
     release(&t, &pool_id, &a).await;
 }
 
+/// A refill's bulk create waits longer than a call's requests: nothing waits on it for
+/// long, and Neutron makes the ports of one the client gave up on anyway.
+#[tokio::test]
+async fn a_pool_waits_longer_for_its_bulk_creates_than_a_call_for_its_requests() {
+    let t = TestDriver::new("[DEFAULT]\nport_pool_size = 2\n").await;
+    network(&t, "10.10.0.0/24", "10.10.0.1").await;
+    pool_ready(&t, 2).await;
+    let sent = t.neutron.timeouts();
+    let of = |req: &str| -> Vec<std::time::Duration> {
+        sent.iter()
+            .filter(|(r, _)| r == req)
+            .map(|(_, d)| *d)
+            .collect()
+    };
+    let bulk = of("POST /v2.0/ports");
+    assert!(!bulk.is_empty(), "no bulk create: {sent:?}");
+    assert!(
+        bulk.iter().all(|d| *d >= super::port_pool::BULK_TIMEOUT),
+        "a bulk create was given up on sooner: {bulk:?}"
+    );
+    // A call's own requests keep `[neutron] timeout` (30 s unless set).
+    let net = of("POST /v2.0/networks");
+    assert_eq!(net, vec![std::time::Duration::from_secs(30)]);
+}
+
 #[tokio::test]
 async fn without_the_pool_a_start_makes_one_request() {
     let t = TestDriver::new("").await;

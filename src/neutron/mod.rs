@@ -168,6 +168,16 @@ impl Neutron {
         &self.stats
     }
 
+    /// This client, its requests waiting up to `at_least` (or `[neutron] timeout`, if
+    /// longer): for background work no call waits on, whose request Neutron completes
+    /// even when the client has given up on it.
+    pub fn patient(&self, at_least: Duration) -> Neutron {
+        Neutron {
+            timeout: self.timeout.max(at_least),
+            ..self.clone()
+        }
+    }
+
     /// Tokens obtained from Keystone so far (0 without Keystone).
     pub fn tokens_issued(&self) -> u64 {
         self.auth.tokens_issued()

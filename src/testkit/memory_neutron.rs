@@ -87,6 +87,9 @@ pub struct FakeState {
     bindings_fail: bool,
     /// Every request, as `METHOD /path?k=v&...`, in order.
     log: Vec<String>,
+    /// Every request through the client's transport, as `METHOD /path`, with the
+    /// timeout the client gave it.
+    timeouts: Vec<(String, std::time::Duration)>,
 }
 
 #[derive(Clone, Default)]
@@ -225,6 +228,15 @@ impl MemoryNeutron {
             .collect();
         self.clear_requests();
         out
+    }
+
+    /// Every request through the client so far, as `METHOD /path`, with the time the
+    /// client would wait for its answer.
+    pub fn timeouts(&self) -> Vec<(String, std::time::Duration)> {
+        self.state
+            .lock()
+            .map(|st| st.timeouts.clone())
+            .unwrap_or_default()
     }
 
     /// Forgets the request log (e.g. after setting a test up).
@@ -1022,6 +1034,10 @@ impl crate::neutron::Transport for MemoryNeutron {
         r: crate::neutron::transport::Request<'_>,
     ) -> Result<crate::neutron::transport::Answer, crate::neutron::transport::NoAnswer> {
         use crate::neutron::transport::{Answer, NoAnswer};
+        if let Ok(mut st) = self.state.lock() {
+            st.timeouts
+                .push((format!("{} {}", r.method, r.path), r.timeout));
+        }
         match MemoryNeutron::exchange(self, r.method.as_str(), r.path, r.query, r.body) {
             Ok((status, body)) => Ok(Answer {
                 status,
