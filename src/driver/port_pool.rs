@@ -52,7 +52,8 @@ const FILL_CHUNK: usize = 10;
 /// How long a refill waits for one bulk create. Neutron completes a bulk create it has
 /// begun even if the client gives up: under a burst on 2 cores one took up to 50 s here,
 /// and a refill given up on at `[neutron] timeout` (30 s) left its 10 ports bound to the
-/// host and unused until `kuryr gc`, while the starts behind it made ports of their own.
+/// host and unused (until the network goes, a restart or `kuryr gc`), while the starts
+/// behind it made ports of their own.
 pub const BULK_TIMEOUT: Duration = Duration::from_secs(120);
 /// Deletes in flight when a network's pool is drained: DeleteNetwork waits for them, and
 /// a pool grown by bursts holds up to `port_pool_max` ports.
