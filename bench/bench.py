@@ -80,9 +80,7 @@ class Plugin:
             return int(f.read().split()[1]) * PAGE / 2**20
 
     def cpu_s(self):
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+        return sum(cpu_ticks(self.proc.pid)[:2]) / TICK
 
     def stop(self):
         self.proc.terminate()
@@ -223,6 +221,12 @@ def proc_label(pid):
     return prog
 
 
+def cpu_ticks(pid):
+    """A process's CPU ticks from /proc: (user, system, its reaped children's user, system)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return [int(x) for x in f.read().rsplit(")", 1)[1].split()[11:15]]
+
+
 def proc_cpu():
     """{pid: (group, CPU ticks of the process and of the children it has reaped)}."""
     out = {}
@@ -230,13 +234,12 @@ def proc_cpu():
         if not pid.isdigit():
             continue
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            ticks = sum(cpu_ticks(pid))
         except OSError:
             continue
         label = proc_label(pid)
         if label:
-            out[pid] = (label, sum(int(x) for x in fields[11:15]))
+            out[pid] = (label, ticks)
     return out
 
 
@@ -261,17 +264,20 @@ def host_taps():
 
 
 def quiet(most=QUIET_MAX):
-    deadline, calm = time.perf_counter() + most, 0
+    """Waits for a quiet machine, at most `most` seconds; whether it gave up."""
+    deadline, calm, gave_up = time.perf_counter() + most, 0, False
     t0 = time.perf_counter()
     while calm < 2:
         if time.perf_counter() >= deadline:
             QUIET["timeouts"] += 1
+            gave_up = True
             break
         a = cpu_busy()
         time.sleep(QUIET_WINDOW)
         b = cpu_busy()
         calm = calm + 1 if (b[0] - a[0]) <= QUIET_BUSY * max(1, b[1] - a[1]) else 0
     QUIET["waited"].append(time.perf_counter() - t0)
+    return gave_up
 
 
 def lifecycle(d, i, neutron_log):
@@ -511,8 +517,7 @@ def burst(d, n, conc, rnd):
     names = [f"kb-{slug}-b{n}x{conc}-{rnd}-{i}" for i in range(n)]
     # As a lifecycle: what the previous driver's burst left to the background (its ports'
     # deletes reaching the agents, Neutron's RPCs) lands on no driver's burst.
-    timeouts = QUIET["timeouts"]
-    quiet(QUIET_BURST_MAX)
+    noisy = quiet(QUIET_BURST_MAX)
     taps = host_taps()
     with Sampler(plugin) as s:
         t0, c0, p0 = time.perf_counter(), cpu_busy(), proc_cpu()
@@ -534,7 +539,7 @@ def burst(d, n, conc, rnd):
     r.setdefault("proc_cpu_s", []).append({k: round(v, 1) for k, v in procs.items()})
     r.setdefault("taps_before", []).append(taps[0])
     r.setdefault("taps_without_alias_before", []).append(taps[1])
-    r.setdefault("quiet_timed_out", []).append(QUIET["timeouts"] > timeouts)
+    r.setdefault("quiet_timed_out", []).append(noisy)
     r["rm_wall"].append(rm_wall)
     r["failures"] += oks.count(False)
     r["per_s"].append(oks.count(True) / wall)
