@@ -265,7 +265,7 @@ def host_taps():
 
 
 def quiet(most=QUIET_MAX):
-    """Waits for a quiet machine, at most `most` seconds; whether it gave up."""
+    """Waits for a quiet machine, at most `most` seconds: (seconds waited, whether it gave up)."""
     deadline, calm, gave_up = time.perf_counter() + most, 0, False
     t0 = time.perf_counter()
     while calm < 2:
@@ -277,8 +277,9 @@ def quiet(most=QUIET_MAX):
         time.sleep(QUIET_WINDOW)
         b = cpu_busy()
         calm = calm + 1 if (b[0] - a[0]) <= QUIET_BUSY * max(1, b[1] - a[1]) else 0
-    QUIET["waited"].append(time.perf_counter() - t0)
-    return gave_up
+    waited = time.perf_counter() - t0
+    QUIET["waited"].append(waited)
+    return waited, gave_up
 
 
 def lifecycle(d, i, neutron_log):
@@ -518,8 +519,7 @@ def burst(d, n, conc, rnd):
     names = [f"kb-{slug}-b{n}x{conc}-{rnd}-{i}" for i in range(n)]
     # As a lifecycle: what the previous driver's burst left to the background (its ports'
     # deletes reaching the agents, Neutron's RPCs) lands on no driver's burst.
-    noisy = quiet(QUIET_BURST_MAX)
-    waited = QUIET["waited"][-1]
+    waited, noisy = quiet(QUIET_BURST_MAX)
     taps = host_taps()
     with Sampler(plugin) as s:
         t0, c0, p0 = time.perf_counter(), cpu_busy(), proc_cpu()
@@ -811,10 +811,7 @@ def write_report(results, calls, reqs, reps, floor, out_md, out_png):
             x = r.get(key, {})
             for i, procs in enumerate(x.get("proc_cpu_s", [])):
                 top = ", ".join(f"{k} {v:.1f}" for k, v in list(procs.items())[:5])
-                waited = x.get("quiet_waited_s", [])
-                wait = f"{waited[i]:.0f} s" if i < len(waited) else "-"
-                if i < len(x.get("quiet_timed_out", [])) and x["quiet_timed_out"][i]:
-                    wait += ", gave up"
+                wait = f"{x['quiet_waited_s'][i]:.0f} s" + (", gave up" if x["quiet_timed_out"][i] else "")
                 L.append(f"| {n} x {c} | {r['name']} | {i + 1} | {wait} | {x['wall'][i]:.1f} s | {x['cpu_s'][i]:.0f} | "
                          f"{x['taps_before'][i]} ({x['taps_without_alias_before'][i]}) | {top} |")
     L += ["", "## Neutron requests, memory, CPU", "",
