@@ -19,7 +19,7 @@ fn addrs_in(ns: &Netns) -> String {
 
 #[tokio::test]
 async fn two_namespaces_on_a_neutron_network_ping_and_leave_nothing() {
-    let k = Kuryr::at(tempfile::tempdir().unwrap().keep().join("k.sock")).start();
+    let k = Kuryr::private().start();
     let net = TestNet::new("10.253.60.0/24", "10.253.60.1").await;
     let (a, b) = (Netns::new(), Netns::new());
     let (ca, cb) = (common::unique("ctr-a-"), common::unique("ctr-b-"));
@@ -126,7 +126,7 @@ async fn two_namespaces_on_a_neutron_network_ping_and_leave_nothing() {
 
 #[tokio::test]
 async fn errors_are_the_specs_json_and_exit_1() {
-    let k = Kuryr::at(tempfile::tempdir().unwrap().keep().join("k.sock")).start();
+    let k = Kuryr::private().start();
     let ns = Netns::new();
     let ctr = common::unique("ctr-e-");
     // Unknown network: the exact error, and Neutron untouched.
@@ -197,7 +197,8 @@ async fn errors_are_the_specs_json_and_exit_1() {
 #[tokio::test]
 async fn neutron_down_is_status_50_and_add_fails_without_leaving_anything() {
     // A kuryr whose Neutron never answers (a port nothing listens on).
-    let dir = tempfile::tempdir().unwrap().keep();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let sock = dir.join("k.sock");
     let cni_sock = dir.join("cni.sock");
     let text = format!(
@@ -228,7 +229,7 @@ async fn neutron_down_is_status_50_and_add_fails_without_leaving_anything() {
 
 #[tokio::test]
 async fn a_namespace_gone_without_del_is_reported_by_kuryr_gc() {
-    let k = Kuryr::at(tempfile::tempdir().unwrap().keep().join("k.sock")).start();
+    let k = Kuryr::private().start();
     let net = TestNet::new("10.253.64.0/24", "10.253.64.1").await;
     let ns = Netns::new();
     let ctr = common::unique("ctr-g-");
@@ -260,7 +261,7 @@ async fn a_namespace_gone_without_del_is_reported_by_kuryr_gc() {
 
 #[tokio::test]
 async fn a_config_with_a_cidr_makes_its_network_in_neutron() {
-    let k = Kuryr::at(tempfile::tempdir().unwrap().keep().join("k.sock")).start();
+    let k = Kuryr::private().start();
     let n = common::neutron().await;
     let name = common::unique("kuryr-cni-made-");
     let ns = Netns::new();
@@ -289,7 +290,8 @@ async fn a_config_with_a_cidr_makes_its_network_in_neutron() {
 #[tokio::test]
 async fn on_an_ovs_host_the_interfaces_join_br_int_and_ping() {
     let (host, rundir) = common::ovs::ovs_env();
-    let dir = tempfile::tempdir().unwrap().keep();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let cni_socket = dir.join("cni.sock");
     let conf_text = format!(
         "[DEFAULT]\nunix_socket = {}\ncni_socket = {}\nhost = {host}\ndebug = true\n\

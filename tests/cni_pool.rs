@@ -15,9 +15,7 @@ use serde_json::{json, Value};
 /// it) after the answer: what stays is the pool.
 #[tokio::test]
 async fn with_a_port_pool_adds_take_pool_ports_and_dels_leave_only_the_pool() {
-    let mut k = Kuryr::at(tempfile::tempdir().unwrap().keep().join("k.sock"))
-        .extra("port_pool_size = 3")
-        .start();
+    let mut k = Kuryr::private().extra("port_pool_size = 3").start();
     let net = TestNet::new("10.253.66.0/24", "10.253.66.1").await;
     let (a, b, c_ns) = (Netns::new(), Netns::new(), Netns::new());
     let (ca, cb, cc) = (
@@ -147,7 +145,7 @@ fn link_alias_and_index(ifname: &str) -> Option<(String, String)> {
 /// the attachment pings.
 #[tokio::test]
 async fn a_secure_pool_hands_its_plugged_veths_to_adds() {
-    let mut k = Kuryr::at(tempfile::tempdir().unwrap().keep().join("k.sock"))
+    let mut k = Kuryr::private()
         .extra("port_pool_size = 2\n[neutron]\nvif_plugging_is_fatal = true\nvif_plugging_timeout = 30\n")
         .start();
     let net = TestNet::new("10.253.67.0/24", "10.253.67.1").await;

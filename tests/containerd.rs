@@ -260,7 +260,7 @@ async fn a_pod_has_its_ports_address_reaches_docker_and_podman_and_leaves_nothin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pods_port_has_the_groups_and_qos_policy_of_the_cni_config() {
     let _serial = SERIAL.lock().await;
-    let k = Kuryr::at(tempfile::tempdir().unwrap().keep().join("k.sock")).start();
+    let k = Kuryr::private().start();
     let net = TestNet::new("10.253.91.0/24", "10.253.91.1").await;
     let n = common::neutron().await;
     let group: SecurityGroup = n
@@ -291,7 +291,7 @@ async fn a_pods_port_has_the_groups_and_qos_policy_of_the_cni_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_outlives_a_containerd_restart_and_its_removal_still_cleans_up() {
     let _serial = SERIAL.lock().await;
-    let k = Kuryr::at(tempfile::tempdir().unwrap().keep().join("k.sock")).start();
+    let k = Kuryr::private().start();
     let net = TestNet::new("10.253.92.0/24", "10.253.92.1").await;
     let mut ctrd = Containerd::new();
     ctrd.network(plugin(&k, &net.name, json!({}))).await;

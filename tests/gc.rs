@@ -12,14 +12,21 @@ use serde_json::json;
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A kuryr that made a network and an endpoint Docker never heard of, then was killed
-/// (SIGKILL: no chance to clean up). Its socket, config, the Docker ids, the pool, the
-/// endpoint's port and its host veth.
+/// (SIGKILL: no chance to clean up). Its socket (in a directory that goes when the test
+/// drops it), config, the Docker ids, the pool, the endpoint's port and its host veth.
 async fn killed_kuryr_leaves(
     n: &kuryr::neutron::Neutron,
     cidr_prefix: &str,
-) -> (std::path::PathBuf, String, String, String, Port, String) {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let sock = dir.join("k.sock");
+) -> (
+    (tempfile::TempDir, std::path::PathBuf),
+    String,
+    String,
+    String,
+    Port,
+    String,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("k.sock");
     let mut k = Kuryr::at(sock.clone()).start();
     let conf = std::fs::read_to_string(k.dir.path().join("kuryr.conf")).unwrap();
     let (net_id, ep_id) = (hexid(), hexid());
@@ -51,7 +58,7 @@ async fn killed_kuryr_leaves(
     let port = ports[0].clone();
     let tap = kuryr::names::host_veth(&port.id);
     assert_eq!(common::host_links(&tap).len(), 1);
-    (sock, conf, net_id, pool_id, port, tap)
+    ((dir, sock), conf, net_id, pool_id, port, tap)
 }
 
 #[tokio::test]
@@ -59,7 +66,7 @@ async fn gc_finds_and_removes_what_a_killed_kuryr_left() {
     let _one = ONE_AT_A_TIME.lock().await;
     common::require_docker();
     let n = common::neutron().await;
-    let (_sock, conf, net_id, pool_id, port, tap) = killed_kuryr_leaves(&n, "10.35.0").await;
+    let (_sock_dir, conf, net_id, pool_id, port, tap) = killed_kuryr_leaves(&n, "10.35.0").await;
 
     if common::on_ovn() {
         // On OVN the veth is also a port of br-int, which outlives the device: delete
@@ -113,7 +120,8 @@ async fn reconcile_on_start_removes_what_a_killed_kuryr_left() {
     let _one = ONE_AT_A_TIME.lock().await;
     common::require_docker();
     let n = common::neutron().await;
-    let (sock, _conf, net_id, pool_id, port, tap) = killed_kuryr_leaves(&n, "10.35.1").await;
+    let ((_dir, sock), _conf, net_id, pool_id, port, tap) =
+        killed_kuryr_leaves(&n, "10.35.1").await;
     let reconciled = |k: &Kuryr| {
         common::wait_until(60, || {
             let log = k.log_text();

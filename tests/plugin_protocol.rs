@@ -10,8 +10,7 @@ use kuryr::neutron::{Filters, Port, Subnet, SubnetPool};
 use serde_json::{json, Value};
 
 fn kuryr() -> Kuryr {
-    let dir = tempfile::tempdir().unwrap().keep();
-    Kuryr::at(dir.join("kuryr.sock")).start()
+    Kuryr::private().start()
 }
 
 #[test]

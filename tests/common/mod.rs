@@ -165,6 +165,8 @@ pub struct KuryrBuilder {
     /// Do not wait for kuryr to reach Neutron (it listens before).
     listen_only: bool,
     cni_socket: Option<PathBuf>,
+    /// The directory `private()` put the socket in; the kuryr's own, removed with it.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl KuryrBuilder {
@@ -230,23 +232,43 @@ impl KuryrBuilder {
                 neutron_url()
             )
         });
-        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let env: Vec<(&str, &str)> = self
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
         // The host under test: a network namespace of its own when the run says so.
         let netns = self.netns.clone().or_else(test_netns);
-        Kuryr::spawn(
-            netns.as_deref(),
-            self.socket,
+        let dir = self
+            .dir
+            .unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
+        let conf = dir.path().join("kuryr.conf");
+        std::fs::write(&conf, text).expect("write conf");
+        let log = dir.path().join("kuryr.log");
+        let logf = std::fs::File::create(&log).expect("log file");
+        // In another network namespace (another "host"), through `ip netns exec`, which
+        // execs kuryr in place: the child is kuryr itself.
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_kuryr")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_kuryr")),
+        };
+        let child = cmd
+            .args(["serve", "--config-file"])
+            .arg(&conf)
+            .args(&self.args)
+            .envs(self.env)
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn kuryr");
+        let k = Kuryr {
+            child,
+            socket: self.socket,
             cni_socket,
-            &text,
-            &args,
-            &env,
-            !self.listen_only,
-        )
+            dir,
+            log,
+        };
+        k.wait_ready(!self.listen_only);
+        k
     }
 }
 
@@ -271,51 +293,19 @@ impl Kuryr {
             netns: None,
             listen_only: false,
             cni_socket: None,
+            dir: None,
         }
     }
 
-    fn spawn(
-        netns: Option<&str>,
-        socket: PathBuf,
-        cni_socket: PathBuf,
-        conf_text: &str,
-        args: &[&str],
-        env: &[(&str, &str)],
-        wait_neutron: bool,
-    ) -> Kuryr {
+    /// Listening on a socket in a temporary directory of its own (with its config and
+    /// log), which goes when the `Kuryr` does: for tests no engine has to find.
+    pub fn private() -> KuryrBuilder {
         let dir = tempfile::tempdir().expect("tempdir");
-        let conf = dir.path().join("kuryr.conf");
-        std::fs::write(&conf, conf_text).expect("write conf");
-        let log = dir.path().join("kuryr.log");
-        let logf = std::fs::File::create(&log).expect("log file");
-        // In another network namespace (another "host"), through `ip netns exec`, which
-        // execs kuryr in place: the child is kuryr itself.
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_kuryr")]);
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_kuryr")),
-        };
-        let child = cmd
-            .args(["serve", "--config-file"])
-            .arg(&conf)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .expect("spawn kuryr");
-        let k = Kuryr {
-            child,
-            socket,
-            cni_socket,
-            dir,
-            log,
-        };
-        k.wait_ready(wait_neutron);
-        k
+        let socket = dir.path().join("k.sock");
+        KuryrBuilder {
+            dir: Some(dir),
+            ..Self::at(socket)
+        }
     }
 
     /// Until the socket answers and, with `neutron`, kuryr is connected to Neutron.
@@ -384,6 +374,15 @@ impl Kuryr {
 impl Drop for Kuryr {
     fn drop(&mut self) {
         self.stop();
+        // A killed kuryr leaves its socket; the per-test CNI one under /run/kuryr would
+        // pile up there. Only when nothing serves it (a later kuryr may have taken it).
+        let per_test = self
+            .cni_socket
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("test-cni"));
+        if per_test && UnixStream::connect(&self.cni_socket).is_err() {
+            let _ = std::fs::remove_file(&self.cni_socket);
+        }
         if std::thread::panicking() {
             eprintln!("---- kuryr log ----\n{}", self.log_text());
         }
