@@ -150,6 +150,8 @@ pub struct Kuryr {
     pub cni_socket: PathBuf,
     pub dir: tempfile::TempDir,
     pub log: PathBuf,
+    /// `cni_socket` is a path `start()` made up for this kuryr alone (under /run/kuryr).
+    own_cni_socket: bool,
 }
 
 /// How to start a `kuryr serve` for a test: one builder instead of a constructor per
@@ -218,6 +220,7 @@ impl KuryrBuilder {
 
     /// Starts it and waits until its socket answers.
     pub fn start(self) -> Kuryr {
+        let own_cni_socket = self.cni_socket.is_none() && self.text.is_none();
         let cni_socket = match (&self.cni_socket, &self.text) {
             (Some(p), _) => p.clone(),
             (None, Some(_)) => PathBuf::from(kuryr::config::DEFAULT_CNI_SOCKET),
@@ -266,6 +269,7 @@ impl KuryrBuilder {
             cni_socket,
             dir,
             log,
+            own_cni_socket,
         };
         k.wait_ready(!self.listen_only);
         k
@@ -374,13 +378,9 @@ impl Kuryr {
 impl Drop for Kuryr {
     fn drop(&mut self) {
         self.stop();
-        // A killed kuryr leaves its socket; the per-test CNI one under /run/kuryr would
+        // A killed kuryr leaves its socket; the one made up for it under /run/kuryr would
         // pile up there. Only when nothing serves it (a later kuryr may have taken it).
-        let per_test = self
-            .cni_socket
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("test-cni"));
-        if per_test && UnixStream::connect(&self.cni_socket).is_err() {
+        if self.own_cni_socket && UnixStream::connect(&self.cni_socket).is_err() {
             let _ = std::fs::remove_file(&self.cni_socket);
         }
         if std::thread::panicking() {
