@@ -162,16 +162,15 @@ async fn handle(State(svc): State<App>, method: http::Method, uri: Uri, body: Bo
             rid.clone(),
             CALL.scope(
                 call.path(),
-                crate::deadline::within(crate::deadline::STEPS, async move {
-                    serve_call(&svc, call, &bytes).await
-                }),
+                async move { serve_call(&svc, call, &bytes).await },
             ),
         )
     };
-    let result = match tokio::time::timeout(CALL_DEADLINE, tokio::spawn(work)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(DriverError::Internal(format!("{path} failed: {e}"))),
-        Err(_) => {
+    use crate::deadline::{answered, within, Unfinished, STEPS};
+    let result = match answered(CALL_DEADLINE, tokio::spawn(within(STEPS, work))).await {
+        Ok(r) => r,
+        Err(Unfinished::Failed(e)) => Err(DriverError::Internal(format!("{path} failed: {e}"))),
+        Err(Unfinished::Late) => {
             tracing::warn!(request_id = %rid, method = %path, "call past its deadline; it finishes (or undoes itself) after this answer");
             Err(DriverError::Timeout(format!(
                 "{path} did not finish within {} s (Neutron too slow or unreachable?)",

@@ -75,18 +75,35 @@ async fn handle(State(svc): State<App>, body: Bytes) -> Response {
     let started = std::time::Instant::now();
     // Neutron's requests are counted per command, as per libnetwork call.
     let label = Command::parse(&call.command).map_or("CNI", Command::label);
-    let result = crate::neutron::CALL
-        .scope(label, async {
-            match svc.driver_within(crate::service::CONNECT_WAIT).await {
-                Some(d) => dispatch(d, &call, &conf).await,
-                None => Err(CniError::new(Code::NotAvailable, svc.not_ready())),
-            }
-        })
-        .await;
+    let (command, container, ifname) = (
+        call.command.clone(),
+        call.container_id.clone(),
+        call.ifname.clone(),
+    );
+    let work = crate::neutron::CALL.scope(label, async move {
+        match svc.driver_within(crate::service::CONNECT_WAIT).await {
+            Some(d) => dispatch(d, &call, &conf).await,
+            None => Err(CniError::new(Code::NotAvailable, svc.not_ready())),
+        }
+    });
+    use crate::deadline::{answered, within, Unfinished, PLUGIN_ANSWER, PLUGIN_STEPS};
+    let result = match answered(PLUGIN_ANSWER, tokio::spawn(within(PLUGIN_STEPS, work))).await {
+        Ok(r) => r,
+        Err(Unfinished::Failed(e)) => Err(cni_error(DriverError::Internal(format!(
+            "{command} failed: {e}"
+        )))),
+        Err(Unfinished::Late) => {
+            tracing::warn!(%command, %container, %ifname, "CNI call past its deadline; it finishes (or undoes itself) after this answer");
+            Err(cni_error(DriverError::Timeout(format!(
+                "{command} did not finish within {} s (Neutron too slow or unreachable?)",
+                PLUGIN_ANSWER.as_secs()
+            ))))
+        }
+    };
     let took_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(v) => {
-            tracing::info!(command = %call.command, container = %call.container_id, ifname = %call.ifname, took_ms, "CNI");
+            tracing::info!(%command, %container, %ifname, took_ms, "CNI");
             let v = match v {
                 Value::Null => Value::Null,
                 v => {
@@ -98,7 +115,7 @@ async fn handle(State(svc): State<App>, body: Bytes) -> Response {
             reply(StatusCode::OK, v)
         }
         Err(e) => {
-            tracing::warn!(command = %call.command, container = %call.container_id, ifname = %call.ifname, took_ms, code = e.code, error = %e.msg, details = %e.details, "CNI failed");
+            tracing::warn!(%command, %container, %ifname, took_ms, code = e.code, error = %e.msg, details = %e.details, "CNI failed");
             error_reply(&e, &version)
         }
     }

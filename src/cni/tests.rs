@@ -143,6 +143,56 @@ async fn a_failed_step_on_the_host_leaves_nothing_in_neutron_or_on_the_host() {
 }
 
 #[tokio::test]
+async fn an_add_whose_interface_name_is_taken_fails_and_leaves_that_interface() {
+    let (t, _, _) = driver().await;
+    t.host.put_netns_link(&ns(CTR), "eth0", "02:00:00:00:00:01");
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_ne!(status, 200, "{r}");
+    assert!(
+        r["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already exists"),
+        "{r}"
+    );
+    assert!(ports(&t).is_empty(), "port left: {:?}", ports(&t));
+    assert!(t.host.links().is_empty(), "{:?}", t.host.links());
+    assert!(
+        t.host
+            .netns_links()
+            .contains(&(ns(CTR), "eth0".to_string())),
+        "the interface that had the name was deleted"
+    );
+}
+
+/// A runtime that gives up on an ADD (its plugin killed, the socket closed) does not cut
+/// the ADD off half-way: it runs to its end, here a wired attachment that the runtime's
+/// DEL then takes away, never a port without its interfaces.
+#[tokio::test(start_paused = true)]
+async fn an_add_whose_caller_goes_away_still_runs_to_its_end() {
+    let (t, _, _) = driver().await;
+    // The first read of the network hangs (a silent Neutron); its retry is answered.
+    t.neutron.inject(Fault {
+        status: 1,
+        ..Fault::once("GET", "/v2.0/networks", 0)
+    });
+    let add = call("ADD", CTR, "", conf(json!({})));
+    let gave_up = tokio::time::timeout(std::time::Duration::from_secs(1), t.cni(&add)).await;
+    assert!(gave_up.is_err(), "the ADD answered before Neutron did");
+    tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+    let p = ports(&t);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(t
+        .host
+        .netns_links()
+        .contains(&(ns(CTR), "eth0".to_string())));
+    let (status, _) = t.cni(&call("DEL", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200);
+    assert!(ports(&t).is_empty());
+    assert!(t.host.links().is_empty(), "{:?}", t.host.links());
+}
+
+#[tokio::test]
 async fn bad_config_and_environment_get_the_specs_codes_and_change_nothing() {
     let (t, _, _) = driver().await;
     let cases = [

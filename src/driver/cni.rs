@@ -105,9 +105,20 @@ impl Driver {
     async fn cni_unplug(&self, port: &Port, a: &Attach) -> Result<()> {
         if let Some(ns) = &a.netns {
             // The host end goes below and takes its peer with it; the container end is
-            // deleted first only so that a namespace kept by the runtime is clean at once.
-            if let Err(e) = self.plumber.delete_in_netns(ns, &a.ifname).await {
-                tracing::debug!(netns = %ns.display(), error = %e, "container interface not deleted");
+            // deleted first only so that a namespace kept by the runtime is clean at once,
+            // and only if it is the port's (its MAC): an ADD refused because the name
+            // was taken leaves what had it.
+            let ours = match self.plumber.netns_link(ns, &a.ifname).await {
+                Ok(Some(l)) => l
+                    .mac
+                    .as_deref()
+                    .is_some_and(|m| m.eq_ignore_ascii_case(&port.mac_address)),
+                _ => false,
+            };
+            if ours {
+                if let Err(e) = self.plumber.delete_in_netns(ns, &a.ifname).await {
+                    tracing::debug!(netns = %ns.display(), error = %e, "container interface not deleted");
+                }
             }
         }
         // Neutron only disassociates a floating IP whose port goes: kuryr's is released.

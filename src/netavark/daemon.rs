@@ -95,22 +95,39 @@ async fn handle(State(ctx): State<Ctx>, body: Bytes) -> Response {
         "teardown" => "NETAVARK.teardown",
         _ => "NETAVARK",
     };
-    let result = crate::neutron::CALL
-        .scope(label, async {
+    let command = call.command.clone();
+    let work = {
+        let (svc, watch) = (svc.clone(), ctx.watch.clone());
+        crate::neutron::CALL.scope(label, async move {
             match svc.driver_within(crate::service::CONNECT_WAIT).await {
-                Some(d) => dispatch(d, &call, ctx.watch.as_deref()).await,
+                Some(d) => dispatch(d, &call, watch.as_deref()).await,
                 None => Err(Failed(StatusCode::SERVICE_UNAVAILABLE, svc.not_ready())),
             }
         })
-        .await;
+    };
+    use crate::deadline::{answered, within, Unfinished, PLUGIN_ANSWER, PLUGIN_STEPS};
+    let result = match answered(PLUGIN_ANSWER, tokio::spawn(within(PLUGIN_STEPS, work))).await {
+        Ok(r) => r,
+        Err(Unfinished::Failed(e)) => {
+            Err(DriverError::Internal(format!("{command} failed: {e}")).into())
+        }
+        Err(Unfinished::Late) => {
+            tracing::warn!(%command, "netavark call past its deadline; it finishes (or undoes itself) after this answer");
+            Err(DriverError::Timeout(format!(
+                "{command} did not finish within {} s (Neutron too slow or unreachable?)",
+                PLUGIN_ANSWER.as_secs()
+            ))
+            .into())
+        }
+    };
     let took_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(v) => {
-            tracing::info!(command = %call.command, took_ms, "netavark");
+            tracing::info!(%command, took_ms, "netavark");
             reply(StatusCode::OK, &v)
         }
         Err(Failed(status, msg)) => {
-            tracing::warn!(command = %call.command, took_ms, error = %msg, "netavark failed");
+            tracing::warn!(%command, took_ms, error = %msg, "netavark failed");
             reply(status, &PluginError::new(msg))
         }
     }

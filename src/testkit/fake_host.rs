@@ -94,6 +94,19 @@ impl FakeHost {
             .unwrap_or_default()
     }
 
+    /// An interface another plugin made in namespace `netns`: no host end of kuryr's.
+    pub fn put_netns_link(&self, netns: &str, ifname: &str, mac: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            let l = NsLink {
+                mac: Some(mac.to_string()),
+                mtu: Some(1500),
+                addrs: Vec::new(),
+            };
+            s.in_netns
+                .insert((netns.to_string(), ifname.to_string()), (l, String::new()));
+        }
+    }
+
     /// The routes CNI gave the interface `ifname` in namespace `netns`.
     pub fn netns_routes(&self, netns: &str, ifname: &str) -> Routes {
         self.state
