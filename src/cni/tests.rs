@@ -409,6 +409,27 @@ async fn a_cidr_makes_the_network_and_subnet_once_and_later_adds_reuse_them() {
     assert_eq!((status, r["code"].as_u64()), (400, Some(7)), "{r}");
 }
 
+/// A network an ADD made goes again when its subnet or its tags are refused: the config's
+/// mistake leaves Neutron as it was, and the next ADD makes both.
+#[tokio::test]
+async fn a_network_made_for_an_add_that_then_fails_is_deleted() {
+    let t = TestDriver::new("").await;
+    let c = conf(json!({"network": "made-by-cni", "cidr": "10.30.0.0/24"}));
+    for (method, path) in [("POST", "/v2.0/subnets"), ("PUT", "/v2.0/networks/")] {
+        t.neutron.inject(Fault::once(method, path, 400));
+        let (status, r) = t.cni(&call("ADD", CTR, "", c.clone())).await;
+        assert_ne!(status, 200, "{method} {path} refused: {r}");
+        assert_eq!(t.neutron.count("networks"), 0, "after {method} {path}");
+        assert_eq!(t.neutron.count("ports"), 0);
+    }
+    let (status, r) = t.cni(&call("ADD", CTR, "", c)).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        t.neutron.all("networks")[0]["tags"],
+        json!([names::TAG_CNI_MADE])
+    );
+}
+
 #[tokio::test]
 async fn a_subnetpool_gives_the_network_its_subnet() {
     let t = TestDriver::new("").await;

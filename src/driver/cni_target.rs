@@ -280,22 +280,48 @@ impl Driver {
             "" => None,
             p => Some(self.cni_subnetpool(p).await?),
         };
-        let net = match self.cni_network(&w.network).await {
-            Ok(n) => n,
+        let (net, made) = match self.cni_network(&w.network).await {
+            Ok(n) => (n, false),
             Err(DriverError::NotFound(_)) if !is_uuid(&w.network) => {
                 tracing::info!(network = %w.network, "CNI: making the Neutron network the config names");
                 let net: Network = self.neutron.create(NetworkBody::named(&w.network)).await?;
                 let mut tags = vec![names::TAG_CNI_MADE.to_string()];
                 tags.extend(w.made_tags.iter().cloned());
-                self.neutron.replace_tags::<Network>(&net.id, &tags).await?;
-                Network { tags, ..net }
+                if let Err(e) = self.neutron.replace_tags::<Network>(&net.id, &tags).await {
+                    return Err(self.undo_made_network(&net.id, e.into()).await);
+                }
+                (Network { tags, ..net }, true)
             }
             Err(e) => return Err(e),
         };
-        let pool_id = pool.as_ref().map(|p| p.id.clone());
-        let all = subnets_of(&self.neutron, &net).await?;
-        if let Some(found) = pick_subnets(&net, all, w, pool_id.as_deref())? {
-            return Ok((net, found, pool_id));
+        match self.cni_subnets_made(w, &net, pool.as_ref()).await {
+            Ok(subnets) => Ok((net, subnets, pool.map(|p| p.id))),
+            Err(e) if made => Err(self.undo_made_network(&net.id, e).await),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A network this call made goes again when a later step fails: bad input (a `cidr`
+    /// or `--subnet` Neutron refuses) leaves Neutron as it was, and no untagged network
+    /// stays that no clean-up would know as kuryr's.
+    async fn undo_made_network(&self, id: &str, e: DriverError) -> DriverError {
+        match crate::deadline::undo(self.neutron.delete_if_exists::<Network>(id)).await {
+            Ok(()) => e,
+            Err(u) => e.rolled_back_with(vec![u.into()]),
+        }
+    }
+
+    /// The network's subnets the config's addresses come from, made when missing.
+    async fn cni_subnets_made(
+        &self,
+        w: &Wiring,
+        net: &Network,
+        pool: Option<&SubnetPool>,
+    ) -> Result<Vec<Subnet>> {
+        let pool_id = pool.map(|p| p.id.clone());
+        let all = subnets_of(&self.neutron, net).await?;
+        if let Some(found) = pick_subnets(net, all, w, pool_id.as_deref())? {
+            return Ok(found);
         }
         let mut body = NewSubnet {
             network_id: net.id.clone(),
@@ -303,7 +329,7 @@ impl Driver {
             ip_version: 4,
             ..NewSubnet::default()
         };
-        match (&w.cidr, &pool) {
+        match (&w.cidr, pool) {
             (Some(c), p) => {
                 body.cidr = Some(c.to_string());
                 body.ip_version = if c.addr().is_ipv4() { 4 } else { 6 };
@@ -316,7 +342,7 @@ impl Driver {
             (None, None) => {}
         }
         let subnet: Subnet = self.neutron.create(body).await?;
-        Ok((net, vec![subnet], pool_id))
+        Ok(vec![subnet])
     }
 
     async fn cni_subnetpool(&self, want: &str) -> Result<SubnetPool> {
