@@ -140,7 +140,18 @@ impl Driver {
                     })
                     .await?;
                 if let Some(s) = &subnet_id {
-                    self.neutron.add_tag::<SubnetPool>(&p.id, s).await?;
+                    // Untagged, a retry would not find it and make a second of the name.
+                    if let Err(e) = self.neutron.add_tag::<SubnetPool>(&p.id, s).await {
+                        let undo = crate::deadline::undo(
+                            self.neutron.delete_if_exists::<SubnetPool>(&p.id),
+                        )
+                        .await;
+                        let e = DriverError::from(e);
+                        return Err(match undo {
+                            Ok(()) => e,
+                            Err(u) => e.rolled_back_with(vec![u.into()]),
+                        });
+                    }
                 }
                 p
             }

@@ -1201,6 +1201,29 @@ async fn a_swarm_network_adopting_a_users_network_after_reservations_is_a_400() 
     assert_eq!(t.neutron.all("networks"), before);
 }
 
+/// RequestPool on a user's subnet tags kuryr's pool with the subnet; a pool whose tag is
+/// refused goes again, or the retry would make a second pool of the same name.
+#[tokio::test]
+async fn a_pool_whose_subnet_tag_is_refused_is_deleted_and_the_retry_makes_one() {
+    let t = TestDriver::new("").await;
+    let theirs = t.neutron.seed("networks", json!({"name": "theirs"}));
+    let subnet = t.neutron.seed(
+        "subnets",
+        json!({"network_id": theirs["id"], "name": "theirs-v4", "ip_version": 4,
+            "cidr": "10.34.0.0/24", "gateway_ip": "10.34.0.1"}),
+    );
+    let mut req = pool_req("10.34.0.0/24");
+    req["Options"] = json!({"neutron.subnet.uuid": subnet["id"]});
+    t.neutron
+        .inject(Fault::once("PUT", "/v2.0/subnetpools/", 400));
+    let (status, v) = t.call("IpamDriver.RequestPool", &req).await;
+    assert_ne!(status, 200, "{v}");
+    assert_eq!(t.neutron.count("subnetpools"), 0);
+    t.ok("IpamDriver.RequestPool", &req).await;
+    t.ok("IpamDriver.RequestPool", &req).await;
+    assert_eq!(t.neutron.count("subnetpools"), 1);
+}
+
 /// A swarm network on a user's network and subnet (`--ipam-opt neutron.subnet.uuid`,
 /// `-o neutron.net.uuid`): the manager's reservations are ports of that subnet, and the
 /// nodes' CreateNetwork adopts the network with them; removal leaves the user's network
