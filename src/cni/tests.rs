@@ -676,6 +676,32 @@ async fn a_pooled_add_that_fails_on_the_host_leaves_nothing_and_the_next_resolve
     assert!(pool.len() == 2);
 }
 
+/// A pool port taken by an ADD that fails before it is wired goes back to the pool (or
+/// is deleted beyond its size): none stays in Neutron that the pool no longer knows.
+#[tokio::test]
+async fn a_pool_port_taken_by_an_add_that_fails_early_goes_back_to_the_pool() {
+    let (t, _) = pooled(1).await;
+    let net_id = ports(&t)[0]["network_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    t.host.fail("veth_of_endpoint", 1);
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_ne!(status, 200, "{r}");
+    for _ in 0..300 {
+        t.driver.background.flush().await;
+        if pool_ports(&t).len() == t.driver.port_pool.available(&net_id) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        pool_ports(&t).len(),
+        t.driver.port_pool.available(&net_id),
+        "pool ports in Neutron against the pool's"
+    );
+}
+
 #[tokio::test]
 async fn an_attachment_with_its_own_address_or_groups_gets_a_port_of_its_own() {
     let (t, pool) = pooled(2).await;

@@ -66,17 +66,18 @@ impl Driver {
         // A pool port's veth alias says which attachment took it only here: one an earlier
         // ADD plugged means that ADD's port may still be there, and the slow path finds it.
         let pooled = match pooled {
-            Some(p)
-                if self
-                    .plumber
-                    .veth_of_endpoint(&cni_alias(a))
-                    .await?
-                    .is_some() =>
-            {
-                self.port_pool.give_back(&self.neutron, p).await;
-                None
-            }
-            other => other,
+            Some(p) => match self.plumber.veth_of_endpoint(&cni_alias(a)).await {
+                Ok(None) => Some(p),
+                Ok(Some(_)) => {
+                    self.port_pool.give_back(&self.neutron, p).await;
+                    None
+                }
+                Err(e) => {
+                    self.port_pool.give_back(&self.neutron, p).await;
+                    return Err(e.into());
+                }
+            },
+            None => None,
         };
         let port = match pooled {
             Some(p) => {

@@ -161,6 +161,25 @@ impl FakeHost {
         Ok(())
     }
 
+    /// A read that fails when asked to, without a place in the calls' record.
+    fn fail_only(&self, op: &str, what: &str) -> Result<(), HostError> {
+        let Ok(mut s) = self.state.lock() else {
+            return Err(HostError::Binding("fake host poisoned".into()));
+        };
+        match s.failing.get_mut(op) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                Err(HostError::Netlink {
+                    op: op.into(),
+                    name: what.into(),
+                    message: "injected failure".into(),
+                    errno: Some(libc::EIO),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, HostError> {
         self.state
             .lock()
@@ -331,6 +350,7 @@ impl Plumbing for FakeHost {
     }
 
     async fn veth_of_endpoint(&self, ep: &str) -> Result<Option<String>, HostError> {
+        self.fail_only("veth_of_endpoint", ep)?;
         self.with(|s| {
             s.aliases
                 .iter()
