@@ -306,7 +306,7 @@ impl Neutron {
         let mut out = Vec::new();
         let mut query = filters.0.clone();
         let path = format!("/v2.0/{}", T::PATH);
-        loop {
+        for _ in 0..MAX_PAGES {
             let v = self.send(Method::GET, &path, &query, None).await?;
             let mut v = v.ok_or_else(|| NeutronError::Decode("empty list answer".into()))?;
             let items = v.get_mut(T::PLURAL).map(Value::take).unwrap_or(Value::Null);
@@ -320,10 +320,24 @@ impl Neutron {
                 .and_then(|l| l["href"].as_str())
                 .map(|s| s.to_string());
             match next {
-                Some(href) if got > 0 => query = query_of(&href),
+                Some(href) if got > 0 => {
+                    let next = query_of(&href)?;
+                    // A link that asks for the same page again would never end.
+                    if next == query {
+                        return Err(NeutronError::Decode(format!(
+                            "{}: the next page's link repeats this page's",
+                            T::PLURAL
+                        )));
+                    }
+                    query = next;
+                }
                 _ => return Ok(out),
             }
         }
+        Err(NeutronError::Decode(format!(
+            "{}: more than {MAX_PAGES} pages",
+            T::PLURAL
+        )))
     }
 
     /// Lists a collection as raw JSON objects (for fields the typed resources skip).
@@ -514,14 +528,25 @@ impl Neutron {
     }
 }
 
-/// The query pairs of a pagination link.
-fn query_of(href: &str) -> Vec<(String, String)> {
-    let Ok(url) = reqwest::Url::parse(href) else {
-        return Vec::new();
-    };
-    url.query_pairs()
+/// The most pages a list follows (Neutron's pages hold `pagination_max_limit` items).
+const MAX_PAGES: usize = 10_000;
+
+/// The query pairs of a pagination link, absolute or relative. A link that cannot be read
+/// is an error: following it without its query would list the collection unfiltered.
+fn query_of(href: &str) -> Result<Vec<(String, String)>> {
+    let url = reqwest::Url::parse("http://neutron.invalid/v2.0/")
+        .and_then(|base| base.join(href))
+        .map_err(|e| NeutronError::Decode(format!("pagination link {href:?}: {e}")))?;
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+        .collect();
+    if pairs.is_empty() {
+        return Err(NeutronError::Decode(format!(
+            "pagination link {href:?} has no query"
+        )));
+    }
+    Ok(pairs)
 }
 
 /// Waits before another attempt; false (and no wait) when the call has not that long
@@ -564,13 +589,57 @@ mod tests {
             "kuryr.net.uuid.lh:ab"
         );
         assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
-        assert_eq!(
-            query_of("http://n:9696/v2.0/ports?limit=2&marker=abc&fixed_ips=ip_address%3D1.2.3.4"),
-            vec![
-                ("limit".into(), "2".into()),
-                ("marker".into(), "abc".into()),
-                ("fixed_ips".into(), "ip_address=1.2.3.4".into())
-            ]
+        let want: Vec<(String, String)> = vec![
+            ("limit".into(), "2".into()),
+            ("marker".into(), "abc".into()),
+            ("fixed_ips".into(), "ip_address=1.2.3.4".into()),
+        ];
+        let q = "?limit=2&marker=abc&fixed_ips=ip_address%3D1.2.3.4";
+        for href in [
+            format!("http://n:9696/v2.0/ports{q}"),
+            format!("/v2.0/ports{q}"),
+            format!("ports{q}"),
+        ] {
+            assert_eq!(query_of(&href).ok(), Some(want.clone()), "{href}");
+        }
+        // Without its query the next page would be the collection unfiltered.
+        assert!(query_of("http://n:9696/v2.0/ports").is_err());
+        assert!(query_of("http://[::1").is_err());
+    }
+
+    /// A next link that never changes (a misbehaving proxy) ends the list with an error,
+    /// not a loop.
+    #[tokio::test]
+    async fn a_pagination_link_that_repeats_its_page_is_an_error() {
+        struct Repeating;
+        #[async_trait::async_trait]
+        impl transport::Transport for Repeating {
+            async fn exchange(
+                &self,
+                _: transport::Request<'_>,
+            ) -> std::result::Result<transport::Answer, transport::NoAnswer> {
+                let body = serde_json::json!({
+                    "networks": [{"id": "n1", "name": "a"}],
+                    "networks_links": [{"rel": "next", "href": "/v2.0/networks?name=a&limit=1"}]
+                });
+                Ok(transport::Answer {
+                    status: 200,
+                    body: body.to_string(),
+                    request_id: String::new(),
+                })
+            }
+        }
+        crate::tls::install_crypto_provider();
+        let cfg = crate::config::NeutronConfig {
+            endpoint: Some("memory://neutron".into()),
+            ..crate::config::Config::default().neutron
+        };
+        let n = Neutron::with_transport(&cfg, reqwest::Client::new(), Arc::new(Repeating));
+        let f = Filters::new().add("name", "a").add("limit", "1");
+        let r = n.list::<Network>(&f).await;
+        assert!(
+            matches!(&r, Err(NeutronError::Decode(m)) if m.contains("repeats")),
+            "{r:?}"
         );
     }
 
