@@ -154,7 +154,7 @@ impl Authenticator {
             .map_err(|e| NeutronError::Auth(format!("bad token body: {e}")))?;
         let expires_at = v["token"]["expires_at"].as_str().and_then(parse_iso8601);
         let issued_at = v["token"]["issued_at"].as_str().and_then(parse_iso8601);
-        let renew_at = expires_at.map(|e| e - renew_margin(issued_at, e));
+        let renew_at = expires_at.map(|e| e.saturating_sub(renew_margin(issued_at, e)));
         let endpoint = catalog_endpoint(
             &v["token"]["catalog"],
             &self.cfg.endpoint_type,
@@ -318,6 +318,18 @@ pub fn parse_iso8601(s: &str) -> Option<u64> {
     let hh: i64 = t.next()?.parse().ok()?;
     let mm: i64 = t.next()?.parse().ok()?;
     let ss: i64 = t.next().unwrap_or("0").parse().ok()?;
+    // Out of range is not a time (and would overflow below).
+    let fields = [
+        (y, 1970, 9999),
+        (m, 1, 12),
+        (day, 1, 31),
+        (hh, 0, 23),
+        (mm, 0, 59),
+        (ss, 0, 60),
+    ];
+    if !fields.iter().all(|&(v, lo, hi)| (lo..=hi).contains(&v)) {
+        return None;
+    }
     // Days from civil date (Howard Hinnant's algorithm).
     let y2 = if m <= 2 { y - 1 } else { y };
     let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
@@ -428,6 +440,16 @@ mod tests {
             Some(1_795_914_123)
         );
         assert_eq!(parse_iso8601("garbage"), None);
+        // From Keystone or a port's created_at: out of range is no time, never a panic.
+        for bad in [
+            "99999999999999999-01-01T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-11-29T24:00:00Z",
+            "2026-11-29T01:99999999999999999:03Z",
+            "-5-01-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_iso8601(bad), None, "{bad}");
+        }
     }
 
     #[test]
