@@ -57,7 +57,9 @@ pub const IFNAME_LEN: usize = 14;
 
 /// The two tags that carry a 64-char Docker id (network or endpoint).
 pub fn id_tags(docker_id: &str) -> Vec<String> {
-    let (low, high) = docker_id.split_at(docker_id.len().min(32));
+    // Docker's ids are ASCII; an id read back from a tag need not be.
+    let low = prefix(docker_id, 32);
+    let high = docker_id.get(low.len()..).unwrap_or_default();
     let mut tags = vec![format!("{TAG_LOW}{low}")];
     if !high.is_empty() {
         tags.push(format!("{TAG_HIGH}{high}"));
@@ -159,14 +161,21 @@ pub fn linuxbridge_name(neutron_net_id: &str) -> String {
 }
 
 fn ifname(p: &str, port_id: &str) -> String {
-    let mut s = format!("{p}{port_id}");
-    s.truncate(IFNAME_LEN);
-    s
+    prefix(&format!("{p}{port_id}"), IFNAME_LEN).to_string()
+}
+
+/// An id's first 12 characters, as Docker shows ids.
+pub fn short_id(id: &str) -> &str {
+    prefix(id, 12)
 }
 
 fn prefix(s: &str, n: usize) -> &str {
-    // Ids are ASCII; `get` avoids a panic on anything else.
-    s.get(..n.min(s.len())).unwrap_or(s)
+    // Ids are ASCII; anything else is cut at the character boundary below `n` bytes.
+    let mut end = n.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
 }
 
 /// True when `tags` hold both id tags of `docker_id`.
@@ -246,6 +255,22 @@ mod tests {
     use super::*;
 
     const NET: &str = "3b6c0e6a8f3c4c1f9d2e7a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d";
+
+    /// Ids read back from Neutron (a port id, an id tag anyone in the project can set)
+    /// need not be ASCII: names cut from them never split a character.
+    #[test]
+    fn names_cut_from_ids_never_split_a_character() {
+        let odd = "0123456789é123456789012345678é0123456789";
+        assert_eq!(host_veth("0123456789abcdef"), "tap0123456789a");
+        assert!(host_veth(odd).len() <= IFNAME_LEN);
+        assert!(container_veth(odd).len() <= IFNAME_LEN);
+        assert_eq!(short_id("ab€cdefghijklmnop"), "ab€cdefghi");
+        assert_eq!(short_id("0123456789a€"), "0123456789a");
+        assert_eq!(
+            id_tags(odd).concat().len(),
+            odd.len() + TAG_LOW.len() + TAG_HIGH.len()
+        );
+    }
 
     #[test]
     fn a_host_tag_fits_neutrons_60_characters_and_long_names_stay_apart() {

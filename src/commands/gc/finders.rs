@@ -440,10 +440,7 @@ impl Finder<'_> {
             if in_use.iter().all(|p| self.doomed.contains(&p.id)) {
                 self.leaks.push(Leak::Network {
                     id: n.id,
-                    why: format!(
-                        "Docker network {} is gone",
-                        &docker_id[..12.min(docker_id.len())]
-                    ),
+                    why: format!("Docker network {} is gone", names::short_id(&docker_id)),
                 });
             }
         }
@@ -567,7 +564,7 @@ async fn nested_leaks(
         if live_eps.contains(&ep) {
             continue;
         }
-        let why = format!("endpoint {} is not in Docker", &ep[..12.min(ep.len())]);
+        let why = format!("endpoint {} is not in Docker", names::short_id(&ep));
         match &mut leak {
             Leak::VmPair { why: w, .. } | Leak::Subport { why: w, .. } => *w = why.clone(),
             _ => {}
