@@ -254,7 +254,11 @@ fn wiring_of(net: &Network, container: &BTreeMap<String, String>) -> Result<Wiri
         "" => None,
         m => Some(
             m.parse::<u32>()
-                .map_err(|_| Failed::bad(format!("mtu {m:?} is not a number")))?,
+                .ok()
+                .filter(|m| (68..=65535).contains(m))
+                .ok_or_else(|| {
+                    Failed::bad(format!("mtu {m:?} is not a number from 68 to 65535"))
+                })?,
         ),
     };
     Ok(Wiring {

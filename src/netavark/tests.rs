@@ -91,6 +91,18 @@ async fn create_makes_the_neutron_network_of_its_subnet_and_leaves_the_addresses
             &json!("0001-01-01T00:00:00Z")
         )
     );
+    // An MTU the kernel would refuse is refused before Neutron is asked anything.
+    for mtu in ["40", "70000", "x"] {
+        let before = t.neutron.all("networks").len();
+        let (status, v) = create(
+            &t,
+            network(json!([{"subnet": "10.251.0.0/24"}]), json!({"mtu": mtu})),
+        )
+        .await;
+        assert_eq!(status, 400, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("68 to 65535"), "{v}");
+        assert_eq!(t.neutron.all("networks").len(), before);
+    }
     // A network with neither a Neutron network, a subnet nor a pool is refused.
     let (status, v) = create(&t, network(json!(null), json!({}))).await;
     assert_eq!(status, 400);
