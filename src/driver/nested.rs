@@ -371,21 +371,26 @@ impl Driver {
         };
         // An ipvlan has its parent's MAC and cannot take another.
         let mac = (kind != NestedKind::Ipvlan).then_some(port.mac_address.as_str());
-        let plugged = self.plumber.plug_sub(&port.id, mac, mtu, link, sub).await;
-        if let Err(e) = plugged {
-            let undo = crate::deadline::undo(async {
-                match kind {
-                    NestedKind::Vlan => self.detach_subport(&port.id).await,
-                    _ => self.update_vm_pairs(link, port, kind, false).await,
-                }
-            })
-            .await;
-            if let Err(e2) = undo {
-                tracing::warn!(port = %port.id, error = %e2, "rollback of the VM port / trunk failed");
+        match self.plumber.plug_sub(&port.id, mac, mtu, link, sub).await {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                let undo = crate::deadline::undo(async {
+                    match kind {
+                        NestedKind::Vlan => self.detach_subport(&port.id).await,
+                        _ => self.update_vm_pairs(link, port, kind, false).await,
+                    }
+                })
+                .await;
+                let e = DriverError::from(e);
+                Err(match undo {
+                    Ok(()) => e,
+                    Err(u) => {
+                        tracing::warn!(port = %port.id, error = %u, "rollback of the VM port / trunk failed");
+                        e.rolled_back_with(vec![u])
+                    }
+                })
             }
-            return Err(e.into());
         }
-        Ok(plugged?)
     }
 
     pub(crate) async fn unplug_nested(
