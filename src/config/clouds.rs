@@ -125,8 +125,16 @@ fn find_clouds_yaml(env: &dyn Fn(&str) -> Option<String>) -> Result<(PathBuf, St
 
 /// The `[neutron]` options of one cloud in a clouds.yaml text.
 pub fn from_clouds_yaml(text: &str, cloud: &str) -> Result<BTreeMap<String, String>, String> {
-    let f: CloudsFile =
-        serde_saphyr::from_str(text).map_err(|e| format!("not a valid clouds.yaml: {e}"))?;
+    // The parser's message quotes the file, whose lines hold passwords: only where.
+    let f: CloudsFile = serde_saphyr::from_str(text).map_err(|e| match e.location() {
+        Some(l) => format!(
+            "not a valid clouds.yaml: line {} column {} (the text is not shown: it may hold secrets)",
+            l.line(),
+            l.column()
+        ),
+        None => "not a valid clouds.yaml (the parser's message is not shown: it may hold secrets)"
+            .to_string(),
+    })?;
     let c = f
         .clouds
         .get(cloud)
@@ -175,6 +183,22 @@ pub fn from_clouds_yaml(text: &str, cloud: &str) -> Result<BTreeMap<String, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A clouds.yaml that is not YAML is refused without quoting it: its lines hold
+    /// passwords.
+    #[test]
+    fn a_broken_clouds_yaml_is_refused_without_its_secrets() {
+        for text in [
+            "clouds:\n  c:\n    auth:\n      password: s3cret-pw\n     - x: [\n",
+            "clouds:\n  c:\n    auth: {password: s3cret-pw, \n",
+            "clouds:\n  c:\n    auth:\n      password: s3cret-pw\n    region_name: [a, b\n",
+        ] {
+            let Err(e) = from_clouds_yaml(text, "c") else {
+                panic!("accepted: {text}");
+            };
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+    }
 
     #[test]
     fn env_variables_map_to_options() {
