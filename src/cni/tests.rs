@@ -581,7 +581,17 @@ async fn a_pooled_add_asks_neutron_nothing_before_it_answers_and_its_port_become
     assert_eq!((status, &v), (200, &Value::Null), "CHECK");
     let (status, _) = t.cni(&call("DEL", CTR, "", conf(json!({})))).await;
     assert_eq!(status, 200);
-    assert!(!t.host.links().contains(&names::host_veth(&taken)));
+    // Its veth went (the pool may plug the port again at once, for itself).
+    assert!(t
+        .host
+        .calls()
+        .contains(&format!("unplug {}", names::host_veth(&taken))));
+    assert!(!t
+        .host
+        .netns_links()
+        .contains(&(ns(CTR), "eth0".to_string())));
+    let alias = t.host.alias(&names::host_veth(&taken)).unwrap_or_default();
+    assert!(!alias.contains(CTR), "{alias}");
     // The port goes back to the pool (or, the pool full, is deleted) after the answer.
     t.driver.background.flush().await;
     assert_free_or_gone(&t, &taken);
