@@ -232,6 +232,13 @@ pub fn cni_net_tag(conf_name: &str) -> String {
     format!("{TAG_CNI_NET}{}", prefix(conf_name, 60 - TAG_CNI_NET.len()))
 }
 
+/// A network's tags name a user of it besides the runtime network of `tag`: another
+/// Podman network, or a Docker network that took it as an existing network.
+pub fn other_users(tags: &[String], tag: &str) -> bool {
+    tags.iter()
+        .any(|t| t != tag && (t.starts_with(TAG_NETAVARK_NET) || t.starts_with(TAG_NET_EXISTING)))
+}
+
 pub fn netavark_net_tag(podman_net_id: &str) -> String {
     format!(
         "{TAG_NETAVARK_NET}{}",

@@ -11,7 +11,8 @@ use serde_json::Value;
 use super::spec::{self, Call, CniError, Code, NetConf};
 use crate::local_api::{self, LocalApiError};
 
-/// The daemon answers within its own call deadline (25 s); this covers a slow start.
+/// The daemon answers within 50 s (`deadline::PLUGIN_ANSWER`); a little more for the
+/// connection and a busy machine.
 const ANSWER_WITHIN: Duration = Duration::from_secs(55);
 
 /// The process: environment and stdin in, stdout and exit code out.

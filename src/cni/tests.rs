@@ -165,6 +165,60 @@ async fn an_add_whose_interface_name_is_taken_fails_and_leaves_that_interface() 
     );
 }
 
+/// An ADD repeated without a DEL fails (the spec's rule: the interface exists) and leaves
+/// the attachment the first one made as it was: same port, same interface.
+#[tokio::test]
+async fn an_add_repeated_without_del_fails_and_keeps_the_first_attachment() {
+    let (t, _, _) = driver().await;
+    let (status, first) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200, "{first}");
+    let before = ports(&t);
+    let links = t.host.links();
+    t.take_requests();
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_ne!(status, 200, "{r}");
+    assert!(
+        r["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already exists"),
+        "{r}"
+    );
+    let asked = t.take_requests();
+    assert!(asked.iter().all(|r| r.starts_with("GET ")), "{asked:?}");
+    assert_eq!(ports(&t), before);
+    assert_eq!(t.host.links(), links);
+    let (status, v) = t.cni(&call("CHECK", CTR, "", conf(json!({})))).await;
+    assert_eq!(
+        (status, &v),
+        (200, &Value::Null),
+        "CHECK after the second ADD"
+    );
+}
+
+/// A DEL after the attachment's port was deleted in Neutron by hand still takes its veth
+/// and the container's interface away.
+#[tokio::test]
+async fn del_of_an_attachment_whose_port_was_deleted_by_hand_removes_its_veth() {
+    let (t, _, _) = driver().await;
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+    let id = ports(&t)[0]["id"].as_str().unwrap_or_default().to_string();
+    t.driver
+        .neutron
+        .delete::<crate::neutron::Port>(&id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (status, _) = t.cni(&call("DEL", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200);
+    assert!(t.host.links().is_empty(), "{:?}", t.host.links());
+    assert!(
+        t.host.netns_links().is_empty(),
+        "{:?}",
+        t.host.netns_links()
+    );
+}
+
 /// A runtime that gives up on an ADD (its plugin killed, the socket closed) does not cut
 /// the ADD off half-way: it runs to its end, here a wired attachment that the runtime's
 /// DEL then takes away, never a port without its interfaces.
@@ -421,6 +475,21 @@ async fn a_network_made_for_an_add_that_then_fails_is_deleted() {
         assert_ne!(status, 200, "{method} {path} refused: {r}");
         assert_eq!(t.neutron.count("networks"), 0, "after {method} {path}");
         assert_eq!(t.neutron.count("ports"), 0);
+    }
+    // A group, QoS policy or floating network that Neutron does not have: refused before
+    // the network is made.
+    for wrong in [
+        json!({"securityGroups": ["no-such-group"]}),
+        json!({"qosPolicy": "no-such-policy"}),
+        json!({"floatingNetwork": "no-such-net"}),
+    ] {
+        let mut c = c.clone();
+        if let (Some(c), Some(w)) = (c.as_object_mut(), wrong.as_object()) {
+            c.extend(w.clone());
+        }
+        let (status, r) = t.cni(&call("ADD", CTR, "", c)).await;
+        assert_eq!(status, 400, "{wrong}: {r}");
+        assert_eq!(t.neutron.count("networks"), 0, "{wrong}");
     }
     let (status, r) = t.cni(&call("ADD", CTR, "", c)).await;
     assert_eq!(status, 200, "{r}");
@@ -712,6 +781,79 @@ async fn a_pool_port_taken_by_an_add_that_fails_early_goes_back_to_the_pool() {
     );
 }
 
+/// The same with the pool: the repeated ADD gives the pool port it took back and fails;
+/// the first ADD's port and interface stay.
+#[tokio::test]
+async fn a_pooled_add_repeated_without_del_fails_and_keeps_the_first_attachment() {
+    let (t, _) = pooled(3).await;
+    let (status, first) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200, "{first}");
+    // Again before the first one's bookkeeping: its port is known by its veth only.
+    t.take_requests();
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_ne!(status, 200, "{r}");
+    // No port made for it and deleted again (the pool may refill beside it).
+    let asked = t.take_requests();
+    assert!(!asked.contains(&"DELETE ports".to_string()), "{asked:?}");
+    t.driver.background.flush().await;
+    let mine = |t: &TestDriver| -> Vec<Value> {
+        ports(t)
+            .into_iter()
+            .filter(|p| p["device_id"] == CTR)
+            .collect()
+    };
+    let before = mine(&t);
+    assert_eq!(before.len(), 1);
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_ne!(status, 200, "{r}");
+    t.driver.background.flush().await;
+    assert_eq!(mine(&t), before);
+    let (status, v) = t.cni(&call("CHECK", CTR, "", conf(json!({})))).await;
+    assert_eq!(
+        (status, &v),
+        (200, &Value::Null),
+        "CHECK after the second ADD"
+    );
+}
+
+/// A second DEL of an attachment whose port the first gave back to the pool leaves the
+/// pool as it is: the port is not unplugged again, nor in the pool twice.
+#[tokio::test]
+async fn a_port_given_back_twice_has_one_place_in_the_pool() {
+    let (t, _) = pooled(3).await;
+    let (status, r) = t.cni(&call("ADD", CTR, "", conf(json!({})))).await;
+    assert_eq!(status, 200, "{r}");
+    t.driver.background.flush().await;
+    let mine = ports(&t)
+        .into_iter()
+        .find(|p| p["device_id"] == CTR)
+        .unwrap_or_default();
+    let (id, net_id) = (
+        mine["id"].as_str().unwrap_or_default().to_string(),
+        mine["network_id"].as_str().unwrap_or_default().to_string(),
+    );
+    for _ in 0..2 {
+        let (status, _) = t.cni(&call("DEL", CTR, "", conf(json!({})))).await;
+        assert_eq!(status, 200);
+    }
+    t.driver.background.flush().await;
+    assert_free_or_gone(&t, &id);
+    let before = t.driver.port_pool.available(&net_id);
+    assert_eq!(pool_ports(&t).len(), before);
+    // A free port given back again, as a DEL racing the first one's give-back would.
+    let free = pool_ports(&t).first().cloned().unwrap_or_default();
+    let again: crate::neutron::Port = serde_json::from_value(port_by_id(&t, &free))
+        .unwrap_or_else(|e| panic!("pool port {free}: {e}"));
+    t.driver.port_pool.give_back(&t.driver.neutron, again).await;
+    assert_eq!(t.driver.port_pool.available(&net_id), before);
+    assert_eq!(pool_ports(&t).len(), before, "a free port was deleted");
+    assert_eq!(
+        t.host.alias(&names::host_veth(&free)).as_deref(),
+        Some(crate::host::PLUGGED_AHEAD),
+        "the pool's veth of the port"
+    );
+}
+
 #[tokio::test]
 async fn an_attachment_with_its_own_address_or_groups_gets_a_port_of_its_own() {
     let (t, pool) = pooled(2).await;
@@ -727,6 +869,16 @@ async fn an_attachment_with_its_own_address_or_groups_gets_a_port_of_its_own() {
     assert_eq!(mine.len(), 1);
     assert!(!pool.contains(&mine[0]["id"].as_str().unwrap_or_default().to_string()));
     assert_eq!(mine[0]["fixed_ips"][0]["ip_address"], "10.20.0.77");
+    // Marked its own, so DEL does not hand its address to the next container by the pool.
+    let tags: Vec<String> = serde_json::from_value(mine[0]["tags"].clone()).unwrap_or_default();
+    assert!(tags.iter().any(|t| t == names::TAG_PORT_OWN), "{tags:?}");
+    let id = mine[0]["id"].as_str().unwrap_or_default().to_string();
+    let (status, _) = t
+        .cni(&call("DEL", CTR, "IP=10.20.0.77", conf(json!({}))))
+        .await;
+    assert_eq!(status, 200);
+    t.driver.background.flush().await;
+    assert_eq!(port_by_id(&t, &id), Value::Null, "the port is deleted");
 }
 
 #[tokio::test]

@@ -124,17 +124,20 @@ impl Background {
         self.settle(port).await;
     }
 
-    /// Waits until no work is queued for `port` (at most a bounded while).
-    pub async fn settle(&self, port: &str) {
+    /// Waits until no work is queued for `port` (at most a bounded while); true if there
+    /// was some, so what the caller read of the port before may be out of date.
+    pub async fn settle(&self, port: &str) -> bool {
         let rx = self.inflight.lock().ok().and_then(|m| m.get(port).cloned());
-        if let Some(mut rx) = rx {
-            if tokio::time::timeout(SETTLE_LIMIT, rx.changed())
-                .await
-                .is_err()
-            {
-                tracing::warn!(port, "background work on the port still running; going on");
-            }
+        let Some(mut rx) = rx else {
+            return false;
+        };
+        if tokio::time::timeout(SETTLE_LIMIT, rx.changed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(port, "background work on the port still running; going on");
         }
+        true
     }
 
     /// Ports with work queued or running.

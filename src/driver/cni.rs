@@ -143,10 +143,30 @@ impl Driver {
             .locks
             .lock(&format!("cni:{}:{}", a.container_id, a.ifname))
             .await;
-        for p in self.cni_attachment_ports(a).await? {
+        let mut ports = self.cni_attachment_ports(a).await?;
+        let mut waited = false;
+        for p in &ports {
             // Bookkeeping not written yet is not needed any more.
             self.background.cancel(&p.id);
-            self.background.settle(&p.id).await;
+            waited |= self.background.settle(&p.id).await;
+        }
+        if waited {
+            // What ran meanwhile (an earlier DEL giving the port back to the pool, the
+            // bookkeeping) changed the ports: a port given back is no longer this
+            // attachment's, and must not be unplugged or given back twice.
+            ports = self.cni_attachment_ports(a).await?;
+        }
+        if ports.is_empty() {
+            // Its port went without kuryr (deleted in Neutron by hand): the veth its alias
+            // names goes all the same, and its container end with it.
+            if let Some(veth) = self.plumber.veth_of_endpoint(&cni_alias(a)).await? {
+                tracing::info!(container = %a.container_id, veth = %veth, "CNI DEL: no port is the attachment's; removing its veth");
+                self.plumber.delete_ovs_port(&veth).await?;
+                self.plumber.delete_link(&veth).await?;
+            }
+            return Ok(());
+        }
+        for p in ports {
             let as_made = self.unwritten.lock().ok().and_then(|mut m| m.remove(&p.id));
             self.cni_unplug(&p, a).await?;
             // With the pool, the port goes back to it (or is deleted) after the answer, as

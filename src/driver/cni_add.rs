@@ -70,6 +70,7 @@ impl Driver {
                 Ok(None) => Some(p),
                 Ok(Some(_)) => {
                     self.port_pool.give_back(&self.neutron, p).await;
+                    self.refuse_a_taken_ifname(a).await?;
                     None
                 }
                 Err(e) => {
@@ -104,15 +105,28 @@ impl Driver {
         }
     }
 
+    /// The spec's ADD rule where an earlier ADD of the attachment left something: its
+    /// interface in the namespace means that ADD finished (a repeat without a DEL), and
+    /// what it made stays as it is. Elsewhere the move into the namespace checks it.
+    async fn refuse_a_taken_ifname(&self, a: &Attach) -> Result<()> {
+        let Some(netns) = &a.netns else {
+            return Ok(());
+        };
+        if self.plumber.netns_link(netns, &a.ifname).await?.is_some() {
+            return Err(crate::host::HostError::Invalid(format!(
+                "interface {} already exists in {}",
+                a.ifname,
+                netns.display()
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
     /// A pool port serves an attachment that asks nothing of its port beyond what a
     /// pool port has: no address, MAC, group, QoS policy or floating IP of its own.
     fn cni_poolable(&self, w: &Wiring, t: &Target) -> bool {
-        self.port_pool.enabled()
-            && w.ips.is_empty()
-            && w.mac.is_none()
-            && t.groups.is_empty()
-            && t.qos.is_none()
-            && t.floating.is_none()
+        self.port_pool.enabled() && !own_port(w, t)
     }
 
     /// The attachment's name, device and tags on its pool port, a moment after the
@@ -132,7 +146,11 @@ impl Driver {
     /// interrupted ADD left goes first.
     async fn cni_create_port(&self, a: &Attach, w: &Wiring, t: &Target) -> Result<Port> {
         let fixed_ips = fixed_ips(&t.subnets, &w.ips)?;
-        for old in self.cni_ports(a).await? {
+        let old_ports = self.cni_ports(a).await?;
+        if !old_ports.is_empty() {
+            self.refuse_a_taken_ifname(a).await?;
+        }
+        for old in old_ports {
             tracing::info!(port = %old.id, container = %a.container_id, "replacing the port of an interrupted ADD");
             self.cni_remove(
                 &old,
@@ -160,8 +178,9 @@ impl Driver {
             },
         };
         let mut tags = names::cni_tags(&a.ifname, &a.conf_name);
-        if t.floating.is_some() {
-            // DEL, and a replacing ADD, look for the floating IP only on such a port.
+        if own_port(w, t) {
+            // Never handed to another container by the pool at DEL; DEL, and a replacing
+            // ADD, look for a floating IP only on such a port.
             tags.push(names::TAG_PORT_OWN.to_string());
         }
         // Tagged in the create itself where Neutron can: a kuryr killed right after still
@@ -231,6 +250,16 @@ impl Driver {
         }
         Ok(att)
     }
+}
+
+/// The attachment asks its port for something a pool port does not have: an address, a
+/// MAC, groups or a QoS policy of its own, or a floating IP.
+fn own_port(w: &Wiring, t: &Target) -> bool {
+    !w.ips.is_empty()
+        || w.mac.is_some()
+        || !t.groups.is_empty()
+        || t.qos.is_some()
+        || t.floating.is_some()
 }
 
 /// The port's `fixed_ips`: each wanted address on the subnet that holds it, and one

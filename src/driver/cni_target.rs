@@ -150,6 +150,14 @@ impl Driver {
         let nets: Vec<Network> = self.neutron.list(&Filters::new().tags(&tags)).await?;
         let mut removed = Vec::new();
         for n in nets {
+            // Another Podman network, or a Docker network, on it too: only this one's
+            // mark goes.
+            if names::other_users(&n.tags, tag) {
+                tracing::info!(network = %n.id, "a network kuryr made serves another runtime's network too: kept");
+                self.neutron.remove_tag::<Network>(&n.id, tag).await?;
+                self.cache.cni_targets.clear();
+                continue;
+            }
             self.port_pool.drain(&self.neutron, &n.id).await;
             let ports: Vec<crate::neutron::Port> = self
                 .neutron
@@ -171,6 +179,18 @@ impl Driver {
             self.cache.cni_targets.clear();
         }
         Ok(removed)
+    }
+
+    /// A network kuryr made for another runtime's network that this one (a Podman
+    /// network by `tag`) uses too is marked as this one's as well, so that removing the
+    /// first leaves it.
+    pub async fn share_made_network(&self, net: &Network, tag: &str) -> Result<()> {
+        let made = net.tags.iter().any(|t| t == names::TAG_CNI_MADE);
+        if made && !net.tags.iter().any(|t| t == tag) {
+            self.neutron.add_tag::<Network>(&net.id, tag).await?;
+            self.cache.cni_targets.clear();
+        }
+        Ok(())
     }
 
     /// Drops the kept target of a config (an ADD failed with it).
@@ -217,19 +237,23 @@ impl Driver {
     }
 
     async fn resolve_target(&self, w: &Wiring) -> Result<Target> {
-        let (net, subnets, subnetpool_id) = self.cni_network_and_subnets(w).await?;
-        let groups = match w.security_groups.is_empty() {
-            false => self.security_group_ids(&w.security_groups).await?,
-            true => names::sgs_from_tags(&net.tags),
+        // What the config names is found before a network is made for it: a name that
+        // is wrong makes nothing.
+        let named_groups = match w.security_groups.is_empty() {
+            false => Some(self.security_group_ids(&w.security_groups).await?),
+            true => None,
         };
         let qos = match &w.qos_policy {
             Some(q) => Some(self.qos_policy_id(q).await?),
             None => None,
         };
-        let floating = match &w.floating_network {
+        let named_floating = match &w.floating_network {
             Some(f) => Some(self.external_network_id(f).await?),
-            None => names::fip_net_from_tags(&net.tags),
+            None => None,
         };
+        let (net, subnets, subnetpool_id) = self.cni_network_and_subnets(w).await?;
+        let groups = named_groups.unwrap_or_else(|| names::sgs_from_tags(&net.tags));
+        let floating = named_floating.or_else(|| names::fip_net_from_tags(&net.tags));
         Ok(Target {
             net,
             subnets,

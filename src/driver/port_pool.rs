@@ -255,6 +255,11 @@ impl PortPool {
         Some(f(nets.entry(network_id.to_string()).or_default()))
     }
 
+    /// The port is free in the network's pool already.
+    fn holds(n: &NetPool, port: &Port) -> bool {
+        n.free.iter().any(|f| f.id == port.id)
+    }
+
     /// As [`Self::with`], for a network the pool still knows (a drained one is gone).
     fn known<T>(&self, network_id: &str, f: impl FnOnce(&mut NetPool) -> T) -> Option<T> {
         let mut nets = self.nets.lock().ok()?;
@@ -562,6 +567,13 @@ impl PortPool {
     /// size, or on a network being removed, the port is deleted instead.
     pub async fn give_back(&self, neutron: &Neutron, port: Port) {
         let pool = self;
+        if pool
+            .known(port.network_id.as_str(), |n| Self::holds(n, &port))
+            .unwrap_or(false)
+        {
+            // Given back twice (two DELs of one attachment): it is free and plugged.
+            return;
+        }
         {
             let network_id = port.network_id.clone();
             let keep = pool
@@ -608,8 +620,17 @@ impl PortPool {
     /// pool filled meanwhile (other ports given back, a refill landed) or is closing:
     /// then it goes.
     async fn keep_or_discard(&self, neutron: &Neutron, port: Port) {
+        if self
+            .known(port.network_id.as_str(), |n| Self::holds(n, &port))
+            .unwrap_or(false)
+        {
+            return;
+        }
         self.plug_ahead(&port).await;
         let kept = self.with(port.network_id.as_str(), |n| {
+            if Self::holds(n, &port) {
+                return true;
+            }
             let keep = !n.closed && n.free.len() < self.target(n);
             if keep {
                 n.free.push_back(port.clone());

@@ -12,7 +12,8 @@ use serde_json::Value;
 use super::spec::{options, Call, Command, Info, Network, PluginError, Request};
 use crate::local_api;
 
-/// The daemon answers within its own call deadline (25 s); this covers a slow start.
+/// The daemon answers within 50 s (`deadline::PLUGIN_ANSWER`); a little more for the
+/// connection and a busy machine.
 const ANSWER_WITHIN: Duration = Duration::from_secs(55);
 
 /// The process: argv and stdin in, stdout and exit code out.

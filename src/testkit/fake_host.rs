@@ -286,6 +286,8 @@ impl Plumbing for FakeHost {
         self.call("delete_link", name.to_string())?;
         self.with(|s| {
             s.aliases.remove(name);
+            // As the kernel: a veth's end in a namespace goes with its host end.
+            s.in_netns.retain(|_, (_, h)| h != name);
             s.links.remove(name).is_some()
         })
     }
