@@ -293,7 +293,8 @@ fn wiring_of(net: &Network, container: &BTreeMap<String, String>) -> Result<Wiri
 async fn create(d: &Driver, mut net: Network) -> Result<Network, Failed> {
     let mut w = wiring_of(&net, &BTreeMap::new())?;
     // `kuryr gc` finds it by this once Podman's network is gone.
-    w.made_tags = vec![crate::names::netavark_net_tag(&net.id)];
+    let tag = crate::names::netavark_net_tag(&net.id);
+    w.made_tags = vec![tag.clone()];
     let named = !net.options.contains_key(opt::NET_UUID)
         && !net.options.contains_key(opt::NET_NAME)
         && !net.options.contains_key(opt::NETWORK);
@@ -303,6 +304,7 @@ async fn create(d: &Driver, mut net: Network) -> Result<Network, Failed> {
         ));
     }
     let (neutron_net, subnets) = d.attachment_network(&w).await?;
+    d.share_made_network(&neutron_net, &tag).await?;
     tracing::info!(network = %net.name, neutron_network = %neutron_net.id, "netavark: a Podman network on Neutron");
     // By id from now on: setups skip the name lookups, and a renamed Neutron network
     // still serves.

@@ -431,6 +431,55 @@ async fn a_podman_network_gone_from_the_store_takes_the_neutron_network_made_for
     );
 }
 
+/// Two Podman networks on one Neutron network kuryr made for the first: removing the first
+/// leaves it to the second; removing the second takes it.
+#[tokio::test]
+async fn a_made_network_two_podman_networks_use_goes_with_the_last() {
+    let t = TestDriver::new("").await;
+    let store = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let opts = json!({"neutron.net.name": "shared-x"});
+    let (status, a) = create(
+        &t,
+        network(json!([{"subnet": "10.253.0.0/24"}]), opts.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{a}");
+    let mut b = network(json!(null), opts);
+    b["id"] = json!(NET_ID.replace("5d47", "6d47"));
+    b["name"] = json!("second");
+    let (status, b) = create(&t, b).await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(t.neutron.all("networks").len(), 1, "one Neutron network");
+    for n in [&a, &b] {
+        let file = store
+            .path()
+            .join(format!("{}.json", n["name"].as_str().unwrap_or_default()));
+        std::fs::write(file, n.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let watch = super::watch::StoreWatch::new(store.path().to_path_buf());
+    watch.sweep(&t.driver).await;
+    std::fs::remove_file(store.path().join("probenet.json")).unwrap_or_else(|e| panic!("{e}"));
+    watch.sweep(&t.driver).await;
+    let nets = t.neutron.all("networks");
+    assert_eq!(
+        nets.len(),
+        1,
+        "the second Podman network's Neutron network went"
+    );
+    let tags: Vec<String> = serde_json::from_value(nets[0]["tags"].clone()).unwrap_or_default();
+    assert!(!tags.contains(&names::netavark_net_tag(NET_ID)), "{tags:?}");
+    // The second still sets up on it.
+    let (status, v) = call(&t, "setup", request(CTR, &b, json!(null), json!(null))).await;
+    assert_eq!(status, 200, "{v}");
+    call(&t, "teardown", request(CTR, &b, json!(null), json!(null))).await;
+    std::fs::remove_file(store.path().join("second.json")).unwrap_or_else(|e| panic!("{e}"));
+    watch.sweep(&t.driver).await;
+    assert!(
+        t.neutron.all("networks").is_empty(),
+        "the last user gone, it goes"
+    );
+}
+
 #[tokio::test]
 async fn a_floating_network_gives_each_container_a_floating_ip_released_at_teardown() {
     let t = TestDriver::new("").await;

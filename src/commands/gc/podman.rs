@@ -34,16 +34,25 @@ impl Finder<'_> {
             if self.recent(&raw) {
                 continue;
             }
-            let Some(tagged) = n
+            // Every Podman network on it must be gone (several may share it), and no
+            // Docker network have taken it.
+            let tagged: Vec<&str> = n
                 .tags
                 .iter()
-                .find_map(|t| t.strip_prefix(names::TAG_NETAVARK_NET))
-            else {
+                .filter_map(|t| t.strip_prefix(names::TAG_NETAVARK_NET))
+                .collect();
+            let Some(&first) = tagged.first() else {
                 continue;
             };
-            if live.iter().any(|id| id.starts_with(tagged)) {
+            let used = |p: &&str| live.iter().any(|id| id.starts_with(*p));
+            let docker = n
+                .tags
+                .iter()
+                .any(|t| t.starts_with(names::TAG_NET_EXISTING));
+            if tagged.iter().any(used) || docker {
                 continue;
             }
+            let tagged = first;
             let ports: Vec<Port> = self
                 .neutron
                 .list(&Filters::new().add("network_id", &n.id))
