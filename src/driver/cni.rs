@@ -161,7 +161,7 @@ impl Driver {
             // names goes all the same, and its container end with it.
             if let Some(veth) = self.plumber.veth_of_endpoint(&cni_alias(a)).await? {
                 tracing::info!(container = %a.container_id, veth = %veth, "CNI DEL: no port is the attachment's; removing its veth");
-                self.plumber.delete_ovs_port(&veth).await?;
+                // A host veth's OVS port goes with it.
                 self.plumber.delete_link(&veth).await?;
             }
             return Ok(());

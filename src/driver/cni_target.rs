@@ -329,10 +329,7 @@ impl Driver {
     /// or `--subnet` Neutron refuses) leaves Neutron as it was, and no untagged network
     /// stays that no clean-up would know as kuryr's.
     async fn undo_made_network(&self, id: &str, e: DriverError) -> DriverError {
-        match crate::deadline::undo(self.neutron.delete_if_exists::<Network>(id)).await {
-            Ok(()) => e,
-            Err(u) => e.rolled_back_with(vec![u.into()]),
-        }
+        e.after_undo(crate::deadline::undo(self.neutron.delete_if_exists::<Network>(id)).await)
     }
 
     /// The network's subnets the config's addresses come from, made when missing.

@@ -146,11 +146,7 @@ impl Driver {
                             self.neutron.delete_if_exists::<SubnetPool>(&p.id),
                         )
                         .await;
-                        let e = DriverError::from(e);
-                        return Err(match undo {
-                            Ok(()) => e,
-                            Err(u) => e.rolled_back_with(vec![u.into()]),
-                        });
+                        return Err(DriverError::from(e).after_undo(undo));
                     }
                 }
                 p

@@ -128,6 +128,14 @@ impl DriverError {
         }
     }
 
+    /// This error, with its rollback's failure if the rollback failed.
+    pub fn after_undo<E: Into<DriverError>>(self, undo: std::result::Result<(), E>) -> DriverError {
+        match undo {
+            Ok(()) => self,
+            Err(u) => self.rolled_back_with(vec![u.into()]),
+        }
+    }
+
     /// This error, with what its rollback could not undo.
     pub fn rolled_back_with(self, failures: Vec<DriverError>) -> DriverError {
         if failures.is_empty() {

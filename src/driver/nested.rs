@@ -381,14 +381,10 @@ impl Driver {
                     }
                 })
                 .await;
-                let e = DriverError::from(e);
-                Err(match undo {
-                    Ok(()) => e,
-                    Err(u) => {
-                        tracing::warn!(port = %port.id, error = %u, "rollback of the VM port / trunk failed");
-                        e.rolled_back_with(vec![u])
-                    }
-                })
+                if let Err(u) = &undo {
+                    tracing::warn!(port = %port.id, error = %u, "rollback of the VM port / trunk failed");
+                }
+                Err(DriverError::from(e).after_undo(undo))
             }
         }
     }

@@ -147,18 +147,8 @@ impl FakeHost {
             return Err(HostError::Binding("fake host poisoned".into()));
         };
         s.calls.push(format!("{op} {what}").trim_end().to_string());
-        if let Some(n) = s.failing.get_mut(op) {
-            if *n > 0 {
-                *n -= 1;
-                return Err(HostError::Netlink {
-                    op: op.into(),
-                    name: what,
-                    message: "injected failure".into(),
-                    errno: Some(libc::EIO),
-                });
-            }
-        }
-        Ok(())
+        drop(s);
+        self.fail_only(op, &what)
     }
 
     /// A read that fails when asked to, without a place in the calls' record.
