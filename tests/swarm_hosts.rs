@@ -138,6 +138,16 @@ async fn a_service_spreads_over_two_nodes_pings_across_them_and_leaves_nothing()
     for h in [b, a] {
         let _ = h.docker_try(&["swarm", "leave", "--force"]);
     }
+    // The checks below take every kuryr interface on a host for this test's: one an
+    // earlier test left would fail them for the wrong reason.
+    for h in &hosts {
+        let left = h.links(kuryr::names::HOST_VETH_PREFIX);
+        assert!(
+            left.is_empty(),
+            "host {} has kuryr interfaces before the test (left by an earlier test): {left:?}",
+            h.name
+        );
+    }
     let plugin = format!("{}:latest", unique("kmhsw-"));
     let _swarm = SwarmUndo {
         hosts: &hosts,

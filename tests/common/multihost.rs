@@ -86,6 +86,29 @@ impl Host {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Removes the containers and networks the tests made here (labelled `kuryr-test`),
+    /// so that a test that failed half-way leaves nothing to the next one.
+    pub fn remove_test_objects(&self) {
+        let steps: [(&[&str], &[&str]); 2] = [
+            (
+                &["ps", "-aq", "--filter", "label=kuryr-test"],
+                &["rm", "-f"],
+            ),
+            (
+                &["network", "ls", "-q", "--filter", "label=kuryr-test"],
+                &["network", "rm"],
+            ),
+        ];
+        for (list, rm) in steps {
+            let out = self.docker_try(list);
+            let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = self.docker_try(&[rm, ids.as_slice()].concat());
+            }
+        }
+    }
+
     /// Interfaces of this host whose name starts with `prefix`.
     pub fn links(&self, prefix: &str) -> Vec<String> {
         super::links_in(Some(&self.netns()), prefix)
