@@ -146,17 +146,23 @@ async fn operator_network_spans_hosts(n: &Neutron, hosts: &[Host]) {
 
     // A on mh-a reaches B on mh-b across the VXLAN underlay, and back (l2population may
     // take a moment to program the forwarding entries).
-    let ping = |from: &Host, to: &str| {
+    let ping = |from: &Host, container: &str, to: &str| {
         wait_until(45, || {
-            from.docker_try(&["exec", &cname(from), "ping", "-c", "1", "-W", "1", to])
+            from.docker_try(&["exec", container, "ping", "-c", "1", "-W", "1", to])
                 .status
                 .success()
                 .then_some(())
         })
         .is_some()
     };
-    assert!(ping(&hosts[0], &ip_b), "mh-a cannot reach {ip_b} on mh-b");
-    assert!(ping(&hosts[1], &ip_a), "mh-b cannot reach {ip_a} on mh-a");
+    assert!(
+        ping(&hosts[0], &cname(&hosts[0]), &ip_b),
+        "mh-a cannot reach {ip_b} on mh-b"
+    );
+    assert!(
+        ping(&hosts[1], &cname(&hosts[1]), &ip_a),
+        "mh-b cannot reach {ip_a} on mh-a"
+    );
     // Data across the hosts, not just ping: 2 MB from B's container to A's.
     hosts[1].docker(&[
         "exec",
@@ -189,16 +195,9 @@ async fn operator_network_spans_hosts(n: &Neutron, hosts: &[Host]) {
     // Neutron may hand the late container the address A's container just gave back. On
     // ML2/OVN the switch answers ARP itself, so B's first container keeps the old MAC for
     // that address until its neighbour entry is refreshed (Docker's unsolicited ARP, or
-    // the entry's probe): wait for it as for the pings above.
-    let reached = wait_until(45, || {
-        hosts[1]
-            .docker_try(&["exec", &late, "ping", "-c", "1", "-W", "1", &b_ip])
-            .status
-            .success()
-            .then_some(())
-    });
+    // the entry's probe): it is waited for as the pings above.
     assert!(
-        reached.is_some(),
+        ping(&hosts[1], &late, &b_ip),
         "a container started on B after A left cannot reach B's first container"
     );
 
