@@ -592,3 +592,51 @@ async fn vif_plugging_wait_returns_an_active_port() {
     c.containers.clear();
     c.networks.clear();
 }
+
+/// A container given an address its previous holder released a moment before is
+/// answered at once by a peer that still holds the old holder's MAC. On ML2/OVN the
+/// logical switch answers ARP requests itself, so the newcomer's own requests never
+/// reach the peer, which kept sending its replies to the old MAC for 20 s and more
+/// until kuryr announced the address (gratuitous ARP) once the port is installed. On
+/// linuxbridge the newcomer's ARP request reaches the peer and corrects it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_on_a_just_released_address_is_answered_at_once() {
+    let (p, _k) = plugin();
+    let mut c = Cleanup::new();
+    let net = common::unique("kr-");
+    c.networks.push(net.clone());
+    common::kuryr_network(&p, "10.32.0.0/24", "10.32.0.1", &net);
+    let (a, y, z) = (
+        common::unique("kra-"),
+        common::unique("kry-"),
+        common::unique("krz-"),
+    );
+    c.containers.extend([a.clone(), y.clone(), z.clone()]);
+    // NET_ADMIN: the peer's neighbour table is flushed below.
+    common::run_container(&a, &net, &["--cap-add", "NET_ADMIN"]);
+    common::run_container(&y, &net, &[]);
+    let (ip_a, ip_y) = (
+        common::container_ip(&a, &net),
+        common::container_ip(&y, &net),
+    );
+    assert!(ping(&a, &ip_y), "{a} cannot ping {ip_y}");
+    // The peer learns the old holder's MAC afresh: its entry then stays REACHABLE, and
+    // is used without a question, for 15 s at least (the kernel's reachable time).
+    docker(&["exec", &a, "ip", "neigh", "flush", "dev", "eth0"]);
+    docker(&["exec", &a, "ping", "-c", "1", "-W", "2", &ip_y]);
+    docker(&["rm", "-f", &y]);
+    common::run_container(&z, &net, &["--ip", &ip_y]);
+    // The newcomer speaks first, as a client does; the peer answers to whichever MAC it
+    // holds for the address. A few seconds: the port's first packets pass as soon as
+    // ovn-controller has installed it, the stale entry lasted 20 s and more.
+    let answered = common::wait_until(6, || {
+        docker_try(&["exec", &z, "ping", "-c", "1", "-W", "1", &ip_a])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert!(
+        answered.is_some(),
+        "{z} (at {ip_y}, released by {y} a moment before) got no answer from {ip_a} within 6 s"
+    );
+}

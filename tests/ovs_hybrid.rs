@@ -100,6 +100,7 @@ fn hybrid_context(p: &Port) -> BindContext {
         network_id: p.network_id.to_string(),
         project_id: p.project_id.clone(),
         ifname: String::new(),
+        ipv4: vec![],
     }
 }
 

@@ -394,5 +394,13 @@ pub(super) fn bind_context(port: &Port, ep: &str, project_id: &str) -> BindConte
             port.project_id.clone()
         },
         ifname: String::new(),
+        ipv4: port
+            .fixed_ips
+            .iter()
+            .filter_map(|f| match f.ip_address {
+                std::net::IpAddr::V4(a) => Some(a),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect(),
     }
 }

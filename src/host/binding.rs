@@ -25,6 +25,8 @@ pub struct BindContext {
     pub project_id: String,
     /// The host-side interface to bind.
     pub ifname: String,
+    /// The port's IPv4 addresses, announced once the port is live on an OVN chassis.
+    pub ipv4: Vec<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +184,7 @@ async fn run(program: &Path, args: &[String]) -> Result<String, HostError> {
     run_within(program, args, PROGRAM_DEADLINE).await
 }
 
-async fn run_within(
+pub(super) async fn run_within(
     program: &Path,
     args: &[String],
     deadline: std::time::Duration,
@@ -280,6 +282,23 @@ impl Binder {
                 run(path, &args).await.map(|_| ())
             }
         }
+    }
+
+    /// The bridge whose port should announce the container's addresses once
+    /// ovn-controller has installed it (see `announce`): a plain OVS plug with IPv4
+    /// addresses on an OVN chassis. None for everything else.
+    pub async fn announce_on(&self, ctx: &BindContext) -> Option<String> {
+        if *self != Binder::Ovs || hybrid_plug(&ctx.vif_details) || ctx.ipv4.is_empty() {
+            return None;
+        }
+        let ovn = cached("ovn-chassis", || {
+            super::ovs::is_ovn_chassis().map(|yes| yes.to_string())
+        })
+        .await;
+        if ovn.as_deref() != Some("true") {
+            return None;
+        }
+        Some(ovs_bridge(&ctx.vif_details).await)
     }
 
     /// Undoes `bind`; the caller deletes the veth afterwards (which also detaches it).
@@ -454,6 +473,7 @@ mod tests {
             network_id: "n".into(),
             project_id: "t".into(),
             ifname: "tapp".into(),
+            ipv4: vec![],
         };
         let a = ovs_add_port_args("br-int", "tapp", &ctx, "vm-uuid");
         assert!(a.contains(&"external_ids:iface-id=p".to_string()));

@@ -1,6 +1,7 @@
 //! Host plumbing: veth pairs for containers, bound into Neutron's L2. Knows nothing of
 //! Docker or Neutron's API; it gets names, MAC, MTU and a vif_type.
 
+pub mod announce;
 pub mod binding;
 pub mod ethtool;
 pub mod netlink;
@@ -210,6 +211,21 @@ impl Plumber {
     pub fn netlink(&self) -> &Netlink {
         &self.nl
     }
+
+    /// On an OVN chassis, the container's addresses are announced from its port once
+    /// ovn-controller has installed it (see `announce`). All of it in the background,
+    /// the first look at this host's Open vSwitch included: nothing on the start's path.
+    fn announce(&self, binder: &binding::Binder, bind: &BindContext, host_if: &str) {
+        if *binder != binding::Binder::Ovs || bind.ipv4.is_empty() {
+            return;
+        }
+        let (binder, bind, host_if) = (binder.clone(), bind.clone(), host_if.to_string());
+        tokio::spawn(async move {
+            if let Some(bridge) = binder.announce_on(&bind).await {
+                announce::announce(bridge, host_if, bind.mac, bind.ipv4).await;
+            }
+        });
+    }
 }
 
 #[async_trait]
@@ -296,6 +312,7 @@ impl Plumbing for Plumber {
                     .set_alias(&host_if, &veth_alias(&req.bind.endpoint_id))
                     .await?;
                 tracing::debug!(%host_if, endpoint = %req.bind.endpoint_id, "veth plugged ahead handed over");
+                self.announce(&binder, &req.bind, &host_if);
                 return Ok(Plugged {
                     host_ifname: host_if,
                     container_ifname: cont_if,
@@ -348,6 +365,9 @@ impl Plumbing for Plumber {
                 tracing::warn!(%host_if, error = %e2, "rollback: could not delete veth");
             }
             return Err(e);
+        }
+        if req.bind.endpoint_id != PLUGGED_AHEAD {
+            self.announce(&binder, &req.bind, &host_if);
         }
         Ok(Plugged {
             host_ifname: host_if,

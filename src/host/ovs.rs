@@ -66,6 +66,17 @@ pub fn local_chassis() -> Option<Chassis> {
     Chassis::from_external_ids(&external_ids_of_list(&out)?)
 }
 
+/// Whether this host's Open vSwitch is an OVN chassis; None when it does not answer.
+pub fn is_ovn_chassis() -> Option<bool> {
+    let out = vsctl(&[
+        "--format=json",
+        "--columns=external_ids",
+        "list",
+        "Open_vSwitch",
+    ])?;
+    Some(external_ids_of_list(&out).is_some_and(|ids| Chassis::from_external_ids(&ids).is_some()))
+}
+
 /// A bridge's `datapath_type` (`netdev` for the userspace datapath, `system` or empty
 /// for the kernel's), if the bridge is there.
 pub fn bridge_datapath_type(bridge: &str) -> Option<String> {
