@@ -36,7 +36,12 @@ impl Drop for Cleanup {
 
 fn ping(from: &str, ip: &str) -> bool {
     // The agent needs a moment to wire a new tap into the bridge: retry briefly.
-    common::wait_until(20, || {
+    ping_within(from, ip, 20)
+}
+
+/// Whether `from` gets an answer from `ip` within `secs` of retries, a second each.
+fn ping_within(from: &str, ip: &str, secs: u64) -> bool {
+    common::wait_until(secs, || {
         let out = docker_try(&["exec", from, "ping", "-c", "1", "-W", "1", ip]);
         out.status.success().then_some(())
     })
@@ -629,14 +634,8 @@ async fn a_container_on_a_just_released_address_is_answered_at_once() {
     // The newcomer speaks first, as a client does; the peer answers to whichever MAC it
     // holds for the address. A few seconds: the port's first packets pass as soon as
     // ovn-controller has installed it, the stale entry lasted 20 s and more.
-    let answered = common::wait_until(6, || {
-        docker_try(&["exec", &z, "ping", "-c", "1", "-W", "1", &ip_a])
-            .status
-            .success()
-            .then_some(())
-    });
     assert!(
-        answered.is_some(),
+        ping_within(&z, &ip_a, 6),
         "{z} (at {ip_y}, released by {y} a moment before) got no answer from {ip_a} within 6 s"
     );
 }

@@ -284,13 +284,16 @@ impl Binder {
         }
     }
 
-    /// The bridge whose port should announce the container's addresses once
-    /// ovn-controller has installed it (see `announce`): a plain OVS plug with IPv4
-    /// addresses on an OVN chassis. None for everything else.
+    /// Whether a port this binder plugged may announce the container's addresses (see
+    /// `announce`): a plain OVS plug with IPv4 addresses. Decided without a look at the
+    /// host, so a start spawns nothing for other ports.
+    pub fn may_announce(&self, ctx: &BindContext) -> bool {
+        *self == Binder::Ovs && !hybrid_plug(&ctx.vif_details) && !ctx.ipv4.is_empty()
+    }
+
+    /// The bridge to announce a port on that `may_announce`: this host's, when it is an
+    /// OVN chassis; None elsewhere.
     pub async fn announce_on(&self, ctx: &BindContext) -> Option<String> {
-        if *self != Binder::Ovs || hybrid_plug(&ctx.vif_details) || ctx.ipv4.is_empty() {
-            return None;
-        }
         let ovn = cached("ovn-chassis", || {
             super::ovs::is_ovn_chassis().map(|yes| yes.to_string())
         })

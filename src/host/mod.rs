@@ -216,7 +216,7 @@ impl Plumber {
     /// ovn-controller has installed it (see `announce`). All of it in the background,
     /// the first look at this host's Open vSwitch included: nothing on the start's path.
     fn announce(&self, binder: &binding::Binder, bind: &BindContext, host_if: &str) {
-        if *binder != binding::Binder::Ovs || bind.ipv4.is_empty() {
+        if !binder.may_announce(bind) {
             return;
         }
         let (binder, bind, host_if) = (binder.clone(), bind.clone(), host_if.to_string());

@@ -55,25 +55,24 @@ fn vsctl(args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// This host's chassis, if its Open vSwitch answers and is one.
-pub fn local_chassis() -> Option<Chassis> {
-    let out = vsctl(&[
+/// `ovs-vsctl list Open_vSwitch`'s `external_ids`, as JSON; None when it does not answer.
+fn local_external_ids() -> Option<String> {
+    vsctl(&[
         "--format=json",
         "--columns=external_ids",
         "list",
         "Open_vSwitch",
-    ])?;
-    Chassis::from_external_ids(&external_ids_of_list(&out)?)
+    ])
+}
+
+/// This host's chassis, if its Open vSwitch answers and is one.
+pub fn local_chassis() -> Option<Chassis> {
+    Chassis::from_external_ids(&external_ids_of_list(&local_external_ids()?)?)
 }
 
 /// Whether this host's Open vSwitch is an OVN chassis; None when it does not answer.
 pub fn is_ovn_chassis() -> Option<bool> {
-    let out = vsctl(&[
-        "--format=json",
-        "--columns=external_ids",
-        "list",
-        "Open_vSwitch",
-    ])?;
+    let out = local_external_ids()?;
     Some(external_ids_of_list(&out).is_some_and(|ids| Chassis::from_external_ids(&ids).is_some()))
 }
 
